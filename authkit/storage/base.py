@@ -1,0 +1,416 @@
+"""``AuthStorage``: the one contract every backend implements.
+
+The public methods live here and check their arguments once, for every
+backend; a backend implements the private ``_``-prefixed hooks and may assume
+its arguments are valid (ids checked, datetimes in UTC, JSON checked, ``ttl``
+turned into an absolute ``expires_at``).
+
+Usage::
+
+    from authkit.storage import open_storage
+
+    with open_storage("sqlite:///authkit.db") as storage:
+        storage.store_kv("greeting", b"hello", ttl=60)
+        storage.get_kv("greeting")          # b"hello" for the next minute
+        with storage.lock("nightly-cleanup", timeout=0):
+            storage.cleanup_expired()
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from authkit.models import AuthToken, CleanupReport, SessionData, as_utc, check_json, utcnow
+
+__all__ = ["AuthStorage", "Clock", "MAX_ID_LENGTH", "DEFAULT_BATCH_SIZE", "check_id", "copy_token", "copy_session"]
+
+Clock = Callable[[], datetime]
+"""A function returning the current aware UTC time; tests inject one to move time."""
+
+MAX_ID_LENGTH = 255
+DEFAULT_BATCH_SIZE = 1000
+KvValue = bytes | bytearray | memoryview
+
+
+def check_id(value: object, name: str = "id") -> str:
+    """Return ``value`` if it is a valid id or key, else raise ``TypeError``/``ValueError``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{name} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
+    if "\x00" in value:
+        raise ValueError(f"{name} must not contain a NUL character")
+    return value
+
+
+def _check_optional_str(value: object, name: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+
+
+def copy_token(token: AuthToken) -> AuthToken:
+    """A deep copy, so stored and returned objects never alias the caller's."""
+    return copy.deepcopy(token)
+
+
+def copy_session(session: SessionData) -> SessionData:
+    """A deep copy, so stored and returned objects never alias the caller's."""
+    return copy.deepcopy(session)
+
+
+def _checked_token(token: object) -> AuthToken:
+    """A validated copy of ``token`` with its datetimes in UTC."""
+    if not isinstance(token, AuthToken):
+        raise TypeError(f"expected an AuthToken, not {type(token).__name__}")
+    check_id(token.token_id, "token_id")
+    check_id(token.user_id, "user_id")
+    if not isinstance(token.access_token, str):
+        raise TypeError("access_token must be a str")
+    if not token.access_token:
+        raise ValueError("access_token must not be empty")
+    _check_optional_str(token.refresh_token, "refresh_token")
+    if not isinstance(token.token_type, str):
+        raise TypeError("token_type must be a str")
+    _check_optional_str(token.client_id, "client_id")
+    if not isinstance(token.scopes, list) or not all(isinstance(s, str) for s in token.scopes):
+        raise TypeError("scopes must be a list of str")
+    if not isinstance(token.metadata, dict):
+        raise TypeError("metadata must be a dict")
+    check_json(token.metadata, "metadata")
+    # The dataclass may have been mutated after construction: check again.
+    checked = copy_token(token)
+    checked.issued_at = as_utc(token.issued_at, "issued_at")
+    checked.expires_at = None if token.expires_at is None else as_utc(token.expires_at, "expires_at")
+    return checked
+
+
+def _checked_session(session_id: object, data: object) -> SessionData:
+    """A validated copy of ``data`` whose ``session_id`` is ``session_id``."""
+    check_id(session_id, "session_id")
+    assert isinstance(session_id, str)
+    if not isinstance(data, SessionData):
+        raise TypeError(f"expected a SessionData, not {type(data).__name__}")
+    if data.session_id and data.session_id != session_id:
+        raise ValueError("data.session_id differs from the session_id argument")
+    check_id(data.user_id, "user_id")
+    _check_optional_str(data.ip_address, "ip_address")
+    _check_optional_str(data.user_agent, "user_agent")
+    if not isinstance(data.data, dict):
+        raise TypeError("data must be a dict")
+    check_json(data.data, "data")
+    checked = copy_session(data)
+    checked.session_id = session_id
+    checked.created_at = as_utc(data.created_at, "created_at")
+    checked.last_activity = as_utc(data.last_activity, "last_activity")
+    checked.expires_at = None if data.expires_at is None else as_utc(data.expires_at, "expires_at")
+    return checked
+
+
+def _checked_value(value: object) -> bytes:
+    if isinstance(value, str):
+        raise TypeError("kv values are bytes; encode the str first (e.g. value.encode())")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"kv values must be bytes-like, not {type(value).__name__}")
+    return bytes(value)
+
+
+def _ttl_seconds(ttl: object) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise TypeError(f"ttl must be seconds (int/float), a timedelta or None, not {type(ttl).__name__}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("ttl must be a positive, finite duration")
+    return seconds
+
+
+def _check_timeouts(timeout: object, ttl: object) -> tuple[float, float]:
+    for name, value in (("timeout", timeout), ("ttl", ttl)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"{name} must be a number of seconds")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite")
+    assert isinstance(timeout, (int, float)) and isinstance(ttl, (int, float))
+    if timeout < 0:
+        raise ValueError("timeout must be >= 0")
+    if ttl <= 0:
+        raise ValueError("ttl must be > 0")
+    return float(timeout), float(ttl)
+
+
+class AuthStorage(abc.ABC):
+    """Tokens, sessions and TTL'd key-value data in one store.
+
+    Every backend is thread-safe, a context manager, and has :meth:`close`.
+    Expiry is decided on read: an expired session or kv entry is never
+    returned, even before :meth:`cleanup_expired` deletes it.  Tokens are the
+    exception: :meth:`get_token` returns an expired token (it may still carry
+    a refresh token) until cleanup removes it.
+
+    ``clock`` returns the current aware UTC time; it exists so tests can move
+    time instead of sleeping.
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or utcnow
+
+    def now(self) -> datetime:
+        """The storage's idea of the current time (aware UTC)."""
+        return self._clock()
+
+    # -- tokens -----------------------------------------------------------
+
+    def store_token(self, token: AuthToken) -> None:
+        """Insert ``token``, or replace the stored token with the same ``token_id``."""
+        self._store_tokens([_checked_token(token)])
+
+    def get_token(self, token_id: str) -> AuthToken | None:
+        """The token with this id, also when it has expired; ``None`` if there is none."""
+        return self._get_token(check_id(token_id, "token_id"))
+
+    def get_token_by_access_token(self, access_token: str) -> AuthToken | None:
+        """The live token whose access token this is; ``None`` if none or expired."""
+        if not isinstance(access_token, str):
+            raise TypeError("access_token must be a str")
+        if not access_token:
+            raise ValueError("access_token must not be empty")
+        return self._get_token_by_access_token(access_token, self.now())
+
+    def update_token(self, token: AuthToken) -> None:
+        """Replace a stored token; :class:`~authkit.errors.NotFoundError` if there is none."""
+        self._update_token(_checked_token(token))
+
+    def delete_token(self, token_id: str) -> None:
+        """Delete the token; deleting a missing token is not an error."""
+        self._delete_tokens([check_id(token_id, "token_id")])
+
+    def list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        """All the user's tokens, expired ones included, by ``issued_at`` then ``token_id``."""
+        return self._list_user_tokens(check_id(user_id, "user_id"))
+
+    def store_tokens_bulk(self, tokens: Iterable[AuthToken]) -> None:
+        """Store many tokens in one transaction: all of them, or none if one is invalid."""
+        checked = [_checked_token(t) for t in _as_list(tokens, "tokens")]
+        if checked:
+            self._store_tokens(_last_wins(checked, lambda t: t.token_id))
+
+    def delete_tokens_bulk(self, token_ids: Iterable[str]) -> None:
+        """Delete many tokens in one transaction; missing ones are ignored."""
+        ids = [check_id(i, "token_id") for i in _as_list(token_ids, "token_ids")]
+        if ids:
+            self._delete_tokens(list(dict.fromkeys(ids)))
+
+    # -- sessions ---------------------------------------------------------
+
+    def store_session(self, session_id: str, data: SessionData) -> None:
+        """Insert or replace the session stored under ``session_id``."""
+        self._store_sessions([_checked_session(session_id, data)])
+
+    def get_session(self, session_id: str) -> SessionData | None:
+        """The session, or ``None`` if there is none or it has expired."""
+        return self._get_session(check_id(session_id, "session_id"), self.now())
+
+    def delete_session(self, session_id: str) -> None:
+        """Delete the session; deleting a missing session is not an error."""
+        self._delete_sessions([check_id(session_id, "session_id")])
+
+    def list_user_sessions(self, user_id: str) -> list[SessionData]:
+        """The user's live sessions, by ``created_at`` then ``session_id``."""
+        return self._list_user_sessions(check_id(user_id, "user_id"), self.now())
+
+    def count_active_sessions(self) -> int:
+        """How many sessions are live, counted without loading them."""
+        return self._count_active_sessions(self.now())
+
+    def store_sessions_bulk(self, sessions: Iterable[tuple[str, SessionData]]) -> None:
+        """Store many ``(session_id, data)`` pairs in one transaction, all or nothing."""
+        checked = []
+        for pair in _as_list(sessions, "sessions"):
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise TypeError("sessions must be (session_id, SessionData) pairs")
+            checked.append(_checked_session(pair[0], pair[1]))
+        if checked:
+            self._store_sessions(_last_wins(checked, lambda s: s.session_id))
+
+    def delete_sessions_bulk(self, session_ids: Iterable[str]) -> None:
+        """Delete many sessions in one transaction; missing ones are ignored."""
+        ids = [check_id(i, "session_id") for i in _as_list(session_ids, "session_ids")]
+        if ids:
+            self._delete_sessions(list(dict.fromkeys(ids)))
+
+    # -- key-value --------------------------------------------------------
+
+    def store_kv(self, key: str, value: KvValue, ttl: float | timedelta | None = None) -> None:
+        """Store ``value`` (bytes-like) under ``key``, for ``ttl`` seconds or forever."""
+        check_id(key, "key")
+        data = _checked_value(value)
+        seconds = _ttl_seconds(ttl)
+        expires_at = None if seconds is None else self.now() + timedelta(seconds=seconds)
+        self._store_kv(key, data, expires_at)
+
+    def get_kv(self, key: str) -> bytes | None:
+        """The value as ``bytes``, or ``None`` if missing or expired."""
+        return self._get_kv(check_id(key, "key"), self.now())
+
+    def delete_kv(self, key: str) -> None:
+        """Delete the entry; deleting a missing key is not an error."""
+        self._delete_kv(check_id(key, "key"))
+
+    def list_kv_keys(self, prefix: str = "") -> list[str]:
+        """Live keys starting with ``prefix`` literally (no wildcards), sorted."""
+        if not isinstance(prefix, str):
+            raise TypeError("prefix must be a str")
+        if "\x00" in prefix:
+            raise ValueError("prefix must not contain a NUL character")
+        return sorted(self._list_kv_keys(prefix, self.now()))
+
+    # -- maintenance ------------------------------------------------------
+
+    def cleanup_expired(
+        self,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Callable[[CleanupReport], None] | None = None,
+    ) -> CleanupReport:
+        """Delete expired tokens, sessions and kv entries; return how many of each.
+
+        Works in batches of at most ``batch_size`` records of each kind, each
+        batch its own short transaction, so a cron job never holds a big lock
+        and other writers interleave.  ``progress`` is called after every batch
+        with the running totals.
+        """
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise TypeError("batch_size must be an int")
+        if batch_size <= 0:
+            raise ValueError("batch_size must be > 0")
+        now = self.now()
+        total = CleanupReport()
+        while True:
+            batch = self._cleanup_batch(now, batch_size)
+            total += batch
+            if progress is not None:
+                progress(total)
+            if max(batch.tokens, batch.sessions, batch.kv) < batch_size:
+                return total
+
+    def stats(self) -> dict[str, int]:
+        """Record counts: ``tokens``/``sessions``/``kv``, each ``_live`` and ``_expired``.
+
+        Expired counts are records still stored that ``cleanup_expired`` would delete.
+        """
+        return self._stats(self.now())
+
+    @contextmanager
+    def lock(self, name: str, timeout: float = 10.0, ttl: float = 30.0) -> Iterator[None]:
+        """Hold the named lock for the ``with`` block, across every process sharing the store.
+
+        Waits at most ``timeout`` seconds (``0`` tries once), then raises
+        :class:`TimeoutError`.  A holder that dies without releasing loses the
+        lock after ``ttl`` seconds.  Not re-entrant.
+        """
+        check_id(name, "name")
+        timeout_s, ttl_s = _check_timeouts(timeout, ttl)
+        with self._lock(name, timeout_s, ttl_s):
+            yield
+
+    def close(self) -> None:
+        """Release connections; the storage must not be used afterwards."""
+
+    def __enter__(self) -> AuthStorage:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- what a backend implements -----------------------------------------
+
+    @abc.abstractmethod
+    def _store_tokens(self, tokens: list[AuthToken]) -> None:
+        """Upsert valid tokens with distinct ids, atomically."""
+
+    @abc.abstractmethod
+    def _get_token(self, token_id: str) -> AuthToken | None: ...
+
+    @abc.abstractmethod
+    def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None: ...
+
+    @abc.abstractmethod
+    def _update_token(self, token: AuthToken) -> None:
+        """Replace an existing token, or raise ``NotFoundError``."""
+
+    @abc.abstractmethod
+    def _delete_tokens(self, token_ids: list[str]) -> None: ...
+
+    @abc.abstractmethod
+    def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        """Sorted by ``(issued_at, token_id)``."""
+
+    @abc.abstractmethod
+    def _store_sessions(self, sessions: list[SessionData]) -> None:
+        """Upsert valid sessions with distinct ids, atomically."""
+
+    @abc.abstractmethod
+    def _get_session(self, session_id: str, now: datetime) -> SessionData | None: ...
+
+    @abc.abstractmethod
+    def _delete_sessions(self, session_ids: list[str]) -> None: ...
+
+    @abc.abstractmethod
+    def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
+        """Live sessions sorted by ``(created_at, session_id)``."""
+
+    @abc.abstractmethod
+    def _count_active_sessions(self, now: datetime) -> int: ...
+
+    @abc.abstractmethod
+    def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None: ...
+
+    @abc.abstractmethod
+    def _get_kv(self, key: str, now: datetime) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def _delete_kv(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
+        """Live keys starting with ``prefix`` literally, in any order."""
+
+    @abc.abstractmethod
+    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+        """Delete up to ``limit`` expired records of each kind, in one short transaction."""
+
+    @abc.abstractmethod
+    def _stats(self, now: datetime) -> dict[str, int]:
+        """Counts keyed ``tokens_live``, ``tokens_expired``, ``sessions_live``, … ``kv_expired``."""
+
+    @abc.abstractmethod
+    def _lock(self, name: str, timeout: float, ttl: float) -> Any:
+        """A context manager holding the lock; raises ``TimeoutError``."""
+
+
+def _as_list(items: object, name: str) -> list[Any]:
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise TypeError(f"{name} must be an iterable of items")
+    return list(items)
+
+
+def _last_wins(items: Sequence[Any], key: Callable[[Any], str]) -> list[Any]:
+    """One item per id, the last one given, as a sequence of single stores would leave it."""
+    return list({key(item): item for item in items}.values())

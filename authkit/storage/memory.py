@@ -1,0 +1,217 @@
+"""``MemoryStorage``: everything in this process's memory, for tests and scripts.
+
+Dicts keyed by id, with secondary indexes (access token -> token id, user ->
+ids) so lookups are never scans.  One ``threading.RLock`` guards them all;
+``lock()`` is shared by the threads of this process only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from authkit.errors import NotFoundError
+from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage.base import AuthStorage, Clock, copy_session, copy_token
+
+__all__ = ["MemoryStorage"]
+
+
+def _live(expires_at: datetime | None, now: datetime) -> bool:
+    return expires_at is None or expires_at > now
+
+
+class MemoryStorage(AuthStorage):
+    """Storage in a Python dict; nothing survives the process.
+
+    >>> storage = MemoryStorage()
+    >>> storage.store_kv("k", b"v", ttl=30)
+    >>> storage.get_kv("k")
+    b'v'
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        super().__init__(clock=clock)
+        self._mutex = threading.RLock()
+        self._tokens: dict[str, AuthToken] = {}
+        self._token_by_access: dict[str, str] = {}
+        self._tokens_by_user: dict[str, set[str]] = {}
+        self._sessions: dict[str, SessionData] = {}
+        self._sessions_by_user: dict[str, set[str]] = {}
+        self._kv: dict[str, tuple[bytes, datetime | None]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
+        self._lock_released = threading.Condition(self._mutex)
+
+    def __repr__(self) -> str:
+        return "MemoryStorage()"
+
+    # -- tokens -----------------------------------------------------------
+
+    def _store_tokens(self, tokens: list[AuthToken]) -> None:
+        with self._mutex:
+            for token in tokens:
+                self._unindex_token(token.token_id)
+                self._tokens[token.token_id] = token
+                self._token_by_access[token.access_token] = token.token_id
+                self._tokens_by_user.setdefault(token.user_id, set()).add(token.token_id)
+
+    def _unindex_token(self, token_id: str) -> None:
+        old = self._tokens.pop(token_id, None)
+        if old is None:
+            return
+        if self._token_by_access.get(old.access_token) == token_id:
+            del self._token_by_access[old.access_token]
+        ids = self._tokens_by_user.get(old.user_id)
+        if ids is not None:
+            ids.discard(token_id)
+            if not ids:
+                del self._tokens_by_user[old.user_id]
+
+    def _get_token(self, token_id: str) -> AuthToken | None:
+        with self._mutex:
+            token = self._tokens.get(token_id)
+            return None if token is None else copy_token(token)
+
+    def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
+        with self._mutex:
+            token_id = self._token_by_access.get(access_token)
+            token = None if token_id is None else self._tokens.get(token_id)
+            if token is None or not _live(token.expires_at, now):
+                return None
+            return copy_token(token)
+
+    def _update_token(self, token: AuthToken) -> None:
+        with self._mutex:
+            if token.token_id not in self._tokens:
+                raise NotFoundError(f"no token with id {token.token_id!r}")
+            self._store_tokens([token])
+
+    def _delete_tokens(self, token_ids: list[str]) -> None:
+        with self._mutex:
+            for token_id in token_ids:
+                self._unindex_token(token_id)
+
+    def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        with self._mutex:
+            tokens = [copy_token(self._tokens[i]) for i in self._tokens_by_user.get(user_id, ())]
+        return sorted(tokens, key=lambda t: (t.issued_at, t.token_id))
+
+    # -- sessions ---------------------------------------------------------
+
+    def _store_sessions(self, sessions: list[SessionData]) -> None:
+        with self._mutex:
+            for session in sessions:
+                self._unindex_session(session.session_id)
+                self._sessions[session.session_id] = session
+                self._sessions_by_user.setdefault(session.user_id, set()).add(session.session_id)
+
+    def _unindex_session(self, session_id: str) -> None:
+        old = self._sessions.pop(session_id, None)
+        if old is None:
+            return
+        ids = self._sessions_by_user.get(old.user_id)
+        if ids is not None:
+            ids.discard(session_id)
+            if not ids:
+                del self._sessions_by_user[old.user_id]
+
+    def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
+        with self._mutex:
+            session = self._sessions.get(session_id)
+            if session is None or not _live(session.expires_at, now):
+                return None
+            return copy_session(session)
+
+    def _delete_sessions(self, session_ids: list[str]) -> None:
+        with self._mutex:
+            for session_id in session_ids:
+                self._unindex_session(session_id)
+
+    def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
+        with self._mutex:
+            sessions = [
+                copy_session(s)
+                for s in (self._sessions[i] for i in self._sessions_by_user.get(user_id, ()))
+                if _live(s.expires_at, now)
+            ]
+        return sorted(sessions, key=lambda s: (s.created_at, s.session_id))
+
+    def _count_active_sessions(self, now: datetime) -> int:
+        with self._mutex:
+            return sum(1 for s in self._sessions.values() if _live(s.expires_at, now))
+
+    # -- key-value --------------------------------------------------------
+
+    def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None:
+        with self._mutex:
+            self._kv[key] = (value, expires_at)
+
+    def _get_kv(self, key: str, now: datetime) -> bytes | None:
+        with self._mutex:
+            entry = self._kv.get(key)
+        if entry is None or not _live(entry[1], now):
+            return None
+        return entry[0]  # bytes are immutable: no copy needed
+
+    def _delete_kv(self, key: str) -> None:
+        with self._mutex:
+            self._kv.pop(key, None)
+
+    def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
+        with self._mutex:
+            return [k for k, (_, exp) in self._kv.items() if k.startswith(prefix) and _live(exp, now)]
+
+    # -- maintenance ------------------------------------------------------
+
+    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+        with self._mutex:
+            tokens = [i for i, t in self._tokens.items() if not _live(t.expires_at, now)][:limit]
+            sessions = [i for i, s in self._sessions.items() if not _live(s.expires_at, now)][:limit]
+            kv = [k for k, (_, exp) in self._kv.items() if not _live(exp, now)][:limit]
+            self._delete_tokens(tokens)
+            self._delete_sessions(sessions)
+            for key in kv:
+                del self._kv[key]
+        return CleanupReport(tokens=len(tokens), sessions=len(sessions), kv=len(kv))
+
+    def _stats(self, now: datetime) -> dict[str, int]:
+        with self._mutex:
+            tokens = sum(1 for t in self._tokens.values() if _live(t.expires_at, now))
+            sessions = sum(1 for s in self._sessions.values() if _live(s.expires_at, now))
+            kv = sum(1 for _, exp in self._kv.values() if _live(exp, now))
+            return {
+                "tokens_live": tokens,
+                "tokens_expired": len(self._tokens) - tokens,
+                "sessions_live": sessions,
+                "sessions_expired": len(self._sessions) - sessions,
+                "kv_live": kv,
+                "kv_expired": len(self._kv) - kv,
+            }
+
+    @contextmanager
+    def _lock(self, name: str, timeout: float, ttl: float) -> Iterator[None]:
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + timeout
+        with self._lock_released:
+            while True:
+                now = time.monotonic()
+                held = self._locks.get(name)
+                if held is None or held[1] <= now:
+                    self._locks[name] = (owner, now + ttl)
+                    break
+                remaining = deadline - now
+                if remaining <= 0:
+                    raise TimeoutError(f"lock {name!r} is held by another holder")
+                self._lock_released.wait(min(remaining, held[1] - now))
+        try:
+            yield
+        finally:
+            with self._lock_released:
+                held = self._locks.get(name)
+                if held is not None and held[0] == owner:
+                    del self._locks[name]
+                self._lock_released.notify_all()
