@@ -312,6 +312,29 @@ class AuthStorage(abc.ABC):
         """
         return self._stats(self.now())
 
+    def iter_token_ids(self, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[str]:
+        """Every stored token id (expired ones included), fetched ``batch_size`` at a time.
+
+        Order is the backend's own; ids stored or deleted during the walk may or
+        may not be seen.  Used by maintenance jobs such as ``reencrypt()``.
+        """
+        return self._walk(self._token_id_page, batch_size)
+
+    def iter_session_ids(self, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[str]:
+        """Every stored session id (expired ones included), ``batch_size`` at a time."""
+        return self._walk(self._session_id_page, batch_size)
+
+    @staticmethod
+    def _walk(page: Callable[[str | None, int], tuple[list[str], str | None]], batch_size: int) -> Iterator[str]:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+            raise ValueError("batch_size must be a positive int")
+        cursor: str | None = None
+        while True:
+            ids, cursor = page(cursor, batch_size)
+            yield from ids
+            if cursor is None:
+                return
+
     @contextmanager
     def lock(self, name: str, timeout: float = 10.0, ttl: float = 30.0) -> Iterator[None]:
         """Hold the named lock for the ``with`` block, across every process sharing the store.
@@ -399,6 +422,15 @@ class AuthStorage(abc.ABC):
     @abc.abstractmethod
     def _stats(self, now: datetime) -> dict[str, int]:
         """Counts keyed ``tokens_live``, ``tokens_expired``, ``sessions_live``, … ``kv_expired``."""
+
+    @abc.abstractmethod
+    def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        """Up to ``limit`` token ids from ``cursor`` (``None``: the start) and the next
+        cursor, ``None`` when there are no more.  The cursor's meaning is the backend's."""
+
+    @abc.abstractmethod
+    def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        """Like :meth:`_token_id_page`, for sessions."""
 
     @abc.abstractmethod
     def _lock(self, name: str, timeout: float, ttl: float) -> Any:

@@ -25,6 +25,12 @@ def _live(expires_at: datetime | None, now: datetime) -> bool:
     return expires_at is None or expires_at > now
 
 
+def _id_page(records: dict[str, object], cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+    """Ids after ``cursor`` in sorted order; the cursor is the last id returned."""
+    ids = sorted(i for i in records if cursor is None or i > cursor)[:limit]
+    return ids, (ids[-1] if len(ids) == limit else None)
+
+
 class MemoryStorage(AuthStorage):
     """Storage in a Python dict; nothing survives the process.
 
@@ -191,6 +197,14 @@ class MemoryStorage(AuthStorage):
                 "kv_live": kv,
                 "kv_expired": len(self._kv) - kv,
             }
+
+    def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        with self._mutex:
+            return _id_page(self._tokens, cursor, limit)
+
+    def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        with self._mutex:
+            return _id_page(self._sessions, cursor, limit)
 
     @contextmanager
     def _lock(self, name: str, timeout: float, ttl: float) -> Iterator[None]:
