@@ -44,7 +44,8 @@ class Table:
 
     def seconds(self, what: str, ours: float, baseline: float, goal: str = "") -> None:
         """Add a row of two durations; the ratio is ours / baseline."""
-        self.rows.append((what, f"{ours * 1000:,.2f} ms", f"{baseline * 1000:,.2f} ms", f"{ours / baseline:.2f}x", goal))
+        ratio = f"{ours / baseline:.2f}x"
+        self.rows.append((what, f"{ours * 1000:,.2f} ms", f"{baseline * 1000:,.2f} ms", ratio, goal))
 
     def note(self, what: str, value: str, goal: str = "") -> None:
         """Add a row with a single figure and no baseline."""

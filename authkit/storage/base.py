@@ -348,7 +348,7 @@ class AuthStorage(abc.ABC):
         with self._lock(name, timeout_s, ttl_s):
             yield
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a backend with nothing to release needs no override
         """Release connections; the storage must not be used afterwards."""
 
     def __enter__(self) -> AuthStorage:

@@ -1,0 +1,733 @@
+"""The storage contract (DESIGN.md, "Storage contract"), run on every backend.
+
+Each test gets a fresh, empty storage of one backend (``tests/backends.py``)
+and a ``FakeClock`` that the storage reads, so expiry is tested by moving time
+rather than sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+import unicodedata
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from authkit.errors import NotFoundError
+from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage import AuthStorage
+from tests.clock import FakeClock
+
+UTC = timezone.utc
+
+
+def make_token(token_id: str = "tok-1", user_id: str = "user-1", **fields: object) -> AuthToken:
+    fields.setdefault("access_token", f"access-{token_id}")
+    return AuthToken(token_id=token_id, user_id=user_id, **fields)  # type: ignore[arg-type]
+
+
+def make_session(session_id: str = "", user_id: str = "user-1", **fields: object) -> SessionData:
+    return SessionData(session_id=session_id, user_id=user_id, **fields)  # type: ignore[arg-type]
+
+
+def full_token(clock: FakeClock, token_id: str = "tok-full") -> AuthToken:
+    now = clock()
+    return AuthToken(
+        token_id=token_id,
+        user_id="user-ü",
+        access_token="00Dxx!AQ4AQ.secret-access",
+        refresh_token="5Aep861-secret-refresh",
+        token_type="Bearer",
+        scopes=["api", "refresh_token", "web"],
+        issued_at=now.replace(microsecond=123456),
+        expires_at=now + timedelta(hours=1, microseconds=7),
+        client_id="3MVG9-client",
+        metadata={"instance_url": "https://acme.my.salesforce.com", "n": [1, 2.5, None, True], "d": {"x": "y"}},
+    )
+
+
+# -- tokens -----------------------------------------------------------------
+
+
+def test_token_round_trips_every_field(storage: AuthStorage, clock: FakeClock) -> None:
+    token = full_token(clock)
+    storage.store_token(token)
+    assert storage.get_token(token.token_id) == token
+    assert storage.get_token_by_access_token(token.access_token) == token
+
+
+def test_store_token_replaces_by_id(storage: AuthStorage) -> None:
+    storage.store_token(make_token(access_token="old-access", user_id="u1"))
+    storage.store_token(make_token(access_token="new-access", user_id="u2"))
+    got = storage.get_token("tok-1")
+    assert got is not None and got.access_token == "new-access" and got.user_id == "u2"
+    assert storage.get_token_by_access_token("old-access") is None
+    assert storage.get_token_by_access_token("new-access") == got
+    assert storage.list_user_tokens("u1") == []
+    assert [t.token_id for t in storage.list_user_tokens("u2")] == ["tok-1"]
+
+
+def test_missing_token_is_none(storage: AuthStorage) -> None:
+    assert storage.get_token("nope") is None
+    assert storage.get_token_by_access_token("nope") is None
+
+
+def test_get_token_returns_expired_token_until_cleanup(storage: AuthStorage, clock: FakeClock) -> None:
+    token = make_token(refresh_token="refresh", expires_at=clock() + timedelta(seconds=30))
+    storage.store_token(token)
+    clock.advance(31)
+    assert storage.get_token("tok-1") == token
+    assert storage.get_token_by_access_token(token.access_token) is None
+    assert storage.cleanup_expired().tokens == 1
+    assert storage.get_token("tok-1") is None
+
+
+def test_token_expiry_boundary(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_token(make_token(expires_at=clock() + timedelta(seconds=5)))
+    assert storage.get_token_by_access_token("access-tok-1") is not None
+    clock.advance(5)
+    assert storage.get_token_by_access_token("access-tok-1") is None
+
+
+def test_token_without_expiry_never_expires(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_token(make_token())
+    clock.advance(10 * 365 * 86400)
+    assert storage.get_token_by_access_token("access-tok-1") is not None
+    assert storage.cleanup_expired() == CleanupReport(0, 0, 0)
+
+
+def test_update_token(storage: AuthStorage) -> None:
+    storage.store_token(make_token(access_token="a1"))
+    updated = make_token(access_token="a2", scopes=["api"], metadata={"v": 2})
+    storage.update_token(updated)
+    assert storage.get_token("tok-1") == updated
+    assert storage.get_token_by_access_token("a1") is None
+    assert storage.get_token_by_access_token("a2") == updated
+
+
+def test_update_missing_token_is_not_found(storage: AuthStorage) -> None:
+    with pytest.raises(NotFoundError):
+        storage.update_token(make_token())
+    assert storage.get_token("tok-1") is None
+
+
+def test_update_expired_but_stored_token_is_an_update(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_token(make_token(expires_at=clock() - timedelta(seconds=1)))
+    fresh = make_token(access_token="fresh", expires_at=clock() + timedelta(hours=1))
+    storage.update_token(fresh)
+    assert storage.get_token_by_access_token("fresh") == fresh
+
+
+def test_delete_token_is_idempotent(storage: AuthStorage) -> None:
+    storage.store_token(make_token())
+    storage.delete_token("tok-1")
+    storage.delete_token("tok-1")
+    assert storage.get_token("tok-1") is None
+    assert storage.get_token_by_access_token("access-tok-1") is None
+    assert storage.list_user_tokens("user-1") == []
+
+
+def test_list_user_tokens_order_and_expired_included(storage: AuthStorage, clock: FakeClock) -> None:
+    base = clock().replace(microsecond=0)
+    storage.store_token(make_token("b", issued_at=base + timedelta(seconds=2)))
+    storage.store_token(make_token("c", issued_at=base + timedelta(seconds=1)))
+    storage.store_token(make_token("a", issued_at=base + timedelta(seconds=2)))
+    storage.store_token(make_token("x", issued_at=base, expires_at=base))  # expired, still listed
+    storage.store_token(make_token("other", user_id="user-2"))
+    assert [t.token_id for t in storage.list_user_tokens("user-1")] == ["x", "c", "a", "b"]
+    assert storage.list_user_tokens("nobody") == []
+
+
+def test_store_tokens_bulk(storage: AuthStorage) -> None:
+    tokens = [make_token(f"t{i}", user_id=f"u{i % 3}") for i in range(50)]
+    storage.store_tokens_bulk(tokens)
+    for token in tokens:
+        assert storage.get_token(token.token_id) == token
+        assert storage.get_token_by_access_token(token.access_token) == token
+    storage.store_tokens_bulk([])
+    storage.store_tokens_bulk(iter([make_token("t0", access_token="replaced")]))
+    got = storage.get_token("t0")
+    assert got is not None and got.access_token == "replaced"
+
+
+def test_store_tokens_bulk_duplicate_ids_last_wins(storage: AuthStorage) -> None:
+    storage.store_tokens_bulk([make_token(access_token="first"), make_token(access_token="second")])
+    got = storage.get_token("tok-1")
+    assert got is not None and got.access_token == "second"
+    assert storage.get_token_by_access_token("first") is None
+
+
+def test_store_tokens_bulk_is_all_or_nothing(storage: AuthStorage) -> None:
+    bad = make_token("bad")
+    bad.token_id = ""
+    with pytest.raises(ValueError):
+        storage.store_tokens_bulk([make_token("good1"), bad, make_token("good2")])
+    assert storage.get_token("good1") is None and storage.get_token("good2") is None
+    with pytest.raises(TypeError):
+        storage.store_tokens_bulk([make_token("good1"), make_token("m", metadata={"x": object()})])
+    assert storage.get_token("good1") is None
+
+
+def test_delete_tokens_bulk(storage: AuthStorage) -> None:
+    storage.store_tokens_bulk([make_token(f"t{i}") for i in range(10)])
+    storage.delete_tokens_bulk(["t1", "t2", "t2", "missing"])
+    assert storage.get_token("t1") is None and storage.get_token("t2") is None
+    assert storage.get_token("t3") is not None
+    storage.delete_tokens_bulk([])
+    with pytest.raises(ValueError):
+        storage.delete_tokens_bulk(["t3", ""])
+    assert storage.get_token("t3") is not None
+
+
+# -- sessions ---------------------------------------------------------------
+
+
+def test_session_round_trips_every_field(storage: AuthStorage, clock: FakeClock) -> None:
+    now = clock()
+    session = SessionData(
+        session_id="s1",
+        user_id="u1",
+        created_at=now.replace(microsecond=1),
+        expires_at=now + timedelta(hours=2),
+        last_activity=now.replace(microsecond=999999),
+        ip_address="2001:db8::1",
+        user_agent="Mozilla/5.0 ☃",
+        data={"cart": [1, 2, {"sku": "x"}], "flag": False, "nested": {"a": None}, "pi": 3.14159},
+    )
+    storage.store_session("s1", session)
+    assert storage.get_session("s1") == session
+
+
+def test_store_session_takes_the_argument_id(storage: AuthStorage) -> None:
+    storage.store_session("s1", make_session(session_id=""))
+    got = storage.get_session("s1")
+    assert got is not None and got.session_id == "s1"
+    with pytest.raises(ValueError):
+        storage.store_session("s2", make_session(session_id="other"))
+    assert storage.get_session("s2") is None
+
+
+def test_store_session_replaces(storage: AuthStorage) -> None:
+    storage.store_session("s1", make_session(user_id="u1", data={"v": 1}))
+    storage.store_session("s1", make_session(user_id="u2", data={"v": 2}))
+    got = storage.get_session("s1")
+    assert got is not None and got.data == {"v": 2}
+    assert storage.list_user_sessions("u1") == []
+    assert [s.session_id for s in storage.list_user_sessions("u2")] == ["s1"]
+    assert storage.count_active_sessions() == 1
+
+
+def test_expired_session_is_none(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_session("s1", make_session(expires_at=clock() + timedelta(seconds=60)))
+    assert storage.get_session("s1") is not None
+    clock.advance(60)
+    assert storage.get_session("s1") is None
+    assert storage.list_user_sessions("user-1") == []
+    assert storage.count_active_sessions() == 0
+
+
+def test_delete_session_is_idempotent(storage: AuthStorage) -> None:
+    storage.store_session("s1", make_session())
+    storage.delete_session("s1")
+    storage.delete_session("s1")
+    assert storage.get_session("s1") is None
+    assert storage.count_active_sessions() == 0
+    assert storage.list_user_sessions("user-1") == []
+
+
+def test_list_user_sessions_live_and_ordered(storage: AuthStorage, clock: FakeClock) -> None:
+    base = clock().replace(microsecond=0)
+    storage.store_session("b", make_session(created_at=base + timedelta(seconds=1)))
+    storage.store_session("a", make_session(created_at=base + timedelta(seconds=1)))
+    storage.store_session("c", make_session(created_at=base))
+    storage.store_session("dead", make_session(created_at=base, expires_at=base - timedelta(seconds=1)))
+    storage.store_session("other", make_session(user_id="user-2"))
+    assert [s.session_id for s in storage.list_user_sessions("user-1")] == ["c", "a", "b"]
+
+
+def test_count_active_sessions(storage: AuthStorage, clock: FakeClock) -> None:
+    assert storage.count_active_sessions() == 0
+    now = clock()
+    storage.store_sessions_bulk(
+        [(f"s{i}", make_session(expires_at=now + timedelta(seconds=10 if i % 2 else 1000))) for i in range(10)]
+        + [("forever", make_session())]
+    )
+    assert storage.count_active_sessions() == 11
+    clock.advance(10)
+    assert storage.count_active_sessions() == 6
+
+
+def test_sessions_bulk(storage: AuthStorage) -> None:
+    storage.store_sessions_bulk([(f"s{i}", make_session(user_id=f"u{i % 2}", data={"i": i})) for i in range(20)])
+    for i in range(20):
+        got = storage.get_session(f"s{i}")
+        assert got is not None and got.data == {"i": i} and got.session_id == f"s{i}"
+    storage.delete_sessions_bulk([f"s{i}" for i in range(10)] + ["missing"])
+    assert storage.count_active_sessions() == 10
+    assert storage.get_session("s3") is None and storage.get_session("s13") is not None
+
+
+def test_sessions_bulk_is_all_or_nothing(storage: AuthStorage) -> None:
+    with pytest.raises(ValueError):
+        storage.store_sessions_bulk([("ok", make_session()), ("x" * 256, make_session())])
+    with pytest.raises(TypeError):
+        storage.store_sessions_bulk([("ok", make_session()), ("ok2", make_session(data={"s": {1, 2}}))])
+    with pytest.raises(TypeError):
+        storage.store_sessions_bulk([("ok", make_session()), "not-a-pair"])  # type: ignore[list-item]
+    assert storage.get_session("ok") is None
+    assert storage.count_active_sessions() == 0
+
+
+# -- key-value --------------------------------------------------------------
+
+
+def test_kv_round_trip_bytes_like(storage: AuthStorage) -> None:
+    storage.store_kv("b", b"\x00\xffbytes")
+    storage.store_kv("ba", bytearray(b"bytearray"))
+    storage.store_kv("mv", memoryview(b"memoryview"))
+    storage.store_kv("empty", b"")
+    assert storage.get_kv("b") == b"\x00\xffbytes"
+    assert storage.get_kv("ba") == b"bytearray"
+    assert storage.get_kv("mv") == b"memoryview"
+    assert storage.get_kv("empty") == b""
+    assert type(storage.get_kv("ba")) is bytes
+    assert storage.get_kv("missing") is None
+
+
+def test_kv_rejects_str_and_bad_ttl(storage: AuthStorage) -> None:
+    with pytest.raises(TypeError):
+        storage.store_kv("k", "text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        storage.store_kv("k", 123)  # type: ignore[arg-type]
+    for ttl in (0, -1, 0.0, timedelta(0), timedelta(seconds=-5), float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            storage.store_kv("k", b"v", ttl=ttl)
+    with pytest.raises(TypeError):
+        storage.store_kv("k", b"v", ttl="10")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        storage.store_kv("k", b"v", ttl=True)
+    assert storage.get_kv("k") is None
+
+
+def test_kv_ttl(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_kv("secs", b"1", ttl=30)
+    storage.store_kv("float", b"2", ttl=30.5)
+    storage.store_kv("delta", b"3", ttl=timedelta(minutes=1))
+    storage.store_kv("forever", b"4")
+    clock.advance(29)
+    assert storage.get_kv("secs") == b"1"
+    clock.advance(1.6)
+    assert storage.get_kv("secs") is None
+    assert storage.get_kv("float") is None
+    assert storage.get_kv("delta") == b"3"
+    clock.advance(31)
+    assert storage.get_kv("delta") is None
+    assert storage.get_kv("forever") == b"4"
+
+
+def test_kv_overwrite_replaces_value_and_ttl(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_kv("k", b"v1", ttl=10)
+    storage.store_kv("k", b"v2")
+    clock.advance(20)
+    assert storage.get_kv("k") == b"v2"
+    storage.store_kv("k", b"v3", ttl=5)
+    clock.advance(6)
+    assert storage.get_kv("k") is None
+
+
+def test_delete_kv_is_idempotent(storage: AuthStorage) -> None:
+    storage.store_kv("k", b"v")
+    storage.delete_kv("k")
+    storage.delete_kv("k")
+    assert storage.get_kv("k") is None
+    assert storage.list_kv_keys() == []
+
+
+def test_list_kv_keys_sorted_and_live(storage: AuthStorage, clock: FakeClock) -> None:
+    for key in ("b", "a", "c/1", "c/2", "short"):
+        storage.store_kv(key, b"x")
+    storage.store_kv("expiring", b"x", ttl=5)
+    assert storage.list_kv_keys() == ["a", "b", "c/1", "c/2", "expiring", "short"]
+    assert storage.list_kv_keys("c/") == ["c/1", "c/2"]
+    assert storage.list_kv_keys("zzz") == []
+    clock.advance(6)
+    assert "expiring" not in storage.list_kv_keys()
+
+
+@pytest.mark.parametrize("special", ["%", "_", "*", "?", "[", "]", "\\", "[a-z]", "\\%", "^", "{", "}"])
+def test_list_kv_keys_prefix_is_literal(storage: AuthStorage, special: str) -> None:
+    keys = [f"p{special}1", f"p{special}2", "pX1", "pab", "p1", "p\\x", "p%x", "p_x", "p*x", "p?x", "p[x"]
+    for key in keys:
+        storage.store_kv(key, b"x")
+    expected = sorted({k for k in keys if k.startswith(f"p{special}")})
+    assert storage.list_kv_keys(f"p{special}") == expected
+
+
+def test_list_kv_keys_code_point_order(storage: AuthStorage) -> None:
+    keys = ["a", "B", "b", "é", "e\u0301", "\uffff", "\U0001f600", "z", "Z", "a ", "a\t", "~", "0"]
+    for key in keys:
+        storage.store_kv(key, b"x")
+    assert storage.list_kv_keys() == sorted(keys)
+
+
+def test_large_values_round_trip(storage: AuthStorage) -> None:
+    big = bytes(range(256)) * (8 * 1024 * 1024 // 256)
+    storage.store_kv("big", big)
+    assert storage.get_kv("big") == big
+    text = "ü" * (4 * 1024 * 1024 - 16)  # 8 MiB of UTF-8
+    storage.store_session("big", make_session(data={"blob": text}))
+    got = storage.get_session("big")
+    assert got is not None and got.data["blob"] == text
+
+
+# -- ids, keys and values ----------------------------------------------------
+
+
+BAD_IDS = ["", "x" * 256, "a\x00b"]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS, ids=["empty", "256-chars", "nul"])
+def test_bad_ids_are_value_errors_everywhere(storage: AuthStorage, bad: str) -> None:
+    calls = [
+        lambda: storage.get_token(bad),
+        lambda: storage.delete_token(bad),
+        lambda: storage.list_user_tokens(bad),
+        lambda: storage.store_token(make_token(token_id=bad)),
+        lambda: storage.store_token(make_token(user_id=bad)),
+        lambda: storage.update_token(make_token(token_id=bad)),
+        lambda: storage.delete_tokens_bulk([bad]),
+        lambda: storage.store_session(bad, make_session(session_id="")),
+        lambda: storage.store_session("ok", make_session(session_id="", user_id=bad)),
+        lambda: storage.get_session(bad),
+        lambda: storage.delete_session(bad),
+        lambda: storage.list_user_sessions(bad),
+        lambda: storage.delete_sessions_bulk([bad]),
+        lambda: storage.store_kv(bad, b"v"),
+        lambda: storage.get_kv(bad),
+        lambda: storage.delete_kv(bad),
+        lambda: storage.lock(bad).__enter__(),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()
+    assert storage.stats() == dict.fromkeys(
+        ["tokens_live", "tokens_expired", "sessions_live", "sessions_expired", "kv_live", "kv_expired"], 0
+    )
+
+
+def test_non_str_ids_are_type_errors(storage: AuthStorage) -> None:
+    with pytest.raises(TypeError):
+        storage.get_token(123)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        storage.get_kv(b"key")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        storage.store_token("not a token")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        storage.store_session("s", {"user_id": "u"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        storage.list_kv_keys(None)  # type: ignore[arg-type]
+
+
+def test_255_character_ids_work(storage: AuthStorage) -> None:
+    long_id = "é" * 255
+    storage.store_token(make_token(long_id, user_id=long_id))
+    storage.store_session(long_id, make_session(user_id=long_id))
+    storage.store_kv(long_id, b"v")
+    assert storage.get_token(long_id) is not None
+    assert storage.get_session(long_id) is not None
+    assert storage.get_kv(long_id) == b"v"
+    assert storage.list_kv_keys() == [long_id]
+
+
+def test_ids_are_compared_exactly(storage: AuthStorage) -> None:
+    nfc = unicodedata.normalize("NFC", "café")
+    nfd = unicodedata.normalize("NFD", "café")
+    variants = ["abc", "ABC", "Abc", "abc ", " abc", "abc\t", nfc, nfd, "cafe", "straße", "strasse", "ǆ", "ǅ"]
+    for i, key in enumerate(variants):
+        storage.store_kv(key, str(i).encode())
+        storage.store_token(make_token(key, user_id=key, access_token=f"access-{i}"))
+        storage.store_session(key, make_session(user_id=key, data={"i": i}))
+    for i, key in enumerate(variants):
+        assert storage.get_kv(key) == str(i).encode()
+        token = storage.get_token(key)
+        assert token is not None and token.token_id == key and token.access_token == f"access-{i}"
+        assert [t.token_id for t in storage.list_user_tokens(key)] == [key]
+        session = storage.get_session(key)
+        assert session is not None and session.data == {"i": i}
+        assert [s.session_id for s in storage.list_user_sessions(key)] == [key]
+    assert storage.list_kv_keys() == sorted(variants)
+    assert storage.list_kv_keys("abc") == sorted(["abc", "abc ", "abc\t"])
+
+
+def test_access_tokens_are_compared_exactly(storage: AuthStorage) -> None:
+    storage.store_token(make_token("t1", access_token="Token"))
+    storage.store_token(make_token("t2", access_token="token"))
+    storage.store_token(make_token("t3", access_token="token "))
+    for token_id, access in (("t1", "Token"), ("t2", "token"), ("t3", "token ")):
+        got = storage.get_token_by_access_token(access)
+        assert got is not None and got.token_id == token_id
+    assert storage.get_token_by_access_token("TOKEN") is None
+
+
+def test_naive_datetimes_are_value_errors(storage: AuthStorage) -> None:
+    naive = datetime(2030, 1, 1)
+    with pytest.raises(ValueError):
+        make_token(expires_at=naive)
+    with pytest.raises(ValueError):
+        make_session(created_at=naive)
+    token = make_token()
+    token.expires_at = naive  # mutated after construction: caught at store time
+    with pytest.raises(ValueError):
+        storage.store_token(token)
+    session = make_session()
+    session.last_activity = naive
+    with pytest.raises(ValueError):
+        storage.store_session("s1", session)
+    with pytest.raises(ValueError):
+        storage.store_tokens_bulk([make_token("ok"), token])
+    assert storage.get_token("tok-1") is None and storage.get_token("ok") is None
+    assert storage.get_session("s1") is None
+
+
+def test_non_json_values_are_type_errors(storage: AuthStorage) -> None:
+    for bad in ({"x": object()}, {"x": b"bytes"}, {1: "int key"}, {"x": float("nan")}, {"x": {1, 2}}, {"x": (1, 2)}):
+        with pytest.raises(TypeError):
+            storage.store_token(make_token(metadata=bad))
+        with pytest.raises(TypeError):
+            storage.store_session("s1", make_session(data=bad))
+    assert storage.get_token("tok-1") is None
+    assert storage.get_session("s1") is None
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(2038, 1, 19, 3, 14, 8, 654321, tzinfo=UTC),
+        datetime(2106, 2, 7, 6, 28, 16, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+    ids=str,
+)
+def test_datetimes_round_trip(storage: AuthStorage, moment: datetime) -> None:
+    token = make_token(issued_at=moment, expires_at=moment)
+    storage.store_token(token)
+    assert storage.get_token("tok-1") == token
+    session = make_session("s1", created_at=moment, last_activity=moment, expires_at=datetime(9999, 12, 31, tzinfo=UTC))
+    storage.store_session("s1", session)
+    assert storage.get_session("s1") == session
+
+
+def test_other_time_zones_are_converted_to_utc(storage: AuthStorage) -> None:
+    plus2 = timezone(timedelta(hours=2))
+    moment = datetime(2031, 5, 6, 7, 8, 9, 10, tzinfo=plus2)
+    storage.store_token(make_token(issued_at=moment))
+    got = storage.get_token("tok-1")
+    assert got is not None and got.issued_at == moment and got.issued_at.utcoffset() == timedelta(0)
+
+
+# -- aliasing ---------------------------------------------------------------
+
+
+def test_stored_and_returned_objects_never_alias(storage: AuthStorage) -> None:
+    token = make_token(scopes=["api"], metadata={"list": [1]})
+    storage.store_token(token)
+    token.scopes.append("mutated")
+    token.metadata["list"].append(2)
+    got = storage.get_token("tok-1")
+    assert got is not None and got.scopes == ["api"] and got.metadata == {"list": [1]}
+    got.metadata["list"].append(3)
+    again = storage.get_token("tok-1")
+    assert again is not None and again.metadata == {"list": [1]}
+
+    session = make_session(data={"cart": []})
+    storage.store_session("s1", session)
+    session.data["cart"].append("x")
+    assert session.session_id == ""  # the caller's object is not rewritten
+    got_session = storage.get_session("s1")
+    assert got_session is not None and got_session.data == {"cart": []}
+    got_session.data["cart"].append("y")
+    again_session = storage.get_session("s1")
+    assert again_session is not None and again_session.data == {"cart": []}
+
+    buffer = bytearray(b"abc")
+    storage.store_kv("k", buffer)
+    buffer[0] = ord("X")
+    assert storage.get_kv("k") == b"abc"
+
+
+# -- cleanup and stats ------------------------------------------------------
+
+
+def test_cleanup_expired(storage: AuthStorage, clock: FakeClock) -> None:
+    now = clock()
+    storage.store_tokens_bulk(
+        [make_token(f"dead{i}", expires_at=now + timedelta(seconds=1)) for i in range(3)]
+        + [make_token("live", expires_at=now + timedelta(hours=1)), make_token("forever")]
+    )
+    storage.store_sessions_bulk(
+        [(f"dead{i}", make_session(expires_at=now + timedelta(seconds=1))) for i in range(2)]
+        + [("live", make_session(expires_at=now + timedelta(hours=1))), ("forever", make_session())]
+    )
+    for i in range(4):
+        storage.store_kv(f"dead{i}", b"x", ttl=1)
+    storage.store_kv("live", b"x", ttl=3600)
+    storage.store_kv("forever", b"x")
+    clock.advance(2)
+    assert storage.stats() == {
+        "tokens_live": 2,
+        "tokens_expired": 3,
+        "sessions_live": 2,
+        "sessions_expired": 2,
+        "kv_live": 2,
+        "kv_expired": 4,
+    }
+    report = storage.cleanup_expired()
+    assert report == CleanupReport(tokens=3, sessions=2, kv=4)
+    assert report.total == 9
+    assert storage.get_token("dead0") is None and storage.get_token("live") is not None
+    assert storage.get_token("forever") is not None
+    assert storage.get_session("live") is not None and storage.get_session("forever") is not None
+    assert storage.list_kv_keys() == ["forever", "live"]
+    assert storage.cleanup_expired() == CleanupReport(0, 0, 0)
+    assert storage.stats()["tokens_expired"] == 0
+
+
+def test_cleanup_works_in_batches(storage: AuthStorage, clock: FakeClock) -> None:
+    now = clock()
+    storage.store_tokens_bulk([make_token(f"t{i}", expires_at=now + timedelta(seconds=1)) for i in range(7)])
+    storage.store_sessions_bulk([(f"s{i}", make_session(expires_at=now + timedelta(seconds=1))) for i in range(5)])
+    for i in range(3):
+        storage.store_kv(f"k{i}", b"x", ttl=1)
+    clock.advance(2)
+    seen: list[CleanupReport] = []
+    report = storage.cleanup_expired(batch_size=2, progress=seen.append)
+    assert report == CleanupReport(tokens=7, sessions=5, kv=3)
+    assert len(seen) >= 4 and seen[-1] == report
+    assert all(b.total - a.total <= 6 for a, b in zip([CleanupReport(), *seen], seen, strict=False))
+    with pytest.raises(ValueError):
+        storage.cleanup_expired(batch_size=0)
+
+
+# -- id iteration -------------------------------------------------------------
+
+
+def test_iter_ids(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_tokens_bulk([make_token(f"t{i}", expires_at=clock() - timedelta(seconds=1)) for i in range(7)])
+    storage.store_sessions_bulk([(f"s{i}", make_session()) for i in range(5)])
+    assert sorted(storage.iter_token_ids(batch_size=3)) == sorted(f"t{i}" for i in range(7))
+    assert sorted(storage.iter_session_ids(batch_size=2)) == sorted(f"s{i}" for i in range(5))
+
+
+# -- lock -------------------------------------------------------------------
+
+
+def test_lock_is_mutually_exclusive_between_threads(storage: AuthStorage) -> None:
+    inside = 0
+    max_inside = 0
+    counter = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        nonlocal inside, max_inside
+        try:
+            for _ in range(3):
+                with storage.lock("critical", timeout=30):
+                    with counter:
+                        inside += 1
+                        max_inside = max(max_inside, inside)
+                    threading.Event().wait(0.002)
+                    with counter:
+                        inside -= 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert max_inside == 1
+
+
+def test_lock_times_out(storage: AuthStorage) -> None:
+    acquired = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with storage.lock("busy", timeout=5):
+            acquired.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert acquired.wait(10)
+        with pytest.raises(TimeoutError):
+            with storage.lock("busy", timeout=0):
+                pass
+        with pytest.raises(TimeoutError):
+            with storage.lock("busy", timeout=0.2):
+                pass
+        with storage.lock("other-name", timeout=0):
+            pass
+    finally:
+        release.set()
+        thread.join()
+    with storage.lock("busy", timeout=1):
+        pass
+
+
+def test_lock_is_released_on_error(storage: AuthStorage) -> None:
+    with pytest.raises(RuntimeError):
+        with storage.lock("boom", timeout=1):
+            raise RuntimeError("inside")
+    with storage.lock("boom", timeout=0):
+        pass
+
+
+def test_lock_argument_errors(storage: AuthStorage) -> None:
+    with pytest.raises(ValueError):
+        storage.lock("x", timeout=-1).__enter__()
+    with pytest.raises(ValueError):
+        storage.lock("x", ttl=0).__enter__()
+    with pytest.raises(TypeError):
+        storage.lock("x", timeout="1").__enter__()  # type: ignore[arg-type]
+
+
+# -- threads ----------------------------------------------------------------
+
+
+def test_threads_share_one_storage(storage: AuthStorage) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(25):
+                key = f"w{n}-{i}"
+                storage.store_kv(key, key.encode(), ttl=60)
+                assert storage.get_kv(key) == key.encode()
+                storage.store_token(make_token(key, user_id=f"user{n}", access_token=f"a-{key}"))
+                assert storage.get_token_by_access_token(f"a-{key}") is not None
+                storage.store_session(key, make_session(user_id=f"user{n}"))
+                storage.store_kv("shared", f"{n}".encode())  # concurrent upserts of one key
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(storage.list_kv_keys("w")) == 200
+    assert storage.count_active_sessions() == 200
+    assert all(len(storage.list_user_tokens(f"user{n}")) == 25 for n in range(8))
+    assert storage.get_kv("shared") in {str(n).encode() for n in range(8)}
+
+
+def test_context_manager(storage: AuthStorage) -> None:
+    with storage as entered:
+        assert entered is storage
