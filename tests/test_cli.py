@@ -1,0 +1,299 @@
+"""The ``authkit`` command, run as users run it: ``python -m authkit`` in a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from authkit import AuthToken, SessionData, open_storage
+from tests.services import POSTGRES_URL, require, unique_prefix
+
+ROOT = Path(__file__).resolve().parent.parent
+PAST = datetime(2020, 1, 1, tzinfo=timezone.utc)
+FUTURE = datetime(2999, 1, 1, tzinfo=timezone.utc)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The environment of a fresh shell: no authkit or Salesforce settings leak in from ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHKIT_", "SF_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def authkit(*args: str, cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "authkit", *args], cwd=cwd, env=env or _env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "authkit", *args], cwd=cwd, env=env or _env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The failure's single stderr line (and check there is nothing else: no traceback)."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("authkit: error: "), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def seeded(url: str, live: int, expired: int, **options: object) -> None:
+    """Store ``live`` and ``expired`` records of each kind (tokens, sessions, kv)."""
+    # A storage whose clock says 2020 writes kv entries whose short ttl is long over:
+    # expired data without sleeping.
+    with open_storage(url, **options) as storage, open_storage(url, clock=lambda: PAST, **options) as past:
+        storage.store_tokens_bulk([AuthToken(f"t{i}", "u1", f"access-{i}", expires_at=PAST if i < expired else FUTURE)
+                                   for i in range(live + expired)])
+        storage.store_sessions_bulk([(f"s{i}", SessionData(f"s{i}", "u1", expires_at=PAST if i < expired else FUTURE))
+                                     for i in range(live + expired)])
+        for i in range(live):
+            storage.store_kv(f"live{i}", b"v", ttl=3600)
+        for i in range(expired):
+            past.store_kv(f"old{i}", b"v", ttl=1)
+
+
+# -- basics -----------------------------------------------------------------------
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    result = authkit("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("authkit ")
+    result = authkit("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("init", "stats", "cleanup", "reencrypt", "salesforce"):
+        assert command in result.stdout
+
+
+def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = authkit(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def test_init_creates_the_default_sqlite_file_in_the_current_directory(tmp_path: Path) -> None:
+    result = authkit("init", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok: schema ready at sqlite:///authkit.db (0 records stored)\n"
+    assert (tmp_path / "authkit.db").exists()
+    again = authkit("init", "--check", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("ok: schema verified")
+
+
+def test_storage_from_the_environment_and_options_after_the_command(tmp_path: Path, sqlite_url: str) -> None:
+    seeded(sqlite_url, live=2, expired=1)
+    by_env = authkit("stats", "--json", cwd=tmp_path, env=_env(AUTHKIT_STORAGE_URL=sqlite_url))
+    by_option = authkit("--storage", sqlite_url, "stats", "--json", cwd=tmp_path)
+    after = authkit("stats", "--json", "--storage", sqlite_url, cwd=tmp_path)
+    assert by_env.returncode == by_option.returncode == after.returncode == 0, by_env.stderr
+    assert json.loads(by_env.stdout) == json.loads(by_option.stdout) == json.loads(after.stdout)
+    assert not (tmp_path / "authkit.db").exists()
+
+
+def test_stats_counts_live_and_expired(tmp_path: Path, sqlite_url: str) -> None:
+    seeded(sqlite_url, live=3, expired=2)
+    result = authkit("stats", "--json", "--storage", sqlite_url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "tokens_live": 3, "tokens_expired": 2, "sessions_live": 3, "sessions_expired": 2,
+        "kv_live": 3, "kv_expired": 2,
+    }
+    table = authkit("stats", "--storage", sqlite_url, cwd=tmp_path)
+    assert table.returncode == 0
+    rows = {line.split()[0]: line.split()[1:] for line in table.stdout.splitlines()[2:]}
+    assert rows == {"tokens": ["3", "2"], "sessions": ["3", "2"], "kv": ["3", "2"]}
+
+
+def test_prefix_selects_another_set_of_tables(tmp_path: Path, sqlite_url: str) -> None:
+    seeded(sqlite_url, live=1, expired=0, prefix="app1_")
+    mine = authkit("stats", "--json", "--storage", sqlite_url, "--prefix", "app1_", cwd=tmp_path)
+    other = authkit("stats", "--json", "--storage", sqlite_url, "--prefix", "app2_", cwd=tmp_path)
+    assert json.loads(mine.stdout)["tokens_live"] == 1
+    assert json.loads(other.stdout)["tokens_live"] == 0
+
+
+# -- cleanup ------------------------------------------------------------------------
+
+
+def test_cleanup_deletes_expired_records_and_prints_one_line(tmp_path: Path, sqlite_url: str) -> None:
+    seeded(sqlite_url, live=3, expired=5)
+    result = authkit("cleanup", "--storage", sqlite_url, "--batch-size", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"cleanup: deleted 15 expired records \(tokens 5, sessions 5, kv 5\) in \d+\.\d\d s\n",
+                        result.stdout), result.stdout
+    assert result.stderr == ""  # not a terminal: no progress bar
+    after = json.loads(authkit("stats", "--json", "--storage", sqlite_url, cwd=tmp_path).stdout)
+    assert after == {"tokens_live": 3, "tokens_expired": 0, "sessions_live": 3, "sessions_expired": 0,
+                     "kv_live": 3, "kv_expired": 0}
+
+
+def test_cleanup_json_and_quiet(tmp_path: Path, sqlite_url: str) -> None:
+    seeded(sqlite_url, live=1, expired=2)
+    result = authkit("cleanup", "--json", "--storage", sqlite_url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["status"] == "ok"
+    assert (data["tokens"], data["sessions"], data["kv"], data["total"]) == (2, 2, 2, 6)
+    quiet = authkit("cleanup", "-q", "--storage", sqlite_url, cwd=tmp_path)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+
+
+def test_cleanup_draws_a_progress_bar_only_on_a_terminal(tmp_path: Path, sqlite_url: str) -> None:
+    pty = pytest.importorskip("pty")
+    seeded(sqlite_url, live=0, expired=30)
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "authkit", "cleanup", "--batch-size", "5",
+                                 "--storage", sqlite_url], cwd=tmp_path, env=_env(),
+                                stdout=subprocess.PIPE, stderr=slave, text=True)
+        stdout, _ = proc.communicate(timeout=60)
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other end is closed, all read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+        if slave != -1:
+            os.close(slave)
+    terminal = b"".join(chunks).decode()
+    assert proc.returncode == 0
+    assert "cleanup [" in terminal and "/90" in terminal
+    assert stdout.startswith("cleanup: deleted 90 expired records")
+
+
+def test_cleanup_skips_while_another_run_holds_the_lock(tmp_path: Path, sqlite_url: str) -> None:
+    seeded(sqlite_url, live=0, expired=3)
+    with open_storage(sqlite_url) as storage, storage.lock("authkit-cleanup", timeout=5, ttl=60):
+        skipped = authkit("cleanup", "--storage", sqlite_url, cwd=tmp_path)
+        skipped_json = authkit("cleanup", "--json", "--storage", sqlite_url, cwd=tmp_path)
+    assert (skipped.returncode, skipped.stdout, skipped.stderr) == (0, "skipped: another cleanup is running\n", "")
+    assert json.loads(skipped_json.stdout) == {"status": "skipped", "reason": "another cleanup is running"}
+    ran = authkit("cleanup", "--storage", sqlite_url, cwd=tmp_path)
+    assert ran.stdout.startswith("cleanup: deleted 9 expired records")
+
+
+def _contention(url: str, cwd: Path, prefix: str | None) -> None:
+    """One run waits for the lock, one skips; then two real runs race; nobody fails."""
+    extra = ["--prefix", prefix] if prefix else []
+    options = {"prefix": prefix} if prefix else {}
+    seeded(url, live=2, expired=4, **options)
+    with open_storage(url, **options) as storage:
+        held = storage.lock("authkit-cleanup", timeout=5, ttl=60)
+        held.__enter__()
+        try:
+            waiter = start("cleanup", "--wait", "30", "--storage", url, *extra, cwd=cwd)
+            skipper = authkit("cleanup", "--storage", url, *extra, cwd=cwd)
+            assert (skipper.returncode, skipper.stdout) == (0, "skipped: another cleanup is running\n")
+            time.sleep(0.5)  # the waiter is blocked on the lock, not finished
+            assert waiter.poll() is None
+        finally:
+            held.__exit__(None, None, None)
+        out, err = waiter.communicate(timeout=60)
+        assert waiter.returncode == 0, err
+        assert out.startswith("cleanup: deleted 12 expired records"), out
+
+        # Two overlapping runs on plenty of rows: each one either works or skips, and every
+        # expired row is deleted exactly once.
+        seeded(url, live=0, expired=1500, **options)
+        runs = [start("cleanup", "--json", "--batch-size", "50", "--storage", url, *extra, cwd=cwd)
+                for _ in range(2)]
+        results = [run.communicate(timeout=120) for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], [r[1] for r in results]
+        reports = [json.loads(out) for out, _ in results]
+        assert {r["status"] for r in reports} <= {"ok", "skipped"}
+        assert sum(r.get("total", 0) for r in reports) == 4500
+        assert storage.stats()["tokens_expired"] == 0
+
+
+def test_two_cleanups_at_once_on_sqlite(tmp_path: Path, sqlite_url: str) -> None:
+    _contention(sqlite_url, tmp_path, None)
+
+
+@pytest.fixture
+def postgres_prefix() -> Iterator[str]:
+    url = require(POSTGRES_URL, "PostgreSQL")
+    prefix = unique_prefix("cli")
+    yield prefix
+    _drop_tables(url, prefix)
+
+
+def _drop_tables(url: str, prefix: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as conn:
+            for name in sqlalchemy.inspect(conn).get_table_names():
+                if name.startswith(prefix):
+                    conn.execute(sqlalchemy.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
+    finally:
+        engine.dispose()
+
+
+def test_two_cleanups_at_once_on_postgresql(tmp_path: Path, postgres_prefix: str) -> None:
+    _contention(POSTGRES_URL, tmp_path, postgres_prefix)
+
+
+# -- failures: one line, the right exit status, no secrets ----------------------------
+
+
+@pytest.mark.parametrize("url", ["foo://somewhere", "no-scheme-at-all"])
+def test_bad_url_is_one_line_and_exit_2(tmp_path: Path, url: str) -> None:
+    result = authkit("cleanup", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "storage" in one_error_line(result)
+
+
+def test_unreachable_server_is_one_line_and_exit_1_without_the_password(tmp_path: Path) -> None:
+    url = "postgresql://postgres:hunter2secret@127.0.0.1:1/test"
+    for command in ("init", "stats", "cleanup"):
+        result = authkit(command, "--storage", url, cwd=tmp_path)
+        assert result.returncode == 1, (command, result.stderr)
+        line = one_error_line(result)
+        assert "hunter2secret" not in result.stdout + result.stderr
+        assert "StorageUnavailableError" in line
+
+
+def test_json_failure_is_also_json_on_stdout(tmp_path: Path) -> None:
+    result = authkit("cleanup", "--json", "--storage", "postgresql://postgres@127.0.0.1:1/test", cwd=tmp_path)
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["status"] == "error"
+    one_error_line(result)
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = authkit("--debug", "stats", "--storage", "foo://x", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "ConfigurationError" in result.stderr
+
+
+def test_bad_option_values_are_usage_errors(tmp_path: Path) -> None:
+    for args in (["cleanup", "--batch-size", "0"], ["cleanup", "--wait", "-1"], ["cleanup", "--wait", "soon"]):
+        result = authkit(*args, cwd=tmp_path)
+        assert result.returncode == 2, args
+        assert "Traceback" not in result.stderr
