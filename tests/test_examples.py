@@ -1,0 +1,149 @@
+"""Every file in examples/ runs, as the README and the file's own docstring say to run it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from authkit.testing import FakeSalesforce
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+COVERED: set[str] = set()  # example paths (relative to examples/) some test below runs
+
+
+def covers(*names: str) -> None:
+    COVERED.update(names)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """A clean environment (none of our AUTHKIT_*/SF_* settings) that finds this checkout's authkit."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHKIT_", "SF_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def run(args: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+covers("quickstart.py")
+
+
+def test_quickstart() -> None:
+    """The README's first command."""
+    out = run([sys.executable, "examples/quickstart.py"]).stdout
+    for expected in (
+        "== 1. Tokens, sessions and key-value data in one store",
+        "store_token / get_token     -> AuthToken(token_id='github:alice', user_id='alice', access_token='***', ...)",
+        "store_kv / get_kv           -> b'17' (ttl 60 s)",
+        "32 queries from 16 threads on 2 clients -> ['Acme', 'Globex']",
+        "token requests to Salesforce: 1  (minted once, shared by all)",
+        "31 minutes later: get_session('sess-1') -> None",
+        "query after the org killed every session -> 2 accounts, no exception",
+        "token requests to Salesforce: 2  (one new login, then the retry)",
+        "cleanup_expired() -> deleted tokens 0, sessions 1, kv 1",
+    ):
+        assert expected in out, f"missing {expected!r} in:\n{out}"
+    assert "demo-access-token" not in out  # the token's secret never printed
+
+
+covers("multiprocess_workers.py")
+
+
+def test_multiprocess_workers() -> None:
+    out = run([sys.executable, "examples/multiprocess_workers.py", "--workers", "3", "--requests", "3"]).stdout
+    assert "round 1: 9 API calls, token_requests == 1" in out, out
+    assert "round 2 (after the org expired every session): token_requests == 2" in out, out
+
+
+covers("jwt_shared_store.py")
+
+
+def test_jwt_shared_store_logs_in_once_across_runs(tmp_path: Path) -> None:
+    with FakeSalesforce() as org:
+        app = org.register_jwt_app("integration@example.com")
+        assert org.rest is not None and app.private_key_pem is not None
+        for name in ("Acme", "Globex"):
+            org.rest.insert("Account", {"Name": name})
+        key = tmp_path / "server.key"
+        key.write_text(app.private_key_pem)
+        env = _env(SF_CLIENT_ID=app.client_id, SF_USERNAME="integration@example.com",
+                   SF_PRIVATE_KEY_FILE=str(key), SF_LOGIN_URL=org.login_url,
+                   AUTHKIT_STORAGE_URL=f"sqlite:///{tmp_path / 'tokens.db'}")
+        first = run([sys.executable, str(EXAMPLES / "jwt_shared_store.py")], cwd=tmp_path, env=env).stdout
+        second = run([sys.executable, str(EXAMPLES / "jwt_shared_store.py")], cwd=tmp_path, env=env).stdout
+        assert re.search(r"^\S+ Acme$", first, re.M) and re.search(r"^\S+ Globex$", first, re.M), first
+        assert "API usage:" in first
+        assert second.splitlines()[:2] == first.splitlines()[:2]
+        assert org.token_requests == 1  # the second run reused the stored token
+    assert app.private_key_pem not in first + second
+
+
+covers("crontab")
+
+
+def test_crontab_line_runs(tmp_path: Path) -> None:
+    lines = [line for line in (EXAMPLES / "crontab").read_text().splitlines() if line and not line.startswith("#")]
+    settings = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
+    jobs = [line for line in lines if not re.match(r"^[A-Z_]+=", line)]
+    assert set(settings) == {"AUTHKIT_STORAGE_URL"} and len(jobs) == 1
+    fields = jobs[0].split(None, 5)
+    assert fields[:5] == ["*/15", "*", "*", "*", "*"]
+    command = shlex.split(fields[5])
+    assert command[0] == "authkit"
+    # The same command on a storage of our own: silent on success, as cron wants it.
+    result = run([sys.executable, "-m", "authkit", *command[1:]],
+                 env=_env(AUTHKIT_STORAGE_URL=f"sqlite:///{tmp_path / 'cron.db'}"), cwd=tmp_path)
+    assert (result.stdout, result.stderr) == ("", "")
+
+
+covers("authkit-cleanup.service", "authkit-cleanup.timer")
+
+
+def test_systemd_units(tmp_path: Path) -> None:
+    service = (EXAMPLES / "authkit-cleanup.service").read_text()
+    timer = (EXAMPLES / "authkit-cleanup.timer").read_text()
+    assert "Unit=authkit-cleanup.service" in timer and "OnCalendar=" in timer
+    exec_start = re.search(r"^ExecStart=(.+)$", service, re.M)
+    assert exec_start is not None
+    command = shlex.split(exec_start.group(1))
+    assert command[0].endswith("/authkit") and command[1] == "cleanup"
+    env_file = tmp_path / "cleanup.env"
+    env_file.write_text(f"AUTHKIT_STORAGE_URL=sqlite:///{tmp_path / 'timer.db'}\n")
+    # systemd's own checker, on a copy whose paths exist on this machine.
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        unit_dir = tmp_path / "units"
+        unit_dir.mkdir()
+        (unit_dir / "authkit-cleanup.service").write_text(
+            service.replace(command[0], sys.executable + " -m authkit", 1)
+            .replace("EnvironmentFile=/etc/authkit/cleanup.env", f"EnvironmentFile={env_file}"))
+        (unit_dir / "authkit-cleanup.timer").write_text(timer)
+        verify = subprocess.run([analyze, "verify", str(unit_dir / "authkit-cleanup.service"),
+                                 str(unit_dir / "authkit-cleanup.timer")],
+                                capture_output=True, text=True, timeout=60)
+        assert verify.returncode == 0, verify.stderr
+    settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    result = run([sys.executable, "-m", "authkit", *command[1:]], env=_env(**settings), cwd=tmp_path)
+    assert result.stdout.startswith("cleanup: deleted 0 expired records"), result.stdout
+
+
+def test_every_example_is_run_by_a_test() -> None:
+    present = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.suffix not in {".pyc", ".db"}}
+    missing = {p for p in present if not any(p == c or p.startswith(c.rstrip("/") + "/") for c in COVERED)}
+    if missing:
+        pytest.fail(f"examples no test runs: {sorted(missing)}; add them to tests/test_examples.py")
