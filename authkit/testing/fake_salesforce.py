@@ -33,8 +33,6 @@ follows ``clock`` (so tests can move it); a JWT's default accepted audience is
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import json
 import logging
@@ -53,16 +51,16 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 
 from authkit.models import utcnow
+from authkit.salesforce.auth import JWT_BEARER_GRANT, ClientCredentialsAuth, JwtAuth, PasswordAuth, RefreshTokenAuth
+from authkit.salesforce.oauth import response_signature
 
 if TYPE_CHECKING:
-    from authkit.salesforce.auth import ClientCredentialsAuth, JwtAuth, PasswordAuth, RefreshTokenAuth
     from authkit.testing.fake_rest import FakeRestApi
 
-__all__ = ["FakeSalesforce", "FakeUser", "ConnectedApp", "sign_token_response"]
+__all__ = ["FakeSalesforce", "FakeUser", "ConnectedApp", "generate_rsa_key_pair"]
 
 logger = logging.getLogger("authkit.testing")
 
-JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _JSON = "application/json;charset=UTF-8"
 _INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 _JWT_MAX_LIFETIME = 180 + 30  # Salesforce wants exp at most 3 minutes ahead; allow some clock skew
@@ -71,12 +69,6 @@ _JWT_MAX_LIFETIME = 180 + 30  # Salesforce wants exp at most 3 minutes ahead; al
 def _sf_id(prefix: str) -> str:
     """An 18-character Salesforce-looking id with a 3-character key prefix."""
     return prefix + secrets.token_hex(8)[:15].upper()
-
-
-def sign_token_response(client_secret: str, identity_url: str, issued_at: str) -> str:
-    """Salesforce's ``signature``: base64 HMAC-SHA256 of ``id + issued_at`` keyed with the secret."""
-    digest = hmac.new(client_secret.encode(), (identity_url + issued_at).encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
 
 
 @dataclass
@@ -419,8 +411,6 @@ class FakeSalesforce:
 
     def jwt_auth(self, **kwargs: Any) -> JwtAuth:
         """A :class:`~authkit.salesforce.JwtAuth` for ``default_user`` on an app registered for you."""
-        from authkit.salesforce.auth import JwtAuth
-
         app = self._app_for_tests()
         assert app.private_key_pem is not None
         kwargs.setdefault("login_url", self.login_url)
@@ -428,8 +418,6 @@ class FakeSalesforce:
 
     def password_auth(self, **kwargs: Any) -> PasswordAuth:
         """A :class:`~authkit.salesforce.PasswordAuth` for ``default_user``."""
-        from authkit.salesforce.auth import PasswordAuth
-
         app, user = self._app_for_tests(), self.default_user
         kwargs.setdefault("login_url", self.login_url)
         return PasswordAuth(
@@ -438,15 +426,11 @@ class FakeSalesforce:
 
     def client_credentials_auth(self, **kwargs: Any) -> ClientCredentialsAuth:
         """A :class:`~authkit.salesforce.ClientCredentialsAuth` running as ``default_user``."""
-        from authkit.salesforce.auth import ClientCredentialsAuth
-
         app = self._app_for_tests()
         return ClientCredentialsAuth(app.client_id, app.client_secret, self.login_url, **kwargs)
 
     def refresh_token_auth(self, **kwargs: Any) -> RefreshTokenAuth:
         """A :class:`~authkit.salesforce.RefreshTokenAuth` with a refresh token issued for ``default_user``."""
-        from authkit.salesforce.auth import RefreshTokenAuth
-
         app = self._app_for_tests()
         kwargs.setdefault("login_url", self.login_url)
         kwargs.setdefault("client_secret", app.client_secret)
@@ -457,7 +441,7 @@ class FakeSalesforce:
     def _token(self, form: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         grant = form.get("grant_type", "")
         try:
-            if grant == JWT_GRANT:
+            if grant == JWT_BEARER_GRANT:
                 user, app = self._jwt_grant(form.get("assertion", ""))
                 refresh = None
             elif grant == "refresh_token":
@@ -483,7 +467,7 @@ class FakeSalesforce:
         issued_at = str(int(time.time() * 1000))
         response = {
             "access_token": access_token,
-            "signature": sign_token_response(app.client_secret, identity_url, issued_at),
+            "signature": response_signature(app.client_secret, identity_url, issued_at),
             "scope": app.scope,
             "instance_url": self.instance_url,
             "id": identity_url,
