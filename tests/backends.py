@@ -23,6 +23,24 @@ def memory(tmp_path: Path, clock: FakeClock) -> Iterator[AuthStorage]:
         yield storage
 
 
+@contextmanager
+def encrypted_memory(tmp_path: Path, clock: FakeClock) -> Iterator[AuthStorage]:
+    from authkit.storage.encrypted import EncryptedStorage, generate_key
+
+    with memory(tmp_path, clock) as inner:
+        yield EncryptedStorage(inner, [generate_key()])
+
+
+@contextmanager
+def cached_memory(tmp_path: Path, clock: FakeClock) -> Iterator[AuthStorage]:
+    from authkit.storage.cached import CachedStorage
+
+    with memory(tmp_path, clock) as inner:
+        yield CachedStorage(inner)
+
+
 BACKENDS: dict[str, Factory] = {
+    "cached-memory": cached_memory,
     "memory": memory,
+    "encrypted-memory": encrypted_memory,
 }

@@ -408,6 +408,16 @@ class AuthStorage(abc.ABC):
     @abc.abstractmethod
     def _get_kv(self, key: str, now: datetime) -> bytes | None: ...
 
+    def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
+        """The live value and its ``expires_at``, or ``None`` if missing or expired.
+
+        Optional: ``CachedStorage`` needs the expiry to cache a kv read (it never
+        serves an entry past it).  A backend that can read the expiry in the same
+        round trip overrides this; the default cannot know it, so it raises
+        ``NotImplementedError`` and such reads go uncached.
+        """
+        raise NotImplementedError
+
     @abc.abstractmethod
     def _delete_kv(self, key: str) -> None: ...
 

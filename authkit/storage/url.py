@@ -76,8 +76,10 @@ def open_storage(url: str, **options: Any) -> AuthStorage:
         raise TypeError("url must be a str")
     scheme = _scheme(url)
     keys = options.pop("encryption_keys", None)
-    if keys is None and os.environ.get(ENCRYPTION_KEYS_ENV):
+    if keys is None and os.environ.get(ENCRYPTION_KEYS_ENV, "").strip():
         keys = [k.strip() for k in os.environ[ENCRYPTION_KEYS_ENV].split(",") if k.strip()]
+        if not keys:  # set but only commas: never fall back to storing plaintext
+            raise ConfigurationError(f"{ENCRYPTION_KEYS_ENV} is set but holds no key")
     storage = _open_backend(url, scheme, options)
     if not keys:
         return storage

@@ -1,0 +1,288 @@
+"""``CachedStorage``: an in-process read cache in front of any backend.
+
+Usage::
+
+    from authkit.storage import CachedStorage, open_storage
+
+    storage = CachedStorage(open_storage("postgresql://app@db/app"), ttl=5.0, maxsize=10_000)
+    storage.get_session(session_id)      # a round trip the first time, then from memory
+
+It caches the three hot reads: ``get_token_by_access_token``, ``get_session``
+and ``get_kv`` (a ``cachetools.TTLCache`` under a lock).  Everything else goes
+straight to the inner storage.
+
+Consistency:
+
+* This process's own writes and deletes (single, bulk, ``update_token``,
+  ``cleanup_expired``) evict what they touch, so this process reads its own
+  writes.
+* Another process's writes are seen at most ``ttl`` seconds late: an entry is
+  served for at most ``ttl`` seconds after it was read from the inner store.
+  Pick ``ttl`` for how stale a revoked token or a logged-out session may be.
+* An entry is never served past its own ``expires_at`` (checked with the
+  storage clock on every hit).
+* Misses are not cached, so a record another process has just created is
+  seen at once.
+* Callers get copies: changing a returned object never changes the cache.
+
+A kv read is cached only when the inner backend can report the entry's expiry
+(``EncryptedStorage`` and backends implementing ``_get_kv_entry``); otherwise
+``get_kv`` goes to the inner store every time.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Hashable
+from datetime import datetime
+from typing import Any
+
+from cachetools import TTLCache
+
+from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage.base import AuthStorage, copy_session, copy_token
+
+__all__ = ["CachedStorage"]
+
+# Cache keys are (kind, id) tuples, so a kv key never collides with a session id.
+_TOKEN = "t"
+_SESSION = "s"
+_KV = "k"
+
+
+def _live(expires_at: datetime | None, now: datetime) -> bool:
+    return expires_at is None or expires_at > now
+
+
+class CachedStorage(AuthStorage):
+    """A read-through cache of at most ``maxsize`` entries, each kept ``ttl`` seconds.
+
+    >>> storage = CachedStorage(MemoryStorage(), ttl=5.0, maxsize=10_000)
+    >>> storage.store_kv("k", b"v")
+    >>> storage.get_kv("k")
+    b'v'
+
+    ``timer`` (monotonic seconds) measures ``ttl``; tests inject one.
+    """
+
+    def __init__(
+        self,
+        inner: AuthStorage,
+        ttl: float = 5.0,
+        maxsize: int = 10_000,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(inner, AuthStorage):
+            raise TypeError(f"inner must be an AuthStorage, not {type(inner).__name__}")
+        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
+            raise TypeError("ttl must be a number of seconds")
+        if not math.isfinite(ttl) or ttl <= 0:
+            raise ValueError("ttl must be a positive, finite number of seconds")
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool):
+            raise TypeError("maxsize must be an int")
+        if maxsize <= 0:
+            raise ValueError("maxsize must be > 0")
+        super().__init__(clock=inner.now)
+        self._inner = inner
+        self._ttl = float(ttl)
+        self._maxsize = maxsize
+        self._mutex = threading.Lock()
+        self._cache: TTLCache[Hashable, Any] = TTLCache(maxsize=maxsize, ttl=float(ttl), timer=timer)
+        # token_id -> access tokens cached for it: a write to a token id must evict
+        # the entry under its *old* access token, which the write does not name.
+        self._access_by_id: dict[str, set[str]] = {}
+        # A read that started before a write must not put what it read into the
+        # cache after the write evicted it: each write bumps its kind's generation
+        # and a read only fills the cache if the generation did not move.
+        self._generation = {_TOKEN: 0, _SESSION: 0, _KV: 0}
+        self._kv_entries = True  # False once the inner store says it cannot report kv expiry
+
+    def __repr__(self) -> str:
+        return f"CachedStorage({self._inner!r}, ttl={self._ttl}, maxsize={self._maxsize})"
+
+    @property
+    def inner(self) -> AuthStorage:
+        """The wrapped storage."""
+        return self._inner
+
+    def clear_cache(self) -> None:
+        """Forget every cached entry (the next reads go to the inner store)."""
+        with self._mutex:
+            self._cache.clear()
+            self._access_by_id.clear()
+            for kind in self._generation:
+                self._generation[kind] += 1
+
+    # -- the cache --------------------------------------------------------
+
+    def _lookup(self, kind: str, key: str) -> tuple[Any, int]:
+        """The cached value (or ``None``) and the generation to fill the cache with."""
+        with self._mutex:
+            return self._cache.get((kind, key)), self._generation[kind]
+
+    def _fill(self, kind: str, key: str, value: Any, generation: int) -> None:
+        with self._mutex:
+            if self._generation[kind] == generation:
+                self._cache[(kind, key)] = value
+
+    def _evict(self, kind: str, keys: list[str]) -> None:
+        with self._mutex:
+            self._generation[kind] += 1
+            for key in keys:
+                self._cache.pop((kind, key), None)
+
+    def _evict_tokens(self, token_ids: list[str], access_tokens: list[str]) -> None:
+        with self._mutex:
+            self._generation[_TOKEN] += 1
+            for token_id in token_ids:
+                for access in self._access_by_id.pop(token_id, ()):
+                    self._cache.pop((_TOKEN, access), None)
+            for access in access_tokens:
+                self._cache.pop((_TOKEN, access), None)
+
+    # -- tokens -----------------------------------------------------------
+
+    def _store_tokens(self, tokens: list[AuthToken]) -> None:
+        try:
+            self._inner._store_tokens(tokens)
+        finally:  # evict even if the write failed: it may have reached the server
+            self._evict_tokens([t.token_id for t in tokens], [t.access_token for t in tokens])
+
+    def _get_token(self, token_id: str) -> AuthToken | None:
+        return self._inner._get_token(token_id)
+
+    def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
+        cached, generation = self._lookup(_TOKEN, access_token)
+        if cached is not None and _live(cached.expires_at, now):
+            return copy_token(cached)
+        token = self._inner._get_token_by_access_token(access_token, now)
+        if token is not None:
+            entry = copy_token(token)
+            with self._mutex:
+                if self._generation[_TOKEN] == generation:
+                    self._cache[(_TOKEN, access_token)] = entry
+                    index = self._access_by_id.setdefault(entry.token_id, set())
+                    index.add(access_token)
+                    if len(self._access_by_id) > 2 * self._maxsize:
+                        self._prune_index()
+        return token
+
+    def _prune_index(self) -> None:
+        """Drop index entries whose cache entries have expired or been evicted (under the mutex)."""
+        self._cache.expire()
+        for token_id in list(self._access_by_id):
+            alive = {a for a in self._access_by_id[token_id] if (_TOKEN, a) in self._cache}
+            if alive:
+                self._access_by_id[token_id] = alive
+            else:
+                del self._access_by_id[token_id]
+
+    def _update_token(self, token: AuthToken) -> None:
+        try:
+            self._inner._update_token(token)
+        finally:
+            self._evict_tokens([token.token_id], [token.access_token])
+
+    def _delete_tokens(self, token_ids: list[str]) -> None:
+        try:
+            self._inner._delete_tokens(token_ids)
+        finally:
+            self._evict_tokens(token_ids, [])
+
+    def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        return self._inner._list_user_tokens(user_id)
+
+    # -- sessions ---------------------------------------------------------
+
+    def _store_sessions(self, sessions: list[SessionData]) -> None:
+        try:
+            self._inner._store_sessions(sessions)
+        finally:
+            self._evict(_SESSION, [s.session_id for s in sessions])
+
+    def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
+        cached, generation = self._lookup(_SESSION, session_id)
+        if cached is not None and _live(cached.expires_at, now):
+            return copy_session(cached)
+        session = self._inner._get_session(session_id, now)
+        if session is not None:
+            self._fill(_SESSION, session_id, copy_session(session), generation)
+        return session
+
+    def _delete_sessions(self, session_ids: list[str]) -> None:
+        try:
+            self._inner._delete_sessions(session_ids)
+        finally:
+            self._evict(_SESSION, session_ids)
+
+    def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
+        return self._inner._list_user_sessions(user_id, now)
+
+    def _count_active_sessions(self, now: datetime) -> int:
+        return self._inner._count_active_sessions(now)
+
+    # -- key-value --------------------------------------------------------
+
+    def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None:
+        try:
+            self._inner._store_kv(key, value, expires_at)
+        finally:
+            self._evict(_KV, [key])
+
+    def _get_kv(self, key: str, now: datetime) -> bytes | None:
+        if self._kv_entries:
+            try:
+                entry = self._get_kv_entry(key, now)
+            except NotImplementedError:
+                self._kv_entries = False  # the inner store cannot report the expiry: go uncached
+            else:
+                return None if entry is None else entry[0]
+        return self._inner._get_kv(key, now)
+
+    def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
+        cached, generation = self._lookup(_KV, key)
+        if cached is not None and _live(cached[1], now):
+            return cached  # type: ignore[no-any-return]  # bytes and datetime are immutable: no copy
+        entry = self._inner._get_kv_entry(key, now)  # NotImplementedError if it cannot say
+        if entry is not None:
+            self._fill(_KV, key, entry, generation)
+        return entry
+
+    def _delete_kv(self, key: str) -> None:
+        try:
+            self._inner._delete_kv(key)
+        finally:
+            self._evict(_KV, [key])
+
+    def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
+        return self._inner._list_kv_keys(prefix, now)
+
+    # -- maintenance ------------------------------------------------------
+
+    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+        # Cleanup deletes only expired records, which the cache never serves;
+        # clearing anyway keeps "a delete evicts" true without knowing the ids.
+        try:
+            return self._inner._cleanup_batch(now, limit)
+        finally:
+            self.clear_cache()
+
+    def _stats(self, now: datetime) -> dict[str, int]:
+        return self._inner._stats(now)
+
+    def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        return self._inner._token_id_page(cursor, limit)
+
+    def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        return self._inner._session_id_page(cursor, limit)
+
+    def _lock(self, name: str, timeout: float, ttl: float) -> Any:
+        return self._inner._lock(name, timeout, ttl)
+
+    def close(self) -> None:
+        """Empty the cache and close the inner storage."""
+        self.clear_cache()
+        self._inner.close()

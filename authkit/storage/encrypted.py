@@ -1,0 +1,479 @@
+"""``EncryptedStorage``: encryption at rest around any other backend.
+
+Usage::
+
+    from authkit.storage import EncryptedStorage, generate_key, open_storage
+
+    key = generate_key()                       # keep it in a secret manager, not in the code
+    storage = EncryptedStorage(open_storage("sqlite:///authkit.db"), [key])
+    # or: open_storage("sqlite:///authkit.db", encryption_keys=[key])
+    # or: AUTHKIT_ENCRYPTION_KEYS=<key> and open_storage("sqlite:///authkit.db")
+
+What is encrypted (AES-256-GCM): a token's access token, refresh token and
+metadata; a session's ``data``, ``ip_address`` and ``user_agent``; every kv
+value (with its expiry).  What stays plain, because the store must look it up,
+sort or expire by it: ids and kv keys, ``user_id``, every datetime, a token's
+``token_type``, ``scopes`` and ``client_id``.
+
+Every ciphertext starts with a version byte and a 4-byte key id, then a random
+96-bit nonce.  The associated data binds the ciphertext to its record (kind,
+id, user) and to that header, so a ciphertext copied to another record, or
+one with a flipped byte, fails with :class:`~authkit.errors.EncryptionError`.
+
+Access tokens are looked up through a *blind index*: the inner store's
+``access_token`` column holds ``HMAC-SHA256(index_key, access_token)`` with an
+index key derived (HKDF) from the encryption key, and the ciphertext lives in
+the inner token's ``metadata`` under :data:`ENVELOPE_FIELD`.
+
+Key rotation: put the new key first.  The first key encrypts (and indexes)
+every write; every key decrypts, and a lookup tries each key's blind index,
+newest first.  :meth:`EncryptedStorage.reencrypt` moves every record to the
+first key, after which the old keys can be removed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import hmac
+import json
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from authkit.errors import ConfigurationError, EncryptionError
+from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
+
+__all__ = ["EncryptedStorage", "generate_key", "ENVELOPE_FIELD"]
+
+ENVELOPE_FIELD = "authkit:enc"
+"""The inner record's ``metadata``/``data`` key that holds the ciphertext (base64url)."""
+
+_VERSION = 1
+_KEY_ID_SIZE = 4
+_NONCE_SIZE = 12
+_HEADER_SIZE = 1 + _KEY_ID_SIZE
+_MIN_ENVELOPE = _HEADER_SIZE + _NONCE_SIZE + 16  # + the GCM tag
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_KV_NO_EXPIRY = b"\x00"
+_KV_EXPIRY = b"\x01"
+
+
+def generate_key() -> str:
+    """A new random 256-bit key as urlsafe base64 text (44 characters).
+
+    >>> key = generate_key()
+    >>> len(key)
+    44
+    """
+    return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+
+
+def _hkdf(material: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(material)
+
+
+def _key_bytes(key: object, position: int) -> bytes:
+    """32 bytes of key material from text or bytes; never echoes the key."""
+    where = f"encryption key #{position + 1}"
+    if isinstance(key, (bytes, bytearray)) and len(key) == 32:
+        return bytes(key)
+    if isinstance(key, (bytes, bytearray)):
+        try:
+            key = bytes(key).decode("ascii")
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{where} is neither 32 raw bytes nor base64 text") from None
+    if not isinstance(key, str):
+        raise TypeError(f"{where} must be a str or bytes, not {type(key).__name__}")
+    text = key.strip()
+    text += "=" * (-len(text) % 4)  # padding is optional
+    try:
+        raw = base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise ConfigurationError(f"{where} is not urlsafe base64 text (make one with generate_key())") from None
+    if len(raw) != 32:
+        raise ConfigurationError(f"{where} decodes to {len(raw)} bytes; AES-256 needs 32 (see generate_key())")
+    return raw
+
+
+class _Key:
+    """One key's derived material: its id, the AEAD and the blind-index key."""
+
+    __slots__ = ("aead", "index_key", "key_id")
+
+    def __init__(self, material: bytes) -> None:
+        # HKDF separates the three uses, so the raw key is never used for two things.
+        self.key_id = _hkdf(material, b"authkit key id v1")[:_KEY_ID_SIZE]
+        self.aead = AESGCM(_hkdf(material, b"authkit aes-256-gcm v1"))
+        self.index_key = _hkdf(material, b"authkit blind index v1")
+
+    def __repr__(self) -> str:
+        return f"<key id {self.key_id.hex()}>"
+
+    def index(self, access_token: str) -> str:
+        digest = hmac.new(self.index_key, access_token.encode("utf-8"), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class _Opened:
+    plaintext: bytes
+    key_id: bytes
+
+
+def _identity(kind: str, record_id: str, user_id: str = "") -> bytes:
+    # Ids never contain NUL (check_id), so NUL separators make the encoding unambiguous.
+    return f"authkit\x00{kind}\x00{record_id}\x00{user_id}".encode()
+
+
+class EncryptedStorage(AuthStorage):
+    """Encrypts secrets before they reach ``inner``; decrypts them on the way out.
+
+    ``keys``: one or more keys, newest first, each urlsafe base64 text of 32
+    bytes (:func:`generate_key`) or 32 raw bytes.  The first key encrypts, all
+    decrypt.  Bad key material is a :class:`~authkit.errors.ConfigurationError`.
+
+    >>> storage = EncryptedStorage(MemoryStorage(), [generate_key()])
+    >>> storage.store_kv("k", b"secret")
+    >>> storage.get_kv("k")
+    b'secret'
+
+    Locks, cleanup, stats and counts go straight to ``inner``; ``close()``
+    closes it.
+    """
+
+    def __init__(self, inner: AuthStorage, keys: Sequence[str | bytes]) -> None:
+        if not isinstance(inner, AuthStorage):
+            raise TypeError(f"inner must be an AuthStorage, not {type(inner).__name__}")
+        if isinstance(keys, (str, bytes, bytearray)) or not isinstance(keys, Sequence):
+            raise TypeError("keys must be a list of keys (newest first), not a single key")
+        if not keys:
+            raise ConfigurationError("EncryptedStorage needs at least one encryption key")
+        derived = [_Key(_key_bytes(key, i)) for i, key in enumerate(keys)]
+        by_id: dict[bytes, _Key] = {}
+        for i, key in enumerate(derived):
+            if key.key_id in by_id:
+                raise ConfigurationError(f"encryption key #{i + 1} repeats an earlier key")
+            by_id[key.key_id] = key
+        super().__init__(clock=inner.now)
+        self._inner = inner
+        self._keys = derived
+        self._by_id = by_id
+
+    def __repr__(self) -> str:
+        return f"EncryptedStorage({self._inner!r}, keys=<{len(self._keys)}>)"
+
+    @property
+    def inner(self) -> AuthStorage:
+        """The wrapped storage (it holds only ciphertext and blind indexes)."""
+        return self._inner
+
+    # -- the envelope -----------------------------------------------------
+
+    def _seal(self, plaintext: bytes, identity: bytes) -> bytes:
+        key = self._keys[0]
+        header = bytes([_VERSION]) + key.key_id
+        nonce = os.urandom(_NONCE_SIZE)
+        return header + nonce + key.aead.encrypt(nonce, plaintext, header + identity)
+
+    def _open(self, envelope: bytes, identity: bytes, what: str) -> _Opened:
+        if len(envelope) < _MIN_ENVELOPE:
+            raise EncryptionError(f"a stored {what} is not an authkit ciphertext (too short)")
+        if envelope[0] != _VERSION:
+            raise EncryptionError(f"a stored {what} has an unknown ciphertext version {envelope[0]}")
+        key_id = envelope[1:_HEADER_SIZE]
+        key = self._by_id.get(key_id)
+        if key is None:
+            raise EncryptionError(
+                f"a stored {what} was encrypted with a key that is not configured (key id {key_id.hex()})"
+            )
+        nonce, body = envelope[_HEADER_SIZE:_HEADER_SIZE + _NONCE_SIZE], envelope[_HEADER_SIZE + _NONCE_SIZE:]
+        try:
+            plaintext = key.aead.decrypt(nonce, body, envelope[:_HEADER_SIZE] + identity)
+        except InvalidTag:
+            raise EncryptionError(
+                f"cannot decrypt a stored {what}: it was tampered with, moved from another record, "
+                "or encrypted with a different key that has the same id"
+            ) from None
+        return _Opened(plaintext, key_id)
+
+    def _open_field(self, holder: dict[str, Any], identity: bytes, what: str) -> tuple[dict[str, Any], bytes]:
+        """Decrypt the JSON object kept in ``holder[ENVELOPE_FIELD]``."""
+        text = holder.get(ENVELOPE_FIELD)
+        if not isinstance(text, str) or len(holder) != 1:
+            raise EncryptionError(f"a stored {what} is not encrypted (was it stored without EncryptedStorage?)")
+        try:
+            envelope = base64.urlsafe_b64decode(text.encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            raise EncryptionError(f"a stored {what} has a malformed ciphertext") from None
+        opened = self._open(envelope, identity, what)
+        try:
+            fields = json.loads(opened.plaintext)
+        except ValueError:
+            raise EncryptionError(f"a stored {what} decrypted to malformed data") from None
+        if not isinstance(fields, dict):
+            raise EncryptionError(f"a stored {what} decrypted to malformed data")
+        return fields, opened.key_id
+
+    def _seal_field(self, fields: dict[str, Any], identity: bytes) -> dict[str, Any]:
+        plaintext = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return {ENVELOPE_FIELD: base64.urlsafe_b64encode(self._seal(plaintext, identity)).decode("ascii")}
+
+    # -- tokens -----------------------------------------------------------
+
+    def _seal_token(self, token: AuthToken) -> AuthToken:
+        # A new object (the scopes list copied, not shared): a hook must not
+        # change the records it is given, a wrapper above may still hold them.
+        return dataclasses.replace(
+            token,
+            access_token=self._keys[0].index(token.access_token),
+            refresh_token=None,
+            scopes=list(token.scopes),
+            metadata=self._seal_field(
+                {"a": token.access_token, "r": token.refresh_token, "m": token.metadata},
+                _identity("token", token.token_id, token.user_id),
+            ),
+        )
+
+    def _open_token_with_key(self, sealed: AuthToken) -> tuple[AuthToken, bytes]:
+        fields, key_id = self._open_field(sealed.metadata, _identity("token", sealed.token_id, sealed.user_id), "token")
+        access, refresh, metadata = fields.get("a"), fields.get("r"), fields.get("m")
+        if not isinstance(access, str) or not (refresh is None or isinstance(refresh, str)) or not isinstance(
+            metadata, dict
+        ):
+            raise EncryptionError("a stored token decrypted to malformed data")
+        sealed.access_token = access
+        sealed.refresh_token = refresh
+        sealed.metadata = metadata
+        return sealed, key_id
+
+    def _open_token(self, sealed: AuthToken) -> AuthToken:
+        return self._open_token_with_key(sealed)[0]
+
+    def _store_tokens(self, tokens: list[AuthToken]) -> None:
+        self._inner._store_tokens([self._seal_token(t) for t in tokens])
+
+    def _get_token(self, token_id: str) -> AuthToken | None:
+        sealed = self._inner._get_token(token_id)
+        return None if sealed is None else self._open_token(sealed)
+
+    def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
+        # Newest key first: every write uses it, so live tokens are found in one
+        # lookup; records written under an older key (before reencrypt) in a later one.
+        for key in self._keys:
+            sealed = self._inner._get_token_by_access_token(key.index(access_token), now)
+            if sealed is None:
+                continue
+            token = self._open_token(sealed)
+            if not hmac.compare_digest(token.access_token.encode("utf-8"), access_token.encode("utf-8")):
+                # The index was copied from another record: the ciphertext holds a different token.
+                raise EncryptionError("a stored token's access-token index does not match its ciphertext")
+            return token
+        return None
+
+    def _update_token(self, token: AuthToken) -> None:
+        self._inner._update_token(self._seal_token(token))
+
+    def _delete_tokens(self, token_ids: list[str]) -> None:
+        self._inner._delete_tokens(token_ids)
+
+    def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        return [self._open_token(t) for t in self._inner._list_user_tokens(user_id)]
+
+    # -- sessions ---------------------------------------------------------
+
+    def _seal_session(self, session: SessionData) -> SessionData:
+        return dataclasses.replace(
+            session,
+            ip_address=None,
+            user_agent=None,
+            data=self._seal_field(
+                {"d": session.data, "i": session.ip_address, "u": session.user_agent},
+                _identity("session", session.session_id, session.user_id),
+            ),
+        )
+
+    def _open_session_with_key(self, sealed: SessionData) -> tuple[SessionData, bytes]:
+        fields, key_id = self._open_field(
+            sealed.data, _identity("session", sealed.session_id, sealed.user_id), "session"
+        )
+        data, ip, agent = fields.get("d"), fields.get("i"), fields.get("u")
+        if not isinstance(data, dict) or not all(v is None or isinstance(v, str) for v in (ip, agent)):
+            raise EncryptionError("a stored session decrypted to malformed data")
+        sealed.data = data
+        sealed.ip_address = ip
+        sealed.user_agent = agent
+        return sealed, key_id
+
+    def _open_session(self, sealed: SessionData) -> SessionData:
+        return self._open_session_with_key(sealed)[0]
+
+    def _store_sessions(self, sessions: list[SessionData]) -> None:
+        self._inner._store_sessions([self._seal_session(s) for s in sessions])
+
+    def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
+        sealed = self._inner._get_session(session_id, now)
+        return None if sealed is None else self._open_session(sealed)
+
+    def _delete_sessions(self, session_ids: list[str]) -> None:
+        self._inner._delete_sessions(session_ids)
+
+    def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
+        return [self._open_session(s) for s in self._inner._list_user_sessions(user_id, now)]
+
+    def _count_active_sessions(self, now: datetime) -> int:
+        return self._inner._count_active_sessions(now)
+
+    # -- key-value --------------------------------------------------------
+
+    def _seal_kv(self, key: str, value: bytes, expires_at: datetime | None) -> bytes:
+        # The expiry travels inside the ciphertext so reencrypt() can keep it: the
+        # contract has no way to read a kv entry's expiry back from the inner store.
+        if expires_at is None:
+            header = _KV_NO_EXPIRY
+        else:
+            header = _KV_EXPIRY + struct.pack(">q", (expires_at - _EPOCH) // timedelta(microseconds=1))
+        return self._seal(header + value, _identity("kv", key))
+
+    def _open_kv(self, key: str, envelope: bytes) -> tuple[bytes, datetime | None, bytes]:
+        opened = self._open(envelope, _identity("kv", key), "kv value")
+        plaintext = opened.plaintext
+        if plaintext[:1] == _KV_NO_EXPIRY:
+            return plaintext[1:], None, opened.key_id
+        if plaintext[:1] == _KV_EXPIRY and len(plaintext) >= 9:
+            (micros,) = struct.unpack(">q", plaintext[1:9])
+            return plaintext[9:], _EPOCH + timedelta(microseconds=micros), opened.key_id
+        raise EncryptionError("a stored kv value decrypted to malformed data")
+
+    def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None:
+        self._inner._store_kv(key, self._seal_kv(key, value, expires_at), expires_at)
+
+    def _get_kv(self, key: str, now: datetime) -> bytes | None:
+        envelope = self._inner._get_kv(key, now)
+        return None if envelope is None else self._open_kv(key, envelope)[0]
+
+    def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
+        envelope = self._inner._get_kv(key, now)
+        if envelope is None:
+            return None
+        value, expires_at, _ = self._open_kv(key, envelope)
+        return value, expires_at
+
+    def _delete_kv(self, key: str) -> None:
+        self._inner._delete_kv(key)
+
+    def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
+        return self._inner._list_kv_keys(prefix, now)
+
+    # -- maintenance ------------------------------------------------------
+
+    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+        return self._inner._cleanup_batch(now, limit)
+
+    def _stats(self, now: datetime) -> dict[str, int]:
+        return self._inner._stats(now)
+
+    def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        return self._inner._token_id_page(cursor, limit)
+
+    def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        return self._inner._session_id_page(cursor, limit)
+
+    def _lock(self, name: str, timeout: float, ttl: float) -> Any:
+        return self._inner._lock(name, timeout, ttl)
+
+    def close(self) -> None:
+        """Close the inner storage."""
+        self._inner.close()
+
+    def reencrypt(self, batch_size: int = DEFAULT_BATCH_SIZE, progress: Callable[[int], None] | None = None) -> int:
+        """Rewrite every record not yet under the first key; return how many were rewritten.
+
+        Walks tokens (expired ones too: ``get_token`` still returns them),
+        live sessions and live kv entries, ``batch_size`` at a time, writing
+        tokens and sessions back with one bulk call per batch and kv entries
+        with their original expiry.  ``progress(done)`` is called after every
+        batch with the number rewritten so far.  Expired sessions and kv
+        entries are skipped: nothing can read them, and ``cleanup_expired``
+        deletes them without decrypting.  Once it returns, the old keys can be
+        removed from the configuration.
+
+        Run it from one process at a time (the ``authkit reencrypt`` command
+        holds a lock).  A record the application rewrites between this
+        method's read and write of the same batch is written back as it was
+        read, so run it when writes are quiet, or with a small ``batch_size``.
+        """
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise TypeError("batch_size must be an int")
+        if batch_size <= 0:
+            raise ValueError("batch_size must be > 0")
+        current = self._keys[0].key_id
+        done = 0
+
+        def report(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None:
+                progress(done)
+
+        for ids in _batches(self._inner.iter_token_ids(batch_size), batch_size):
+            tokens = []
+            for token_id in ids:
+                sealed = self._inner._get_token(token_id)
+                if sealed is not None:
+                    token, key_id = self._open_token_with_key(sealed)
+                    if key_id != current:
+                        tokens.append(token)
+            if tokens:
+                self._store_tokens(tokens)
+            report(len(tokens))
+
+        for ids in _batches(self._inner.iter_session_ids(batch_size), batch_size):
+            now = self.now()
+            sessions = []
+            for session_id in ids:
+                sealed_session = self._inner._get_session(session_id, now)
+                if sealed_session is not None:
+                    session, key_id = self._open_session_with_key(sealed_session)
+                    if key_id != current:
+                        sessions.append(session)
+            if sessions:
+                self._store_sessions(sessions)
+            report(len(sessions))
+
+        for keys in _batches(self._inner.list_kv_keys(), batch_size):
+            now = self.now()
+            rewritten = 0
+            for key in keys:
+                envelope = self._inner._get_kv(key, now)
+                if envelope is None:
+                    continue
+                value, expires_at, key_id = self._open_kv(key, envelope)
+                if key_id != current:
+                    self._store_kv(key, value, expires_at)
+                    rewritten += 1
+            report(rewritten)
+        return done
+
+
+def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of up to ``size`` items from the iterator ``items``."""
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
