@@ -1,0 +1,197 @@
+"""The session engine: ``SESSION_ENGINE = "authkit.contrib.django.sessions"``.
+
+Sessions live in the ``AUTHKIT_STORAGE_URL`` storage as
+:class:`~authkit.models.SessionData` records, behaving as Django's own
+``db`` backend does: ``save(must_create=True)`` on a taken key raises
+``CreateError``; saving a session deleted elsewhere (a logout in a concurrent
+request) raises ``UpdateError`` instead of bringing it back; an unknown or
+expired key loads as an empty session with a fresh key and creates nothing;
+``clear_expired()`` (so ``manage.py clearsessions``) deletes expired records.
+
+Session data is kept as JSON in ``SessionData.data``, encoded with
+``SESSION_SERIALIZER`` (Django's default JSON serializer; a serializer that
+does not produce JSON is refused).  ``user_id`` is the logged-in user's id
+(``_auth_user_id``), else ``"anonymous"``, so
+``get_storage().list_user_sessions(str(user.pk))`` lists a user's sessions.
+
+The storage contract has no insert-if-absent or update-if-present, so
+``save`` and ``delete`` check and write under a per-session
+:meth:`~authkit.storage.AuthStorage.lock` (see :func:`authkit.contrib.session_lock`):
+a create never overwrites, an update never resurrects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from django.conf import settings
+from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone as dj_timezone
+
+from authkit.contrib import ANONYMOUS_USER_ID, run_cleanup, session_lock
+from authkit.contrib.django import get_storage
+from authkit.models import SessionData
+from authkit.storage.base import AuthStorage, check_id
+
+__all__ = ["SessionStore"]
+
+_logger = logging.getLogger("django.security.SuspiciousSession")
+# django.contrib.auth.SESSION_KEY, without importing the auth app.
+_AUTH_USER_ID = "_auth_user_id"
+
+
+def _valid_key(key: object) -> bool:
+    """True if the storage accepts ``key`` as an id; anything else is an unknown session."""
+    try:
+        check_id(key, "session_key")
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type hints
+    """A Django session store on an authkit storage.
+
+    >>> from authkit.contrib.django.sessions import SessionStore
+    >>> s = SessionStore()
+    >>> s["cart"] = [1, 2]
+    >>> s.save()
+    >>> SessionStore(s.session_key)["cart"]
+    [1, 2]
+    """
+
+    @property
+    def storage(self) -> AuthStorage:
+        """The shared storage (looked up each time, so changed settings take effect)."""
+        return get_storage()
+
+    # -- encoding -----------------------------------------------------------
+
+    def _to_json(self, session_dict: dict[str, Any]) -> dict[str, Any]:
+        # Round-trip through the configured serializer, so what is stored is
+        # exactly what Django's own backends would store and load back
+        # (tuples become lists, non-string keys become strings).
+        raw = self.serializer().dumps(session_dict)
+        try:
+            data = json.loads(raw)
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(
+                "authkit sessions are stored as JSON: SESSION_SERIALIZER must produce JSON "
+                "(e.g. the default django.contrib.sessions.serializers.JSONSerializer)"
+            ) from exc
+        if not isinstance(data, dict):
+            raise ImproperlyConfigured("SESSION_SERIALIZER must serialise a dict to a JSON object")
+        return data
+
+    def _from_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            decoded = self.serializer().loads(json.dumps(data).encode("latin-1"))
+        except Exception:  # what Django's decode() does with unreadable data: an empty session
+            _logger.warning("Session data corrupted")
+            return {}
+        return decoded if isinstance(decoded, dict) else {}
+
+    # -- time ---------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        """The storage's clock, in the form ``timezone.now()`` has under ``USE_TZ``."""
+        now = self.storage.now()
+        if settings.USE_TZ:
+            return now
+        naive: datetime = dj_timezone.make_naive(now)
+        return naive
+
+    @staticmethod
+    def _as_utc(value: datetime) -> datetime:
+        if dj_timezone.is_naive(value):
+            # USE_TZ = False: naive datetimes are local time in TIME_ZONE.
+            value = dj_timezone.make_aware(value)
+        aware: datetime = value.astimezone(timezone.utc)
+        return aware
+
+    # -- SessionBase --------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        key = self.session_key
+        record = self.storage.get_session(key) if _valid_key(key) else None
+        if record is None:
+            # Unknown, expired or deleted: a new session with a new key later;
+            # nothing is created now (creating on load would be a DoS vector).
+            self._session_key = None
+            return {}
+        return self._from_json(record.data)
+
+    def exists(self, session_key: str | None) -> bool:
+        return _valid_key(session_key) and self.storage.get_session(str(session_key)) is not None
+
+    def create(self) -> None:
+        while True:
+            self._session_key = self._get_new_session_key()
+            try:
+                # Save at once, so the key is taken before anyone else can have it.
+                self.save(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
+
+    def save(self, must_create: bool = False) -> None:
+        """Save the session; ``must_create``: only a new record (else ``CreateError``),
+        otherwise only an existing one (else ``UpdateError``)."""
+        if self.session_key is None:
+            return self.create()
+        session_dict = self._get_session(no_load=must_create)
+        # Loading may have found the key gone and reset it: like Django's own
+        # backends, that is then an update of a session that no longer exists.
+        key = self._get_or_create_session_key()
+        if not _valid_key(key):
+            raise CreateError if must_create else UpdateError
+        data = self._to_json(session_dict)
+        now = self._now()
+        expires_at = self._as_utc(self.get_expiry_date(modification=now))
+        user = session_dict.get(_AUTH_USER_ID)
+        user_id = str(user) if user is not None and _valid_key(str(user)) else ANONYMOUS_USER_ID
+        storage = self.storage
+        with session_lock(storage, key):
+            stored = storage.get_session(key)
+            if must_create and stored is not None:
+                raise CreateError
+            if not must_create and stored is None:
+                raise UpdateError
+            storage.store_session(
+                key,
+                SessionData(
+                    session_id=key,
+                    user_id=user_id,
+                    created_at=stored.created_at if stored is not None else self._as_utc(now),
+                    expires_at=expires_at,
+                    last_activity=self._as_utc(now),
+                    data=data,
+                ),
+            )
+        return None
+
+    def delete(self, session_key: str | None = None) -> None:
+        if session_key is None:
+            if self.session_key is None:
+                return
+            session_key = self.session_key
+        if not _valid_key(session_key):
+            return
+        storage = self.storage
+        with session_lock(storage, session_key):
+            storage.delete_session(session_key)
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Delete expired records (``manage.py clearsessions``).
+
+        This is authkit's whole cleanup: expired tokens and kv entries go too,
+        as ``authkit cleanup`` would delete them.  It holds the shared cleanup
+        lock and does nothing if another cleanup is running.
+        """
+        run_cleanup(get_storage())

@@ -1,0 +1,447 @@
+"""Flask integration: server-side sessions on any :class:`~authkit.storage.AuthStorage`,
+one shared :class:`~authkit.salesforce.SalesforceClient`, and ``flask authkit cleanup``.
+
+Usage::
+
+    from flask import Flask, session
+    from authkit.contrib.flask import AuthKit, regenerate_session
+
+    app = Flask(__name__)
+    app.config["AUTHKIT_STORAGE_URL"] = "sqlite:///authkit.db"
+    app.config["AUTHKIT_SALESFORCE_FLOW"] = "jwt"              # optional: the shared client
+    app.config["AUTHKIT_SALESFORCE_CLIENT_ID"] = "3MVG9..."
+    app.config["AUTHKIT_SALESFORCE_USERNAME"] = "api@acme.com"
+    app.config["AUTHKIT_SALESFORCE_PRIVATE_KEY_FILE"] = "/etc/acme/sf.key"
+    authkit = AuthKit(app)
+
+    @app.post("/login")
+    def login():
+        ...                                   # check the password
+        regenerate_session()                  # new session id: no session fixation
+        session["user_id"] = user.id
+        return "ok"
+
+    @app.get("/accounts")
+    def accounts():
+        return authkit.salesforce.query_all("SELECT Id, Name FROM Account")
+
+The browser holds only a random session id (``secrets.token_urlsafe(32)``);
+the data lives in the storage as a :class:`~authkit.models.SessionData` whose
+``data`` is JSON.  Values are encoded with Flask's own tagged JSON, so
+anything Flask's cookie session accepts works (JSON values, tuples, bytes,
+datetimes, UUIDs, ``Markup``); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import weakref
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import click
+from flask import Flask, Request, Response, current_app, request
+from flask import session as _current_session
+from flask.cli import AppGroup
+from flask.json.tag import TaggedJSONSerializer
+from flask.sessions import SecureCookieSession, SessionInterface, SessionMixin
+
+from authkit.contrib import (
+    ANONYMOUS_USER_ID,
+    build_salesforce_client,
+    format_report,
+    run_cleanup,
+    session_lock,
+)
+from authkit.errors import AuthKitError, ConfigurationError
+from authkit.models import SessionData
+from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage, check_id
+from authkit.storage.url import open_storage
+
+if TYPE_CHECKING:
+    from authkit.salesforce.client import SalesforceClient
+
+__all__ = [
+    "AuthKit",
+    "AuthKitSession",
+    "AuthKitSessionInterface",
+    "regenerate_session",
+    "cli",
+    "DEFAULT_NON_PERMANENT_LIFETIME",
+]
+
+DEFAULT_NON_PERMANENT_LIFETIME = timedelta(hours=24)
+"""How long the server keeps a non-permanent session after its last request.
+
+The browser drops such a cookie when it closes, but the server never learns
+when that happens, so the record needs an idle timeout of its own."""
+
+_EXTENSION_KEY = "authkit"
+_DEFAULT_STORAGE_URL = "sqlite:///authkit.db"
+
+
+def _lifetime(value: object, name: str) -> timedelta:
+    if isinstance(value, timedelta):
+        lifetime = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        lifetime = timedelta(seconds=value)
+    else:
+        raise TypeError(f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}")
+    if lifetime <= timedelta(0):
+        raise ValueError(f"{name} must be positive")
+    return lifetime
+
+
+class AuthKitSession(SecureCookieSession):
+    """The ``flask.session`` object: a dict that tracks changes, plus :meth:`regenerate`.
+
+    ``sid`` is the session id the browser holds, ``None`` until the session is
+    first saved.  ``new`` is ``True`` when no stored session matched the request.
+    """
+
+    def __init__(
+        self,
+        initial: Mapping[str, Any] | None = None,
+        *,
+        sid: str | None = None,
+        record: SessionData | None = None,
+    ) -> None:
+        super().__init__(initial)
+        self.sid = sid
+        self.new = record is None
+        self.record = record
+        self.stale_sids: list[str] = []
+
+    def regenerate(self) -> None:
+        """Move the session to a new id when the response is saved, deleting the old record.
+
+        Call it when the user logs in (or their privileges change), so an id
+        an attacker planted or saw before login is worthless after it.
+        """
+        if self.sid is not None:
+            self.stale_sids.append(self.sid)
+        self.sid = None
+        self.record = None
+        self.modified = True
+
+
+def regenerate_session() -> None:
+    """:meth:`AuthKitSession.regenerate` on the current request's session."""
+    current = _current_session
+    if not isinstance(current, AuthKitSession):
+        raise RuntimeError("regenerate_session() needs the authkit session interface (AuthKit(app))")
+    current.regenerate()
+
+
+class AuthKitSessionInterface(SessionInterface):
+    """A Flask ``SessionInterface`` that keeps sessions in an :class:`AuthStorage`.
+
+    >>> app.session_interface = AuthKitSessionInterface(open_storage("redis://localhost/0"))
+
+    Cookie flags come from Flask's config (``SESSION_COOKIE_NAME``, ``_DOMAIN``,
+    ``_PATH``, ``_SECURE``, ``_HTTPONLY``, ``_SAMESITE``, ``_PARTITIONED``).
+    A permanent session lives ``PERMANENT_SESSION_LIFETIME`` after its last
+    request; a non-permanent one ``non_permanent_lifetime`` on the server (its
+    cookie ends with the browser).  With ``SESSION_REFRESH_EACH_REQUEST`` (the
+    default) every request that uses a session slides its expiry; without it,
+    only a changed session is written.  An untouched empty session writes
+    nothing: no record, no cookie.  A session emptied with ``session.clear()``
+    is deleted, and so is its cookie.
+
+    ``user_id_key`` names the session key whose value becomes the record's
+    ``user_id`` (so ``storage.list_user_sessions(user_id)`` finds a user's
+    sessions, e.g. to log them out everywhere); sessions without it get
+    ``"anonymous"``.
+    """
+
+    session_class = AuthKitSession
+    pickle_based = False
+
+    def __init__(
+        self,
+        storage: AuthStorage,
+        *,
+        non_permanent_lifetime: timedelta | float = DEFAULT_NON_PERMANENT_LIFETIME,
+        user_id_key: str = "user_id",
+    ) -> None:
+        if not isinstance(storage, AuthStorage):
+            raise TypeError(f"storage must be an AuthStorage, not {type(storage).__name__}")
+        if not isinstance(user_id_key, str) or not user_id_key:
+            raise TypeError("user_id_key must be a non-empty str")
+        self.storage = storage
+        self.non_permanent_lifetime = _lifetime(non_permanent_lifetime, "non_permanent_lifetime")
+        self.user_id_key = user_id_key
+        self._serializer = TaggedJSONSerializer()
+
+    def __repr__(self) -> str:
+        return f"AuthKitSessionInterface({self.storage!r})"
+
+    # -- encoding ---------------------------------------------------------
+
+    def _encode(self, session: AuthKitSession) -> dict[str, Any]:
+        # Flask's tagged JSON turns tuples, bytes, datetimes... into plain JSON,
+        # exactly as Flask's cookie sessions do; the storage then holds JSON.
+        try:
+            encoded: dict[str, Any] = json.loads(self._serializer.dumps(dict(session)))
+        except TypeError as exc:
+            raise TypeError(f"session values must be JSON-serialisable (as for Flask's own sessions): {exc}") from exc
+        return encoded
+
+    def _decode(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        decoded: dict[str, Any] = self._serializer.loads(json.dumps(data))
+        return decoded
+
+    # -- SessionInterface -------------------------------------------------
+
+    def open_session(self, app: Flask, request: Request) -> AuthKitSession:
+        sid = request.cookies.get(self.get_cookie_name(app))
+        if sid and _valid_sid(sid):
+            record = self.storage.get_session(sid)
+            if record is not None:
+                return self.session_class(self._decode(record.data), sid=sid, record=record)
+        return self.session_class()
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if not isinstance(session, AuthKitSession):
+            raise TypeError("AuthKitSessionInterface saves only the AuthKitSession it opened")
+        name = self.get_cookie_name(app)
+        cookie: dict[str, Any] = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "partitioned": self.get_cookie_partitioned(app),
+            "samesite": self.get_cookie_samesite(app),
+            "httponly": self.get_cookie_httponly(app),
+        }
+        if session.accessed:
+            response.vary.add("Cookie")
+        for stale in session.stale_sids:
+            self._delete(stale)
+        session.stale_sids.clear()
+
+        if not session:
+            # Emptied (logout) or regenerated to nothing: forget it everywhere.
+            if session.sid is not None:
+                self._delete(session.sid)
+                session.sid = session.record = None
+            if session.modified:
+                response.delete_cookie(name, **cookie)
+                response.vary.add("Cookie")
+            return
+
+        if not (session.modified or app.config["SESSION_REFRESH_EACH_REQUEST"]):
+            return
+        now = self.storage.now()
+        lifetime = app.permanent_session_lifetime if session.permanent else self.non_permanent_lifetime
+        if session.sid is None:
+            # 256 random bits: a new id never collides, so no lock is needed.
+            record = self._record(session, secrets.token_urlsafe(32), None, now, now + lifetime)
+            self.storage.store_session(record.session_id, record)
+        else:
+            with session_lock(self.storage, session.sid):
+                stored = self.storage.get_session(session.sid)
+                if stored is None:
+                    # Deleted by a concurrent request (logout) or expired while
+                    # this one ran: writing now would bring it back to life.
+                    session.sid = session.record = None
+                    response.delete_cookie(name, **cookie)
+                    response.vary.add("Cookie")
+                    return
+                record = self._record(session, session.sid, stored, now, now + lifetime)
+                self.storage.store_session(record.session_id, record)
+            if not self.should_set_cookie(app, session):
+                session.record = record
+                return
+        session.sid, session.record = record.session_id, record
+        expires: datetime | None = now + lifetime if session.permanent else None
+        response.set_cookie(name, record.session_id, expires=expires, **cookie)
+        response.vary.add("Cookie")
+
+    def _delete(self, sid: str) -> None:
+        with session_lock(self.storage, sid):
+            self.storage.delete_session(sid)
+
+    def _record(
+        self, session: AuthKitSession, sid: str, stored: SessionData | None, now: datetime, expires_at: datetime
+    ) -> SessionData:
+        user = session.get(self.user_id_key)
+        return SessionData(
+            session_id=sid,
+            user_id=str(user) if user not in (None, "") else ANONYMOUS_USER_ID,
+            created_at=stored.created_at if stored is not None else now,
+            expires_at=expires_at,
+            last_activity=now,
+            ip_address=request.remote_addr if stored is None else stored.ip_address,
+            user_agent=(request.user_agent.string or None) if stored is None else stored.user_agent,
+            data=self._encode(session),
+        )
+
+
+def _valid_sid(sid: str) -> bool:
+    try:
+        check_id(sid, "session_id")
+    except ValueError:
+        return False
+    return True
+
+
+class _AppState:
+    """What :class:`AuthKit` keeps per app: the storage and the lazy Salesforce client."""
+
+    def __init__(self, storage: AuthStorage, owns_storage: bool, salesforce: Mapping[str, Any] | None,
+                 client: SalesforceClient | None) -> None:
+        self.storage = storage
+        self.owns_storage = owns_storage
+        self.salesforce_config = salesforce
+        self.client = client
+        self.mutex = threading.Lock()
+
+
+class AuthKit:
+    """The Flask extension: ``AuthKit(app)`` or ``authkit = AuthKit(); authkit.init_app(app)``.
+
+    Reads from ``app.config``:
+
+    ``AUTHKIT_STORAGE_URL``
+        the storage (default ``sqlite:///authkit.db``), opened once at
+        ``init_app`` and closed when the app is garbage-collected or the
+        process exits (never per request: it is a connection pool).
+    ``AUTHKIT_STORAGE_OPTIONS``
+        a dict of :func:`~authkit.storage.open_storage` options (``prefix``,
+        ``encryption_keys``, ...).
+    ``AUTHKIT_SESSIONS``
+        install the server-side session interface (default ``True``).
+    ``AUTHKIT_SESSION_LIFETIME``
+        server-side idle lifetime of non-permanent sessions (default 24 h).
+    ``AUTHKIT_SESSION_USER_KEY``
+        the session key holding the user id (default ``"user_id"``).
+    ``AUTHKIT_SALESFORCE_*``
+        the shared Salesforce client: ``AUTHKIT_SALESFORCE_FLOW`` plus the
+        flow's options in upper case (``_CLIENT_ID``, ``_USERNAME``,
+        ``_PRIVATE_KEY_FILE``, ``_LOGIN_URL``, ``_API_VERSION``...), or
+        ``AUTHKIT_SALESFORCE_AUTH``: a ready ``AuthSession`` or a callable
+        returning one.  Minting flows share their token through the storage.
+
+    ``storage=`` gives a ready storage instead of the URL (the caller closes
+    it); ``salesforce=`` a ready :class:`SalesforceClient`.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        storage: AuthStorage | None = None,
+        salesforce: SalesforceClient | None = None,
+    ) -> None:
+        self._storage = storage
+        self._client = salesforce
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Open the storage, install the session interface and the ``authkit`` CLI group."""
+        if _EXTENSION_KEY in app.extensions:
+            raise RuntimeError("AuthKit is already initialised on this app")
+        config = app.config
+        config.setdefault("AUTHKIT_STORAGE_URL", _DEFAULT_STORAGE_URL)
+        config.setdefault("AUTHKIT_STORAGE_OPTIONS", {})
+        config.setdefault("AUTHKIT_SESSIONS", True)
+        config.setdefault("AUTHKIT_SESSION_LIFETIME", DEFAULT_NON_PERMANENT_LIFETIME)
+        config.setdefault("AUTHKIT_SESSION_USER_KEY", "user_id")
+        # Check the settings that can be wrong before anything is opened.
+        lifetime = _lifetime(config["AUTHKIT_SESSION_LIFETIME"], "AUTHKIT_SESSION_LIFETIME")
+        salesforce = _salesforce_settings(config)
+
+        owns = self._storage is None
+        if self._storage is not None:
+            storage = self._storage
+        else:
+            options = config["AUTHKIT_STORAGE_OPTIONS"]
+            if not isinstance(options, Mapping):
+                raise ConfigurationError("AUTHKIT_STORAGE_OPTIONS must be a dict of open_storage options")
+            storage = open_storage(config["AUTHKIT_STORAGE_URL"], **dict(options))
+            # The storage is a pool shared by every request; close it when the
+            # app goes away (finalize also runs at interpreter exit).
+            weakref.finalize(app, storage.close)
+        app.extensions[_EXTENSION_KEY] = _AppState(storage, owns, salesforce, self._client)
+        if config["AUTHKIT_SESSIONS"]:
+            app.session_interface = AuthKitSessionInterface(
+                storage, non_permanent_lifetime=lifetime, user_id_key=config["AUTHKIT_SESSION_USER_KEY"]
+            )
+        app.cli.add_command(cli)
+
+    @staticmethod
+    def _state(app: Flask | None = None) -> _AppState:
+        target = app if app is not None else current_app
+        state = target.extensions.get(_EXTENSION_KEY)
+        if state is None:
+            raise RuntimeError("AuthKit is not initialised on this app: call AuthKit(app) or init_app(app)")
+        assert isinstance(state, _AppState)
+        return state
+
+    def get_storage(self, app: Flask | None = None) -> AuthStorage:
+        """The app's storage (``app`` defaults to the current app)."""
+        return self._state(app).storage
+
+    @property
+    def storage(self) -> AuthStorage:
+        """The current app's storage."""
+        return self.get_storage()
+
+    def get_salesforce(self, app: Flask | None = None) -> SalesforceClient:
+        """The app's shared :class:`SalesforceClient`, built on first use from the config.
+
+        One client per app, safe to use from every request thread at once: the
+        auth session mints a token once for all of them and refreshes it once.
+        """
+        state = self._state(app)
+        client = state.client
+        if client is not None:
+            return client
+        with state.mutex:
+            if state.client is None:
+                if state.salesforce_config is None:
+                    raise ConfigurationError(
+                        "no Salesforce settings: set AUTHKIT_SALESFORCE_FLOW and its options "
+                        "(or AUTHKIT_SALESFORCE_AUTH), or pass AuthKit(salesforce=...)"
+                    )
+                state.client = build_salesforce_client(state.salesforce_config, state.storage)
+            return state.client
+
+    @property
+    def salesforce(self) -> SalesforceClient:
+        """The current app's shared :class:`SalesforceClient`."""
+        return self.get_salesforce()
+
+    def close(self, app: Flask | None = None) -> None:
+        """Close the app's storage now, if AuthKit opened it (tests, app factories)."""
+        state = self._state(app)
+        if state.owns_storage:
+            state.storage.close()
+
+
+def _salesforce_settings(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    prefix = "AUTHKIT_SALESFORCE_"
+    settings = {key[len(prefix):].lower(): value for key, value in config.items() if key.startswith(prefix)}
+    return settings or None
+
+
+cli = AppGroup("authkit", help="authkit maintenance for this app's storage.")
+
+
+@cli.command("cleanup")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Records of each kind deleted per transaction.")
+@click.option("--wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to wait for another running cleanup; by default skip at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def _cleanup_command(batch_size: int, wait: float, as_json: bool) -> None:
+    """Delete expired sessions, tokens and kv entries (cron-safe: one run at a time)."""
+    try:
+        report = run_cleanup(AuthKit._state().storage, batch_size=batch_size, wait=wait)
+    except AuthKitError as exc:
+        raise click.ClickException(f"cleanup failed: {type(exc).__name__}: {exc}") from exc
+    click.echo(format_report(report, as_json=as_json))
