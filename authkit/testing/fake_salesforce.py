@@ -169,7 +169,9 @@ class FakeSalesforce:
     ``session_idle_timeout`` (seconds) ends a session not used for that long,
     measured with ``clock`` (a function returning aware UTC datetimes).
     ``token_delay`` (seconds) makes the token endpoint slow, to widen race
-    windows.  ``api_limit`` is the daily limit reported in ``Sforce-Limit-Info``.
+    windows.  ``tamper_signatures = True`` makes every response ``signature``
+    wrong.  ``jwt_audiences`` holds extra accepted JWT ``aud`` values.
+    ``api_limit`` is the daily limit reported in ``Sforce-Limit-Info``.
     """
 
     def __init__(
@@ -189,6 +191,7 @@ class FakeSalesforce:
         self.api_requests = 0
         self.requests_log: list[tuple[str, str, int]] = []
         self.jwt_audiences: set[str] = set()
+        self.tamper_signatures = False
         self._clock = clock or utcnow
         self._mutex = threading.RLock()
         self._users: dict[str, FakeUser] = {}
@@ -218,7 +221,10 @@ class FakeSalesforce:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.org = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="FakeSalesforce", daemon=True)
+        # A short poll interval makes stop() (and so every test's teardown) quick.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="FakeSalesforce", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -467,7 +473,10 @@ class FakeSalesforce:
         issued_at = str(int(time.time() * 1000))
         response = {
             "access_token": access_token,
-            "signature": response_signature(app.client_secret, identity_url, issued_at),
+            # tamper_signatures: what a client sees when something altered the response on the way.
+            "signature": response_signature(
+                app.client_secret + ("x" if self.tamper_signatures else ""), identity_url, issued_at
+            ),
             "scope": app.scope,
             "instance_url": self.instance_url,
             "id": identity_url,

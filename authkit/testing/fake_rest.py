@@ -1,0 +1,920 @@
+"""``FakeRestApi``: the data API of :class:`~authkit.testing.FakeSalesforce`.
+
+In-memory sObject records behind Salesforce's REST resources, answering with
+Salesforce's own response and error bodies.  The org (``org.rest``) calls
+:meth:`FakeRestApi.handle` for every bearer-checked request under
+``/services/data`` and ``/services/apexrest``; tests set data up directly::
+
+    with FakeSalesforce() as org:
+        account_id = org.rest.insert("Account", {"Name": "Acme"})
+        org.rest.page_size = 200                     # query pages of 200 records
+        ...
+        assert org.rest.records("Account")[0]["Name"] == "Acme"
+
+What it serves (``vXX.X`` is any version :meth:`versions` lists):
+
+- ``GET /services/data/`` (versions), ``GET /services/data/vXX.X/`` (resources);
+- ``GET query?q=`` / ``queryAll?q=`` with ``nextRecordsUrl`` pages
+  (``/services/data/vXX.X/query/<locator>-<offset>``); the SOQL subset is
+  ``SELECT f, ... | COUNT() FROM T [WHERE c [AND|OR c] ...] [ORDER BY f [ASC|DESC]]
+  [LIMIT n] [OFFSET n]`` with ``= != <> < <= > >= LIKE IN (...)`` comparisons;
+- ``GET sobjects`` (describe global), ``GET|POST sobjects/T``, ``GET sobjects/T/describe``,
+  ``GET|PATCH|DELETE sobjects/T/<Id>`` (``?fields=``), ``GET|PATCH|DELETE
+  sobjects/T/<ExternalIdField>/<value>`` (PATCH is an upsert);
+- ``POST composite`` (``allOrNone``, ``@{ref.field}`` references, 25 subrequests);
+- ``GET limits``;
+- ``/services/apexrest/...`` routes registered with :meth:`add_apex_route`.
+
+Errors are Salesforce's: ``NOT_FOUND`` / ``ENTITY_IS_DELETED`` (404),
+``MALFORMED_QUERY``, ``INVALID_FIELD``, ``INVALID_TYPE``, ``REQUIRED_FIELD_MISSING``,
+``DUPLICATE_VALUE``, ``INVALID_FIELD_FOR_INSERT_UPDATE``, ``JSON_PARSER_ERROR``,
+``INVALID_QUERY_LOCATOR`` (400), ``MULTIPLE_CHOICES`` (300),
+``METHOD_NOT_ALLOWED`` (405).
+
+Known types are Account, Contact, Opportunity, Lead and Case (each with an
+``External_Id__c`` external-id field); :meth:`define_sobject` adds more, and
+:meth:`insert` of an unknown type defines an open one that accepts any field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+__all__ = ["FakeRestApi", "ApexHandler", "DEFAULT_VERSIONS"]
+
+#: ``(version, label)`` pairs served by ``GET /services/data/``, oldest first.
+DEFAULT_VERSIONS: tuple[tuple[str, str], ...] = (
+    ("58.0", "Summer '23"),
+    ("59.0", "Winter '24"),
+    ("60.0", "Spring '24"),
+    ("61.0", "Summer '24"),
+    ("62.0", "Winter '25"),
+    ("63.0", "Spring '25"),
+)
+
+#: ``handler(method, path, query, body) -> (status, JSON-able body)`` for an Apex REST route.
+ApexHandler = Callable[[str, str, dict[str, list[str]], bytes], tuple[int, Any]]
+
+Result = tuple[int, dict[str, str], bytes]
+
+_SYSTEM_FIELDS = ("Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp")
+_ID_RE = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_MAX_COMPOSITE = 25
+_MAX_CURSORS = 1000  # open query locators kept; the oldest is dropped, as Salesforce drops idle ones
+
+
+class _RestError(Exception):
+    """One REST error answer: ``status`` and a Salesforce error body."""
+
+    def __init__(self, status: int, error_code: str, message: str, fields: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+        self.fields = list(fields)
+
+    def body(self) -> list[dict[str, Any]]:
+        return [{"message": self.message, "errorCode": self.error_code, "fields": self.fields}]
+
+
+def _not_found() -> _RestError:
+    return _RestError(404, "NOT_FOUND", "The requested resource does not exist")
+
+
+@dataclass
+class _SObjectType:
+    name: str
+    key_prefix: str
+    fields: dict[str, str]  # name -> Salesforce field type
+    required: set[str] = field(default_factory=set)
+    external_ids: set[str] = field(default_factory=set)
+    open: bool = False  # an open type accepts (and learns) any field
+
+    def field_name(self, name: str) -> str | None:
+        """The field's canonical spelling (field names are case-insensitive), ``None`` if unknown."""
+        for known in self.fields:
+            if known.lower() == name.lower():
+                return known
+        return None
+
+
+@dataclass
+class _Cursor:
+    records: list[dict[str, Any]]  # snapshot of the matching records (shared, never mutated)
+    fields: list[str]
+    sobject: str
+    version: str
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+def _json(status: int, value: Any) -> Result:
+    return status, {}, json.dumps(value).encode()
+
+
+class FakeRestApi:
+    """The org's data API: in-memory sObject records, SOQL-ish queries, composite, limits.
+
+    ``page_size`` is the number of records per query page (Salesforce's
+    default batch is 2000; tests use small pages to exercise pagination).
+    ``api_limit`` is the ``DailyApiRequests`` maximum ``GET limits`` reports;
+    ``api_versions`` the ``(version, label)`` pairs the org serves.
+    All methods are thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        page_size: int = 2000,
+        api_versions: Sequence[tuple[str, str]] = DEFAULT_VERSIONS,
+        api_limit: int = 15000,
+    ) -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self.page_size = page_size
+        self.api_limit = api_limit
+        self.api_versions = tuple(api_versions)
+        self.handled_requests = 0
+        self._mutex = threading.RLock()
+        self._types: dict[str, _SObjectType] = {}  # lower-case name -> type
+        self._records: dict[str, dict[str, dict[str, Any]]] = {}  # type name -> id -> record
+        self._deleted: dict[str, dict[str, dict[str, Any]]] = {}  # the recycle bin, for queryAll
+        self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
+        self._apex: dict[tuple[str, str], ApexHandler] = {}
+        text = "string"
+        self.define_sobject("Account", {"Name": text, "Industry": text, "AccountNumber": text, "Phone": text,
+                                        "Website": text, "NumberOfEmployees": "int", "AnnualRevenue": "currency",
+                                        "Description": "textarea", "External_Id__c": text},
+                            required=["Name"], external_ids=["External_Id__c"], key_prefix="001")
+        self.define_sobject("Contact", {"FirstName": text, "LastName": text, "Email": "email", "Phone": text,
+                                        "AccountId": "reference", "External_Id__c": text},
+                            required=["LastName"], external_ids=["External_Id__c"], key_prefix="003")
+        self.define_sobject("Opportunity", {"Name": text, "StageName": "picklist", "CloseDate": "date",
+                                            "Amount": "currency", "AccountId": "reference", "External_Id__c": text},
+                            required=["Name", "StageName", "CloseDate"], external_ids=["External_Id__c"],
+                            key_prefix="006")
+        self.define_sobject("Lead", {"FirstName": text, "LastName": text, "Company": text, "Email": "email",
+                                     "Status": "picklist", "External_Id__c": text},
+                            required=["LastName", "Company"], external_ids=["External_Id__c"], key_prefix="00Q")
+        self.define_sobject("Case", {"Subject": text, "Status": "picklist", "Priority": "picklist",
+                                     "AccountId": "reference", "External_Id__c": text},
+                            external_ids=["External_Id__c"], key_prefix="500")
+
+    def __repr__(self) -> str:
+        with self._mutex:
+            counts = {name: len(records) for name, records in self._records.items() if records}
+        return f"FakeRestApi(records={counts}, page_size={self.page_size})"
+
+    # -- test setup -----------------------------------------------------------
+
+    def define_sobject(
+        self,
+        name: str,
+        fields: dict[str, str] | Iterable[str],
+        *,
+        required: Iterable[str] = (),
+        external_ids: Iterable[str] = (),
+        key_prefix: str | None = None,
+    ) -> None:
+        """Define (or redefine, keeping records) an sObject type.
+
+        ``fields`` maps field names to Salesforce types (``"string"``,
+        ``"int"``, ...) or is a list of names (all ``"string"``).  The system
+        fields (Id, IsDeleted, CreatedDate, LastModifiedDate, SystemModstamp)
+        are always there.  ``external_ids`` may be used for upserts and are unique.
+        """
+        if not _NAME_RE.match(name):
+            raise ValueError(f"invalid sObject name {name!r}")
+        types = dict(fields) if isinstance(fields, dict) else {f: "string" for f in fields}
+        for f in types:
+            if not _NAME_RE.match(f):
+                raise ValueError(f"invalid field name {f!r}")
+        all_fields = {"Id": "id", "IsDeleted": "boolean", "CreatedDate": "datetime",
+                      "LastModifiedDate": "datetime", "SystemModstamp": "datetime", **types}
+        sobject = _SObjectType(name, key_prefix or "a0" + secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ"), all_fields,
+                               set(required), set(external_ids))
+        for f in (*sobject.required, *sobject.external_ids):
+            if f not in all_fields:
+                raise ValueError(f"{f!r} is not a field of {name}")
+        with self._mutex:
+            self._types[name.lower()] = sobject
+            self._records.setdefault(name, {})
+            self._deleted.setdefault(name, {})
+
+    def insert(self, sobject: str, fields: dict[str, Any]) -> str:
+        """Create a record directly (test setup) and return its Id.
+
+        An unknown ``sobject`` becomes an open type that accepts any field.
+        """
+        with self._mutex:
+            if sobject.lower() not in self._types:
+                self.define_sobject(sobject, list(fields))
+                self._types[sobject.lower()].open = True
+            try:
+                return self._create(self._types[sobject.lower()], fields)
+            except _RestError as exc:
+                raise ValueError(f"{exc.error_code}: {exc.message}") from None
+
+    def insert_many(self, sobject: str, rows: Iterable[dict[str, Any]]) -> list[str]:
+        """:meth:`insert` each row; the Ids in order."""
+        return [self.insert(sobject, row) for row in rows]
+
+    def records(self, sobject: str, *, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """Copies of the live records of ``sobject`` (and the deleted ones if asked), in creation order."""
+        with self._mutex:
+            sobj = self._types.get(sobject.lower())
+            if sobj is None:
+                return []
+            found = list(self._records[sobj.name].values())
+            if include_deleted:
+                found += list(self._deleted[sobj.name].values())
+            return [dict(r) for r in found]
+
+    def add_apex_route(self, method: str, path: str, handler: ApexHandler) -> None:
+        """Serve ``method /services/apexrest<path>`` with ``handler`` (an Apex REST class stand-in)."""
+        if not path.startswith("/"):
+            raise ValueError("path must start with '/' (it follows /services/apexrest)")
+        with self._mutex:
+            self._apex[(method.upper(), path)] = handler
+
+    @property
+    def open_cursors(self) -> int:
+        """How many query locators are open (each holds a result snapshot)."""
+        with self._mutex:
+            return len(self._cursors)
+
+    # -- the request entry point ------------------------------------------------
+
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes, instance_url: str
+    ) -> Result:
+        """Answer one authenticated request under /services/data (path without the host,
+        e.g. "/services/data/v62.0/query", query from urllib.parse.parse_qs). Returns
+        (status, extra headers, body bytes). Thread-safe."""
+        with self._mutex:
+            self.handled_requests += 1
+            try:
+                if path.startswith("/services/apexrest"):
+                    return self._apex_request(method, path[len("/services/apexrest"):], query, body)
+                status, value = self._route(method.upper(), path, query, body)
+            except _RestError as exc:
+                return _json(exc.status, exc.body())
+            if status == 204:
+                return 204, {}, b""
+            return _json(status, value)
+
+    # -- routing ------------------------------------------------------------------
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, Any]:
+        if path.rstrip("/") == "/services/data":
+            self._allow(method, "GET")
+            return 200, [{"label": label, "url": f"/services/data/v{v}", "version": v}
+                         for v, label in self.api_versions]
+        match = re.match(r"^/services/data/v(\d+\.\d)(?:/(.*))?$", path)
+        if match is None or match.group(1) not in {v for v, _ in self.api_versions}:
+            raise _not_found()
+        version, rest = match.group(1), (match.group(2) or "").rstrip("/")
+        parts = [unquote(p) for p in rest.split("/")] if rest else []
+        if not parts:
+            self._allow(method, "GET")
+            base = f"/services/data/v{version}"
+            return 200, {name: f"{base}/{name}" for name in ("sobjects", "query", "queryAll", "composite",
+                                                             "limits")}
+        head = parts[0]
+        if head in ("query", "queryAll"):
+            self._allow(method, "GET")
+            if len(parts) == 2:
+                return 200, self._next_page(parts[1])
+            if len(parts) > 2:
+                raise _not_found()
+            soql = (query.get("q") or [""])[-1]
+            return 200, self._query(soql, version, include_deleted=head == "queryAll")
+        if head == "sobjects":
+            return self._sobjects(method, parts[1:], query, body, version)
+        if head == "composite" and len(parts) == 1:
+            self._allow(method, "POST")
+            return 200, self._composite(_parse_body(body), version)
+        if head == "limits" and len(parts) == 1:
+            self._allow(method, "GET")
+            used = self.handled_requests
+            return 200, {
+                "DailyApiRequests": {"Max": self.api_limit, "Remaining": max(self.api_limit - used, 0)},
+                "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+                "DataStorageMB": {"Max": 5, "Remaining": 5},
+                "FileStorageMB": {"Max": 20, "Remaining": 20},
+                "ConcurrentAsyncGetReportInstances": {"Max": 200, "Remaining": 200},
+            }
+        raise _not_found()
+
+    @staticmethod
+    def _allow(method: str, *allowed: str) -> None:
+        if method not in allowed and not (method == "HEAD" and "GET" in allowed):
+            raise _RestError(405, "METHOD_NOT_ALLOWED",
+                             f"HTTP Method '{method}' not allowed. Allowed are {','.join(allowed)}")
+
+    def _type(self, name: str) -> _SObjectType:
+        sobj = self._types.get(name.lower())
+        if sobj is None:
+            raise _RestError(404, "NOT_FOUND", "The requested resource does not exist")
+        return sobj
+
+    def _sobjects(
+        self, method: str, parts: list[str], query: dict[str, list[str]], body: bytes, version: str
+    ) -> tuple[int, Any]:
+        if not parts:
+            self._allow(method, "GET")
+            return 200, {"encoding": "UTF-8", "maxBatchSize": 200,
+                         "sobjects": [self._describe_brief(t, version) for t in self._types.values()]}
+        sobj = self._type(parts[0])
+        if len(parts) == 1:
+            self._allow(method, "GET", "POST")
+            if method == "POST":
+                new_id = self._create(sobj, _fields_body(body))
+                return 201, {"id": new_id, "success": True, "errors": []}
+            recent = [self._project(r, ["Id", *(["Name"] if "Name" in sobj.fields else [])], sobj, version)
+                      for r in list(self._records[sobj.name].values())[-3:]]
+            return 200, {"objectDescribe": self._describe_brief(sobj, version), "recentItems": recent}
+        if len(parts) == 2 and parts[1] == "describe":
+            self._allow(method, "GET")
+            return 200, self._describe(sobj, version)
+        if len(parts) == 2:
+            self._allow(method, "GET", "PATCH", "DELETE")
+            record_id = parts[1]
+            if method == "GET":
+                return 200, self._project(self._get(sobj, record_id), self._fields_param(sobj, query), sobj,
+                                          version)
+            if method == "PATCH":
+                self._update(sobj, self._get(sobj, record_id), _fields_body(body))
+                return 204, None
+            self._delete(sobj, self._get(sobj, record_id))
+            return 204, None
+        if len(parts) == 3:
+            self._allow(method, "GET", "PATCH", "DELETE")
+            return self._by_external_id(method, sobj, parts[1], parts[2], query, body, version)
+        raise _not_found()
+
+    # -- records ------------------------------------------------------------------
+
+    def _check_fields(self, sobj: _SObjectType, fields: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+        clean: dict[str, Any] = {}
+        for name, value in fields.items():
+            if name == "attributes":
+                continue
+            known = sobj.field_name(name)
+            if known is None:
+                if sobj.open and _NAME_RE.match(name):
+                    sobj.fields[name] = "string"
+                    known = name
+                else:
+                    raise _RestError(400, "INVALID_FIELD",
+                                     f"No such column '{name}' on sobject of type {sobj.name}", [name])
+            if known in _SYSTEM_FIELDS:
+                action = "create" if creating else "update"
+                raise _RestError(400, "INVALID_FIELD_FOR_INSERT_UPDATE",
+                                 f"Unable to {action} fields: {known}. Please check the security settings of "
+                                 "this field and verify that it is read/write for your profile or permission "
+                                 "set.", [known])
+            if isinstance(value, (dict, list)):
+                raise _RestError(400, "JSON_PARSER_ERROR",
+                                 f"Cannot deserialize instance of {sobj.fields[known]} from "
+                                 f"{'START_OBJECT' if isinstance(value, dict) else 'START_ARRAY'} value")
+            clean[known] = value
+        return clean
+
+    def _check_unique(self, sobj: _SObjectType, record: dict[str, Any]) -> None:
+        for ext in sorted(sobj.external_ids):
+            value = record.get(ext)
+            if value is None:
+                continue
+            for other in self._records[sobj.name].values():
+                if other["Id"] != record["Id"] and other.get(ext) == value:
+                    raise _RestError(400, "DUPLICATE_VALUE",
+                                     f"duplicate value found: {ext} duplicates value on record with id: "
+                                     f"{other['Id']}", [ext])
+
+    def _new_id(self, sobj: _SObjectType) -> str:
+        while True:
+            candidate = sobj.key_prefix + secrets.token_hex(8)[:12].upper() + "AAA"
+            if candidate not in self._records[sobj.name] and candidate not in self._deleted[sobj.name]:
+                return candidate
+
+    def _create(self, sobj: _SObjectType, fields: dict[str, Any]) -> str:
+        clean = self._check_fields(sobj, fields, creating=True)
+        missing = sorted(f for f in sobj.required if clean.get(f) in (None, ""))
+        if missing:
+            raise _RestError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]",
+                             missing)
+        now = _now()
+        record = {"Id": self._new_id(sobj), "IsDeleted": False, "CreatedDate": now, "LastModifiedDate": now,
+                  "SystemModstamp": now, **clean}
+        self._check_unique(sobj, record)
+        self._records[sobj.name][record["Id"]] = record
+        return str(record["Id"])
+
+    def _get(self, sobj: _SObjectType, record_id: str) -> dict[str, Any]:
+        if not _ID_RE.match(record_id):
+            raise _not_found()
+        # 15-character ids are the case-sensitive form of the 18-character ones.
+        for stored_id, record in self._records[sobj.name].items():
+            if stored_id == record_id or stored_id[:15] == record_id:
+                return record
+        for stored_id in self._deleted[sobj.name]:
+            if stored_id == record_id or stored_id[:15] == record_id:
+                raise _RestError(404, "ENTITY_IS_DELETED", "entity is deleted")
+        raise _not_found()
+
+    def _update(self, sobj: _SObjectType, record: dict[str, Any], fields: dict[str, Any]) -> None:
+        clean = self._check_fields(sobj, fields, creating=False)
+        for f in sobj.required:
+            if f in clean and clean[f] in (None, ""):
+                raise _RestError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{f}]", [f])
+        # Copy-on-write: open query cursors keep the snapshot they were given.
+        updated = {**record, **clean, "LastModifiedDate": _now()}
+        updated["SystemModstamp"] = updated["LastModifiedDate"]
+        self._check_unique(sobj, updated)
+        self._records[sobj.name][record["Id"]] = updated
+
+    def _delete(self, sobj: _SObjectType, record: dict[str, Any]) -> None:
+        del self._records[sobj.name][record["Id"]]
+        self._deleted[sobj.name][record["Id"]] = {**record, "IsDeleted": True, "LastModifiedDate": _now()}
+
+    def _by_external_id(
+        self, method: str, sobj: _SObjectType, field_name: str, value: str, query: dict[str, list[str]],
+        body: bytes, version: str,
+    ) -> tuple[int, Any]:
+        known = sobj.field_name(field_name)
+        if known is None or (known != "Id" and known not in sobj.external_ids):
+            raise _RestError(404, "NOT_FOUND",
+                             f"Provided external ID field does not exist or is not accessible: {field_name}")
+        if known == "Id":
+            matches = [r for r in self._records[sobj.name].values() if r["Id"] == value or r["Id"][:15] == value]
+        else:
+            matches = [r for r in self._records[sobj.name].values() if str(r.get(known)) == value]
+        if len(matches) > 1:
+            urls = [f"/services/data/v{version}/sobjects/{sobj.name}/{r['Id']}" for r in matches]
+            return 300, urls
+        if method == "GET":
+            if not matches:
+                raise _not_found()
+            return 200, self._project(matches[0], self._fields_param(sobj, query), sobj, version)
+        if method == "DELETE":
+            if not matches:
+                raise _not_found()
+            self._delete(sobj, matches[0])
+            return 204, None
+        fields = _fields_body(body)
+        if any(name.lower() == known.lower() for name in fields):
+            raise _RestError(400, "INVALID_FIELD",
+                             f"The field {known} is specified in the URL and in the body; remove it from the "
+                             "body", [known])
+        if matches:
+            self._update(sobj, matches[0], fields)
+            return 200, {"id": matches[0]["Id"], "success": True, "errors": [], "created": False}
+        if known == "Id":
+            raise _not_found()
+        new_id = self._create(sobj, {**fields, known: value})
+        return 201, {"id": new_id, "success": True, "errors": [], "created": True}
+
+    @staticmethod
+    def _fields_param(sobj: _SObjectType, query: dict[str, list[str]]) -> list[str]:
+        wanted = (query.get("fields") or [""])[-1]
+        if not wanted:
+            return list(sobj.fields)
+        names = []
+        for name in (n.strip() for n in wanted.split(",")):
+            known = sobj.field_name(name)
+            if known is None:
+                raise _RestError(400, "INVALID_FIELD", f"No such column '{name}' on entity '{sobj.name}'", [name])
+            names.append(known)
+        return names
+
+    @staticmethod
+    def _project(record: dict[str, Any], fields: list[str], sobj: _SObjectType, version: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"attributes": {"type": sobj.name,
+                                              "url": f"/services/data/v{version}/sobjects/{sobj.name}/{record['Id']}"}}
+        for name in fields:
+            out[name] = record.get(name)
+        return out
+
+    def _describe_brief(self, sobj: _SObjectType, version: str) -> dict[str, Any]:
+        base = f"/services/data/v{version}/sobjects/{sobj.name}"
+        return {"name": sobj.name, "label": sobj.name.replace("__c", "").replace("_", " "),
+                "keyPrefix": sobj.key_prefix, "custom": sobj.name.endswith("__c"), "createable": True,
+                "updateable": True, "deletable": True, "queryable": True,
+                "urls": {"sobject": base, "describe": f"{base}/describe", "rowTemplate": f"{base}/{{ID}}"}}
+
+    def _describe(self, sobj: _SObjectType, version: str) -> dict[str, Any]:
+        fields = []
+        for name, kind in sobj.fields.items():
+            system = name in _SYSTEM_FIELDS
+            fields.append({"name": name, "label": name, "type": kind, "nillable": name not in sobj.required and
+                           not system, "createable": not system, "updateable": not system,
+                           "externalId": name in sobj.external_ids, "unique": name in sobj.external_ids,
+                           "idLookup": name == "Id" or name in sobj.external_ids, "custom": name.endswith("__c")})
+        return {**self._describe_brief(sobj, version), "fields": fields}
+
+    # -- SOQL -----------------------------------------------------------------------
+
+    def _query(self, soql: str, version: str, *, include_deleted: bool) -> dict[str, Any]:
+        parsed = _parse_soql(soql)
+        sobj = self._types.get(parsed.sobject.lower())
+        if sobj is None:
+            raise _RestError(400, "INVALID_TYPE",
+                             f"\n{soql}\n^\nERROR at Row:1:Column:1\nsObject type '{parsed.sobject}' is not "
+                             "supported. If you are attempting to use a custom object, be sure to append the "
+                             "'__c' after the entity name.")
+        fields = []
+        for name in parsed.fields:
+            known = sobj.field_name(name)
+            if known is None:
+                raise _RestError(400, "INVALID_FIELD", f"\n{soql}\n^\nERROR at Row:1:Column:1\nNo such column "
+                                 f"'{name}' on entity '{sobj.name}'. If you are attempting to use a custom field, "
+                                 "be sure to append the '__c' after the custom field name.", [name])
+            fields.append(known)
+        for cond in parsed.conditions:
+            if sobj.field_name(cond.field) is None:
+                raise _RestError(400, "INVALID_FIELD", f"No such column '{cond.field}' on entity '{sobj.name}'",
+                                 [cond.field])
+        rows: list[dict[str, Any]] = list(self._records[sobj.name].values())
+        if include_deleted:
+            rows += list(self._deleted[sobj.name].values())
+        rows = [r for r in rows if parsed.matches(r, sobj)]
+        if parsed.order_by is not None:
+            key = sobj.field_name(parsed.order_by)
+            if key is None:
+                raise _RestError(400, "INVALID_FIELD", f"No such column '{parsed.order_by}' on entity "
+                                 f"'{sobj.name}'", [parsed.order_by])
+            # Salesforce sorts nulls first ascending, last descending.
+            rows.sort(key=lambda r: (r.get(key) is not None, _sort_key(r.get(key))), reverse=parsed.descending)
+        rows = rows[parsed.offset:]
+        if parsed.limit is not None:
+            rows = rows[: parsed.limit]
+        if parsed.count:
+            return {"totalSize": len(rows), "done": True, "records": []}
+        cursor = _Cursor(rows, fields, sobj.name, version)
+        return self._page(cursor, "01g" + secrets.token_hex(8).upper(), 0)
+
+    def _page(self, cursor: _Cursor, locator: str, offset: int) -> dict[str, Any]:
+        sobj = self._types[cursor.sobject.lower()]
+        end = offset + self.page_size
+        page = [self._project(r, cursor.fields, sobj, cursor.version) for r in cursor.records[offset:end]]
+        result: dict[str, Any] = {"totalSize": len(cursor.records), "done": end >= len(cursor.records),
+                                  "records": page}
+        if end < len(cursor.records):
+            self._cursors[locator] = cursor
+            self._cursors.move_to_end(locator)
+            while len(self._cursors) > _MAX_CURSORS:
+                self._cursors.popitem(last=False)
+            result["nextRecordsUrl"] = f"/services/data/v{cursor.version}/query/{locator}-{end}"
+        else:
+            self._cursors.pop(locator, None)
+        return result
+
+    def _next_page(self, token: str) -> dict[str, Any]:
+        locator, _, offset = token.rpartition("-")
+        cursor = self._cursors.get(locator)
+        if cursor is None or not offset.isdigit() or int(offset) > len(cursor.records):
+            raise _RestError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        return self._page(cursor, locator, int(offset))
+
+    # -- composite --------------------------------------------------------------------
+
+    def _composite(self, payload: Any, version: str) -> dict[str, Any]:
+        if not isinstance(payload, dict) or not isinstance(payload.get("compositeRequest"), list):
+            raise _RestError(400, "JSON_PARSER_ERROR", "compositeRequest is required")
+        subrequests = payload["compositeRequest"]
+        if not subrequests or len(subrequests) > _MAX_COMPOSITE:
+            raise _RestError(400, "INVALID_BATCH_REQUEST",
+                             f"composite request must have 1 to {_MAX_COMPOSITE} subrequests")
+        all_or_none = bool(payload.get("allOrNone", False))
+        # Records are replaced, never mutated, so copying the two maps is a full snapshot.
+        saved_records = {k: dict(v) for k, v in self._records.items()}
+        saved_deleted = {k: dict(v) for k, v in self._deleted.items()}
+        results: dict[str, Any] = {}
+        responses: list[dict[str, Any]] = []
+        failed = False
+        for sub in subrequests:
+            ref = str(sub.get("referenceId", ""))
+            if failed and all_or_none:
+                responses.append(_sub_response(ref, 400, [{
+                    "errorCode": "PROCESSING_HALTED",
+                    "message": "The transaction was rolled back since another operation in the same transaction "
+                               "failed."}]))
+                continue
+            try:
+                method = str(sub.get("method", "")).upper()
+                url = _resolve(str(sub.get("url", "")), results)
+                body = _resolve_value(sub.get("body"), results)
+                parts = urlsplit(url)
+                if not parts.path.startswith("/services/data/"):
+                    raise _RestError(400, "INVALID_URL", f"Invalid URL: {url}")
+                status, value = self._route(method, parts.path, parse_qs(parts.query), json.dumps(body).encode()
+                                            if body is not None else b"")
+            except _RestError as exc:
+                status, value = exc.status, exc.body()
+            if status >= 300:
+                failed = True
+            else:
+                results[ref] = value
+            responses.append(_sub_response(ref, status, value))
+        if failed and all_or_none:
+            self._records.clear()
+            self._records.update(saved_records)
+            self._deleted.clear()
+            self._deleted.update(saved_deleted)
+            rolled_back = [{"errorCode": "PROCESSING_HALTED",
+                            "message": "The transaction was rolled back since another operation in the same "
+                                       "transaction failed."}]
+            responses = [r if r["httpStatusCode"] >= 300 else _sub_response(r["referenceId"], 400, rolled_back)
+                         for r in responses]
+        return {"compositeResponse": responses}
+
+    # -- Apex REST ----------------------------------------------------------------------
+
+    def _apex_request(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Result:
+        handler = self._apex.get((method.upper(), path))
+        if handler is None:
+            error = [{"errorCode": "NOT_FOUND", "message": f"Could not find a match for URL {path}"}]
+            return _json(404, error)
+        status, value = handler(method, path, query, body)
+        if status == 204 or value is None:
+            return status, {}, b""
+        return _json(status, value)
+
+
+def _sub_response(ref: str, status: int, value: Any) -> dict[str, Any]:
+    return {"body": value, "httpHeaders": {}, "httpStatusCode": status, "referenceId": ref}
+
+
+_REF_RE = re.compile(r"@\{([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+|\[\d+\])*)\}")
+
+
+def _lookup(results: dict[str, Any], ref: str, path: str) -> Any:
+    if ref not in results:
+        raise _RestError(400, "PROCESSING_HALTED",
+                         f"Invalid reference specified. No value for {ref}{path} found in {ref}. Provided "
+                         f"referenceId ('{ref}') must match the referenceId of a previous successful subrequest.")
+    value = results[ref]
+    for step in re.findall(r"\.([A-Za-z0-9_]+)|\[(\d+)\]", path):
+        try:
+            value = value[step[0]] if step[0] else value[int(step[1])]
+        except (KeyError, IndexError, TypeError):
+            raise _RestError(400, "PROCESSING_HALTED",
+                             f"Invalid reference specified. No value for {ref}{path} found in {ref}.") from None
+    return value
+
+
+def _resolve(text: str, results: dict[str, Any]) -> str:
+    return _REF_RE.sub(lambda m: str(_lookup(results, m.group(1), m.group(2))), text)
+
+
+def _resolve_value(value: Any, results: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        whole = _REF_RE.fullmatch(value)
+        return _lookup(results, whole.group(1), whole.group(2)) if whole else _resolve(value, results)
+    if isinstance(value, dict):
+        return {k: _resolve_value(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_value(v, results) for v in value]
+    return value
+
+
+def _parse_body(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8")) if body else None
+    except (UnicodeDecodeError, ValueError):
+        raise _RestError(400, "JSON_PARSER_ERROR", "Unexpected character in the request body") from None
+
+
+def _fields_body(body: bytes) -> dict[str, Any]:
+    value = _parse_body(body)
+    if not isinstance(value, dict):
+        raise _RestError(400, "JSON_PARSER_ERROR", "The request body must be a JSON object of field values")
+    return value
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if isinstance(value, bool):
+        return (0, int(value))
+    if isinstance(value, (int, float)):
+        return (1, value)
+    return (2, "" if value is None else str(value).lower())
+
+
+# -- a small SOQL parser ------------------------------------------------------------------
+
+_TOKEN_RE = re.compile(r"""\s*(?:('(?:[^'\\]|\\.)*')|(<=|>=|!=|<>|[=<>(),])|([A-Za-z0-9_.:\-+]+))""")
+
+
+@dataclass
+class _Condition:
+    field: str
+    op: str
+    value: Any  # a scalar, or a list for IN / NOT IN
+
+
+@dataclass
+class _Soql:
+    sobject: str
+    fields: list[str]
+    count: bool
+    conditions: list[_Condition]
+    joins: list[str]  # "AND" / "OR" between consecutive conditions, evaluated left to right
+    order_by: str | None
+    descending: bool
+    limit: int | None
+    offset: int
+
+    def matches(self, record: dict[str, Any], sobj: _SObjectType) -> bool:
+        if not self.conditions:
+            return True
+        result = _compare(record, self.conditions[0], sobj)
+        for join, cond in zip(self.joins, self.conditions[1:], strict=True):
+            hit = _compare(record, cond, sobj)
+            result = (result and hit) if join == "AND" else (result or hit)
+        return bool(result)
+
+
+def _malformed(soql: str, why: str) -> _RestError:
+    return _RestError(400, "MALFORMED_QUERY", f"\n{soql}\n^\nERROR at Row:1:Column:1\n{why}")
+
+
+def _tokens(soql: str) -> list[str]:
+    out: list[str] = []
+    pos = 0
+    while pos < len(soql):
+        if soql[pos:].strip() == "":
+            break
+        match = _TOKEN_RE.match(soql, pos)
+        if match is None or match.end() == pos:
+            raise _malformed(soql, f"unexpected token: '{soql[pos:].strip()[:20]}'")
+        out.append(next(g for g in match.groups() if g is not None))
+        pos = match.end()
+    return out
+
+
+def _literal(soql: str, token: str) -> Any:
+    if token.startswith("'"):
+        return re.sub(r"\\(.)", r"\1", token[1:-1])
+    lowered = token.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "null":
+        return None
+    try:
+        return int(token)
+    except ValueError:
+        pass
+    try:
+        return float(token)
+    except ValueError:
+        pass
+    if re.match(r"^\d{4}-\d{2}-\d{2}", token):  # date / datetime literals compare as text
+        return token
+    raise _malformed(soql, f"unexpected token: '{token}'")
+
+
+def _parse_soql(soql: str) -> _Soql:
+    if not soql.strip():
+        raise _malformed(soql, "unexpected token: <EOF>")
+    tokens = _tokens(soql)
+    pos = 0
+
+    def peek(word: str) -> bool:
+        return pos < len(tokens) and tokens[pos].upper() == word
+
+    def take() -> str:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise _malformed(soql, "unexpected token: <EOF>")
+        pos += 1
+        return tokens[pos - 1]
+
+    if not peek("SELECT"):
+        raise _malformed(soql, f"unexpected token: '{tokens[0]}'")
+    take()
+    fields: list[str] = []
+    count = False
+    while True:
+        name = take()
+        if name.upper() == "COUNT" and peek("("):
+            take()
+            if take() != ")":
+                raise _malformed(soql, "COUNT() takes no field here")
+            count = True
+        elif _NAME_RE.match(name):
+            if "." in name:
+                raise _malformed(soql, "relationship queries are not supported by FakeSalesforce")
+            fields.append(name)
+        else:
+            raise _malformed(soql, f"unexpected token: '{name}'")
+        if peek(","):
+            take()
+            continue
+        break
+    if count and fields:
+        raise _malformed(soql, "COUNT() cannot be combined with fields")
+    if not peek("FROM"):
+        raise _malformed(soql, f"unexpected token: '{tokens[pos] if pos < len(tokens) else '<EOF>'}'")
+    take()
+    sobject = take()
+    if not _NAME_RE.match(sobject):
+        raise _malformed(soql, f"unexpected token: '{sobject}'")
+    conditions: list[_Condition] = []
+    joins: list[str] = []
+    if peek("WHERE"):
+        take()
+        while True:
+            field_name = take()
+            if not _NAME_RE.match(field_name):
+                raise _malformed(soql, f"unexpected token: '{field_name}'")
+            op = take().upper()
+            if op == "NOT" and peek("IN"):
+                take()
+                op = "NOT IN"
+            if op in ("IN", "NOT IN"):
+                if take() != "(":
+                    raise _malformed(soql, "expecting '('")
+                values = [_literal(soql, take())]
+                while peek(","):
+                    take()
+                    values.append(_literal(soql, take()))
+                if take() != ")":
+                    raise _malformed(soql, "expecting ')'")
+                conditions.append(_Condition(field_name, op, values))
+            elif op in ("=", "!=", "<>", "<", "<=", ">", ">=", "LIKE"):
+                conditions.append(_Condition(field_name, "!=" if op == "<>" else op, _literal(soql, take())))
+            else:
+                raise _malformed(soql, f"unexpected token: '{op}'")
+            if peek("AND") or peek("OR"):
+                joins.append(take().upper())
+                continue
+            break
+    order_by: str | None = None
+    descending = False
+    if peek("ORDER"):
+        take()
+        if take().upper() != "BY":
+            raise _malformed(soql, "expecting BY")
+        order_by = take()
+        if peek("ASC") or peek("DESC"):
+            descending = take().upper() == "DESC"
+    limit: int | None = None
+    offset = 0
+    if peek("LIMIT"):
+        take()
+        text = take()
+        if not text.isdigit():
+            raise _malformed(soql, f"unexpected token: '{text}'")
+        limit = int(text)
+    if peek("OFFSET"):
+        take()
+        text = take()
+        if not text.isdigit():
+            raise _malformed(soql, f"unexpected token: '{text}'")
+        offset = int(text)
+    if pos != len(tokens):
+        raise _malformed(soql, f"unexpected token: '{tokens[pos]}'")
+    return _Soql(sobject, fields, count, conditions, joins, order_by, descending, limit, offset)
+
+
+def _compare(record: dict[str, Any], cond: _Condition, sobj: _SObjectType) -> bool:
+    name = sobj.field_name(cond.field) or cond.field
+    value = record.get(name)
+    if cond.op == "IN":
+        return value in cond.value
+    if cond.op == "NOT IN":
+        return value not in cond.value
+    if cond.op == "=":
+        return bool(value == cond.value)
+    if cond.op == "!=":
+        return bool(value != cond.value)
+    if cond.op == "LIKE":
+        if value is None or not isinstance(cond.value, str):
+            return False
+        pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in cond.value)
+        return re.fullmatch(pattern, str(value), re.IGNORECASE | re.DOTALL) is not None
+    if value is None or cond.value is None:
+        return False
+    try:
+        if cond.op == "<":
+            return bool(value < cond.value)
+        if cond.op == "<=":
+            return bool(value <= cond.value)
+        if cond.op == ">":
+            return bool(value > cond.value)
+        return bool(value >= cond.value)
+    except TypeError:
+        return False
