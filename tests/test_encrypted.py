@@ -1,0 +1,603 @@
+"""EncryptedStorage beyond the conformance suite: nothing secret at rest, ciphertexts
+bound to their records, wrong keys and tampering detected, key rotation and
+``reencrypt()``, ``open_storage`` wiring, threads and processes.
+
+The conformance suite itself runs on ``encrypted-*`` backends (tests/backends.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import multiprocessing
+import os
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from authkit.errors import ConfigurationError, EncryptionError
+from authkit.models import AuthToken, SessionData
+from authkit.storage import AuthStorage, MemoryStorage, open_storage
+from authkit.storage.encrypted import ENVELOPE_FIELD, EncryptedStorage, generate_key
+from authkit.storage.url import ENCRYPTION_KEYS_ENV
+from tests.clock import FakeClock
+from tests.services import REDIS_URL, require, unique_prefix
+
+ACCESS = "00DSECRETACCESSaaaaaaaaaaaa"
+REFRESH = "5AepSECRETREFRESHbbbbbbbbbb"
+SESSION_SECRET = "SESSIONSECRETcccccccccccc"
+KV_SECRET = b"KVSECRETdddddddddddddddd"
+IP = "203.0.113.77"
+AGENT = "SecretAgent/7.0"
+META_SECRET = "METASECRETeeeeeeeeeeee"
+SECRETS = [ACCESS, REFRESH, SESSION_SECRET, KV_SECRET.decode(), IP, AGENT, META_SECRET]
+
+
+@pytest.fixture
+def inner(clock: FakeClock) -> MemoryStorage:
+    return MemoryStorage(clock=clock)
+
+
+@pytest.fixture
+def key() -> str:
+    return generate_key()
+
+
+@pytest.fixture
+def storage(inner: MemoryStorage, key: str) -> EncryptedStorage:
+    return EncryptedStorage(inner, [key])
+
+
+def secret_token(token_id: str = "tok-1", **fields: object) -> AuthToken:
+    values: dict[str, object] = {
+        "user_id": "user-1",
+        "access_token": ACCESS,
+        "refresh_token": REFRESH,
+        "metadata": {"note": META_SECRET},
+        "scopes": ["api"],
+    }
+    values.update(fields)
+    return AuthToken(token_id=token_id, **values)  # type: ignore[arg-type]
+
+
+def secret_session(**fields: object) -> SessionData:
+    values: dict[str, object] = {
+        "session_id": "",
+        "user_id": "user-1",
+        "ip_address": IP,
+        "user_agent": AGENT,
+        "data": {"secret": SESSION_SECRET},
+    }
+    values.update(fields)
+    return SessionData(**values)  # type: ignore[arg-type]
+
+
+def store_secrets(storage: AuthStorage) -> None:
+    storage.store_token(secret_token())
+    storage.store_session("sess-1", secret_session())
+    storage.store_kv("kv-1", KV_SECRET, ttl=3600)
+
+
+def assert_no_plaintext(blob: bytes) -> None:
+    for secret in SECRETS:
+        assert secret.encode() not in blob, "a secret reached the inner store in plaintext"
+        # and not base64-encoded either (a store could base64 the raw value)
+        assert base64.b64encode(secret.encode())[:16] not in blob
+
+
+def assert_secrets_read_back(storage: AuthStorage) -> None:
+    token = storage.get_token_by_access_token(ACCESS)
+    assert token is not None and token.refresh_token == REFRESH and token.metadata == {"note": META_SECRET}
+    session = storage.get_session("sess-1")
+    assert session is not None and session.data == {"secret": SESSION_SECRET}
+    assert session.ip_address == IP and session.user_agent == AGENT
+    assert storage.get_kv("kv-1") == KV_SECRET
+
+
+# -- keys ---------------------------------------------------------------------
+
+
+def test_generate_key_is_urlsafe_text_of_32_random_bytes() -> None:
+    keys = {generate_key() for _ in range(20)}
+    assert len(keys) == 20
+    for key in keys:
+        assert len(key) == 44 and isinstance(key, str)
+        assert len(base64.urlsafe_b64decode(key)) == 32
+
+
+def test_keys_as_text_with_or_without_padding_and_as_raw_bytes(inner: MemoryStorage) -> None:
+    raw = os.urandom(32)
+    text = base64.urlsafe_b64encode(raw).decode()
+    for form in (text, text.rstrip("="), f"  {text}\n", raw, text.encode()):
+        storage = EncryptedStorage(inner, [form])
+        storage.store_kv("k", b"v")
+        # Every form is the same key: a storage built from another form reads it.
+        assert EncryptedStorage(inner, [raw]).get_kv("k") == b"v"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "not base64 at all!",
+        base64.urlsafe_b64encode(b"x" * 16).decode(),  # AES-128 length
+        base64.urlsafe_b64encode(b"x" * 33).decode(),
+        b"\xff" * 31,
+        "ü" * 44,
+    ],
+    ids=["empty", "garbage", "16-bytes", "33-bytes", "31-raw-bytes", "non-ascii"],
+)
+def test_bad_key_material_is_a_configuration_error_that_does_not_echo_it(inner: MemoryStorage, bad: object) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        EncryptedStorage(inner, [generate_key(), bad])  # type: ignore[list-item]
+    assert "#2" in str(info.value)
+    if isinstance(bad, str) and len(bad) > 3:
+        assert bad not in str(info.value)
+
+
+def test_key_list_errors(inner: MemoryStorage, key: str) -> None:
+    with pytest.raises(ConfigurationError):
+        EncryptedStorage(inner, [])
+    with pytest.raises(TypeError):
+        EncryptedStorage(inner, key)  # a single key, not a list
+    with pytest.raises(TypeError):
+        EncryptedStorage(inner, [123])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        EncryptedStorage("memory://", [key])  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="repeats"):
+        EncryptedStorage(inner, [key, base64.urlsafe_b64decode(key)])
+
+
+def test_repr_and_errors_show_no_key(inner: MemoryStorage, key: str) -> None:
+    storage = EncryptedStorage(inner, [key, generate_key()])
+    text = repr(storage)
+    assert key not in text and key[:10] not in text
+    assert "keys=<2>" in text
+    raw = base64.urlsafe_b64decode(key)
+    assert raw.hex() not in text
+
+
+# -- nothing secret at rest -----------------------------------------------------
+
+
+def test_inner_records_hold_no_secret(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    store_secrets(storage)
+    token = inner.get_token("tok-1")
+    assert token is not None
+    assert token.access_token != ACCESS and token.refresh_token is None
+    assert list(token.metadata) == [ENVELOPE_FIELD]
+    assert token.user_id == "user-1" and token.scopes == ["api"]  # looked up or harmless: stays plain
+    session = inner.get_session("sess-1")
+    assert session is not None and list(session.data) == [ENVELOPE_FIELD]
+    assert session.ip_address is None and session.user_agent is None
+    kv = inner.get_kv("kv-1")
+    assert kv is not None
+    assert_no_plaintext(repr(dataclasses.asdict(token)).encode() + repr(dataclasses.asdict(session)).encode() + kv)
+    assert_secrets_read_back(storage)
+
+
+def test_same_plaintext_gives_different_ciphertexts(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    storage.store_kv("a", b"same")
+    first = inner.get_kv("a")
+    storage.store_kv("a", b"same")
+    assert inner.get_kv("a") != first  # random nonce: equal values are not visible as equal
+
+
+def test_sqlite_file_holds_no_plaintext(tmp_path: Path, clock: FakeClock, key: str) -> None:
+    pytest.importorskip("authkit.storage.sql", reason="SqlStorage not built yet")
+    path = tmp_path / "enc.db"
+    with open_storage(f"sqlite:///{path}", encryption_keys=[key], clock=clock) as storage:
+        store_secrets(storage)
+        # 100 more records so the secrets are not only in a page cache
+        for i in range(100):
+            storage.store_token(secret_token(f"tok-x{i}", access_token=f"{ACCESS}{i}"))
+        assert_secrets_read_back(storage)
+    blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("enc.db"))
+    assert b"tok-1" in blob  # the ids are there: the file is what we think it is
+    assert_no_plaintext(blob)
+
+
+def _raw_redis_dump(client: object, prefix: str) -> bytes:
+    import redis
+
+    assert isinstance(client, redis.Redis)
+    out = []
+    for name in client.scan_iter(match=prefix.replace("*", "\\*") + "*", count=500):
+        out.append(name)
+        kind = client.type(name)
+        if kind == b"string":
+            out.append(client.get(name) or b"")
+        elif kind == b"hash":
+            for field, value in client.hgetall(name).items():
+                out += [field, value]
+        elif kind == b"zset":
+            out += [member for member, _ in client.zrange(name, 0, -1, withscores=True)]
+        elif kind == b"set":
+            out += list(client.smembers(name))
+        elif kind == b"list":
+            out += client.lrange(name, 0, -1)
+        else:
+            raise AssertionError(f"unexpected redis type {kind!r}")
+    return b"\n".join(out)
+
+
+def test_redis_keys_and_values_hold_no_plaintext(clock: FakeClock, key: str) -> None:
+    pytest.importorskip("authkit.storage.redis", reason="RedisStorage not built yet")
+    import redis
+
+    url = require(REDIS_URL, "Redis")
+    prefix = unique_prefix("enc").replace("_", ":")
+    client = redis.Redis.from_url(url)
+    try:
+        with open_storage(url, prefix=prefix, encryption_keys=[key], clock=clock) as storage:
+            store_secrets(storage)
+            assert_secrets_read_back(storage)
+            dump = _raw_redis_dump(client, prefix)
+            assert b"tok-1" in dump
+            assert_no_plaintext(dump)
+    finally:
+        for name in client.scan_iter(match=prefix + "*", count=500):
+            client.delete(name)
+        client.close()
+
+
+# -- ciphertexts are bound to their record ------------------------------------
+
+
+def test_kv_ciphertext_moved_to_another_key_fails(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    storage.store_kv("alice", b"alice's secret")
+    storage.store_kv("bob", b"bob's secret")
+    stolen = inner.get_kv("alice")
+    assert stolen is not None
+    inner.store_kv("bob", stolen)
+    with pytest.raises(EncryptionError):
+        storage.get_kv("bob")
+    assert storage.get_kv("alice") == b"alice's secret"
+
+
+def test_token_ciphertext_moved_to_another_token_fails(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    storage.store_token(secret_token("t1", access_token="access-one"))
+    storage.store_token(secret_token("t2", access_token="access-two"))
+    one, two = inner.get_token("t1"), inner.get_token("t2")
+    assert one is not None and two is not None
+    two.metadata = one.metadata
+    inner.update_token(two)
+    with pytest.raises(EncryptionError):
+        storage.get_token("t2")
+    with pytest.raises(EncryptionError):
+        storage.list_user_tokens("user-1")
+    assert storage.get_token("t1") is not None
+
+
+def test_token_moved_to_another_user_fails(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    storage.store_token(secret_token("t1"))
+    sealed = inner.get_token("t1")
+    assert sealed is not None
+    sealed.user_id = "mallory"
+    inner.store_token(sealed)
+    with pytest.raises(EncryptionError):
+        storage.list_user_tokens("mallory")
+
+
+def test_copied_access_token_index_is_detected(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    storage.store_token(secret_token("victim", access_token="victim-access"))
+    storage.store_token(secret_token("mallory", access_token="mallory-access"))
+    victim, mallory = inner.get_token("victim"), inner.get_token("mallory")
+    assert victim is not None and mallory is not None
+    mallory.access_token = victim.access_token  # point the victim's index at mallory's record
+    inner.store_token(mallory)
+    with pytest.raises(EncryptionError):
+        storage.get_token_by_access_token("victim-access")
+
+
+def test_session_ciphertext_moved_to_another_session_fails(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    storage.store_session("s1", secret_session(data={"n": 1}))
+    storage.store_session("s2", secret_session(data={"n": 2}))
+    one, two = inner.get_session("s1"), inner.get_session("s2")
+    assert one is not None and two is not None
+    two.data = one.data
+    inner.store_session("s2", two)
+    with pytest.raises(EncryptionError):
+        storage.get_session("s2")
+    with pytest.raises(EncryptionError):
+        storage.list_user_sessions("user-1")
+
+
+# -- wrong keys and tampering -------------------------------------------------
+
+
+def test_wrong_key_is_an_encryption_error(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    store_secrets(storage)
+    stranger = EncryptedStorage(inner, [generate_key()])
+    with pytest.raises(EncryptionError, match="not configured"):
+        stranger.get_kv("kv-1")
+    with pytest.raises(EncryptionError):
+        stranger.get_token("tok-1")
+    with pytest.raises(EncryptionError):
+        stranger.get_session("sess-1")
+    # A lookup by access token under the wrong key finds no index at all.
+    assert stranger.get_token_by_access_token(ACCESS) is None
+
+
+def test_wrong_key_with_the_same_key_id_fails_authentication(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    storage.store_kv("k", b"secret")
+    impostor = EncryptedStorage(inner, [generate_key()])
+    # Make the impostor's key answer to the real key's id, as a 4-byte id collision would.
+    real_id = storage._keys[0].key_id
+    impostor._keys[0].key_id = real_id
+    impostor._by_id = {real_id: impostor._keys[0]}
+    with pytest.raises(EncryptionError, match="cannot decrypt"):
+        impostor.get_kv("k")
+
+
+@pytest.mark.parametrize("position", [0, 1, 5, 17, 30, -1])
+def test_a_flipped_byte_anywhere_is_detected(storage: EncryptedStorage, inner: MemoryStorage, position: int) -> None:
+    storage.store_kv("k", b"a secret value")
+    blob = bytearray(inner.get_kv("k") or b"")
+    blob[position] ^= 0x01
+    inner.store_kv("k", bytes(blob))
+    with pytest.raises(EncryptionError):
+        storage.get_kv("k")
+
+
+def test_tampered_token_and_session_are_detected(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    store_secrets(storage)
+    token = inner.get_token("tok-1")
+    assert token is not None
+    text = token.metadata[ENVELOPE_FIELD]
+    token.metadata[ENVELOPE_FIELD] = text[:-5] + ("A" if text[-5] != "A" else "B") + text[-4:]
+    inner.store_token(token)
+    with pytest.raises(EncryptionError):
+        storage.get_token_by_access_token(ACCESS)
+    session = inner.get_session("sess-1")
+    assert session is not None
+    session.data[ENVELOPE_FIELD] = "!!not base64!!"
+    inner.store_session("sess-1", session)
+    with pytest.raises(EncryptionError, match="malformed"):
+        storage.get_session("sess-1")
+
+
+def test_truncated_and_plaintext_records_are_encryption_errors(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    inner.store_kv("short", b"\x01abc")
+    with pytest.raises(EncryptionError, match="too short"):
+        storage.get_kv("short")
+    inner.store_kv("plain", b"x" * 64)
+    with pytest.raises(EncryptionError):
+        storage.get_kv("plain")
+    inner.store_token(AuthToken("plain", "user-1", "plain-access", metadata={"a": 1}))
+    with pytest.raises(EncryptionError, match="not encrypted"):
+        storage.get_token("plain")
+    inner.store_session("plain", SessionData("plain", "user-1"))
+    with pytest.raises(EncryptionError, match="not encrypted"):
+        storage.get_session("plain")
+
+
+def test_error_messages_hold_no_secret(storage: EncryptedStorage, inner: MemoryStorage, key: str) -> None:
+    store_secrets(storage)
+    stranger = EncryptedStorage(inner, [generate_key()])
+    for call in (lambda: stranger.get_kv("kv-1"), lambda: stranger.get_token("tok-1"),
+                 lambda: stranger.get_session("sess-1")):
+        with pytest.raises(EncryptionError) as info:
+            call()
+        message = str(info.value)
+        assert "sess-1" not in message  # a session id is a credential
+        assert key not in message and all(s not in message for s in SECRETS)
+
+
+# -- rotation -----------------------------------------------------------------
+
+
+def fill_under_old_key(old: EncryptedStorage, clock: FakeClock, n: int = 25) -> None:
+    now = clock()
+    old.store_tokens_bulk(
+        [secret_token(f"t{i}", access_token=f"access-{i}", expires_at=now + timedelta(hours=1)) for i in range(n)]
+        + [secret_token("expired", access_token="access-expired", expires_at=now - timedelta(seconds=1))]
+    )
+    old.store_sessions_bulk([(f"s{i}", secret_session(data={"i": i})) for i in range(n)])
+    for i in range(n):
+        old.store_kv(f"k{i}", f"value-{i}".encode(), ttl=100 + i)
+    old.store_kv("forever", b"no ttl")
+
+
+def test_rotation_old_records_readable_new_ones_under_new_key(inner: MemoryStorage, clock: FakeClock) -> None:
+    old_key, new_key = generate_key(), generate_key()
+    fill_under_old_key(EncryptedStorage(inner, [old_key]), clock)
+    rotated = EncryptedStorage(inner, [new_key, old_key])
+    token = rotated.get_token_by_access_token("access-3")  # found through the old key's index
+    assert token is not None and token.token_id == "t3"
+    assert rotated.get_kv("k3") == b"value-3"
+    rotated.store_token(secret_token("fresh", access_token="fresh-access"))
+    # The new key alone reads what the rotated storage wrote, not the old records.
+    new_only = EncryptedStorage(inner, [new_key])
+    assert new_only.get_token_by_access_token("fresh-access") is not None
+    assert new_only.get_token_by_access_token("access-3") is None
+    with pytest.raises(EncryptionError):
+        new_only.get_token("t3")
+
+
+def test_reencrypt_moves_everything_to_the_first_key(inner: MemoryStorage, clock: FakeClock) -> None:
+    old_key, new_key = generate_key(), generate_key()
+    fill_under_old_key(EncryptedStorage(inner, [old_key]), clock)
+    rotated = EncryptedStorage(inner, [new_key, old_key])
+    rotated.store_kv("already-new", b"x")
+    seen: list[int] = []
+    rewritten = rotated.reencrypt(batch_size=7, progress=seen.append)
+    assert rewritten == 26 + 25 + 26  # tokens (one expired), sessions, kv (not "already-new")
+    assert seen[-1] == rewritten and seen == sorted(seen) and len(seen) >= 3 * (25 // 7)
+    assert rotated.reencrypt() == 0
+
+    # The old key can go now.
+    new_only = EncryptedStorage(inner, [new_key])
+    for i in range(25):
+        token = new_only.get_token_by_access_token(f"access-{i}")
+        assert token is not None and token.token_id == f"t{i}" and token.refresh_token == REFRESH
+        session = new_only.get_session(f"s{i}")
+        assert session is not None and session.data == {"i": i} and session.ip_address == IP
+        assert new_only.get_kv(f"k{i}") == f"value-{i}".encode()
+    expired = new_only.get_token("expired")
+    assert expired is not None and expired.refresh_token == REFRESH
+    assert new_only.get_kv("forever") == b"no ttl"
+
+    # kv TTLs survived the rewrite: k0 expires at +100 s, k24 at +124 s.
+    clock.advance(100.5)
+    assert new_only.get_kv("k0") is None and new_only.get_kv("k1") == b"value-1"
+    clock.advance(24)
+    assert new_only.list_kv_keys("k") == []
+    assert new_only.get_kv("forever") == b"no ttl"
+
+
+def test_reencrypt_argument_errors(storage: EncryptedStorage) -> None:
+    with pytest.raises(ValueError):
+        storage.reencrypt(batch_size=0)
+    with pytest.raises(TypeError):
+        storage.reencrypt(batch_size=1.5)  # type: ignore[arg-type]
+    assert storage.reencrypt() == 0
+
+
+def test_reencrypt_stops_on_a_record_no_key_reads(inner: MemoryStorage, clock: FakeClock) -> None:
+    lost_key, new_key = generate_key(), generate_key()
+    EncryptedStorage(inner, [lost_key]).store_kv("orphan", b"x")
+    with pytest.raises(EncryptionError):
+        EncryptedStorage(inner, [new_key]).reencrypt()
+
+
+def test_reencrypt_on_sqlite(tmp_path: Path, clock: FakeClock) -> None:
+    pytest.importorskip("authkit.storage.sql", reason="SqlStorage not built yet")
+    old_key, new_key = generate_key(), generate_key()
+    url = f"sqlite:///{tmp_path / 'rotate.db'}"
+    with open_storage(url, encryption_keys=[old_key], clock=clock) as old:
+        assert isinstance(old, EncryptedStorage)
+        fill_under_old_key(old, clock, n=40)
+    with open_storage(url, encryption_keys=[new_key, old_key], clock=clock) as rotated:
+        assert isinstance(rotated, EncryptedStorage)
+        assert rotated.reencrypt(batch_size=16) == 41 + 40 + 41
+    with open_storage(url, encryption_keys=[new_key], clock=clock) as new_only:
+        assert new_only.get_token_by_access_token("access-39") is not None
+        assert new_only.get_session("s39") is not None
+        assert new_only.get_kv("k39") == b"value-39"
+
+
+# -- delegation ---------------------------------------------------------------
+
+
+class _ClosingMemory(MemoryStorage):
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_maintenance_delegates_to_the_inner_store(clock: FakeClock, key: str) -> None:
+    inner = _ClosingMemory(clock=clock)
+    storage = EncryptedStorage(inner, [key])
+    assert storage.inner is inner
+    storage.store_session("s1", secret_session(expires_at=clock() + timedelta(seconds=5)))
+    storage.store_kv("k", b"v", ttl=5)
+    assert storage.count_active_sessions() == inner.count_active_sessions() == 1
+    assert storage.stats() == inner.stats()
+    clock.advance(6)
+    assert storage.cleanup_expired().total == 2
+    assert inner.stats()["sessions_expired"] == 0
+    with storage.lock("job", timeout=0):
+        with pytest.raises(TimeoutError):  # the wrapper and the inner store share one lock
+            with inner.lock("job", timeout=0):
+                pass
+    with storage:
+        pass
+    assert inner.closed
+
+
+# -- open_storage ---------------------------------------------------------------
+
+
+def test_open_storage_with_encryption_keys(key: str) -> None:
+    with open_storage("memory://", encryption_keys=[key]) as storage:
+        assert isinstance(storage, EncryptedStorage)
+        assert isinstance(storage.inner, MemoryStorage)
+        store_secrets(storage)
+        assert_secrets_read_back(storage)
+
+
+def test_open_storage_with_the_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    new, old = generate_key(), generate_key()
+    monkeypatch.setenv(ENCRYPTION_KEYS_ENV, f" {new} , {old},")
+    with open_storage("memory://") as storage:
+        assert isinstance(storage, EncryptedStorage)
+        assert repr(storage).endswith("keys=<2>)")
+        storage.store_kv("k", b"v")
+        assert storage.get_kv("k") == b"v"
+    monkeypatch.setenv(ENCRYPTION_KEYS_ENV, "")
+    assert isinstance(open_storage("memory://"), MemoryStorage)
+
+
+def test_open_storage_bad_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENCRYPTION_KEYS_ENV, " , ,")
+    with pytest.raises(ConfigurationError, match="holds no key"):
+        open_storage("memory://")
+    monkeypatch.setenv(ENCRYPTION_KEYS_ENV, "hunter2-is-not-a-key")
+    with pytest.raises(ConfigurationError) as info:
+        open_storage("memory://")
+    assert "hunter2" not in str(info.value)
+    monkeypatch.delenv(ENCRYPTION_KEYS_ENV)
+    with pytest.raises(ConfigurationError):
+        open_storage("memory://", encryption_keys=["short"])
+
+
+# -- threads and processes ------------------------------------------------------
+
+
+def test_threads_share_one_encrypted_storage(storage: EncryptedStorage) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(40):
+                name = f"w{n}-{i}"
+                storage.store_token(secret_token(name, access_token=f"access-{name}", user_id=f"u{n}"))
+                got = storage.get_token_by_access_token(f"access-{name}")
+                assert got is not None and got.token_id == name
+                storage.store_kv(name, name.encode())
+                assert storage.get_kv(name) == name.encode()
+                storage.store_session(name, secret_session(data={"n": name}))
+                session = storage.get_session(name)
+                assert session is not None and session.data == {"n": name}
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert all(len(storage.list_user_tokens(f"u{n}")) == 40 for n in range(8))
+
+
+def _process_worker(url: str, key: str, n: int) -> None:
+    with open_storage(url, encryption_keys=[key]) as storage:
+        for i in range(20):
+            name = f"p{n}-{i}"
+            storage.store_token(secret_token(name, access_token=f"access-{name}", user_id=f"proc{n}"))
+            storage.store_kv(name, name.encode())
+
+
+def test_processes_share_one_encrypted_sqlite_file(tmp_path: Path, key: str) -> None:
+    pytest.importorskip("authkit.storage.sql", reason="SqlStorage not built yet")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    open_storage(url, encryption_keys=[key]).close()  # create the schema once, before the workers race
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_process_worker, args=(url, key, n)) for n in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    with open_storage(url, encryption_keys=[key]) as storage:
+        for n in range(3):
+            for i in range(20):
+                name = f"p{n}-{i}"
+                got = storage.get_token_by_access_token(f"access-{name}")
+                assert got is not None and got.token_id == name
+                assert storage.get_kv(name) == name.encode()
