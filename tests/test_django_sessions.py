@@ -735,8 +735,7 @@ def test_reset_does_not_close_a_given_storage(storage: AuthStorage) -> None:
 
 def test_another_process_reads_the_session(tmp_path: Path) -> None:
     """Sessions are shared across processes through a file storage."""
-    if "sqlite" not in BACKENDS:
-        pytest.skip("SqlStorage (sqlite) is not available yet")
+    pytest.importorskip("authkit.storage.sql")
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     with override_settings(AUTHKIT_STORAGE=None, AUTHKIT_STORAGE_URL=url, AUTHKIT_STORAGE_OPTIONS={}):
         s = SessionStore()
@@ -747,8 +746,9 @@ def test_another_process_reads_the_session(tmp_path: Path) -> None:
             "import django, json, sys\n"
             "from django.conf import settings\n"
             "from tests import django_settings as d\n"
-            "settings.configure(**{n: getattr(d, n) for n in dir(d) if n.isupper()}, "
-            f"AUTHKIT_STORAGE_URL={url!r})\n"
+            "options = {n: getattr(d, n) for n in dir(d) if n.isupper()}\n"
+            f"options['AUTHKIT_STORAGE_URL'] = {url!r}\n"
+            "settings.configure(**options)\n"
             "django.setup()\n"
             "from authkit.contrib.django.sessions import SessionStore\n"
             f"s = SessionStore({key!r}); print(json.dumps(dict(s.items()))); s['who'] = 'child'; s.save()\n"

@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from authkit.errors import ConfigurationError, StorageError
@@ -135,8 +136,8 @@ _FLOWS = {
     "password": "PasswordAuth",
     "static": "StaticTokenAuth",
 }
-# Flows that keep their token in a shared store; the others take no token_store.
-_STORE_FLOWS = {"jwt", "refresh_token", "client_credentials"}
+# Flows that mint tokens and so share them through a store; a static token has nothing to share.
+_STORE_FLOWS = {"jwt", "refresh_token", "client_credentials", "password"}
 _CLIENT_OPTIONS = {"api_version", "timeout"}
 
 
@@ -149,7 +150,9 @@ def build_salesforce_auth(config: Mapping[str, Any], token_store: AuthStorage | 
         {"flow": "jwt", "client_id": "3MVG9...", "username": "api@acme.com",
          "private_key_file": "/etc/acme/sf.key", "login_url": "https://login.salesforce.com"}
 
-    ``private_key_file`` is read into ``private_key``.  ``auth`` instead of
+    ``private_key_file`` is the path of the JWT flow's PEM key;
+    ``token_timeout`` the token endpoint's timeout (``timeout`` is the REST
+    client's).  ``auth`` instead of
     ``flow`` may be a ready ``AuthSession`` or a zero-argument callable
     returning one.  Minting flows keep their token in ``token_store`` (unless
     the mapping sets ``token_store`` itself, ``None`` for no sharing), so every
@@ -180,13 +183,11 @@ def build_salesforce_auth(config: Mapping[str, Any], token_store: AuthStorage | 
     if key_file is not None:
         if "private_key" in options:
             raise ConfigurationError("give the Salesforce private_key or private_key_file, not both")
-        try:
-            with open(key_file, encoding="utf-8") as handle:
-                options["private_key"] = handle.read()
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot read the Salesforce private key file {key_file!r}: {exc.strerror}"
-            ) from exc
+        # JwtAuth reads a key given as a path (and says so if it cannot).
+        options["private_key"] = Path(key_file)
+    if "token_timeout" in options:
+        # ``timeout`` is the REST client's; the token endpoint's has its own name here.
+        options["timeout"] = options.pop("token_timeout")
     if flow in _STORE_FLOWS and "token_store" not in options:
         options["token_store"] = token_store
     cls = getattr(flows, _FLOWS[flow])
