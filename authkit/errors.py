@@ -25,6 +25,11 @@ __all__ = [
     "ApiError",
     "RequestLimitError",
     "ResourceNotFoundError",
+    "DuplicateValueError",
+    "MalformedQueryError",
+    "InvalidFieldError",
+    "InsufficientAccessError",
+    "SalesforceConnectionError",
 ]
 
 
@@ -111,3 +116,26 @@ class RequestLimitError(ApiError):
 
 class ResourceNotFoundError(ApiError):
     """HTTP 404: no such record, sObject or resource."""
+
+
+class DuplicateValueError(ApiError):
+    """``DUPLICATE_VALUE`` / ``DUPLICATES_DETECTED``: a unique field or duplicate rule said no."""
+
+
+class MalformedQueryError(ApiError):
+    """``MALFORMED_QUERY`` and friends: the SOQL/SOSL does not parse."""
+
+
+class InvalidFieldError(ApiError):
+    """``INVALID_FIELD`` / ``INVALID_FIELD_FOR_INSERT_UPDATE``: no such field, or not writable."""
+
+
+class InsufficientAccessError(ApiError):
+    """``INSUFFICIENT_ACCESS*``: the user may not read or change this record."""
+
+
+class SalesforceConnectionError(SalesforceError):
+    """The instance could not be reached, or the connection broke (after any retries).
+
+    The :mod:`requests` exception is ``__cause__``.
+    """

@@ -1,0 +1,714 @@
+"""``SalesforceClient``: the REST API over :mod:`requests`, with a token that takes care of itself.
+
+::
+
+    auth = JwtAuth(client_id, "integration@acme.com", key, token_store=store)
+    with SalesforceClient(auth) as sf:
+        for account in sf.query("SELECT Id, Name FROM Account"):   # pages fetched lazily
+            ...
+        new = sf.sobject("Account").create({"Name": "Acme"})
+        sf.sobject("Account").update(new["id"], {"Industry": "Energy"})
+        sf.get("limits")                                          # /services/data/v62.0/limits
+        print(sf.api_usage)                                       # ApiUsage(used=25, limit=15000, ...)
+
+What it does on every request:
+
+- builds the URL: a relative path goes under ``/services/data/vXX.X/``, an
+  absolute path (``/services/...``) under the instance URL, and a full URL is
+  accepted only when its scheme, host and port are the instance's — anything
+  else is a ``ValueError`` before a byte is sent, so the bearer token never
+  leaves the instance;
+- on a ``401`` calls ``auth.invalidate(token)`` and retries exactly once with
+  the new token (not at all if the auth session hands out the same token, as
+  :class:`~authkit.salesforce.StaticTokenAuth` does); a second ``401`` is a
+  :class:`~authkit.errors.SessionExpiredError`.  The body is re-sent intact: it
+  is encoded once, a seekable file is rewound, and a stream that cannot be
+  rewound (a generator, a pipe) is read into memory before the first send;
+- retries connection failures, ``502``/``503``/``504`` and ``429`` with urllib3's
+  :class:`~urllib3.util.Retry` on the session's adapter (bounded attempts,
+  exponential backoff, ``Retry-After`` honoured up to ``max_retry_after``):
+  requests that never reached the server for every method, the others for
+  idempotent methods only (GET, HEAD, PUT, DELETE, OPTIONS) — a POST or PATCH
+  is never sent twice;
+- turns REST error bodies into :class:`~authkit.errors.ApiError` subclasses
+  (see ``_ERROR_CLASSES``) and transport failures into
+  :class:`~authkit.errors.SalesforceConnectionError`;
+- logs one DEBUG line on ``authkit.salesforce``: method, path (query values
+  elided), status and elapsed milliseconds.  Tokens appear in no log line,
+  ``repr`` or exception message.
+
+One client is meant to be shared by every thread of a process: it keeps no
+per-request state, its connection pool holds ``pool_maxsize`` connections,
+and the auth session is single-flight.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import logging
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError
+from urllib3.util.retry import Retry
+
+from authkit.errors import (
+    ApiError,
+    DuplicateValueError,
+    InsufficientAccessError,
+    InvalidFieldError,
+    MalformedQueryError,
+    RequestLimitError,
+    ResourceNotFoundError,
+    SalesforceConnectionError,
+    SessionExpiredError,
+)
+from authkit.salesforce.auth import AuthSession
+from authkit.salesforce.oauth import Timeout, _check_timeout
+
+__all__ = ["SalesforceClient", "SObject", "ApiUsage", "retrying_adapter"]
+
+logger = logging.getLogger("authkit.salesforce")
+
+#: Salesforce ``errorCode`` -> the exception raised for it.  Codes not listed fall back
+#: to ``_STATUS_CLASSES`` by HTTP status, then to :class:`ApiError`.
+_ERROR_CLASSES: dict[str, type[ApiError]] = {
+    "REQUEST_LIMIT_EXCEEDED": RequestLimitError,
+    "NOT_FOUND": ResourceNotFoundError,
+    "ENTITY_IS_DELETED": ResourceNotFoundError,
+    "DUPLICATE_VALUE": DuplicateValueError,
+    "DUPLICATES_DETECTED": DuplicateValueError,
+    "MALFORMED_QUERY": MalformedQueryError,
+    "MALFORMED_SEARCH": MalformedQueryError,
+    "INVALID_QUERY_FILTER_OPERATOR": MalformedQueryError,
+    "INVALID_FIELD": InvalidFieldError,
+    "INVALID_FIELD_FOR_INSERT_UPDATE": InvalidFieldError,
+    "INSUFFICIENT_ACCESS": InsufficientAccessError,
+    "INSUFFICIENT_ACCESS_OR_READONLY": InsufficientAccessError,
+    "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY": InsufficientAccessError,
+}
+_STATUS_CLASSES: dict[int, type[ApiError]] = {404: ResourceNotFoundError, 429: RequestLimitError}
+
+_METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS"})
+_REQUEST_OPTIONS = frozenset({"params", "data", "json", "files", "headers", "timeout", "stream"})
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_VERSION_RE = re.compile(r"^\d{2,3}\.\d$")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_ID_RE = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_COMPOSITE = 25
+
+
+class _Default(enum.Enum):
+    """Marks an adapter option the caller did not pass (they conflict with ``session=``)."""
+
+    VALUE = 0
+
+
+_DEFAULT = _Default.VALUE
+
+
+# -- transient failures: urllib3's Retry, with a ceiling on Retry-After ------------------
+
+
+class _Retry(Retry):
+    """:class:`~urllib3.util.Retry` that gives up, instead of sleeping, when the server
+    asks to wait longer than ``max_retry_after`` seconds (the 429/503 reaches the caller
+    as an :class:`~authkit.errors.ApiError` at once)."""
+
+    def __init__(self, *args: Any, max_retry_after: float = 60.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_retry_after = max_retry_after
+
+    def new(self, **kw: Any) -> _Retry:
+        kw.setdefault("max_retry_after", self.max_retry_after)
+        return super().new(**kw)
+
+    def increment(self, method: str | None = None, url: str | None = None, *args: Any, **kwargs: Any) -> _Retry:
+        response = kwargs.get("response")
+        header = response.headers.get("Retry-After") if response is not None else None
+        if header and self.respect_retry_after_header:
+            try:
+                wait = self.parse_retry_after(header)
+            except Exception:  # an unparsable header: urllib3 raises its own error type
+                wait = None
+            if wait is not None and wait > self.max_retry_after:
+                raise MaxRetryError(kwargs.get("_pool"), url or "", None)  # type: ignore[arg-type]
+        return super().increment(method, url, *args, **kwargs)
+
+
+def retrying_adapter(
+    retries: int | None = 3,
+    *,
+    backoff_factor: float = 0.5,
+    max_retry_after: float = 60.0,
+    pool_maxsize: int = 32,
+) -> HTTPAdapter:
+    """The pooled, retrying :class:`~requests.adapters.HTTPAdapter` the client mounts on its
+    own session — mount it on yours to get the same behaviour with ``session=``::
+
+        session = requests.Session()
+        session.proxies = {"https": "http://proxy:3128"}
+        session.mount("https://", retrying_adapter(retries=5))
+        sf = SalesforceClient(auth, session=session)
+
+    ``retries`` bounds the attempts after the first (``0``/``None``: no retries);
+    the waits are ``backoff_factor * 2**n`` seconds (at most 30), or ``Retry-After``
+    when the server sends it and it is at most ``max_retry_after`` seconds.
+    """
+    if retries is None:
+        retries = 0
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError("retries must be an int >= 0 or None")
+    for name, value in (("backoff_factor", backoff_factor), ("max_retry_after", max_retry_after)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be a number of seconds >= 0")
+    if not isinstance(pool_maxsize, int) or isinstance(pool_maxsize, bool) or pool_maxsize < 1:
+        raise ValueError("pool_maxsize must be an int >= 1")
+    retry = _Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        allowed_methods=Retry.DEFAULT_ALLOWED_METHODS,  # idempotent only; unsent requests retry for all
+        status_forcelist=_RETRY_STATUSES,
+        backoff_factor=backoff_factor,
+        backoff_max=30.0,
+        raise_on_status=False,  # the last 5xx/429 comes back as a response -> ApiError
+        respect_retry_after_header=True,
+        max_retry_after=max_retry_after,
+    )
+    return HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=retry)
+
+
+# -- API usage ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiUsage:
+    """The org's API usage from the last ``Sforce-Limit-Info`` header.
+
+    ``used``/``limit`` are the org's daily API requests (``api-usage=25/15000``);
+    ``app_used``/``app_limit``/``app_name`` the connected app's share when the org
+    reports it (``per-app-api-usage=17/250(appName=etl)``), else ``None``.
+    """
+
+    used: int
+    limit: int
+    app_used: int | None = None
+    app_limit: int | None = None
+    app_name: str | None = None
+
+    @property
+    def remaining(self) -> int:
+        """Daily API requests left for the org."""
+        return max(self.limit - self.used, 0)
+
+
+_USAGE_RE = re.compile(r"(?:^|[\s;,])api-usage=(\d+)/(\d+)")
+_APP_USAGE_RE = re.compile(r"per-app-api-usage=(\d+)/(\d+)(?:\(appName=([^)]*)\))?")
+
+
+def _parse_usage(header: str) -> ApiUsage | None:
+    org = _USAGE_RE.search(header)
+    if org is None:
+        return None
+    app = _APP_USAGE_RE.search(header)
+    if app is None:
+        return ApiUsage(int(org.group(1)), int(org.group(2)))
+    return ApiUsage(int(org.group(1)), int(org.group(2)), int(app.group(1)), int(app.group(2)), app.group(3))
+
+
+# -- the client -------------------------------------------------------------------------------
+
+
+class SalesforceClient:
+    """A thread-safe Salesforce REST client.  See the module docstring.
+
+    ``auth`` is any :class:`~authkit.salesforce.AuthSession`; ``api_version``
+    like ``"62.0"``; ``timeout`` seconds or ``(connect, read)``.
+
+    ``session=None`` (the default): the client makes its own
+    :class:`requests.Session` with :func:`retrying_adapter` (``retries``,
+    ``backoff_factor``, ``max_retry_after``, ``pool_maxsize``) and closes it in
+    :meth:`close`.  With your own ``session`` (proxies, TLS client certs, CA
+    bundle, custom adapters) the client uses it exactly as configured, never
+    mounts anything on it and never closes it; passing the adapter options too is
+    a ``ValueError`` — mount :func:`retrying_adapter` on your session instead.
+    """
+
+    def __init__(
+        self,
+        auth: AuthSession,
+        api_version: str = "62.0",
+        timeout: Timeout = (10, 60),
+        session: requests.Session | None = None,
+        *,
+        retries: int | _Default | None = _DEFAULT,
+        backoff_factor: float | _Default = _DEFAULT,
+        max_retry_after: float | _Default = _DEFAULT,
+        pool_maxsize: int | _Default = _DEFAULT,
+    ) -> None:
+        if not isinstance(auth, AuthSession):
+            raise TypeError("auth must be an authkit.salesforce.AuthSession")
+        if not isinstance(api_version, str):
+            raise TypeError("api_version must be a str such as '62.0'")
+        version = api_version[1:] if api_version[:1] in ("v", "V") else api_version
+        if not _VERSION_RE.match(version):
+            raise ValueError(f"api_version must look like '62.0', got {api_version!r}")
+        _check_timeout(timeout)
+        options = {"retries": retries, "backoff_factor": backoff_factor, "max_retry_after": max_retry_after,
+                   "pool_maxsize": pool_maxsize}
+        given: dict[str, Any] = {name: value for name, value in options.items() if value is not _DEFAULT}
+        if session is not None:
+            if not isinstance(session, requests.Session):
+                raise TypeError("session must be a requests.Session")
+            if given:
+                raise ValueError(
+                    f"{', '.join(sorted(given))} configure the client's own session; with session= mount "
+                    "authkit.salesforce.client.retrying_adapter(...) on your session instead"
+                )
+            self._session = session
+            self._owns_session = False
+        else:
+            adapter = retrying_adapter(**given)
+            self._session = requests.Session()
+            self._session.mount("https://", adapter)
+            self._session.mount("http://", adapter)
+            self._owns_session = True
+        self._auth = auth
+        self._api_version = version
+        self._data_path = f"/services/data/v{version}/"
+        self._timeout = timeout
+        self._closed = False
+        self._limit_info: tuple[str, ApiUsage | None] | None = None
+
+    def __repr__(self) -> str:
+        state = ", closed" if self._closed else ""
+        return f"SalesforceClient(auth={self._auth!r}, api_version={self._api_version!r}{state})"
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def __enter__(self) -> SalesforceClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the client's own session (its pooled connections); a session you passed in stays open.
+
+        A closed client refuses requests with ``ValueError``.  Idempotent.
+        """
+        self._closed = True
+        if self._owns_session:
+            self._session.close()
+
+    @property
+    def auth(self) -> AuthSession:
+        return self._auth
+
+    @property
+    def api_version(self) -> str:
+        """E.g. ``"62.0"``."""
+        return self._api_version
+
+    @property
+    def session(self) -> requests.Session:
+        """The :class:`requests.Session` requests go through."""
+        return self._session
+
+    @property
+    def api_usage(self) -> ApiUsage | None:
+        """The org's API usage from the last response's ``Sforce-Limit-Info``; ``None`` before any."""
+        info = self._limit_info
+        return info[1] if info is not None else None
+
+    # -- requests --------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send one request and return the :class:`requests.Response` (status < 300).
+
+        ``kwargs``: ``params``, ``data``, ``json``, ``files``, ``headers``,
+        ``timeout``, ``stream`` as in :mod:`requests`.  Raises
+        :class:`~authkit.errors.ApiError` (or a subclass) for an error status,
+        :class:`~authkit.errors.SessionExpiredError` when no token is accepted,
+        :class:`~authkit.errors.SalesforceConnectionError` when the instance
+        cannot be reached.  Redirects are not followed.
+        """
+        if self._closed:
+            raise ValueError("SalesforceClient is closed")
+        if not isinstance(method, str) or not isinstance(path, str):
+            raise TypeError("method and path must be str")
+        method = method.upper()
+        if method not in _METHODS:
+            raise ValueError(f"unsupported HTTP method {method!r}")
+        unknown = set(kwargs) - _REQUEST_OPTIONS
+        if unknown:
+            raise TypeError(f"unexpected request option(s): {', '.join(sorted(unknown))}")
+        token = self._auth.access_token()
+        url = self._url(path)
+        data = _replayable(kwargs.get("data"))
+        prepared = self._session.prepare_request(requests.Request(
+            method, url, params=kwargs.get("params"), data=data, json=kwargs.get("json"),
+            files=kwargs.get("files"), headers=kwargs.get("headers"),
+        ))
+        # A seekable file body is streamed; remember where it starts so a retry re-sends all of it.
+        body_start = data.tell() if hasattr(data, "read") else None
+        settings: dict[str, Any] = dict(
+            self._session.merge_environment_settings(prepared.url, {}, kwargs.get("stream"), None, None)
+        )
+        settings["timeout"] = kwargs.get("timeout", self._timeout)
+        settings["allow_redirects"] = False  # never carry the bearer token anywhere else
+        safe = _safe_path(prepared.url or url)
+
+        response = self._send(prepared, token, settings, method, safe)
+        if response.status_code == 401:
+            _discard(response)
+            self._auth.invalidate(token)
+            fresh = self._auth.access_token()
+            if fresh == token:
+                raise SessionExpiredError(
+                    f"{method} {safe}: 401 INVALID_SESSION_ID and the auth session has no new token "
+                    f"({type(self._auth).__name__} cannot refresh)"
+                )
+            if body_start is not None:
+                data.seek(body_start)
+            retry = prepared.copy()
+            new_url = self._url(path)
+            if new_url != url:  # the new token belongs to another instance (org migration, My Domain change)
+                retry.prepare_url(new_url, kwargs.get("params"))
+            response = self._send(retry, fresh, settings, method, safe)
+            if response.status_code == 401:
+                _discard(response)
+                raise SessionExpiredError(f"{method} {safe}: 401 INVALID_SESSION_ID again with a new token")
+        if response.status_code >= 300:
+            raise _api_error(response)
+        return response
+
+    def _send(
+        self, prepared: requests.PreparedRequest, token: str, settings: dict[str, Any], method: str, safe: str
+    ) -> requests.Response:
+        prepared.headers["Authorization"] = f"Bearer {token}"
+        started = time.perf_counter()
+        try:
+            response = self._session.send(prepared, **settings)
+        except requests.RequestException as exc:
+            logger.debug("%s %s -> %s (%.1f ms)", method, safe, type(exc).__name__,
+                         (time.perf_counter() - started) * 1000)
+            raise SalesforceConnectionError(f"{method} {safe} failed: {type(exc).__name__}") from exc
+        finally:
+            # The prepared request may outlive this call (response.request, a debugger): drop the token.
+            prepared.headers.pop("Authorization", None)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s -> %d (%.1f ms)", method, safe, response.status_code,
+                         (time.perf_counter() - started) * 1000)
+        header = response.headers.get("Sforce-Limit-Info")
+        if header:
+            info = self._limit_info
+            if info is None or info[0] != header:
+                self._limit_info = (header, _parse_usage(header))
+        return response
+
+    def _url(self, path: str) -> str:
+        """The full URL for ``path``, or ``ValueError`` if it is not on the instance."""
+        instance = self._auth.instance_url.rstrip("/")
+        if _URL_RE.match(path):
+            if _origin(path) != _origin(instance) or "@" in urlsplit(path).netloc:
+                raise ValueError(
+                    f"refusing to send the bearer token to {urlsplit(path).scheme}://{urlsplit(path).netloc}: "
+                    f"only URLs on the instance {instance} are allowed"
+                )
+            return path
+        if path.startswith("/"):
+            return instance + path
+        if not path:
+            raise ValueError("path must not be empty")
+        return instance + self._data_path + path
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        """GET ``path``; the parsed JSON body (``None`` when empty)."""
+        return _body(self.request("GET", path, params=params, **kwargs))
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        """POST ``json`` (or ``data=``) to ``path``; the parsed JSON body (``None`` when empty)."""
+        return _body(self.request("POST", path, json=json, **kwargs))
+
+    def patch(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        """PATCH ``path``; the parsed JSON body (``None`` for 204)."""
+        return _body(self.request("PATCH", path, json=json, **kwargs))
+
+    def put(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        """PUT ``path``; the parsed JSON body (``None`` for 204)."""
+        return _body(self.request("PUT", path, json=json, **kwargs))
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        """DELETE ``path``; the parsed JSON body (``None`` for 204)."""
+        return _body(self.request("DELETE", path, **kwargs))
+
+    # -- the data API ------------------------------------------------------------------
+
+    def query(self, soql: str, *, include_deleted: bool = False) -> Iterator[dict[str, Any]]:
+        """Every record ``soql`` selects, fetched one page at a time as you iterate.
+
+        Nothing is sent until the first record is asked for; the next page is
+        fetched (``nextRecordsUrl``) only when the current one is used up, and only
+        that page is held, so memory stays flat however many records match.
+        ``include_deleted=True`` uses the ``queryAll`` resource: deleted records
+        still in the recycle bin and archived records are included (``IsDeleted``
+        tells them apart) — the same as :meth:`query_all`.
+        """
+        if not isinstance(soql, str):
+            raise TypeError("soql must be a str")
+        if not soql.strip():
+            raise ValueError("soql must not be empty")
+        return self._records("queryAll" if include_deleted else "query", soql)
+
+    def query_all(self, soql: str) -> Iterator[dict[str, Any]]:
+        """:meth:`query` through ``queryAll``: deleted and archived records included, still lazy.
+
+        (Not "all pages into a list": :meth:`query` already returns every record;
+        wrap either in ``list()`` when you do want them all in memory.)
+        """
+        return self.query(soql, include_deleted=True)
+
+    def _records(self, resource: str, soql: str) -> Iterator[dict[str, Any]]:
+        page = self.get(resource, params={"q": soql})
+        while True:
+            records: list[dict[str, Any]] = page.get("records") or []
+            next_url = page.get("nextRecordsUrl")
+            page = None  # hold nothing but the records not yet handed out
+            records.reverse()
+            while records:
+                yield records.pop()
+            if not next_url:
+                return
+            page = self.get(next_url)
+
+    def sobject(self, name: str) -> SObject:
+        """The record operations of one sObject type: ``sf.sobject("Account").create({...})``."""
+        return SObject(self, name)
+
+    def composite(self, requests: Iterable[Mapping[str, Any]], all_or_none: bool = False) -> list[dict[str, Any]]:
+        """Up to 25 subrequests in one round trip; the ``compositeResponse`` list.
+
+        Each subrequest is ``{"method", "url", "referenceId", "body"?}``; a later one
+        may use an earlier result as ``@{referenceId.id}``.  ``url`` may be relative
+        (``"sobjects/Account"``) like any path here.  Subrequest failures do not
+        raise: read each item's ``httpStatusCode``.  ``all_or_none=True`` rolls
+        everything back if one fails.
+        """
+        subrequests = []
+        for sub in requests:
+            if not isinstance(sub, Mapping):
+                raise TypeError("each composite subrequest must be a mapping")
+            missing = {"method", "url", "referenceId"} - set(sub)
+            if missing:
+                raise ValueError(f"composite subrequest lacks {', '.join(sorted(missing))}")
+            url = str(sub["url"])
+            if not url.startswith("/"):
+                url = self._data_path + url
+            subrequests.append({**sub, "url": url})
+        if not 1 <= len(subrequests) <= _MAX_COMPOSITE:
+            raise ValueError(f"composite takes 1 to {_MAX_COMPOSITE} subrequests, got {len(subrequests)}")
+        result = self.post("composite", json={"allOrNone": bool(all_or_none), "compositeRequest": subrequests})
+        return list(result["compositeResponse"])
+
+    def limits(self) -> dict[str, Any]:
+        """The org's limits: ``{"DailyApiRequests": {"Max": ..., "Remaining": ...}, ...}``."""
+        return dict(self.get("limits"))
+
+    def versions(self) -> list[dict[str, Any]]:
+        """The API versions the instance serves: ``[{"version": "62.0", "label": ..., "url": ...}, ...]``."""
+        return list(self.get("/services/data/"))
+
+
+class SObject:
+    """Record operations on one sObject type (from :meth:`SalesforceClient.sobject`)::
+
+        accounts = sf.sobject("Account")
+        result = accounts.create({"Name": "Acme"})          # {"id": "001...", "success": True, ...}
+        accounts.get(result["id"], fields=["Name"])
+        accounts.update(result["id"], {"Industry": "Energy"})
+        accounts.upsert("External_Id__c", "ACME-1", {"Name": "Acme"})   # {"id", "created": bool, ...}
+        accounts.delete(result["id"])
+        accounts.describe()["fields"]
+    """
+
+    def __init__(self, client: SalesforceClient, name: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError("sObject name must be a str")
+        if not _NAME_RE.match(name):
+            raise ValueError(f"invalid sObject name {name!r}")
+        self._client = client
+        self.name = name
+        self._path = f"sobjects/{name}"
+
+    def __repr__(self) -> str:
+        return f"SObject({self.name!r})"
+
+    def create(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a record: ``{"id": ..., "success": True, "errors": []}``."""
+        return dict(self._client.post(self._path, json=_fields(fields)))
+
+    def get(self, record_id: str, fields: Iterable[str] | None = None) -> dict[str, Any]:
+        """The record ``record_id`` (all fields, or just ``fields``)."""
+        params = None
+        if fields is not None:
+            if isinstance(fields, str):
+                raise TypeError("fields must be a list of field names, not a str")
+            names = list(fields)
+            for name in names:
+                _check_name(name, "field")
+            params = {"fields": ",".join(names)}
+        return dict(self._client.get(f"{self._path}/{_check_id(record_id)}", params=params))
+
+    def update(self, record_id: str, fields: Mapping[str, Any]) -> None:
+        """Change some fields of ``record_id``."""
+        self._client.patch(f"{self._path}/{_check_id(record_id)}", json=_fields(fields))
+
+    def upsert(self, ext_id_field: str, value: str | int, fields: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Update the record whose ``ext_id_field`` is ``value``, or create it.
+
+        Returns ``{"id": ..., "created": True|False, ...}`` (``None`` from API versions
+        that answer an update with 204).  More than one match is an ``ApiError``
+        with status 300 and ``error_code`` ``"MULTIPLE_CHOICES"``.
+        """
+        _check_name(ext_id_field, "ext_id_field")
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or value == "":
+            raise ValueError("value must be a non-empty str or an int")
+        path = f"{self._path}/{ext_id_field}/{quote(str(value), safe='')}"
+        result = self._client.patch(path, json=_fields(fields))
+        return dict(result) if result is not None else None
+
+    def delete(self, record_id: str) -> None:
+        """Delete ``record_id`` (it goes to the recycle bin: ``query_all`` still finds it)."""
+        self._client.delete(f"{self._path}/{_check_id(record_id)}")
+
+    def describe(self) -> dict[str, Any]:
+        """The type's metadata: fields, their types, what may be created and updated."""
+        return dict(self._client.get(f"{self._path}/describe"))
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("invalid port in URL") from None
+    return scheme, (parts.hostname or "").lower(), port if port is not None else _DEFAULT_PORTS.get(scheme)
+
+
+def _safe_path(url: str) -> str:
+    """The path with query values elided, for logs and messages (a SOQL filter may hold personal data)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return parts.path
+    names = [pair.partition("=")[0] for pair in parts.query.split("&") if pair]
+    return parts.path + "?" + "&".join(f"{name}=..." for name in names)
+
+
+def _replayable(data: Any) -> Any:
+    """``data`` as something that can be sent twice: a one-shot stream is read into memory now.
+
+    Bytes, str, dicts and lists are encoded by requests on each prepare; a seekable
+    file is rewound by the caller.  A generator or a pipe cannot be rewound, and
+    sending it half on a retry would corrupt the record, so it is buffered.
+    """
+    if data is None or isinstance(data, (bytes, bytearray, str, Mapping, list, tuple)):
+        return data
+    if hasattr(data, "read"):
+        try:
+            seekable = bool(data.seekable()) if hasattr(data, "seekable") else False
+            if seekable:
+                data.tell()
+        except (OSError, ValueError, io.UnsupportedOperation):
+            seekable = False
+        if seekable:
+            return data
+        content = data.read()
+        return content.encode("utf-8") if isinstance(content, str) else bytes(content)
+    if isinstance(data, Iterable):
+        chunks = [c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in data]
+        return b"".join(chunks)
+    raise TypeError(f"data must be bytes, str, a mapping, a file or an iterable of bytes, not {type(data).__name__}")
+
+
+def _discard(response: requests.Response) -> None:
+    """Read and release a response we will not return, so its connection goes back to the pool."""
+    try:
+        _ = response.content
+    except requests.RequestException:
+        pass
+    response.close()
+
+
+def _body(response: requests.Response) -> Any:
+    if response.status_code == 204 or not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text  # an Apex REST resource may answer text
+
+
+def _api_error(response: requests.Response) -> ApiError:
+    """The :class:`ApiError` subclass for a REST error answer (a list or one object of errors)."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    item = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else body
+    status = response.status_code
+    if isinstance(item, dict) and ("errorCode" in item or "message" in item):
+        code = item.get("errorCode")
+        message = str(item.get("message") or "")
+        fields = [str(f) for f in item.get("fields") or []]
+    elif status == 300:  # an upsert matched several records: the body lists their URLs
+        code, fields = "MULTIPLE_CHOICES", []
+        message = f"more than one record matches: {', '.join(str(u) for u in body or [])}"
+    else:
+        code, fields = None, []
+        message = response.reason or f"HTTP {status}"
+    cls = _ERROR_CLASSES.get(code or "") or _STATUS_CLASSES.get(status, ApiError)
+    return cls(message, status_code=status, error_code=code, fields=fields, response=response)
+
+
+def _fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(fields, Mapping):
+        raise TypeError("fields must be a mapping of field name to value")
+    for name in fields:
+        _check_name(name, "field")
+    return dict(fields)
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{what} name must be a str")
+    if not _NAME_RE.match(name):
+        raise ValueError(f"invalid {what} name {name!r}")
+    return name
+
+
+def _check_id(record_id: object) -> str:
+    if not isinstance(record_id, str):
+        raise TypeError("record id must be a str")
+    if not _ID_RE.match(record_id):
+        raise ValueError(f"invalid record id {record_id!r}: expected 15 or 18 letters and digits")
+    return record_id
