@@ -128,7 +128,7 @@ class _Entry:
 
     access_token: str
     instance_url: str
-    fresh_until: datetime | None
+    fresh_until: float | None  # POSIX seconds: comparing floats keeps the warm path cheap
 
 
 class _MintingSession(AuthSession):
@@ -165,6 +165,8 @@ class _MintingSession(AuthSession):
         self._client_id = client_id
         self._client_secret = client_secret
         self._clock: Clock = clock or utcnow
+        # The warm path compares floats: time.time() unless a test injects a clock.
+        self._now: Callable[[], float] = time.time if clock is None else (lambda: self._clock().timestamp())
         self._max_token_age = _as_timedelta(max_token_age)
         self._callbacks = _as_callbacks(on_refresh_token)
         self._refresh_token: str | None = None
@@ -209,12 +211,12 @@ class _MintingSession(AuthSession):
 
     def access_token(self) -> str:
         entry = self._entry
-        if entry is not None and (entry.fresh_until is None or self._clock() < entry.fresh_until):
+        if entry is not None and (entry.fresh_until is None or self._now() < entry.fresh_until):
             return entry.access_token
         attempts = self._attempts
         with self._mint_lock:
             entry = self._entry
-            if entry is not None and (entry.fresh_until is None or self._clock() < entry.fresh_until):
+            if entry is not None and (entry.fresh_until is None or self._now() < entry.fresh_until):
                 return entry.access_token
             if self._attempts != attempts and self._failure is not None:
                 # We queued behind an attempt that failed: share its failure instead of
@@ -276,7 +278,9 @@ class _MintingSession(AuthSession):
         logger.debug("%s: using the shared token %s", type(self).__name__, shared.token_id)
         if stored.refresh_token:
             self._refresh_token = stored.refresh_token
-        return _Entry(stored.access_token, str(stored.metadata["instance_url"]), shared.fresh_until(stored))
+        until = shared.fresh_until(stored)
+        return _Entry(stored.access_token, str(stored.metadata["instance_url"]),
+                      None if until is None else until.timestamp())
 
     def _mint(self, stored: AuthToken | None) -> tuple[_Entry, str | None]:
         """Ask the token endpoint, store the result; with a store the caller holds its lock."""
@@ -291,7 +295,7 @@ class _MintingSession(AuthSession):
         if self._shared is not None:
             self._shared.write(self._as_stored(response, issued_at))
         logger.info("%s: obtained a Salesforce token for %s", type(self).__name__, response.instance_url)
-        fresh_until = None if self._max_token_age is None else issued_at + self._max_token_age
+        fresh_until = None if self._max_token_age is None else (issued_at + self._max_token_age).timestamp()
         rotated = response.refresh_token if response.refresh_token not in (None, previous) else None
         return _Entry(response.access_token, response.instance_url, fresh_until), rotated
 
