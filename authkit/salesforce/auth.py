@@ -183,8 +183,7 @@ class _MintingSession(AuthSession):
                 max_token_age=self._max_token_age,
                 clock=self._clock,
                 lock_timeout=float(lock_timeout),
-                # The lock must outlive the slowest mint: every attempt's timeout plus backoff.
-                lock_ttl=max(60.0, lock_timeout * 2),
+                lock_ttl=_mint_budget(timeout, retries),
             )
         self._entry: _Entry | None = None
         self._instance_url: str | None = None
@@ -592,6 +591,13 @@ def default_audience(login_url: str) -> str:
     if host == "login.salesforce.com" or host.endswith(".my.salesforce.com"):
         return LOGIN_URL
     return login_url
+
+
+def _mint_budget(timeout: Timeout, retries: int) -> float:
+    """Seconds the slowest mint can take: the store lock's ``ttl`` must outlive it, or a
+    second process could mint (and spend a rotating refresh token) while the first still waits."""
+    per_attempt = sum(timeout) if isinstance(timeout, tuple) else 2 * timeout
+    return max(60.0, (retries + 1) * per_attempt + retries * 8.0 + 10.0)
 
 
 def _named_url(url: str, name: str) -> str:
