@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from authkit import __version__
 from authkit.errors import (
+    ApiError,
     AuthenticationError,
     AuthKitError,
     ConfigurationError,
@@ -167,18 +168,6 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
-def _count(progress_value: object) -> int:
-    """How many records a progress callback's argument reports done."""
-    if isinstance(progress_value, int) and not isinstance(progress_value, bool):
-        return progress_value
-    total = getattr(progress_value, "total", None)
-    if isinstance(total, int):
-        return total
-    if isinstance(progress_value, dict):
-        return sum(v for v in progress_value.values() if isinstance(v, int) and not isinstance(v, bool))
-    return 0
-
-
 # -- storage --------------------------------------------------------------------
 
 
@@ -275,7 +264,7 @@ def _cmd_cleanup(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _S
         progress = _Progress(err, "cleanup", total)
         try:
             report = storage.cleanup_expired(batch_size=args.batch_size,
-                                             progress=lambda r: progress.update(_count(r)))
+                                             progress=lambda report: progress.update(report.total))
         finally:
             progress.finish()
         seconds = time.monotonic() - started
@@ -291,9 +280,10 @@ def _cmd_reencrypt(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: 
     if not os.environ.get(ENCRYPTION_KEYS_ENV, "").strip():
         raise _Failure(f"reencrypt needs the keys in {ENCRYPTION_KEYS_ENV} (newest first, comma-separated)",
                        EXIT_USAGE)
+    from authkit.storage.encrypted import EncryptedStorage
+
     with _opened(args, scrub) as storage:
-        reencrypt: Callable[..., Any] | None = getattr(storage, "reencrypt", None)
-        if reencrypt is None:
+        if not isinstance(storage, EncryptedStorage):
             raise _Failure("this storage is not encrypted; nothing to re-encrypt", EXIT_USAGE)
         with _exclusive(storage, REENCRYPT_LOCK, args.wait, args.lock_ttl) as held:
             if not held:
@@ -303,17 +293,12 @@ def _cmd_reencrypt(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: 
             started = time.monotonic()
             progress = _Progress(err, "reencrypt")
             try:
-                result = reencrypt(batch_size=args.batch_size, progress=lambda r: progress.update(_count(r)))
+                done = storage.reencrypt(batch_size=args.batch_size, progress=progress.update)
             finally:
                 progress.finish()
             seconds = time.monotonic() - started
-    done = _count(result)
-    data: dict[str, Any] = {"status": "ok", "records": done, "seconds": round(seconds, 3)}
-    if isinstance(result, dict):
-        data.update(result)
-    elif hasattr(result, "__dataclass_fields__"):
-        data.update({k: getattr(result, k) for k in result.__dataclass_fields__})
-    _emit(out, args, f"reencrypt: {done} records now under the newest key in {seconds:.2f} s", data)
+    _emit(out, args, f"reencrypt: {done} records moved to the newest key in {seconds:.2f} s",
+          {"status": "ok", "records": done, "seconds": round(seconds, 3)})
     return EXIT_OK
 
 
@@ -360,15 +345,17 @@ def _build_auth(args: argparse.Namespace, flow: str, scrub: _Scrubber, token_sto
 
     for name in _SECRET_ENV:
         _env(name, scrub)
-    client_id = args.client_id or _env("SF_CLIENT_ID")
-    login_url = args.login_url or _env("SF_LOGIN_URL")
-    login: dict[str, Any] = {"login_url": login_url} if login_url else {}
-    store: dict[str, Any] = {"token_store": token_store} if token_store is not None else {}
     if flow == "static":
         instance_url = args.instance_url or _env("SF_INSTANCE_URL")
         return sf.StaticTokenAuth(_need(_env("SF_ACCESS_TOKEN"), "SF_ACCESS_TOKEN"),
                                   _need(instance_url, "--instance-url or SF_INSTANCE_URL"))
-    client_id = _need(client_id, "--client-id or SF_CLIENT_ID")
+    client_id = _need(args.client_id or _env("SF_CLIENT_ID"), "--client-id or SF_CLIENT_ID")
+    username = args.username or _env("SF_USERNAME")
+    secret = _env("SF_CLIENT_SECRET")
+    login_url = args.login_url or _env("SF_LOGIN_URL")
+    options: dict[str, Any] = {"token_store": token_store}
+    if login_url and flow != "client-credentials":
+        options["login_url"] = login_url
     if flow == "jwt":
         key_file = args.private_key_file or _env("SF_PRIVATE_KEY_FILE")
         private_key: str | None = _env("SF_PRIVATE_KEY")
@@ -378,27 +365,29 @@ def _build_auth(args: argparse.Namespace, flow: str, scrub: _Scrubber, token_sto
                     private_key = handle.read()
             except OSError as exc:
                 raise _Failure(f"cannot read the private key file {key_file}: {exc.strerror}", EXIT_USAGE) from exc
-        options: dict[str, Any] = dict(login, **store)
+        scrub.add(private_key)
         audience = args.audience or _env("SF_AUDIENCE")
         if audience:
             options["audience"] = audience
         passphrase = _env("SF_PRIVATE_KEY_PASSPHRASE")
         if passphrase:
             options["passphrase"] = passphrase
-        return sf.JwtAuth(client_id, _need(args.username or _env("SF_USERNAME"), "--username or SF_USERNAME"),
+        if secret:
+            options["client_secret"] = secret  # lets the flow verify the response signature
+        return sf.JwtAuth(client_id, _need(username, "--username or SF_USERNAME"),
                           _need(private_key, "SF_PRIVATE_KEY or --private-key-file / SF_PRIVATE_KEY_FILE"), **options)
     if flow == "refresh-token":
-        secret = _env("SF_CLIENT_SECRET")
+        if username:
+            options["username"] = username  # names the identity in a shared token store
         return sf.RefreshTokenAuth(client_id, _need(_env("SF_REFRESH_TOKEN"), "SF_REFRESH_TOKEN"),
-                                   client_secret=secret, **login, **store)
+                                   client_secret=secret, **options)
     if flow == "client-credentials":
-        return sf.ClientCredentialsAuth(client_id, _need(_env("SF_CLIENT_SECRET"), "SF_CLIENT_SECRET"),
+        return sf.ClientCredentialsAuth(client_id, _need(secret, "SF_CLIENT_SECRET"),
                                         _need(args.domain_url or _env("SF_DOMAIN_URL"),
-                                              "--domain-url or SF_DOMAIN_URL"), **store)
-    return sf.PasswordAuth(client_id, _need(_env("SF_CLIENT_SECRET"), "SF_CLIENT_SECRET"),
-                           _need(args.username or _env("SF_USERNAME"), "--username or SF_USERNAME"),
+                                              "--domain-url or SF_DOMAIN_URL"), **options)
+    return sf.PasswordAuth(client_id, _need(secret, "SF_CLIENT_SECRET"), _need(username, "--username or SF_USERNAME"),
                            _need(_env("SF_PASSWORD"), "SF_PASSWORD"),
-                           security_token=_env("SF_SECURITY_TOKEN") or "", **login)
+                           security_token=_env("SF_SECURITY_TOKEN") or "", **options)
 
 
 def _cmd_salesforce_check(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
@@ -411,23 +400,26 @@ def _cmd_salesforce_check(args: argparse.Namespace, out: IO[str], err: IO[str], 
         # Only a shared-store check touches the storage: a plain check must not
         # leave an authkit.db behind in the current directory.
         store = stack.enter_context(_opened(args, scrub)) if args.token_store else None
-        auth = _build_auth(args, flow, scrub, store)
+        try:
+            auth = _build_auth(args, flow, scrub, store)
+        except (ValueError, TypeError) as exc:
+            raise _Failure(f"bad Salesforce setting: {exc}", EXIT_USAGE) from exc
         client_options: dict[str, Any] = {}
         api_version = args.api_version or _env("SF_API_VERSION")
         if api_version:
             client_options["api_version"] = api_version
-        client = stack.enter_context(SalesforceClient(auth, **client_options))
-        started = time.monotonic()
         try:
-            info = client.get("/services/oauth2/userinfo")
+            client = stack.enter_context(SalesforceClient(auth, **client_options))
+            started = time.monotonic()
+            token = auth.access_token()  # the login (or the token shared through the store)
+            seconds = time.monotonic() - started
+            scrub.add(token)
+            info = _userinfo(client, auth, token)
         except AuthenticationError as exc:
             raise _Failure(_auth_failure(exc, flow)) from exc
         except requests.RequestException as exc:
             raise _Failure(f"cannot reach Salesforce: {type(exc).__name__}") from exc
-        seconds = time.monotonic() - started
         instance = auth.instance_url
-    if not isinstance(info, dict):
-        raise _Failure("userinfo returned no JSON object")
     org = info.get("organization_id") or "?"
     user = info.get("preferred_username") or info.get("email") or "?"
     user_id = info.get("user_id") or "?"
@@ -445,6 +437,28 @@ def _cmd_salesforce_check(args: argparse.Namespace, out: IO[str], err: IO[str], 
     if args.token_store:
         out.write(f"token store: {_storage_label(args)}\n")
     return EXIT_OK
+
+
+def _userinfo(client: Any, auth: Any, token: str) -> dict[str, Any]:
+    """``/services/oauth2/userinfo``, retried once with a new token if Salesforce rejects this one.
+
+    userinfo answers a dead token with 403 ``Bad_OAuth_Token`` rather than the
+    REST API's 401, which the client's own retry does not cover; a stale token
+    from a shared store must not fail the check.
+    """
+    for attempt in (1, 2):
+        try:
+            info = client.get("/services/oauth2/userinfo")
+        except ApiError as exc:
+            if attempt == 2 or exc.status_code not in (401, 403):
+                raise
+            auth.invalidate(token)
+            token = auth.access_token()
+            continue
+        if not isinstance(info, dict):
+            raise _Failure("userinfo did not return a JSON object")
+        return info
+    raise AssertionError("unreachable")
 
 
 _HINTS = {

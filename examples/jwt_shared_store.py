@@ -32,4 +32,6 @@ auth = JwtAuth(
 with store, SalesforceClient(auth) as sf:
     for account in sf.query("SELECT Id, Name FROM Account ORDER BY Name LIMIT 5"):
         print(account["Id"], account["Name"])
-    print(f"API usage: {sf.api_usage}")
+    usage = sf.api_usage  # from the Sforce-Limit-Info header of the last response
+    if usage is not None:
+        print(f"API usage today: {usage.used} of {usage.limit}")

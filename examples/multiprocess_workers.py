@@ -40,15 +40,14 @@ def worker(number: int, store_url: str, client_id: str, private_key: str, login_
     return number
 
 
-def run_round(pool_size: int, args: tuple[object, ...], requests: int) -> None:
-    ctx = multiprocessing.get_context("spawn")  # fresh interpreters, like separate servers
-    with ctx.Manager() as manager, ctx.Pool(pool_size) as pool:
-        start = manager.Event()
-        results = [pool.apply_async(worker, (n, *args, start, requests)) for n in range(pool_size)]
-        time.sleep(0.2)  # let every worker get ready, so they all race for the first token
-        start.set()
-        for result in results:
-            result.get(timeout=120)
+def run_round(pool: Any, manager: Any, workers: int, args: tuple[object, ...], requests: int) -> None:
+    """Every worker makes ``requests`` calls, all starting at the same moment."""
+    start = manager.Event()
+    results = [pool.apply_async(worker, (n, *args, start, requests)) for n in range(workers)]
+    time.sleep(0.2)  # let the workers pick up their task, so they all race for the token
+    start.set()
+    for result in results:
+        result.get(timeout=120)
 
 
 def main() -> None:
@@ -64,12 +63,15 @@ def main() -> None:
         args = (store_url, app.client_id, app.private_key_pem, org.login_url)
         print(f"{options.workers} worker processes, one SQLite token store ({store_url})")
 
-        run_round(options.workers, args, options.requests)
-        print(f"round 1: {options.workers * options.requests} API calls, token_requests == {org.token_requests}")
+        ctx = multiprocessing.get_context("spawn")  # fresh interpreters, like separate servers
+        with ctx.Manager() as manager, ctx.Pool(options.workers) as pool:
+            run_round(pool, manager, options.workers, args, options.requests)
+            print(f"round 1: {options.workers * options.requests} API calls, "
+                  f"token_requests == {org.token_requests}")
 
-        org.expire_sessions()  # Salesforce ends every session: each worker gets a 401 next
-        run_round(options.workers, args, options.requests)
-        print(f"round 2 (after the org expired every session): token_requests == {org.token_requests}")
+            org.expire_sessions()  # Salesforce ends every session: each worker gets a 401 next
+            run_round(pool, manager, options.workers, args, options.requests)
+            print(f"round 2 (after the org expired every session): token_requests == {org.token_requests}")
         if org.token_requests != 2:
             sys.exit(f"expected 2 token requests in total, got {org.token_requests}")
 

@@ -84,7 +84,7 @@ def main() -> None:
             ]
             soql = "SELECT Id, Name FROM Account ORDER BY Name"
             with ThreadPoolExecutor(max_workers=16) as pool:
-                results = list(pool.map(lambda i: clients[i % 2].query_all(soql), range(32)))
+                results = list(pool.map(lambda i: list(clients[i % 2].query(soql)), range(32)))
             names = [r["Name"] for r in results[0]]
             print(f"32 queries from 16 threads on 2 clients -> {names}")
             print(f"token requests to Salesforce: {org.token_requests}  (minted once, shared by all)")
@@ -96,8 +96,10 @@ def main() -> None:
 
             step("4. Salesforce ends the session: 401 INVALID_SESSION_ID, retried transparently")
             org.expire_sessions()
-            accounts = clients[0].query_all(soql)
+            accounts = list(clients[0].query(soql))
+            unauthorized = sum(1 for _method, _path, status in org.requests_log if status == 401)
             print(f"query after the org killed every session -> {len(accounts)} accounts, no exception")
+            print(f"the org answered 401 {unauthorized} time(s); the client logged in again and retried once")
             print(f"token requests to Salesforce: {org.token_requests}  (one new login, then the retry)")
             for client in clients:
                 client.close()

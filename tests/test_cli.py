@@ -208,7 +208,7 @@ def _contention(url: str, cwd: Path, prefix: str | None) -> None:
         try:
             waiter = start("cleanup", "--wait", "30", "--storage", url, *extra, cwd=cwd)
             skipper = authkit("cleanup", "--storage", url, *extra, cwd=cwd)
-            assert (skipper.returncode, skipper.stdout) == (0, "skipped: another cleanup is running\n")
+            assert (skipper.returncode, skipper.stdout) == (0, "skipped: another cleanup is running\n"), skipper.stderr
             time.sleep(0.5)  # the waiter is blocked on the lock, not finished
             assert waiter.poll() is None
         finally:

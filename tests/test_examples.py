@@ -86,7 +86,7 @@ def test_jwt_shared_store_logs_in_once_across_runs(tmp_path: Path) -> None:
         first = run([sys.executable, str(EXAMPLES / "jwt_shared_store.py")], cwd=tmp_path, env=env).stdout
         second = run([sys.executable, str(EXAMPLES / "jwt_shared_store.py")], cwd=tmp_path, env=env).stdout
         assert re.search(r"^\S+ Acme$", first, re.M) and re.search(r"^\S+ Globex$", first, re.M), first
-        assert "API usage:" in first
+        assert "API usage today: " in first
         assert second.splitlines()[:2] == first.splitlines()[:2]
         assert org.token_requests == 1  # the second run reused the stored token
     assert app.private_key_pem not in first + second
@@ -139,6 +139,32 @@ def test_systemd_units(tmp_path: Path) -> None:
     settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
     result = run([sys.executable, "-m", "authkit", *command[1:]], env=_env(**settings), cwd=tmp_path)
     assert result.stdout.startswith("cleanup: deleted 0 expired records"), result.stdout
+
+
+covers("flask_app.py")
+
+
+def test_flask_app(tmp_path: Path) -> None:
+    out = run([sys.executable, "examples/flask_app.py"]).stdout
+    assert "token requests to Salesforce: 1" in out and out.rstrip().endswith("self-check passed"), out
+    # The cron command its docstring gives, with Flask's own CLI.
+    cleanup = run([sys.executable, "-m", "flask", "--app", "examples/flask_app", "authkit", "cleanup"],
+                  env=_env(AUTHKIT_STORAGE_URL=f"sqlite:///{tmp_path / 'flask.db'}"))
+    assert cleanup.stdout.strip(), cleanup.stderr
+
+
+covers("django_project/")
+
+
+def test_django_project(tmp_path: Path) -> None:
+    manage = str(EXAMPLES / "django_project" / "manage.py")
+    env = _env(AUTHKIT_STORAGE_URL=f"sqlite:///{tmp_path / 'django.db'}")
+    run([sys.executable, manage, "check"], env=env, cwd=tmp_path)
+    out = run([sys.executable, manage, "selftest"], env=env, cwd=tmp_path).stdout
+    assert "token requests to Salesforce: 1" in out and out.rstrip().endswith("self-check passed"), out
+    for command in ("authkit_cleanup", "clearsessions"):
+        run([sys.executable, manage, command], env=env, cwd=tmp_path)
+    assert not (EXAMPLES / "django_project" / "authkit.db").exists()
 
 
 def test_every_example_is_run_by_a_test() -> None:
