@@ -13,6 +13,7 @@ from pathlib import Path
 
 from authkit.storage import AuthStorage, MemoryStorage
 from tests.clock import FakeClock
+from tests.services import MYSQL_URL, POSTGRES_URL, require, unique_prefix
 
 Factory = Callable[[Path, FakeClock], AbstractContextManager[AuthStorage]]
 
@@ -39,8 +40,44 @@ def cached_memory(tmp_path: Path, clock: FakeClock) -> Iterator[AuthStorage]:
         yield CachedStorage(inner)
 
 
+def _sql(url: str, tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+    """A SqlStorage on its own table prefix, its tables dropped afterwards."""
+    from authkit.storage.sql import SqlStorage
+
+    @contextmanager
+    def factory() -> Iterator[AuthStorage]:
+        storage = SqlStorage(url, prefix=unique_prefix("s"), clock=clock)
+        try:
+            yield storage
+        finally:
+            storage.drop_schema()
+            storage.close()
+
+    return factory()
+
+
+def sqlite_file(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+    return _sql(f"sqlite:///{tmp_path / 'authkit.db'}", tmp_path, clock)
+
+
+def sqlite_memory(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+    return _sql("sqlite://", tmp_path, clock)
+
+
+def postgresql(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+    return _sql(require(POSTGRES_URL, "PostgreSQL"), tmp_path, clock)
+
+
+def mysql(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+    return _sql(require(MYSQL_URL, "MariaDB/MySQL"), tmp_path, clock)
+
+
 BACKENDS: dict[str, Factory] = {
     "cached-memory": cached_memory,
     "memory": memory,
+    "sqlite-file": sqlite_file,
+    "sqlite-memory": sqlite_memory,
+    "postgresql": postgresql,
+    "mysql": mysql,
     "encrypted-memory": encrypted_memory,
 }
