@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import signal
 import socket
 import threading
 import time
@@ -699,6 +701,31 @@ def test_processes_sharing_a_store_mint_once(kind: str, tmp_path: Path) -> None:
                 process.join(30)
                 if process.is_alive():
                     process.kill()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_a_fresh_lock_and_connection_pool(org: FakeSalesforce, app: ConnectedApp) -> None:
+    auth = make("jwt", org, app)
+    assert isinstance(auth, JwtAuth)
+    token = auth.access_token()  # leaves a kept-alive connection in the pool
+    parent_session = auth._endpoint.session
+    with auth._mint_lock:  # as if a parent thread were minting at the moment of the fork
+        pid = os.fork()
+        if pid == 0:  # the child: exit code says what went wrong
+            signal.alarm(30)  # a deadlocked child dies instead of hanging the suite
+            code = 0
+            try:
+                code = 1 if auth._endpoint.session is parent_session else code
+                code = 2 if auth.access_token() != token else code
+                auth.invalidate(token)
+                code = 3 if auth.access_token() == token else code
+            except BaseException:
+                code = 4
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert org.token_requests == 2
+    assert auth.access_token() == token  # the parent is untouched
 
 
 # -- secrets never leak ------------------------------------------------------------------------------

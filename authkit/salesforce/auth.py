@@ -36,6 +36,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -188,12 +189,22 @@ class _MintingSession(AuthSession):
         self._entry: _Entry | None = None
         self._instance_url: str | None = None
         self._mint_lock = threading.Lock()
+        self._owns_session = session is None
+        _LIVE.add(self)
         self._attempts = 0
         self._failure: Exception | None = None
 
     @property
     def login_url(self) -> str:
         return self._endpoint.login_url
+
+    def _after_fork(self) -> None:
+        # In a forked child (gunicorn --preload, multiprocessing "fork") the parent's lock may be
+        # held by a thread that does not exist here, and pooled connections are shared with the
+        # parent: two processes writing one HTTP stream. Start both afresh; keep the cached token.
+        self._mint_lock = threading.Lock()
+        if self._owns_session:
+            self._endpoint.session = requests.Session()
 
     @property
     def token_id(self) -> str | None:
@@ -581,6 +592,17 @@ class PasswordAuth(_MintingSession):
 
 
 # -- helpers ---------------------------------------------------------------------
+
+_LIVE: weakref.WeakSet[_MintingSession] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for auth in list(_LIVE):
+        auth._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def default_audience(login_url: str) -> str:
