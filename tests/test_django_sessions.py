@@ -758,3 +758,72 @@ def test_another_process_reads_the_session(tmp_path: Path) -> None:
         assert json.loads(result.stdout) == {"who": "parent"}
         assert SessionStore(key)["who"] == "child"
         SessionStore(key).delete()
+
+
+def test_user_key_setting(storage: AuthStorage) -> None:
+    with override_settings(AUTHKIT_SESSION_USER_KEY="user"):
+        s = SessionStore()
+        s["user"] = "carol"
+        s.save()
+    record = storage.get_session(s.session_key)
+    assert record is not None and record.user_id == "carol"
+    s.delete()
+
+
+# -- the shared Salesforce client ----------------------------------------------------
+
+
+def test_salesforce_client_shared_by_threads_and_views(storage: AuthStorage, tmp_path: Path) -> None:
+    from authkit.salesforce import SalesforceClient
+    from authkit.testing import FakeSalesforce
+
+    with FakeSalesforce() as org:
+        assert org.rest is not None
+        org.rest.insert("Account", {"Name": "Initech"})
+        jwt_app = org.register_jwt_app(run_as=org.default_user.username)
+        key_file = tmp_path / "sf.key"
+        key_file.write_text(jwt_app.private_key_pem or "")
+        config = {
+            "flow": "jwt",
+            "client_id": jwt_app.client_id,
+            "username": org.default_user.username,
+            "private_key_file": str(key_file),
+            "login_url": org.login_url,
+        }
+        with override_settings(AUTHKIT_SALESFORCE=config):
+            clients: list[SalesforceClient] = []
+            names: list[list[str]] = []
+            mutex = threading.Lock()
+
+            def view_like() -> None:
+                client = authkit_django.salesforce_client()
+                records = [r["Name"] for r in client.query("SELECT Id, Name FROM Account")]
+                with mutex:
+                    clients.append(client)
+                    names.append(records)
+
+            threads = [threading.Thread(target=view_like) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(clients) == 8 and all(c is clients[0] for c in clients)
+            assert names == [["Initech"]] * 8
+            assert org.token_requests == 1
+            # Another process's client (simulated by a reset) finds the token in the storage.
+            authkit_django.reset()
+            assert authkit_django.salesforce_client() is not clients[0]
+            list(authkit_django.salesforce_client().query("SELECT Id FROM Account"))
+            assert org.token_requests == 1
+
+
+def test_salesforce_client_settings_errors(storage: AuthStorage) -> None:
+    with override_settings(AUTHKIT_SALESFORCE=None):
+        with pytest.raises(ConfigurationError, match="AUTHKIT_SALESFORCE"):
+            authkit_django.salesforce_client()
+    secret = "s3cr3t-value-never-shown"
+    with override_settings(AUTHKIT_SALESFORCE={"flow": "password", "client_id": "c", "client_secret": secret,
+                                               "usernme": "typo"}):
+        with pytest.raises(ConfigurationError, match=r"password flow.*usernme") as info:
+            authkit_django.salesforce_client()
+        assert secret not in str(info.value)

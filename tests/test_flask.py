@@ -583,3 +583,110 @@ def test_storage_url_app_shares_one_storage_across_threads(tmp_path: Path) -> No
         httpd.server_close()
     assert len(seen) == 6 and all(s is seen[0] for s in seen)
     ext.close(app)
+
+
+# -- the shared Salesforce client -------------------------------------------------------
+
+
+def salesforce_app(storage: AuthStorage, org: Any, key_file: Path, **config: Any) -> tuple[Flask, AuthKit]:
+    jwt_app = org.register_jwt_app(run_as=org.default_user.username)
+    key_file.write_text(jwt_app.private_key_pem)
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True,
+        AUTHKIT_SALESFORCE_FLOW="jwt",
+        AUTHKIT_SALESFORCE_CLIENT_ID=jwt_app.client_id,
+        AUTHKIT_SALESFORCE_USERNAME=org.default_user.username,
+        AUTHKIT_SALESFORCE_PRIVATE_KEY_FILE=str(key_file),
+        AUTHKIT_SALESFORCE_LOGIN_URL=org.login_url,
+        AUTHKIT_SALESFORCE_API_VERSION="61.0",
+        **config,
+    )
+    ext = AuthKit(app, storage=storage)
+
+    @app.get("/accounts")
+    def accounts() -> Any:
+        return jsonify([r["Name"] for r in ext.salesforce.query("SELECT Id, Name FROM Account ORDER BY Name")])
+
+    return app, ext
+
+
+def test_salesforce_client_is_shared_by_threads_and_mints_once(storage: AuthStorage, tmp_path: Path) -> None:
+    from authkit.salesforce import SalesforceClient
+    from authkit.testing import FakeSalesforce
+
+    with FakeSalesforce() as org:
+        assert org.rest is not None
+        org.rest.insert("Account", {"Name": "Acme"})
+        app, ext = salesforce_app(storage, org, tmp_path / "sf.key")
+        httpd = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        results: list[Any] = []
+        try:
+            url = f"http://127.0.0.1:{httpd.server_port}/accounts"
+            workers = [threading.Thread(target=lambda: results.append(requests.get(url, timeout=30).json()))
+                       for _ in range(8)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+        finally:
+            httpd.shutdown()
+            thread.join(timeout=10)
+            httpd.server_close()
+        assert results == [["Acme"]] * 8
+        assert org.token_requests == 1  # one login for every thread
+        client = ext.get_salesforce(app)
+        assert isinstance(client, SalesforceClient)
+        assert client is ext.get_salesforce(app)
+        # The token is in the app's storage: a second app (another worker) on it does not log in again.
+        app2 = Flask(__name__)
+        app2.config.update({k: v for k, v in app.config.items() if k.startswith("AUTHKIT_SALESFORCE_")})
+        ext2 = AuthKit(app2, storage=storage)
+        with app2.app_context():
+            assert [r["Name"] for r in ext2.salesforce.query("SELECT Id, Name FROM Account")] == ["Acme"]
+        assert org.token_requests == 1
+        ext.close(app)
+        ext2.close(app2)
+
+
+def test_salesforce_from_a_ready_auth_session(tmp_path: Path) -> None:
+    from authkit.testing import FakeSalesforce
+
+    with FakeSalesforce() as org:
+        app = Flask(__name__)
+        app.config.update(AUTHKIT_STORAGE_URL="memory://", AUTHKIT_SALESFORCE_AUTH=org.password_auth)
+        ext = AuthKit(app)
+        with app.app_context():
+            assert ext.salesforce.get("limits") is not None
+        assert org.token_requests == 1
+        ext.close(app)
+
+
+def test_salesforce_bad_settings_are_configuration_errors() -> None:
+    app = Flask(__name__)
+    app.config.update(AUTHKIT_STORAGE_URL="memory://", AUTHKIT_SALESFORCE_FLOW="oauth-magic")
+    ext = AuthKit(app)
+    with app.app_context(), pytest.raises(ConfigurationError, match="unknown Salesforce flow"):
+        ext.salesforce  # noqa: B018
+
+
+def test_salesforce_client_given_to_the_extension_is_used_and_not_closed() -> None:
+    from authkit.salesforce import SalesforceClient, StaticTokenAuth
+
+    closed: list[int] = []
+
+    class Tracking(SalesforceClient):
+        def close(self) -> None:
+            closed.append(1)
+            super().close()
+
+    given = Tracking(StaticTokenAuth("not-a-real-token", "https://example.my.salesforce.com"))
+    app = Flask(__name__)
+    app.config["AUTHKIT_STORAGE_URL"] = "memory://"
+    ext = AuthKit(app, salesforce=given)
+    assert ext.get_salesforce(app) is given
+    ext.close(app)
+    assert closed == []
+    given.close()

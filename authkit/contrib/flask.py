@@ -289,7 +289,11 @@ def _valid_sid(sid: str) -> bool:
 
 
 class _AppState:
-    """What :class:`AuthKit` keeps per app: the storage and the lazy Salesforce client."""
+    """What :class:`AuthKit` keeps per app: the storage and the lazy Salesforce client.
+
+    It holds no reference to the app, so ``weakref.finalize(app, state.close)``
+    can close them when the app goes away.
+    """
 
     def __init__(self, storage: AuthStorage, owns_storage: bool, salesforce: Mapping[str, Any] | None,
                  client: SalesforceClient | None) -> None:
@@ -297,7 +301,17 @@ class _AppState:
         self.owns_storage = owns_storage
         self.salesforce_config = salesforce
         self.client = client
+        self.owns_client = False
         self.mutex = threading.Lock()
+
+    def close(self) -> None:
+        with self.mutex:
+            client, self.client = (self.client, None) if self.owns_client else (None, self.client)
+            self.owns_client = False
+        if client is not None:
+            client.close()
+        if self.owns_storage:
+            self.storage.close()
 
 
 class AuthKit:
@@ -363,10 +377,11 @@ class AuthKit:
             if not isinstance(options, Mapping):
                 raise ConfigurationError("AUTHKIT_STORAGE_OPTIONS must be a dict of open_storage options")
             storage = open_storage(config["AUTHKIT_STORAGE_URL"], **dict(options))
-            # The storage is a pool shared by every request; close it when the
-            # app goes away (finalize also runs at interpreter exit).
-            weakref.finalize(app, storage.close)
-        app.extensions[_EXTENSION_KEY] = _AppState(storage, owns, salesforce, self._client)
+        state = _AppState(storage, owns, salesforce, self._client)
+        app.extensions[_EXTENSION_KEY] = state
+        # The storage and the client are pools shared by every request: close
+        # them when the app goes away (finalize also runs at interpreter exit).
+        weakref.finalize(app, state.close)
         if config["AUTHKIT_SESSIONS"]:
             app.session_interface = AuthKitSessionInterface(
                 storage, non_permanent_lifetime=lifetime, user_id_key=config["AUTHKIT_SESSION_USER_KEY"]
@@ -409,6 +424,7 @@ class AuthKit:
                         "(or AUTHKIT_SALESFORCE_AUTH), or pass AuthKit(salesforce=...)"
                     )
                 state.client = build_salesforce_client(state.salesforce_config, state.storage)
+                state.owns_client = True
             return state.client
 
     @property
@@ -417,10 +433,10 @@ class AuthKit:
         return self.get_salesforce()
 
     def close(self, app: Flask | None = None) -> None:
-        """Close the app's storage now, if AuthKit opened it (tests, app factories)."""
-        state = self._state(app)
-        if state.owns_storage:
-            state.storage.close()
+        """Close now what AuthKit opened for the app: the storage from the URL and the
+        Salesforce client it built (tests, app factories).  Otherwise this happens
+        when the app is garbage-collected or the process exits."""
+        self._state(app).close()
 
 
 def _salesforce_settings(config: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -24,9 +24,9 @@ In a view::
 
 The storage and the client are built on first use, once per process, and
 shared by every thread; the client's token is shared through the storage by
-every process (gunicorn workers, Celery, cron) too.  Changing an ``AUTHKIT_*``
-setting (``override_settings`` in tests) closes them, and the next use builds
-them again from the new settings.
+every process (gunicorn workers, Celery, cron) too.  Changing an
+``AUTHKIT_STORAGE*`` or ``AUTHKIT_SALESFORCE`` setting (``override_settings``
+in tests) closes them, and the next use builds them again from the new settings.
 """
 
 from __future__ import annotations
@@ -124,18 +124,20 @@ def salesforce_client() -> SalesforceClient:
 
 
 def reset() -> None:
-    """Close the storage (if it was opened from a URL) and forget the client;
-    the next use builds them from the settings again."""
+    """Close the client and the storage (if it was opened from a URL); the next
+    use builds them from the settings again.  Runs at interpreter exit."""
     global _storage, _client, _owned
     with _mutex:
-        storage, owned = _storage, _owned
+        storage, owned, client = _storage, _owned, _client
         _storage, _client, _owned = None, None, False
+    if client is not None:
+        client.close()
     if storage is not None and owned:
         storage.close()
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith("AUTHKIT_"):
+    if setting.startswith(("AUTHKIT_STORAGE", "AUTHKIT_SALESFORCE")):
         reset()
 
 

@@ -11,7 +11,8 @@ expired key loads as an empty session with a fresh key and creates nothing;
 Session data is kept as JSON in ``SessionData.data``, encoded with
 ``SESSION_SERIALIZER`` (Django's default JSON serializer; a serializer that
 does not produce JSON is refused).  ``user_id`` is the logged-in user's id
-(``_auth_user_id``), else ``"anonymous"``, so
+(the session key ``_auth_user_id`` that ``django.contrib.auth.login()`` sets,
+or the key ``AUTHKIT_SESSION_USER_KEY`` names), else ``"anonymous"``, so
 ``get_storage().list_user_sessions(str(user.pk))`` lists a user's sessions.
 
 The storage contract has no insert-if-absent or update-if-present, so
@@ -153,7 +154,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         data = self._to_json(session_dict)
         now = self._now()
         expires_at = self._as_utc(self.get_expiry_date(modification=now))
-        user = session_dict.get(_AUTH_USER_ID)
+        user = session_dict.get(getattr(settings, "AUTHKIT_SESSION_USER_KEY", _AUTH_USER_ID))
         user_id = str(user) if user is not None and _valid_key(str(user)) else ANONYMOUS_USER_ID
         storage = self.storage
         with session_lock(storage, key):

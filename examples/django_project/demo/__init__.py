@@ -1,0 +1,1 @@
+"""A minimal Django project on authkit sessions and the shared Salesforce client."""

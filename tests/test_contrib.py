@@ -1,0 +1,118 @@
+"""What the Flask and Django integrations share: cleanup under the lock, Salesforce settings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from authkit.contrib import (
+    CLEANUP_LOCK,
+    build_salesforce_auth,
+    build_salesforce_client,
+    format_report,
+    run_cleanup,
+    session_lock,
+)
+from authkit.errors import ConfigurationError, StorageError
+from authkit.models import CleanupReport
+from authkit.salesforce import ClientCredentialsAuth, JwtAuth, PasswordAuth, RefreshTokenAuth, StaticTokenAuth
+from authkit.storage import MemoryStorage
+
+
+def test_run_cleanup_reports_and_skips_when_locked() -> None:
+    storage = MemoryStorage()
+    storage.store_kv("gone", b"x", ttl=0.000001)
+    report = run_cleanup(storage, batch_size=1)
+    assert report == CleanupReport(tokens=0, sessions=0, kv=1)
+    with storage.lock(CLEANUP_LOCK):
+        assert run_cleanup(storage) is None
+        assert run_cleanup(storage, wait=0.05) is None
+    with pytest.raises(ValueError):
+        run_cleanup(storage, wait=-1)
+    with pytest.raises(TypeError):
+        run_cleanup(storage, wait="1")  # type: ignore[arg-type]
+
+
+def test_run_cleanup_does_not_mistake_a_failure_for_a_held_lock() -> None:
+    class Slow(MemoryStorage):
+        def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+            raise TimeoutError("the work timed out")
+
+    with pytest.raises(TimeoutError, match="work"):
+        run_cleanup(Slow())
+
+
+def test_format_report() -> None:
+    assert format_report(CleanupReport(1, 2, 3)) == (
+        "authkit cleanup: removed 6 expired records (1 tokens, 2 sessions, 3 kv)"
+    )
+    assert format_report(None) == "authkit cleanup: skipped, another cleanup holds the lock"
+    assert format_report(CleanupReport(1, 2, 3), as_json=True) == (
+        '{"status": "ok", "tokens": 1, "sessions": 2, "kv": 3, "total": 6}'
+    )
+    assert '"skipped"' in format_report(None, as_json=True)
+
+
+def test_session_lock_is_per_session_and_times_out_as_storage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import authkit.contrib as contrib
+
+    storage = MemoryStorage()
+    monkeypatch.setattr(contrib, "_SESSION_LOCK_TIMEOUT", 0.05)
+    with session_lock(storage, "a" * 255):
+        with session_lock(storage, "b"):  # another session: no waiting
+            pass
+        with pytest.raises(StorageError, match="session"):
+            with session_lock(storage, "a" * 255):
+                pass
+
+
+def test_flows_from_settings(tmp_path: Path) -> None:
+    from authkit.testing.fake_salesforce import generate_rsa_key_pair
+
+    private_pem, _ = generate_rsa_key_pair()
+    key_file = tmp_path / "server.key"
+    key_file.write_text(private_pem)
+    store = MemoryStorage()
+    jwt = build_salesforce_auth({"flow": "jwt", "client_id": "cid", "username": "u@example.com",
+                                 "private_key_file": str(key_file), "login_url": "https://test.salesforce.com",
+                                 "token_timeout": 3, "api_version": "60.0"}, store)
+    assert isinstance(jwt, JwtAuth) and jwt.audience == "https://test.salesforce.com"
+    assert isinstance(build_salesforce_auth({"flow": "refresh-token", "client_id": "c", "refresh_token": "r"},
+                                            store), RefreshTokenAuth)
+    assert isinstance(build_salesforce_auth({"flow": "client_credentials", "client_id": "c", "client_secret": "s",
+                                             "domain_url": "https://acme.my.salesforce.com"}, store),
+                      ClientCredentialsAuth)
+    assert isinstance(build_salesforce_auth({"flow": "PASSWORD", "client_id": "c", "client_secret": "s",
+                                             "username": "u", "password": "p"}, None), PasswordAuth)
+    static = build_salesforce_auth({"flow": "static", "access_token": "t", "instance_url": "https://x.example"},
+                                   store)
+    assert isinstance(static, StaticTokenAuth)
+    ready = StaticTokenAuth("t", "https://x.example")
+    assert build_salesforce_auth({"auth": ready}, store) is ready
+    assert build_salesforce_auth({"auth": lambda: ready, "api_version": "60.0"}, store) is ready
+    client = build_salesforce_client({"auth": ready, "api_version": "60.0", "timeout": [3, 9]}, store)
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({}, "no Salesforce settings"),
+        ({"flow": "saml"}, "unknown Salesforce flow"),
+        ({"auth": "not a session"}, "AuthSession"),
+        ({"auth": StaticTokenAuth("t", "https://x.example"), "flow": "jwt"}, "also flow"),
+        ({"flow": "jwt", "client_id": "c", "username": "u", "private_key": "k", "private_key_file": "f"}, "not both"),
+        ({"flow": "static", "access_token": "t", "instance_url": "https://x.example", "colour": 1}, "static flow"),
+    ],
+)
+def test_bad_settings_are_configuration_errors(config: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        build_salesforce_auth(config, None)
+
+
+def test_unreadable_key_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="private key file"):
+        build_salesforce_auth({"flow": "jwt", "client_id": "c", "username": "u",
+                               "private_key_file": str(tmp_path / "missing.key")}, None)
