@@ -594,6 +594,26 @@ def test_many_sessions_sharing_a_store_mint_once(org: FakeSalesforce, app: Conne
     assert org.token_requests == 2 and len(set(second)) == 1
 
 
+def test_an_encrypted_token_store_keeps_tokens_out_of_the_inner_store(org: FakeSalesforce) -> None:
+    from authkit.storage.encrypted import EncryptedStorage, generate_key
+
+    rotating = org.register_app(rotate_refresh_tokens=True)
+    inner = MemoryStorage()
+    store = EncryptedStorage(inner, [generate_key()])
+    rt = org.issue_refresh_token(rotating.client_id)
+    a = RefreshTokenAuth(rotating.client_id, rt, login_url=org.login_url, token_store=store)
+    b = RefreshTokenAuth(rotating.client_id, rt, login_url=org.login_url, token_store=store)
+    token = a.access_token()
+    assert b.access_token() == token and org.token_requests == 1
+    a.invalidate(token)
+    b.invalidate(token)
+    assert a.access_token() == b.access_token() != token and org.token_requests == 2
+    raw = inner.get_token(a.token_id or "")
+    stored = store.get_token(a.token_id or "")
+    assert raw is not None and stored is not None and stored.refresh_token
+    assert stored.access_token not in repr(vars(raw)) and stored.refresh_token not in repr(vars(raw))
+
+
 def _round_robin(sessions: list[AuthSession]) -> Callable[[], str]:
     counter = iter(range(10**6))
     lock = threading.Lock()
