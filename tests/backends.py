@@ -24,22 +24,6 @@ def memory(tmp_path: Path, clock: FakeClock) -> Iterator[AuthStorage]:
         yield storage
 
 
-@contextmanager
-def encrypted_memory(tmp_path: Path, clock: FakeClock) -> Iterator[AuthStorage]:
-    from authkit.storage.encrypted import EncryptedStorage, generate_key
-
-    with memory(tmp_path, clock) as inner:
-        yield EncryptedStorage(inner, [generate_key()])
-
-
-@contextmanager
-def cached_memory(tmp_path: Path, clock: FakeClock) -> Iterator[AuthStorage]:
-    from authkit.storage.cached import CachedStorage
-
-    with memory(tmp_path, clock) as inner:
-        yield CachedStorage(inner)
-
-
 def _sql(url: str, tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
     """A SqlStorage on its own table prefix, its tables dropped afterwards."""
     from authkit.storage.sql import SqlStorage
@@ -72,12 +56,38 @@ def mysql(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorag
     return _sql(require(MYSQL_URL, "MariaDB/MySQL"), tmp_path, clock)
 
 
+@contextmanager
+def _encrypted(inner: AbstractContextManager[AuthStorage]) -> Iterator[AuthStorage]:
+    """EncryptedStorage around another factory's storage; that factory cleans up."""
+    from authkit.storage.encrypted import EncryptedStorage, generate_key
+
+    with inner as storage:
+        yield EncryptedStorage(storage, [generate_key()])
+
+
+def encrypted_memory(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+    return _encrypted(memory(tmp_path, clock))
+
+
+def encrypted_sqlite(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+    return _encrypted(sqlite_file(tmp_path, clock))
+
+
+@contextmanager
+def cached_sqlite(tmp_path: Path, clock: FakeClock) -> Iterator[AuthStorage]:
+    from authkit.storage.cached import CachedStorage
+
+    with sqlite_file(tmp_path, clock) as inner:
+        yield CachedStorage(inner)
+
+
 BACKENDS: dict[str, Factory] = {
-    "cached-memory": cached_memory,
     "memory": memory,
     "sqlite-file": sqlite_file,
     "sqlite-memory": sqlite_memory,
     "postgresql": postgresql,
     "mysql": mysql,
     "encrypted-memory": encrypted_memory,
+    "encrypted-sqlite": encrypted_sqlite,
+    "cached-sqlite": cached_sqlite,
 }

@@ -23,7 +23,7 @@ one with a flipped byte, fails with :class:`~authkit.errors.EncryptionError`.
 Access tokens are looked up through a *blind index*: the inner store's
 ``access_token`` column holds ``HMAC-SHA256(index_key, access_token)`` with an
 index key derived (HKDF) from the encryption key, and the ciphertext lives in
-the inner token's ``metadata`` under :data:`ENVELOPE_FIELD`.
+the inner token's ``metadata`` under :data:`ENVELOPE_FIELD` (standard base64).
 
 Key rotation: put the new key first.  The first key encrypts (and indexes)
 every write; every key decrypts, and a lookup tries each key's blind index,
@@ -35,14 +35,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
-import hashlib
 import hmac
 import json
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -58,7 +55,7 @@ from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
 __all__ = ["EncryptedStorage", "generate_key", "ENVELOPE_FIELD"]
 
 ENVELOPE_FIELD = "authkit:enc"
-"""The inner record's ``metadata``/``data`` key that holds the ciphertext (base64url)."""
+"""The inner record's ``metadata``/``data`` key that holds the ciphertext (standard base64)."""
 
 _VERSION = 1
 _KEY_ID_SIZE = 4
@@ -68,6 +65,9 @@ _MIN_ENVELOPE = _HEADER_SIZE + _NONCE_SIZE + 16  # + the GCM tag
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _KV_NO_EXPIRY = b"\x00"
 _KV_EXPIRY = b"\x01"
+# One encoder for every call: json.dumps() with options builds a new one each time.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_JSON_DECODE = json.JSONDecoder().decode
 
 
 def generate_key() -> str:
@@ -122,14 +122,7 @@ class _Key:
         return f"<key id {self.key_id.hex()}>"
 
     def index(self, access_token: str) -> str:
-        digest = hmac.new(self.index_key, access_token.encode("utf-8"), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-@dataclass(frozen=True)
-class _Opened:
-    plaintext: bytes
-    key_id: bytes
+        return hmac.digest(self.index_key, access_token.encode("utf-8"), "sha256").hex()
 
 
 def _identity(kind: str, record_id: str, user_id: str = "") -> bytes:
@@ -187,7 +180,8 @@ class EncryptedStorage(AuthStorage):
         nonce = os.urandom(_NONCE_SIZE)
         return header + nonce + key.aead.encrypt(nonce, plaintext, header + identity)
 
-    def _open(self, envelope: bytes, identity: bytes, what: str) -> _Opened:
+    def _open(self, envelope: bytes, identity: bytes, what: str) -> tuple[bytes, bytes]:
+        """The plaintext and the id of the key that decrypted it."""
         if len(envelope) < _MIN_ENVELOPE:
             raise EncryptionError(f"a stored {what} is not an authkit ciphertext (too short)")
         if envelope[0] != _VERSION:
@@ -206,7 +200,7 @@ class EncryptedStorage(AuthStorage):
                 f"cannot decrypt a stored {what}: it was tampered with, moved from another record, "
                 "or encrypted with a different key that has the same id"
             ) from None
-        return _Opened(plaintext, key_id)
+        return plaintext, key_id
 
     def _open_field(self, holder: dict[str, Any], identity: bytes, what: str) -> tuple[dict[str, Any], bytes]:
         """Decrypt the JSON object kept in ``holder[ENVELOPE_FIELD]``."""
@@ -214,37 +208,34 @@ class EncryptedStorage(AuthStorage):
         if not isinstance(text, str) or len(holder) != 1:
             raise EncryptionError(f"a stored {what} is not encrypted (was it stored without EncryptedStorage?)")
         try:
-            envelope = base64.urlsafe_b64decode(text.encode("ascii"))
-        except (binascii.Error, UnicodeEncodeError, ValueError):
+            envelope = binascii.a2b_base64(text)
+        except (binascii.Error, ValueError):
             raise EncryptionError(f"a stored {what} has a malformed ciphertext") from None
-        opened = self._open(envelope, identity, what)
+        plaintext, key_id = self._open(envelope, identity, what)
         try:
-            fields = json.loads(opened.plaintext)
-        except ValueError:
+            fields = _JSON_DECODE(plaintext.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError is one too
             raise EncryptionError(f"a stored {what} decrypted to malformed data") from None
         if not isinstance(fields, dict):
             raise EncryptionError(f"a stored {what} decrypted to malformed data")
-        return fields, opened.key_id
+        return fields, key_id
 
     def _seal_field(self, fields: dict[str, Any], identity: bytes) -> dict[str, Any]:
-        plaintext = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return {ENVELOPE_FIELD: base64.urlsafe_b64encode(self._seal(plaintext, identity)).decode("ascii")}
+        plaintext = _JSON.encode(fields).encode("utf-8")
+        return {ENVELOPE_FIELD: binascii.b2a_base64(self._seal(plaintext, identity), newline=False).decode("ascii")}
 
     # -- tokens -----------------------------------------------------------
 
     def _seal_token(self, token: AuthToken) -> AuthToken:
         # A new object (the scopes list copied, not shared): a hook must not
         # change the records it is given, a wrapper above may still hold them.
-        return dataclasses.replace(
-            token,
-            access_token=self._keys[0].index(token.access_token),
-            refresh_token=None,
-            scopes=list(token.scopes),
-            metadata=self._seal_field(
-                {"a": token.access_token, "r": token.refresh_token, "m": token.metadata},
-                _identity("token", token.token_id, token.user_id),
-            ),
+        metadata = self._seal_field(
+            {"a": token.access_token, "r": token.refresh_token, "m": token.metadata},
+            _identity("token", token.token_id, token.user_id),
         )
+        return AuthToken(token.token_id, token.user_id, self._keys[0].index(token.access_token), None,
+                         token.token_type, list(token.scopes), token.issued_at, token.expires_at, token.client_id,
+                         metadata)
 
     def _open_token_with_key(self, sealed: AuthToken) -> tuple[AuthToken, bytes]:
         fields, key_id = self._open_field(sealed.metadata, _identity("token", sealed.token_id, sealed.user_id), "token")
@@ -276,7 +267,8 @@ class EncryptedStorage(AuthStorage):
             if sealed is None:
                 continue
             token = self._open_token(sealed)
-            if not hmac.compare_digest(token.access_token.encode("utf-8"), access_token.encode("utf-8")):
+            # (A plain comparison: the HMAC index already matched, this only catches a moved index.)
+            if token.access_token != access_token:
                 # The index was copied from another record: the ciphertext holds a different token.
                 raise EncryptionError("a stored token's access-token index does not match its ciphertext")
             return token
@@ -294,15 +286,12 @@ class EncryptedStorage(AuthStorage):
     # -- sessions ---------------------------------------------------------
 
     def _seal_session(self, session: SessionData) -> SessionData:
-        return dataclasses.replace(
-            session,
-            ip_address=None,
-            user_agent=None,
-            data=self._seal_field(
-                {"d": session.data, "i": session.ip_address, "u": session.user_agent},
-                _identity("session", session.session_id, session.user_id),
-            ),
+        data = self._seal_field(
+            {"d": session.data, "i": session.ip_address, "u": session.user_agent},
+            _identity("session", session.session_id, session.user_id),
         )
+        return SessionData(session.session_id, session.user_id, session.created_at, session.expires_at,
+                           session.last_activity, None, None, data)
 
     def _open_session_with_key(self, sealed: SessionData) -> tuple[SessionData, bytes]:
         fields, key_id = self._open_field(
@@ -347,13 +336,12 @@ class EncryptedStorage(AuthStorage):
         return self._seal(header + value, _identity("kv", key))
 
     def _open_kv(self, key: str, envelope: bytes) -> tuple[bytes, datetime | None, bytes]:
-        opened = self._open(envelope, _identity("kv", key), "kv value")
-        plaintext = opened.plaintext
+        plaintext, key_id = self._open(envelope, _identity("kv", key), "kv value")
         if plaintext[:1] == _KV_NO_EXPIRY:
-            return plaintext[1:], None, opened.key_id
+            return plaintext[1:], None, key_id
         if plaintext[:1] == _KV_EXPIRY and len(plaintext) >= 9:
             (micros,) = struct.unpack(">q", plaintext[1:9])
-            return plaintext[9:], _EPOCH + timedelta(microseconds=micros), opened.key_id
+            return plaintext[9:], _EPOCH + timedelta(microseconds=micros), key_id
         raise EncryptionError("a stored kv value decrypted to malformed data")
 
     def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None:
