@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -471,7 +472,9 @@ _HINTS = {
 
 def _auth_failure(exc: AuthenticationError, flow: str) -> str:
     """One line: Salesforce's own error and, for the usual suspects, what to check."""
-    code = exc.error or "error"
+    if exc.error is None:  # no OAuth error body: the endpoint was unreachable or answered garbage
+        return f"authentication failed: {exc}"
+    code = exc.error
     description = exc.error_description or str(exc)
     hint = _HINTS.get(code)
     lowered = description.lower()
@@ -597,9 +600,22 @@ def _die(err: IO[str], scrub: _Scrubber, message: str, status: int) -> int:
     return status
 
 
+def _configure_logging(debug: bool) -> None:
+    """``--debug``: authkit's log on stderr.  Otherwise none of it: a failure is one line.
+
+    (Without a handler, Python would print authkit's warnings, such as a retried
+    token request, through its last-resort handler.)
+    """
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        logging.getLogger("authkit").addHandler(logging.NullHandler())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return its exit status (the console script exits with it)."""
     args = _parser().parse_args(argv)
+    _configure_logging(bool(getattr(args, "debug", False)))
     out, err = sys.stdout, sys.stderr
     scrub = _Scrubber()
     handler: Callable[[argparse.Namespace, IO[str], IO[str], _Scrubber], int] = args.handler

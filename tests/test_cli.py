@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from authkit import AuthToken, SessionData, open_storage
+from authkit.testing import FakeSalesforce
 from tests.services import POSTGRES_URL, require, unique_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,3 +298,145 @@ def test_bad_option_values_are_usage_errors(tmp_path: Path) -> None:
         result = authkit(*args, cwd=tmp_path)
         assert result.returncode == 2, args
         assert "Traceback" not in result.stderr
+
+
+# -- reencrypt --------------------------------------------------------------------------
+
+
+def test_reencrypt_moves_every_record_to_the_newest_key(tmp_path: Path, sqlite_url: str) -> None:
+    from authkit.storage import generate_key
+
+    old, new = generate_key(), generate_key()
+    seeded(sqlite_url, live=4, expired=1, encryption_keys=[old])
+    refused = authkit("reencrypt", "--storage", sqlite_url, cwd=tmp_path)
+    assert refused.returncode == 2 and "AUTHKIT_ENCRYPTION_KEYS" in one_error_line(refused)
+
+    result = authkit("reencrypt", "--json", "--batch-size", "2", "--storage", sqlite_url, cwd=tmp_path,
+                     env=_env(AUTHKIT_ENCRYPTION_KEYS=f"{new},{old}"))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    # 5 tokens (expired included), 4 live sessions, 4 live kv entries
+    assert (data["status"], data["records"]) == ("ok", 13)
+    assert old not in result.stdout + result.stderr and new not in result.stdout + result.stderr
+    with open_storage(sqlite_url, encryption_keys=[new]) as storage:  # the old key is no longer needed
+        assert storage.get_token("t4") is not None and storage.get_kv("live0") == b"v"
+    again = authkit("reencrypt", "--storage", sqlite_url, cwd=tmp_path, env=_env(AUTHKIT_ENCRYPTION_KEYS=new))
+    assert again.stdout.startswith("reencrypt: 0 records moved to the newest key"), again.stdout
+
+
+def test_wrong_or_malformed_key_is_one_line(tmp_path: Path, sqlite_url: str) -> None:
+    from authkit.storage import generate_key
+
+    right, wrong = generate_key(), generate_key()
+    seeded(sqlite_url, live=1, expired=0, encryption_keys=[right])
+    result = authkit("reencrypt", "--storage", sqlite_url, cwd=tmp_path, env=_env(AUTHKIT_ENCRYPTION_KEYS=wrong))
+    assert result.returncode == 1
+    assert "EncryptionError" in one_error_line(result)
+    assert wrong not in result.stderr and right not in result.stderr
+    bad = authkit("stats", "--storage", sqlite_url, cwd=tmp_path, env=_env(AUTHKIT_ENCRYPTION_KEYS="not-a-key"))
+    assert bad.returncode == 2
+    one_error_line(bad)
+
+
+def test_reencrypt_on_a_plain_storage_is_refused(tmp_path: Path) -> None:
+    from authkit.storage import generate_key
+
+    result = authkit("reencrypt", "--storage", "memory://", cwd=tmp_path,
+                     env=_env(AUTHKIT_ENCRYPTION_KEYS=generate_key()))
+    # memory:// with keys is encrypted too: it runs and finds nothing to move
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("reencrypt: 0 records")
+
+
+# -- salesforce check ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def org() -> Iterator[FakeSalesforce]:
+    with FakeSalesforce() as fake:
+        yield fake
+
+
+def _jwt_env(org: FakeSalesforce, tmp_path: Path) -> tuple[dict[str, str], str]:
+    app = org.register_jwt_app(org.default_user.username)
+    assert app.private_key_pem is not None
+    key = tmp_path / "server.key"
+    key.write_text(app.private_key_pem)
+    env = _env(SF_CLIENT_ID=app.client_id, SF_USERNAME=org.default_user.username,
+               SF_PRIVATE_KEY_FILE=str(key), SF_LOGIN_URL=org.login_url)
+    return env, app.private_key_pem
+
+
+def test_salesforce_check_with_jwt_from_the_environment(tmp_path: Path, org: FakeSalesforce) -> None:
+    env, private_key = _jwt_env(org, tmp_path)
+    result = authkit("salesforce", "check", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"ok: authenticated with the JWT bearer flow in \d+\.\d\d s", lines[0])
+    user = org.default_user
+    assert lines[1:] == [f"org:      {org.org_id}", f"user:     {user.username} ({user.user_id}) {user.name}",
+                         f"instance: {org.instance_url}"]
+    assert org.token_requests == 1
+    assert private_key.splitlines()[1] not in result.stdout + result.stderr
+    assert not (tmp_path / "authkit.db").exists()  # no storage touched without --token-store
+
+
+def test_salesforce_check_json_and_every_flow(tmp_path: Path, org: FakeSalesforce) -> None:
+    user = org.default_user
+    app = org.register_app(run_as=user.username)
+    flows = {
+        "refresh-token": _env(SF_CLIENT_ID=app.client_id, SF_CLIENT_SECRET=app.client_secret,
+                              SF_REFRESH_TOKEN=org.issue_refresh_token(app.client_id), SF_LOGIN_URL=org.login_url),
+        "password": _env(SF_CLIENT_ID=app.client_id, SF_CLIENT_SECRET=app.client_secret, SF_USERNAME=user.username,
+                         SF_PASSWORD=user.password, SF_SECURITY_TOKEN=user.security_token,
+                         SF_LOGIN_URL=org.login_url),
+        "client-credentials": _env(SF_CLIENT_ID=app.client_id, SF_CLIENT_SECRET=app.client_secret,
+                                   SF_DOMAIN_URL=org.login_url),
+    }
+    for flow, env in flows.items():
+        result = authkit("salesforce", "check", "--json", cwd=tmp_path, env=env)
+        assert result.returncode == 0, (flow, result.stderr)
+        data = json.loads(result.stdout)
+        assert (data["flow"], data["organization_id"], data["username"]) == (flow, org.org_id, user.username)
+        assert data["instance_url"] == org.instance_url
+        secrets = [app.client_secret, user.password, env.get("SF_REFRESH_TOKEN")]
+        assert not [s for s in secrets if s and s in result.stdout + result.stderr]
+
+
+def test_salesforce_check_shares_the_token_through_the_store(tmp_path: Path, org: FakeSalesforce,
+                                                            sqlite_url: str) -> None:
+    env, _ = _jwt_env(org, tmp_path)
+    env["AUTHKIT_STORAGE_URL"] = sqlite_url
+    for _ in range(2):
+        result = authkit("salesforce", "check", "--token-store", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"token store: {sqlite_url}" in result.stdout
+    assert org.token_requests == 1  # the second run reused the stored token
+    org.expire_sessions()  # the stored token is now dead: the check logs in again instead of failing
+    result = authkit("salesforce", "check", "--token-store", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert org.token_requests == 2
+
+
+def test_salesforce_check_failures_are_one_line(tmp_path: Path, org: FakeSalesforce) -> None:
+    env, _ = _jwt_env(org, tmp_path)
+    refused = authkit("salesforce", "check", cwd=tmp_path, env={**env, "SF_USERNAME": "nobody@example.com"})
+    assert refused.returncode == 1
+    assert "authentication failed: invalid_grant" in one_error_line(refused)
+
+    missing = authkit("salesforce", "check", cwd=tmp_path, env=_env())
+    assert missing.returncode == 2
+    assert "no Salesforce credentials" in one_error_line(missing)
+
+    no_user = authkit("salesforce", "check", "--flow", "jwt", cwd=tmp_path,
+                      env={k: v for k, v in env.items() if k != "SF_USERNAME"})
+    assert no_user.returncode == 2
+    assert "SF_USERNAME" in one_error_line(no_user)
+
+    down = authkit("salesforce", "check", cwd=tmp_path, env={**env, "SF_LOGIN_URL": "http://127.0.0.1:1"})
+    assert down.returncode == 1
+    one_error_line(down)
+
+    insecure = authkit("salesforce", "check", cwd=tmp_path, env={**env, "SF_LOGIN_URL": "http://example.com"})
+    assert insecure.returncode == 2
+    assert "https" in one_error_line(insecure)
