@@ -35,7 +35,7 @@ from authkit.salesforce.token_store import shared_token_id
 from authkit.storage import AuthStorage, MemoryStorage, open_storage
 from authkit.testing import ConnectedApp, FakeSalesforce
 from tests.clock import FakeClock
-from tests.services import POSTGRES_URL, REDIS_URL, require, unique_prefix
+from tests.services import MYSQL_URL, POSTGRES_URL, REDIS_URL, require, unique_prefix
 
 FLOWS = ["jwt", "refresh_token", "client_credentials", "password"]
 
@@ -658,6 +658,9 @@ def _store(kind: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     elif kind == "postgresql":
         pytest.importorskip("authkit.storage.sql")
         url = require(POSTGRES_URL, "PostgreSQL")
+    elif kind == "mysql":
+        pytest.importorskip("authkit.storage.sql")
+        url = require(MYSQL_URL, "MariaDB/MySQL")
     else:
         pytest.importorskip("authkit.storage.redis")
         url = require(REDIS_URL, "Redis")
@@ -687,7 +690,7 @@ def _drop(storage: AuthStorage, url: str, prefix: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mysql", "redis"])
 def test_processes_sharing_a_store_mint_once(kind: str, tmp_path: Path) -> None:
     """4 processes x 8 threads: 1 token request in total, and 1 more after the sessions expire."""
     with _store(kind, tmp_path) as (url, prefix), FakeSalesforce(token_delay=0.3) as org:
