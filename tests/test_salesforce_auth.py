@@ -594,6 +594,34 @@ def test_many_sessions_sharing_a_store_mint_once(org: FakeSalesforce, app: Conne
     assert org.token_requests == 2 and len(set(second)) == 1
 
 
+def test_waiting_too_long_for_another_minter_is_an_authentication_error(
+    org: FakeSalesforce, app: ConnectedApp
+) -> None:
+    store = MemoryStorage()
+    auth = make("jwt", org, app, token_store=store, lock_timeout=0.2)
+    assert isinstance(auth, JwtAuth) and auth._shared is not None
+    held = threading.Event()
+    release = threading.Event()
+
+    def other_process_minting() -> None:
+        assert auth._shared is not None
+        with store.lock(auth._shared.lock_name):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=other_process_minting)
+    holder.start()
+    try:
+        held.wait(10)
+        error = refused(auth)
+        assert "timed out" in str(error) and isinstance(error.__cause__, TimeoutError)
+        assert org.token_requests == 0
+    finally:
+        release.set()
+        holder.join()
+    assert auth.access_token() and org.token_requests == 1
+
+
 def test_an_encrypted_token_store_keeps_tokens_out_of_the_inner_store(org: FakeSalesforce) -> None:
     from authkit.storage.encrypted import EncryptedStorage, generate_key
 
