@@ -123,6 +123,9 @@ def _dumps(value: Any) -> str:
     return text
 
 
+_loads = json.JSONDecoder().decode
+
+
 def _digest(access_token: str) -> bytes:
     return hashlib.sha256(access_token.encode("utf-8", "surrogatepass")).digest()
 
@@ -151,6 +154,22 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _DirectConnection:
+    """The pool-connection interface ``_cursor`` uses, on a bare DBAPI connection."""
+
+    def __init__(self, dbapi_connection: Any) -> None:
+        self.dbapi_connection = dbapi_connection
+
+    def cursor(self) -> Any:
+        return self.dbapi_connection.cursor()
+
+    def invalidate(self, exc: BaseException | None = None) -> None:
+        """An in-memory database cannot be reconnected: keep the connection."""
+
+    def close(self) -> None:
+        """Nothing to return: the pool keeps the connection until the engine is disposed."""
 
 
 class SqlStorage(AuthStorage):
@@ -217,6 +236,13 @@ class SqlStorage(AuthStorage):
             if self._owns_engine:
                 self._engine.dispose()
             raise
+        # In-memory SQLite is one connection that lives as long as the engine: use it
+        # directly (under _serial) instead of checking it out of the pool every time.
+        self._direct: _DirectConnection | None = None
+        if self._in_memory:
+            fairy = self._engine.raw_connection()
+            self._direct = _DirectConnection(fairy.dbapi_connection)
+            fairy.close()
         _LIVE.add(self)
 
     # -- engine -----------------------------------------------------------------
@@ -390,7 +416,7 @@ class SqlStorage(AuthStorage):
             raise StorageError("the storage is closed")
         with self._serial:
             try:
-                connection = self._engine.raw_connection()
+                connection = self._direct or self._engine.raw_connection()
             except Exception as exc:
                 raise self._error(exc, connecting=True) from exc
             cursor: Any = None
@@ -646,18 +672,22 @@ class SqlStorage(AuthStorage):
 
     @staticmethod
     def _token(row: Sequence[Any]) -> AuthToken:
-        return AuthToken(
+        # Built without __init__: the row was validated when stored and the datetimes
+        # are made aware UTC here, so re-checking them would only cost time per read.
+        token: AuthToken = object.__new__(AuthToken)
+        token.__dict__.update(
             token_id=_text(row[0]),
             user_id=_text(row[1]),
             access_token=row[2],
             refresh_token=row[3],
             token_type=row[4],
-            scopes=json.loads(row[5]),
+            scopes=_loads(row[5]),
             issued_at=_moment(row[6]),
             expires_at=_optional_moment(row[7]),
             client_id=row[8],
-            metadata=json.loads(row[9]),
+            metadata=_loads(row[9]),
         )
+        return token
 
     @staticmethod
     def _session_params(session: SessionData) -> dict[str, Any]:
@@ -674,7 +704,8 @@ class SqlStorage(AuthStorage):
 
     @staticmethod
     def _session(row: Sequence[Any]) -> SessionData:
-        return SessionData(
+        session: SessionData = object.__new__(SessionData)  # see _token
+        session.__dict__.update(
             session_id=_text(row[0]),
             user_id=_text(row[1]),
             created_at=_moment(row[2]),
@@ -682,8 +713,9 @@ class SqlStorage(AuthStorage):
             last_activity=_moment(row[4]),
             ip_address=row[5],
             user_agent=row[6],
-            data=json.loads(row[7]),
+            data=_loads(row[7]),
         )
+        return session
 
     # -- tokens -------------------------------------------------------------------
 
