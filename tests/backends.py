@@ -13,7 +13,7 @@ from pathlib import Path
 
 from authkit.storage import AuthStorage, MemoryStorage
 from tests.clock import FakeClock
-from tests.services import MYSQL_URL, POSTGRES_URL, require, unique_prefix
+from tests.services import MYSQL_URL, POSTGRES_URL, REDIS_URL, require, unique_prefix
 
 Factory = Callable[[Path, FakeClock], AbstractContextManager[AuthStorage]]
 
@@ -81,6 +81,50 @@ def cached_sqlite(tmp_path: Path, clock: FakeClock) -> Iterator[AuthStorage]:
         yield CachedStorage(inner)
 
 
+def drop_redis_keys(client: object, prefix: str) -> None:
+    """Delete every key under ``prefix``, with SCAN on every node (every primary of a cluster)."""
+    import redis
+    import redis.cluster
+
+    from authkit.storage.redis import _glob_escape
+
+    pattern = _glob_escape(prefix.encode()) + b"*"
+    if isinstance(client, redis.cluster.RedisCluster):
+        for node in client.get_primaries():
+            names = list(client.scan_iter(match=pattern, count=1000, target_nodes=node))
+            for name in names:
+                client.delete(name)
+    else:
+        assert isinstance(client, redis.Redis)
+        names = list(client.scan_iter(match=pattern, count=1000))
+        for i in range(0, len(names), 1000):
+            client.delete(*names[i:i + 1000])
+
+
+@contextmanager
+def _redis(url: str, clock: FakeClock, **options: object) -> Iterator[AuthStorage]:
+    """A RedisStorage on its own key prefix, every key under it deleted afterwards."""
+    from authkit.storage.redis import RedisStorage
+
+    prefix = unique_prefix("r").rstrip("_") + ":"
+    storage = RedisStorage.from_url(url, prefix=prefix, clock=clock, **options)
+    try:
+        yield storage
+    finally:
+        drop_redis_keys(storage._client, prefix)
+        storage.close()
+
+
+def redis_single(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+    return _redis(require(REDIS_URL, "Redis"), clock)
+
+
+def redis_cluster(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+    from tests.redis_cluster import cluster_url
+
+    return _redis(cluster_url(), clock, cluster=True)
+
+
 BACKENDS: dict[str, Factory] = {
     "memory": memory,
     "sqlite-file": sqlite_file,
@@ -90,4 +134,6 @@ BACKENDS: dict[str, Factory] = {
     "encrypted-memory": encrypted_memory,
     "encrypted-sqlite": encrypted_sqlite,
     "cached-sqlite": cached_sqlite,
+    "redis": redis_single,
+    "redis-cluster": redis_cluster,
 }

@@ -1,0 +1,705 @@
+"""``RedisStorage``: tokens, sessions and kv data in Redis or a Redis Cluster.
+
+Usage::
+
+    import redis
+    from authkit.storage import RedisStorage, open_storage
+
+    storage = open_storage("redis://localhost:6379/0", prefix="myapp:")
+    storage = open_storage("redis://node1:7000", cluster=True)          # a Redis Cluster
+    storage = RedisStorage(redis.Redis(host="localhost"), prefix="myapp:")
+
+    storage.store_kv("greeting", b"hello", ttl=60)
+    with storage.lock("nightly-cleanup", timeout=0):
+        storage.cleanup_expired()
+
+Layout (``B`` is the prefix plus one hash tag, e.g. ``authkit:{authkit}:``)::
+
+    B t:<token_id>        string  the token as JSON (no TTL, or the safety-net TTL)
+    B ta:<sha256(access)> string  token id: the access-token lookup (the raw token is never a key name)
+    B tu:<user_id>        zset    token ids scored by expiry (microseconds since 1970, +inf = never)
+    B tx                  zset    every token id scored by expiry: cleanup and stats
+    B ti                  zset    "<token_id>\\0<digest><user_id>", all score 0: the owner of each
+                                  token (to unindex it even once its record is gone) and id paging
+    B s:<session_id>      string  the session as JSON, with a native TTL (PX)
+    B su:<user_id>, B sx  zset    session ids scored by expiry
+    B si                  zset    "<session_id>\\0<user_id>", score 0
+    B kv:<key>            string  8-byte expiry header + value, with a native TTL (PX)
+    B kx                  zset    kv keys scored by expiry
+    B lock:<name>         string  a lock holder's random token, with a PX TTL
+
+Every write that touches more than one key is one Lua script, so a record and
+its indexes change together (atomically, also on a cluster: every key of one
+storage has the same hash tag, so one hash slot).  Expiry is decided on read
+with the storage's clock; Redis's own TTLs only reclaim memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import struct
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+import redis.cluster
+from redis import exceptions as redis_errors
+
+from authkit.errors import NotFoundError, StorageError, StorageUnavailableError
+from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage.base import AuthStorage, Clock, _ttl_seconds
+
+__all__ = ["RedisStorage"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+_HEADER = struct.Struct(">q")  # the kv expiry in microseconds; -1 = never
+_NO_EXPIRY = -1
+_FORMAT = 1  # first element of every stored JSON record, so the layout can evolve
+_SCAN_COUNT = 1000
+_DEFAULT_RETENTION = timedelta(days=30)
+
+# Errors that mean "the server cannot be reached (now)"; every other redis-py
+# error is a plain StorageError.  RedisClusterException is not a RedisError:
+# it is what the cluster client raises when no node answers.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.RedisClusterException,
+    redis_errors.BusyLoadingError,
+)
+
+
+# -- Lua ------------------------------------------------------------------
+#
+# Scripts touch keys they derive from the base (old index entries whose names
+# they read from the owner index).  That is safe on a cluster because every
+# key of a storage shares one hash tag: they are all in the slot of KEYS[1].
+
+_LUA_TOKEN_UNINDEX = r"""
+local function owner(index, id)
+  return redis.call('ZRANGEBYLEX', index, '[' .. id .. '\0', '(' .. id .. '\1', 'LIMIT', 0, 1)[1]
+end
+local function unindex_token(base, ti, id, digest, user)
+  local old = owner(ti, id)
+  if old then
+    local od = string.sub(old, #id + 2, #id + 65)
+    local ou = string.sub(old, #id + 66)
+    if od ~= digest then
+      local ak = base .. 'ta:' .. od
+      if redis.call('GET', ak) == id then redis.call('DEL', ak) end
+    end
+    if ou ~= user then redis.call('ZREM', base .. 'tu:' .. ou, id) end
+    redis.call('ZREM', ti, old)
+  end
+end
+local function unindex_session(base, si, id, user)
+  local old = owner(si, id)
+  if old then
+    local ou = string.sub(old, #id + 2)
+    if ou ~= user then redis.call('ZREM', base .. 'su:' .. ou, id) end
+    redis.call('ZREM', si, old)
+  end
+end
+local function set(key, value, px)
+  if px == '' then redis.call('SET', key, value) else redis.call('SET', key, value, 'PX', px) end
+end
+"""
+
+# KEYS: tx, ti.  ARGV: base, must_exist ('1' = update: the first token must be stored),
+# then six per token: id, digest, user, json, score, px ('' = no TTL).
+_STORE_TOKENS = _LUA_TOKEN_UNINDEX + r"""
+local base, tx, ti = ARGV[1], KEYS[1], KEYS[2]
+if ARGV[2] == '1' and redis.call('EXISTS', base .. 't:' .. ARGV[3]) == 0 then return 0 end
+for i = 3, #ARGV, 6 do
+  local id, digest, user, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 4]
+  unindex_token(base, ti, id, digest, user)
+  set(base .. 't:' .. id, ARGV[i + 3], ARGV[i + 5])
+  redis.call('SET', base .. 'ta:' .. digest, id)
+  redis.call('ZADD', base .. 'tu:' .. user, score, id)
+  redis.call('ZADD', tx, score, id)
+  redis.call('ZADD', ti, 0, id .. '\0' .. digest .. user)
+end
+return 1
+"""
+
+# KEYS: tx, ti.  ARGV: base, ids...
+_DELETE_TOKENS = _LUA_TOKEN_UNINDEX + r"""
+local base, tx, ti = ARGV[1], KEYS[1], KEYS[2]
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  unindex_token(base, ti, id, '', '')
+  redis.call('DEL', base .. 't:' .. id)
+  redis.call('ZREM', tx, id)
+end
+return 1
+"""
+
+# KEYS: ta:<digest>.  ARGV: base.  The token's JSON, or nil.
+_TOKEN_BY_ACCESS = r"""
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+return redis.call('GET', ARGV[1] .. 't:' .. id)
+"""
+
+# KEYS: tu:<user>.  ARGV: base.  Every indexed token's JSON (nil where the record is gone).
+_USER_TOKENS = r"""
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = {}
+for i, id in ipairs(ids) do out[i] = redis.call('GET', ARGV[1] .. 't:' .. id) end
+return out
+"""
+
+# KEYS: sx, si.  ARGV: base, then five per session: id, user, json, score, px.
+_STORE_SESSIONS = _LUA_TOKEN_UNINDEX + r"""
+local base, sx, si = ARGV[1], KEYS[1], KEYS[2]
+for i = 2, #ARGV, 5 do
+  local id, user, score = ARGV[i], ARGV[i + 1], ARGV[i + 3]
+  unindex_session(base, si, id, user)
+  set(base .. 's:' .. id, ARGV[i + 2], ARGV[i + 4])
+  redis.call('ZADD', base .. 'su:' .. user, score, id)
+  redis.call('ZADD', sx, score, id)
+  redis.call('ZADD', si, 0, id .. '\0' .. user)
+end
+return 1
+"""
+
+# KEYS: sx, si.  ARGV: base, ids...
+_DELETE_SESSIONS = _LUA_TOKEN_UNINDEX + r"""
+local base, sx, si = ARGV[1], KEYS[1], KEYS[2]
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  unindex_session(base, si, id, '')
+  redis.call('DEL', base .. 's:' .. id)
+  redis.call('ZREM', sx, id)
+end
+return 1
+"""
+
+# KEYS: su:<user>.  ARGV: base, now.  id, JSON, id, JSON, ... of every session
+# indexed as live (JSON nil where Redis has already expired the record).
+_USER_SESSIONS = r"""
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')
+local out = {}
+for i, id in ipairs(ids) do
+  out[2 * i - 1] = id
+  out[2 * i] = redis.call('GET', ARGV[1] .. 's:' .. id)
+end
+return out
+"""
+
+# KEYS: kv:<key>, kx.  ARGV: header+value, key, score, px.
+_STORE_KV = _LUA_TOKEN_UNINDEX + r"""
+set(KEYS[1], ARGV[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
+# KEYS: kv:<key>, kx.  ARGV: key.
+_DELETE_KV = r"""
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: tx, ti, sx, si, kx.  ARGV: base, now, limit.  Deletes up to `limit`
+# expired records of each kind (also index entries whose record Redis has
+# already expired) and returns the three counts.
+_CLEANUP = _LUA_TOKEN_UNINDEX + r"""
+local base, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local tids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(tids) do
+  unindex_token(base, KEYS[2], id, '', '')
+  redis.call('DEL', base .. 't:' .. id)
+  redis.call('ZREM', KEYS[1], id)
+end
+local sids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(sids) do
+  unindex_session(base, KEYS[4], id, '')
+  redis.call('DEL', base .. 's:' .. id)
+  redis.call('ZREM', KEYS[3], id)
+end
+local keys = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, limit)
+for _, key in ipairs(keys) do
+  redis.call('DEL', base .. 'kv:' .. key)
+  redis.call('ZREM', KEYS[5], key)
+end
+return {#tids, #sids, #keys}
+"""
+
+# KEYS: tx, sx, kx.  ARGV: now.  Live and expired counts of each index.
+_STATS = r"""
+local out = {}
+for i = 1, 3 do
+  out[2 * i - 1] = redis.call('ZCOUNT', KEYS[i], '(' .. ARGV[1], '+inf')
+  out[2 * i] = redis.call('ZCOUNT', KEYS[i], '-inf', ARGV[1])
+end
+return out
+"""
+
+# KEYS: the lock.  ARGV: the holder's token.  Deletes the lock only if we still hold it.
+_RELEASE_LOCK = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+# -- encoding ---------------------------------------------------------------
+
+
+def _enc(text: str) -> bytes:
+    # surrogatepass: ids are any str without NUL, lone surrogates included.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _dec(data: bytes) -> str:
+    return data.decode("utf-8", "surrogatepass")
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since 1970 (exact: integers, not floats)."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _moment(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _score(expires_at: datetime | None) -> bytes:
+    return b"+inf" if expires_at is None else str(_micros(expires_at)).encode()
+
+
+def _dumps(value: Any) -> bytes:
+    # Not ensure_ascii: 8 MiB of "ü" stays 8 MiB instead of 24.
+    return _enc(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def _digest(access_token: str) -> bytes:
+    return hashlib.sha256(_enc(access_token)).hexdigest().encode()
+
+
+def _token_record(token: AuthToken) -> bytes:
+    return _dumps([
+        _FORMAT, token.token_id, token.user_id, token.access_token, token.refresh_token, token.token_type,
+        token.scopes, _micros(token.issued_at), None if token.expires_at is None else _micros(token.expires_at),
+        token.client_id, token.metadata,
+    ])
+
+
+def _token_from(data: bytes) -> AuthToken:
+    (_, token_id, user_id, access, refresh, token_type, scopes, issued, expires, client_id, metadata) = json.loads(
+        _dec(data)
+    )
+    return AuthToken(
+        token_id=token_id, user_id=user_id, access_token=access, refresh_token=refresh, token_type=token_type,
+        scopes=scopes, issued_at=_moment(issued), expires_at=None if expires is None else _moment(expires),
+        client_id=client_id, metadata=metadata,
+    )
+
+
+def _session_record(session: SessionData) -> bytes:
+    return _dumps([
+        _FORMAT, session.user_id, _micros(session.created_at),
+        None if session.expires_at is None else _micros(session.expires_at), _micros(session.last_activity),
+        session.ip_address, session.user_agent, session.data,
+    ])
+
+
+def _session_from(session_id: str, data: bytes) -> SessionData:
+    (_, user_id, created, expires, last, ip, agent, payload) = json.loads(_dec(data))
+    return SessionData(
+        session_id=session_id, user_id=user_id, created_at=_moment(created),
+        expires_at=None if expires is None else _moment(expires), last_activity=_moment(last),
+        ip_address=ip, user_agent=agent, data=payload,
+    )
+
+
+def _live(expires_at: datetime | None, now: datetime) -> bool:
+    return expires_at is None or expires_at > now
+
+
+def _glob_escape(data: bytes) -> bytes:
+    """``data`` as a SCAN MATCH pattern that matches only itself."""
+    out = bytearray()
+    for byte in data:
+        if byte in b"*?[]\\":
+            out += b"\\"
+        out.append(byte)
+    return bytes(out)
+
+
+def _base(prefix: str) -> bytes:
+    """The prefix plus a hash tag, so every key of this storage is in one cluster slot.
+
+    A prefix that already holds a hash tag (``"app:{tenant1}:"``) is the
+    caller's choice of slot and is used as it is.
+    """
+    start = prefix.find("{")
+    if start != -1:
+        end = prefix.find("}", start + 1)
+        if end == start + 1:
+            raise ValueError("prefix contains an empty hash tag '{}', which Redis Cluster ignores")
+        if end != -1:
+            return _enc(prefix)
+    tag = prefix.replace("{", "").replace("}", "").rstrip(":") or "authkit"
+    return _enc(f"{prefix}{{{tag}}}:")
+
+
+def _ms(seconds: float) -> bytes:
+    """A PX argument: whole milliseconds, at least 1 (Redis refuses 0)."""
+    return str(max(1, int(seconds * 1000 + 0.999))).encode()
+
+
+class _Errors:
+    """``with storage._errors:`` turns redis-py exceptions into authkit's, cause attached."""
+
+    __slots__ = ("_secret", "_where")
+
+    def __init__(self, where: str, secret: str | None) -> None:
+        self._where = where
+        self._secret = secret
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, _UNAVAILABLE):
+            raise StorageUnavailableError(f"Redis at {self._where} is unavailable: {self._text(exc)}") from exc
+        if isinstance(exc, redis_errors.RedisError):
+            raise StorageError(f"Redis at {self._where} failed: {self._text(exc)}") from exc
+
+    def _text(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}"
+        if self._secret:  # never echo a password, whatever the driver put in its message
+            text = text.replace(self._secret, "***")
+        return text
+
+
+def _where(client: Any) -> str:
+    """Where the client points, for repr and messages: never the password."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        cluster: Any = client  # get_nodes() has no type hints
+        nodes = sorted(f"{n.host}:{n.port}" for n in cluster.get_nodes())
+        return "cluster " + ",".join(nodes[:3]) + (",…" if len(nodes) > 3 else "")
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class RedisStorage(AuthStorage):
+    """Storage in Redis (redis-py), or in a Redis Cluster through ``redis.cluster.RedisCluster``.
+
+    ``client`` must not decode responses.  ``prefix`` starts every key name;
+    it gets a hash tag appended (``authkit:`` -> ``authkit:{authkit}:``) unless
+    it already has one, so all keys of a storage share one cluster slot.
+    ``token_retention`` is the safety net for tokens: Redis deletes a token
+    that long after it expired even if ``cleanup_expired`` never runs
+    (``None``: never).  A client passed in is the caller's to close; one built
+    by :meth:`from_url` is closed by :meth:`close`.
+
+    >>> storage = RedisStorage(redis.Redis(), prefix="myapp:")
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | redis.cluster.RedisCluster,
+        *,
+        prefix: str = "authkit:",
+        clock: Clock | None = None,
+        token_retention: float | timedelta | None = _DEFAULT_RETENTION,
+        owns_client: bool = False,
+    ) -> None:
+        super().__init__(clock=clock)
+        if not isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
+            raise TypeError(f"client must be a redis.Redis or redis.cluster.RedisCluster, not {type(client).__name__}")
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError("RedisStorage needs a client with decode_responses=False (values are bytes)")
+        if not isinstance(prefix, str):
+            raise TypeError("prefix must be a str")
+        if not prefix or "\x00" in prefix:
+            raise ValueError("prefix must be a non-empty str without NUL")
+        self._retention = _ttl_seconds(token_retention)
+        self._client: Any = client  # redis-py's return types are sync/async unions: checked here, not by mypy
+        self._owns_client = owns_client
+        self._cluster = isinstance(client, redis.cluster.RedisCluster)
+        self.prefix = prefix
+        base = self._b = _base(prefix)
+        self._tx, self._ti, self._sx, self._si, self._kx = (base + k for k in (b"tx", b"ti", b"sx", b"si", b"kx"))
+        password = client.get_connection_kwargs().get("password")
+        self._where = _where(client)
+        self._errors = _Errors(self._where, password if isinstance(password, str) else None)
+        register = client.register_script
+        self._store_tokens_lua = register(_STORE_TOKENS)
+        self._delete_tokens_lua = register(_DELETE_TOKENS)
+        self._token_by_access_lua = register(_TOKEN_BY_ACCESS)
+        self._user_tokens_lua = register(_USER_TOKENS)
+        self._store_sessions_lua = register(_STORE_SESSIONS)
+        self._delete_sessions_lua = register(_DELETE_SESSIONS)
+        self._user_sessions_lua = register(_USER_SESSIONS)
+        self._store_kv_lua = register(_STORE_KV)
+        self._delete_kv_lua = register(_DELETE_KV)
+        self._cleanup_lua = register(_CLEANUP)
+        self._stats_lua = register(_STATS)
+        self._release_lua = register(_RELEASE_LOCK)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStorage:
+        """A storage on a new client for ``redis://``, ``rediss://`` or ``unix://`` URLs.
+
+        Options: ``prefix``, ``clock``, ``token_retention``, ``cluster=True``
+        (a :class:`redis.cluster.RedisCluster` seeded from the URL's node),
+        ``create_schema`` (accepted for :func:`open_storage`; Redis needs no
+        schema); anything else goes to redis-py's ``from_url`` (e.g.
+        ``socket_timeout``, ``ssl_ca_certs``).
+
+        >>> storage = RedisStorage.from_url("redis://:secret@localhost:6379/0", prefix="myapp:")
+        """
+        if not isinstance(url, str):
+            raise TypeError("url must be a str")
+        own = {k: options.pop(k) for k in ("prefix", "clock", "token_retention") if k in options}
+        options.pop("create_schema", None)
+        cluster = bool(options.pop("cluster", False))
+        options.setdefault("socket_connect_timeout", 5.0)
+        options.setdefault("socket_timeout", 30.0)
+        password = urlsplit(url).password
+        errors = _Errors(url.split("://", 1)[0] + "://…", None if password is None else unquote(password))
+        with errors:
+            client: redis.Redis | redis.cluster.RedisCluster
+            if cluster:
+                client = redis.cluster.RedisCluster.from_url(url, **options)
+            else:
+                client = redis.Redis.from_url(url, **options)
+        try:
+            return cls(client, owns_client=True, **own)
+        except BaseException:
+            client.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"RedisStorage({self._where!r}, prefix={self.prefix!r})"
+
+    def close(self) -> None:
+        """Close the client if this storage built it (:meth:`from_url`)."""
+        if self._owns_client:
+            self._client.close()
+
+    # -- helpers ------------------------------------------------------------
+
+    def _key(self, kind: bytes, name: str) -> bytes:
+        return self._b + kind + _enc(name)
+
+    def _token_args(self, token: AuthToken) -> list[bytes]:
+        if token.expires_at is None:
+            px = b""
+        elif self._retention is None:
+            px = b""
+        else:
+            left = max((token.expires_at - self.now()).total_seconds(), 0.0)
+            px = _ms(left + self._retention)
+        return [_enc(token.token_id), _digest(token.access_token), _enc(token.user_id), _token_record(token),
+                _score(token.expires_at), px]
+
+    def _px(self, expires_at: datetime | None) -> bytes:
+        """The native TTL of a record expiring at ``expires_at``, relative to the storage clock.
+
+        Relative (PX, not PEXPIREAT) so Redis counts the TTL on its own clock:
+        a client clock that is off by some seconds does not shorten it.
+        """
+        if expires_at is None:
+            return b""
+        return _ms((expires_at - self.now()).total_seconds())
+
+    # -- tokens -----------------------------------------------------------
+
+    def _store_tokens(self, tokens: list[AuthToken]) -> None:
+        args = [self._b, b"0"]
+        for token in tokens:
+            args += self._token_args(token)
+        with self._errors:
+            self._store_tokens_lua(keys=[self._tx, self._ti], args=args)
+
+    def _get_token(self, token_id: str) -> AuthToken | None:
+        with self._errors:
+            data = self._client.get(self._key(b"t:", token_id))
+        return None if data is None else _token_from(data)
+
+    def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
+        with self._errors:
+            data = self._token_by_access_lua(keys=[self._b + b"ta:" + _digest(access_token)], args=[self._b])
+        if data is None:
+            return None
+        token = _token_from(data)
+        # Never trust the index alone: the record must be this token, and live.
+        if token.access_token != access_token or not _live(token.expires_at, now):
+            return None
+        return token
+
+    def _update_token(self, token: AuthToken) -> None:
+        with self._errors:
+            found = self._store_tokens_lua(keys=[self._tx, self._ti], args=[self._b, b"1", *self._token_args(token)])
+        if not found:
+            raise NotFoundError(f"no token with id {token.token_id!r}")
+
+    def _delete_tokens(self, token_ids: list[str]) -> None:
+        with self._errors:
+            self._delete_tokens_lua(keys=[self._tx, self._ti], args=[self._b, *map(_enc, token_ids)])
+
+    def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        with self._errors:
+            records = self._user_tokens_lua(keys=[self._key(b"tu:", user_id)], args=[self._b])
+        tokens = [t for t in (_token_from(r) for r in records if r is not None) if t.user_id == user_id]
+        return sorted(tokens, key=lambda t: (t.issued_at, t.token_id))
+
+    # -- sessions ---------------------------------------------------------
+
+    def _store_sessions(self, sessions: list[SessionData]) -> None:
+        args = [self._b]
+        for session in sessions:
+            args += [_enc(session.session_id), _enc(session.user_id), _session_record(session),
+                     _score(session.expires_at), self._px(session.expires_at)]
+        with self._errors:
+            self._store_sessions_lua(keys=[self._sx, self._si], args=args)
+
+    def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
+        with self._errors:
+            data = self._client.get(self._key(b"s:", session_id))
+        if data is None:
+            return None
+        session = _session_from(session_id, data)
+        return session if _live(session.expires_at, now) else None
+
+    def _delete_sessions(self, session_ids: list[str]) -> None:
+        with self._errors:
+            self._delete_sessions_lua(keys=[self._sx, self._si], args=[self._b, *map(_enc, session_ids)])
+
+    def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
+        with self._errors:
+            found = self._user_sessions_lua(keys=[self._key(b"su:", user_id)], args=[self._b, _micros(now)])
+        sessions = []
+        for session_id, data in zip(found[::2], found[1::2], strict=True):
+            if data is None:
+                continue
+            session = _session_from(_dec(session_id), data)
+            # Never trust the index alone: the record must be this user's, and live.
+            if session.user_id == user_id and _live(session.expires_at, now):
+                sessions.append(session)
+        return sorted(sessions, key=lambda s: (s.created_at, s.session_id))
+
+    def _count_active_sessions(self, now: datetime) -> int:
+        with self._errors:
+            return int(self._client.zcount(self._sx, f"({_micros(now)}", "+inf"))
+
+    # -- key-value --------------------------------------------------------
+
+    def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None:
+        header = _HEADER.pack(_NO_EXPIRY if expires_at is None else _micros(expires_at))
+        name = _enc(key)
+        with self._errors:
+            self._store_kv_lua(keys=[self._b + b"kv:" + name, self._kx],
+                               args=[header + value, name, _score(expires_at), self._px(expires_at)])
+
+    def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
+        with self._errors:
+            data = self._client.get(self._key(b"kv:", key))
+        if data is None:
+            return None
+        (micros,) = _HEADER.unpack_from(data)
+        expires_at = None if micros == _NO_EXPIRY else _moment(micros)
+        if not _live(expires_at, now):
+            return None
+        return data[_HEADER.size:], expires_at
+
+    def _get_kv(self, key: str, now: datetime) -> bytes | None:
+        entry = self._get_kv_entry(key, now)
+        return None if entry is None else entry[0]
+
+    def _delete_kv(self, key: str) -> None:
+        name = _enc(key)
+        with self._errors:
+            self._delete_kv_lua(keys=[self._b + b"kv:" + name, self._kx], args=[name])
+
+    def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
+        # SCAN, never KEYS: it walks the keyspace in steps without blocking the
+        # server.  On a cluster, scan_iter walks every primary (the slot may be
+        # mid-migration between two of them).
+        start = self._b + b"kv:"
+        pattern = _glob_escape(start + _enc(prefix)) + b"*"
+        with self._errors:
+            names = {name[len(start):] for name in self._client.scan_iter(match=pattern, count=_SCAN_COUNT)}
+            members = sorted(names)
+            scores: list[float | None] = []
+            for i in range(0, len(members), _SCAN_COUNT):
+                scores += self._client.zmscore(self._kx, members[i:i + _SCAN_COUNT])
+        cutoff = _micros(now)
+        # A key SCAN saw is listed only if the expiry index says it is live now.
+        return [_dec(m) for m, s in zip(members, scores, strict=True) if s is not None and s > cutoff]
+
+    # -- maintenance ------------------------------------------------------
+
+    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+        with self._errors:
+            tokens, sessions, kv = self._cleanup_lua(
+                keys=[self._tx, self._ti, self._sx, self._si, self._kx], args=[self._b, _micros(now), limit]
+            )
+        return CleanupReport(tokens=int(tokens), sessions=int(sessions), kv=int(kv))
+
+    def _stats(self, now: datetime) -> dict[str, int]:
+        with self._errors:
+            counts = self._stats_lua(keys=[self._tx, self._sx, self._kx], args=[_micros(now)])
+        names = ["tokens_live", "tokens_expired", "sessions_live", "sessions_expired", "kv_live", "kv_expired"]
+        return {name: int(count) for name, count in zip(names, counts, strict=True)}
+
+    def _id_page(self, index: bytes, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        # The owner index is ordered by id (all scores 0): the cursor is the
+        # last id returned, so ids stored or deleted meanwhile never shift a page.
+        low = b"-" if cursor is None else b"(" + _enc(cursor) + b"\x01"
+        with self._errors:
+            members = self._client.zrangebylex(index, low, b"+", start=0, num=limit)
+        ids = [_dec(m.split(b"\x00", 1)[0]) for m in members]
+        return ids, (ids[-1] if len(ids) == limit else None)
+
+    def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        return self._id_page(self._ti, cursor, limit)
+
+    def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        return self._id_page(self._si, cursor, limit)
+
+    @contextmanager
+    def _lock(self, name: str, timeout: float, ttl: float) -> Iterator[None]:
+        key = self._key(b"lock:", name)
+        holder = uuid.uuid4().hex.encode()
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            with self._errors:
+                if self._client.set(key, holder, nx=True, px=int(_ms(ttl))):
+                    break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"lock {name!r} is held by another holder")
+            # Jittered exponential backoff: waiters do not poll in lock step.
+            time.sleep(min(remaining, delay * (0.5 + random.random())))
+            delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            with self._errors:
+                # Compare-and-delete: a holder whose ttl ran out must not free
+                # the lock someone else holds now.
+                self._release_lua(keys=[key], args=[holder])
+
