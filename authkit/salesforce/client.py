@@ -346,7 +346,9 @@ class SalesforceClient:
         :class:`~authkit.errors.ApiError` (or a subclass) for an error status,
         :class:`~authkit.errors.SessionExpiredError` when no token is accepted,
         :class:`~authkit.errors.SalesforceConnectionError` when the instance
-        cannot be reached.  Redirects are not followed.
+        cannot be reached, and the auth flow's
+        :class:`~authkit.errors.AuthenticationError` when no token can be had.
+        Redirects are not followed.
         """
         if self._closed:
             raise ValueError("SalesforceClient is closed")
@@ -361,12 +363,12 @@ class SalesforceClient:
         token = self._auth.access_token()
         url = self._url(path)
         data = _replayable(kwargs.get("data"))
+        # A seekable file body is streamed; remember where it starts so a retry re-sends all of it.
+        body_start = data.tell() if hasattr(data, "read") else None
         prepared = self._session.prepare_request(requests.Request(
             method, url, params=kwargs.get("params"), data=data, json=kwargs.get("json"),
             files=kwargs.get("files"), headers=kwargs.get("headers"),
         ))
-        # A seekable file body is streamed; remember where it starts so a retry re-sends all of it.
-        body_start = data.tell() if hasattr(data, "read") else None
         settings: dict[str, Any] = dict(
             self._session.merge_environment_settings(prepared.url, {}, kwargs.get("stream"), None, None)
         )

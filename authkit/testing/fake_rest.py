@@ -129,7 +129,8 @@ class FakeRestApi:
 
     ``page_size`` is the number of records per query page (Salesforce's
     default batch is 2000; tests use small pages to exercise pagination).
-    ``api_limit`` is the ``DailyApiRequests`` maximum ``GET limits`` reports;
+    ``api_limit`` is the ``DailyApiRequests`` maximum ``GET limits`` reports
+    (its ``Remaining`` counts the requests this API answered: ``handled_requests``);
     ``api_versions`` the ``(version, label)`` pairs the org serves.
     All methods are thread-safe.
     """
