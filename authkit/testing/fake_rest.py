@@ -427,13 +427,13 @@ class FakeRestApi:
     def _get(self, sobj: _SObjectType, record_id: str) -> dict[str, Any]:
         if not _ID_RE.match(record_id):
             raise _not_found()
-        # 15-character ids are the case-sensitive form of the 18-character ones.
-        for stored_id, record in self._records[sobj.name].items():
-            if stored_id == record_id or stored_id[:15] == record_id:
-                return record
-        for stored_id in self._deleted[sobj.name]:
-            if stored_id == record_id or stored_id[:15] == record_id:
-                raise _RestError(404, "ENTITY_IS_DELETED", "entity is deleted")
+        live, deleted = self._records[sobj.name], self._deleted[sobj.name]
+        if len(record_id) == 15:  # the case-sensitive form of an 18-character id
+            record_id = next((i for i in (*live, *deleted) if i[:15] == record_id), record_id)
+        if record_id in live:
+            return live[record_id]
+        if record_id in deleted:
+            raise _RestError(404, "ENTITY_IS_DELETED", "entity is deleted")
         raise _not_found()
 
     def _update(self, sobj: _SObjectType, record: dict[str, Any], fields: dict[str, Any]) -> None:
