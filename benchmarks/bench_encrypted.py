@@ -93,17 +93,17 @@ def _sqlite_pair() -> Iterator[tuple[AuthStorage, AuthStorage]]:
 def _redis_pair(url: str) -> Iterator[tuple[AuthStorage, AuthStorage]]:
     import uuid
 
+    from authkit.storage.redis import RedisStorage
+    from tests.backends import drop_redis_keys
+
     run = uuid.uuid4().hex[:8]
-    plain = open_storage(url, prefix=f"akbench:{run}:plain:")
-    encrypted = open_storage(url, prefix=f"akbench:{run}:enc:", encryption_keys=[generate_key()])
+    plain = RedisStorage.from_url(url, prefix=f"akbench{run}p:")
+    inner = RedisStorage.from_url(url, prefix=f"akbench{run}e:")
     try:
-        yield plain, encrypted
+        yield plain, EncryptedStorage(inner, [generate_key()])
     finally:
-        for storage in (plain, encrypted):
-            inner = storage.inner if isinstance(storage, EncryptedStorage) else storage
-            drop = getattr(inner, "drop_all", None) or getattr(inner, "drop_schema", None)
-            if callable(drop):
-                drop()
+        for storage in (plain, inner):
+            drop_redis_keys(storage._client, storage.prefix)
             storage.close()
 
 

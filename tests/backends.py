@@ -125,6 +125,10 @@ def redis_cluster(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[Au
     return _redis(cluster_url(), clock, cluster=True)
 
 
+def encrypted_redis(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+    return _encrypted(redis_single(tmp_path, clock))
+
+
 BACKENDS: dict[str, Factory] = {
     "memory": memory,
     "sqlite-file": sqlite_file,
@@ -136,4 +140,5 @@ BACKENDS: dict[str, Factory] = {
     "cached-sqlite": cached_sqlite,
     "redis": redis_single,
     "redis-cluster": redis_cluster,
+    "encrypted-redis": encrypted_redis,
 }

@@ -414,7 +414,6 @@ def test_threads_read_their_own_writes(cached: CachedStorage) -> None:
 
 
 def test_another_process_write_is_seen_after_ttl(tmp_path: Path, timer: Timer) -> None:
-    pytest.importorskip("authkit.storage.sql", reason="SqlStorage not built yet")
     url = f"sqlite:///{tmp_path / 'cache.db'}"
     cached = CachedStorage(open_storage(url), ttl=5.0, timer=timer)
     try:

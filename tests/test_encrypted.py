@@ -22,6 +22,7 @@ from authkit.models import AuthToken, SessionData
 from authkit.storage import AuthStorage, MemoryStorage, open_storage
 from authkit.storage.encrypted import ENVELOPE_FIELD, EncryptedStorage, generate_key
 from authkit.storage.url import ENCRYPTION_KEYS_ENV
+from tests.backends import BACKENDS, drop_redis_keys
 from tests.clock import FakeClock
 from tests.services import REDIS_URL, require, unique_prefix
 
@@ -186,7 +187,6 @@ def test_same_plaintext_gives_different_ciphertexts(storage: EncryptedStorage, i
 
 
 def test_sqlite_file_holds_no_plaintext(tmp_path: Path, clock: FakeClock, key: str) -> None:
-    pytest.importorskip("authkit.storage.sql", reason="SqlStorage not built yet")
     path = tmp_path / "enc.db"
     with open_storage(f"sqlite:///{path}", encryption_keys=[key], clock=clock) as storage:
         store_secrets(storage)
@@ -224,22 +224,20 @@ def _raw_redis_dump(client: object, prefix: str) -> bytes:
 
 
 def test_redis_keys_and_values_hold_no_plaintext(clock: FakeClock, key: str) -> None:
-    pytest.importorskip("authkit.storage.redis", reason="RedisStorage not built yet")
     import redis
 
     url = require(REDIS_URL, "Redis")
-    prefix = unique_prefix("enc").replace("_", ":")
+    prefix = unique_prefix("enc").rstrip("_") + ":"
     client = redis.Redis.from_url(url)
     try:
         with open_storage(url, prefix=prefix, encryption_keys=[key], clock=clock) as storage:
             store_secrets(storage)
             assert_secrets_read_back(storage)
             dump = _raw_redis_dump(client, prefix)
-            assert b"tok-1" in dump
+            assert b"tok-1" in dump and b"sess-1" in dump and b"kv-1" in dump
             assert_no_plaintext(dump)
     finally:
-        for name in client.scan_iter(match=prefix + "*", count=500):
-            client.delete(name)
+        drop_redis_keys(client, prefix)
         client.close()
 
 
@@ -463,20 +461,19 @@ def test_reencrypt_stops_on_a_record_no_key_reads(inner: MemoryStorage, clock: F
         EncryptedStorage(inner, [new_key]).reencrypt()
 
 
-def test_reencrypt_on_sqlite(tmp_path: Path, clock: FakeClock) -> None:
-    pytest.importorskip("authkit.storage.sql", reason="SqlStorage not built yet")
+@pytest.mark.parametrize("backend", ["sqlite-file", "redis"])
+def test_reencrypt_on_real_backends(backend: str, tmp_path: Path, clock: FakeClock) -> None:
     old_key, new_key = generate_key(), generate_key()
-    url = f"sqlite:///{tmp_path / 'rotate.db'}"
-    with open_storage(url, encryption_keys=[old_key], clock=clock) as old:
-        assert isinstance(old, EncryptedStorage)
-        fill_under_old_key(old, clock, n=40)
-    with open_storage(url, encryption_keys=[new_key, old_key], clock=clock) as rotated:
-        assert isinstance(rotated, EncryptedStorage)
+    with BACKENDS[backend](tmp_path, clock) as inner:
+        fill_under_old_key(EncryptedStorage(inner, [old_key]), clock, n=40)
+        rotated = EncryptedStorage(inner, [new_key, old_key])
         assert rotated.reencrypt(batch_size=16) == 41 + 40 + 41
-    with open_storage(url, encryption_keys=[new_key], clock=clock) as new_only:
+        new_only = EncryptedStorage(inner, [new_key])
         assert new_only.get_token_by_access_token("access-39") is not None
         assert new_only.get_session("s39") is not None
         assert new_only.get_kv("k39") == b"value-39"
+        clock.advance(139.5)  # k39 had ttl=139 s: its expiry survived the rewrite
+        assert new_only.get_kv("k39") is None and new_only.get_kv("forever") == b"no ttl"
 
 
 # -- delegation ---------------------------------------------------------------
@@ -584,7 +581,6 @@ def _process_worker(url: str, key: str, n: int) -> None:
 
 
 def test_processes_share_one_encrypted_sqlite_file(tmp_path: Path, key: str) -> None:
-    pytest.importorskip("authkit.storage.sql", reason="SqlStorage not built yet")
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     open_storage(url, encryption_keys=[key]).close()  # create the schema once, before the workers race
     ctx = multiprocessing.get_context("spawn")
@@ -601,3 +597,21 @@ def test_processes_share_one_encrypted_sqlite_file(tmp_path: Path, key: str) -> 
                 got = storage.get_token_by_access_token(f"access-{name}")
                 assert got is not None and got.token_id == name
                 assert storage.get_kv(name) == name.encode()
+
+
+def test_authentic_but_malformed_plaintext_is_an_encryption_error(
+    storage: EncryptedStorage, inner: MemoryStorage
+) -> None:
+    # Only a holder of the key can produce this; the reader still refuses it cleanly.
+    from authkit.storage.encrypted import _identity
+
+    none = b"\xff\xff\xff\xff"
+    for plaintext in (b"\x00\x00\x00\x10ab", b"\x00\x00", none + none + b"[1]", none + none, b"\x00\x00\x00\x01\xff"):
+        envelope = storage._seal(plaintext, _identity("token", "t1", "user-1"))
+        sealed = {ENVELOPE_FIELD: base64.b64encode(envelope).decode()}
+        inner.store_token(AuthToken("t1", "user-1", "x", metadata=sealed))
+        with pytest.raises(EncryptionError, match="malformed"):
+            storage.get_token("t1")
+    inner.store_kv("k", storage._seal(b"\x07junk", _identity("kv", "k")))
+    with pytest.raises(EncryptionError, match="malformed"):
+        storage.get_kv("k")

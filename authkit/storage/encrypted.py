@@ -202,8 +202,10 @@ class EncryptedStorage(AuthStorage):
             ) from None
         return plaintext, key_id
 
-    def _open_field(self, holder: dict[str, Any], identity: bytes, what: str) -> tuple[dict[str, Any], bytes]:
-        """Decrypt the JSON object kept in ``holder[ENVELOPE_FIELD]``."""
+    def _open_field(
+        self, holder: dict[str, Any], identity: bytes, what: str
+    ) -> tuple[str | None, str | None, dict[str, Any], bytes]:
+        """Decrypt what :meth:`_seal_field` put in ``holder[ENVELOPE_FIELD]``, and the key id."""
         text = holder.get(ENVELOPE_FIELD)
         if not isinstance(text, str) or len(holder) != 1:
             raise EncryptionError(f"a stored {what} is not encrypted (was it stored without EncryptedStorage?)")
@@ -213,36 +215,41 @@ class EncryptedStorage(AuthStorage):
             raise EncryptionError(f"a stored {what} has a malformed ciphertext") from None
         plaintext, key_id = self._open(envelope, identity, what)
         try:
-            fields = _JSON_DECODE(plaintext.decode("utf-8"))
-        except ValueError:  # UnicodeDecodeError is one too
+            first, second, obj = _unpack(plaintext)
+        except (ValueError, struct.error):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise EncryptionError(f"a stored {what} decrypted to malformed data") from None
-        if not isinstance(fields, dict):
+        if not isinstance(obj, dict):
             raise EncryptionError(f"a stored {what} decrypted to malformed data")
-        return fields, key_id
+        return first, second, obj, key_id
 
-    def _seal_field(self, fields: dict[str, Any], identity: bytes) -> dict[str, Any]:
-        plaintext = _JSON.encode(fields).encode("utf-8")
-        return {ENVELOPE_FIELD: binascii.b2a_base64(self._seal(plaintext, identity), newline=False).decode("ascii")}
+    def _seal_field(
+        self, first: str | None, second: str | None, obj: dict[str, Any], identity: bytes
+    ) -> dict[str, Any]:
+        """Two optional strings and a JSON object, encrypted into a one-key dict for the inner store."""
+        envelope = self._seal(_pack(first, second, obj), identity)
+        return {ENVELOPE_FIELD: binascii.b2a_base64(envelope, newline=False).decode("ascii")}
 
     # -- tokens -----------------------------------------------------------
 
     def _seal_token(self, token: AuthToken) -> AuthToken:
-        # A new object (the scopes list copied, not shared): a hook must not
-        # change the records it is given, a wrapper above may still hold them.
-        metadata = self._seal_field(
-            {"a": token.access_token, "r": token.refresh_token, "m": token.metadata},
-            _identity("token", token.token_id, token.user_id),
+        # A new object whose containers are new too: a hook must not change the
+        # records it is given (a wrapper above may still hold them).  Built
+        # without __init__, whose datetime checks were done already.
+        sealed = object.__new__(AuthToken)
+        sealed.__dict__.update(token.__dict__)
+        sealed.access_token = self._keys[0].index(token.access_token)
+        sealed.refresh_token = None
+        sealed.scopes = list(token.scopes)
+        sealed.metadata = self._seal_field(
+            token.access_token, token.refresh_token, token.metadata, _identity("token", token.token_id, token.user_id)
         )
-        return AuthToken(token.token_id, token.user_id, self._keys[0].index(token.access_token), None,
-                         token.token_type, list(token.scopes), token.issued_at, token.expires_at, token.client_id,
-                         metadata)
+        return sealed
 
     def _open_token_with_key(self, sealed: AuthToken) -> tuple[AuthToken, bytes]:
-        fields, key_id = self._open_field(sealed.metadata, _identity("token", sealed.token_id, sealed.user_id), "token")
-        access, refresh, metadata = fields.get("a"), fields.get("r"), fields.get("m")
-        if not isinstance(access, str) or not (refresh is None or isinstance(refresh, str)) or not isinstance(
-            metadata, dict
-        ):
+        access, refresh, metadata, key_id = self._open_field(
+            sealed.metadata, _identity("token", sealed.token_id, sealed.user_id), "token"
+        )
+        if access is None:
             raise EncryptionError("a stored token decrypted to malformed data")
         sealed.access_token = access
         sealed.refresh_token = refresh
@@ -286,20 +293,20 @@ class EncryptedStorage(AuthStorage):
     # -- sessions ---------------------------------------------------------
 
     def _seal_session(self, session: SessionData) -> SessionData:
-        data = self._seal_field(
-            {"d": session.data, "i": session.ip_address, "u": session.user_agent},
+        sealed = object.__new__(SessionData)
+        sealed.__dict__.update(session.__dict__)
+        sealed.ip_address = None
+        sealed.user_agent = None
+        sealed.data = self._seal_field(
+            session.ip_address, session.user_agent, session.data,
             _identity("session", session.session_id, session.user_id),
         )
-        return SessionData(session.session_id, session.user_id, session.created_at, session.expires_at,
-                           session.last_activity, None, None, data)
+        return sealed
 
     def _open_session_with_key(self, sealed: SessionData) -> tuple[SessionData, bytes]:
-        fields, key_id = self._open_field(
+        ip, agent, data, key_id = self._open_field(
             sealed.data, _identity("session", sealed.session_id, sealed.user_id), "session"
         )
-        data, ip, agent = fields.get("d"), fields.get("i"), fields.get("u")
-        if not isinstance(data, dict) or not all(v is None or isinstance(v, str) for v in (ip, agent)):
-            raise EncryptionError("a stored session decrypted to malformed data")
         sealed.data = data
         sealed.ip_address = ip
         sealed.user_agent = agent
@@ -465,3 +472,40 @@ def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
             batch = []
     if batch:
         yield batch
+
+
+_U32 = struct.Struct(">I")
+_ABSENT = 0xFFFFFFFF  # the length that stands for None
+
+
+def _pack(first: str | None, second: str | None, obj: dict[str, Any]) -> bytes:
+    """``len|first len|second json(obj)``: cheaper than one JSON document for the
+    two secret strings, and an empty ``obj`` costs nothing."""
+    parts = []
+    for text in (first, second):
+        if text is None:
+            parts.append(_U32.pack(_ABSENT))
+        else:
+            raw = text.encode("utf-8")
+            parts += [_U32.pack(len(raw)), raw]
+    if obj:
+        parts.append(_JSON.encode(obj).encode("utf-8"))
+    return b"".join(parts)
+
+
+def _unpack(plaintext: bytes) -> tuple[str | None, str | None, Any]:
+    """The inverse of :func:`_pack`; ``ValueError``/``struct.error`` when malformed."""
+    texts: list[str | None] = []
+    pos = 0
+    for _ in range(2):
+        (size,) = _U32.unpack_from(plaintext, pos)
+        pos += 4
+        if size == _ABSENT:
+            texts.append(None)
+            continue
+        if pos + size > len(plaintext):
+            raise ValueError("truncated")
+        texts.append(plaintext[pos:pos + size].decode("utf-8"))
+        pos += size
+    obj = _JSON_DECODE(plaintext[pos:].decode("utf-8")) if pos < len(plaintext) else {}
+    return texts[0], texts[1], obj
