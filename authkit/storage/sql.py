@@ -421,7 +421,14 @@ class SqlStorage(AuthStorage):
                 raise self._error(exc, connecting=True) from exc
             cursor: Any = None
             began = False
+            borrowed = not self._owns_engine and self._direct is None
             try:
+                if borrowed:
+                    # Someone else's engine: its connections are not in autocommit
+                    # mode, which the statements here rely on; switch for this use.
+                    dbapi_connection = connection.dbapi_connection
+                    assert dbapi_connection is not None
+                    self._engine.dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
                 cursor = connection.cursor()
                 if transaction:
                     cursor.execute(self._begin)
@@ -449,6 +456,11 @@ class SqlStorage(AuthStorage):
                         cursor.close()
                     except Exception:  # noqa: S110 - the connection is going back or away anyway
                         pass
+                if borrowed and connection.dbapi_connection is not None:
+                    try:
+                        self._engine.dialect.reset_isolation_level(connection.dbapi_connection)
+                    except Exception:
+                        connection.invalidate()
                 connection.close()
 
     def _is_integrity_error(self, exc: BaseException) -> bool:
@@ -487,7 +499,7 @@ class SqlStorage(AuthStorage):
         for attempt in range(3):
             try:
                 self._tables.metadata.create_all(self._engine, checkfirst=True)
-                with self._engine.connect() as conn:
+                with self._engine.begin() as conn:
                     found = conn.execute(sa.select(meta.c.value).where(meta.c.name == "schema_version")).first()
                     if found is None:
                         conn.execute(sa.insert(meta).values(name="schema_version", value=str(SCHEMA_VERSION)))
@@ -515,8 +527,11 @@ class SqlStorage(AuthStorage):
         if self._is_postgresql:
             # The plain PostgreSQL dialect: psycopg's would add a ::TYPE cast to every parameter.
             dialect = sa_postgresql.base.PGDialect(paramstyle="pyformat")  # type: ignore[no-untyped-call]
+        elif self._is_sqlite:
+            # Named parameters whatever paramstyle the engine was made with (a shared Engine).
+            dialect = sa_sqlite.pysqlite.SQLiteDialect_pysqlite(paramstyle="named")
         else:
-            dialect = self._engine.dialect
+            dialect = self._engine.dialect  # knows MariaDB from MySQL, for the upsert syntax
         self._placeholder = ":{}" if dialect.paramstyle == "named" else "%({})s"
         quote = dialect.identifier_preparer.quote
         tables = self._tables
