@@ -275,7 +275,9 @@ def test_sqlite_lock_row_is_taken_over_after_ttl(tmp_path: Path, opened: Callabl
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_threads_mix_bulk_writes_cleanup_and_locks(kind: str, tmp_path: Path, opened: Callable[..., SqlStorage]) -> None:
+def test_threads_mix_bulk_writes_cleanup_and_locks(
+    kind: str, tmp_path: Path, opened: Callable[..., SqlStorage]
+) -> None:
     clock = FakeClock()
     storage = opened(url_for(kind, tmp_path), clock=clock)
     errors: list[BaseException] = []
@@ -358,7 +360,7 @@ def test_schema_version_mismatch_is_a_configuration_error(
     with storage.engine.begin() as conn:
         conn.execute(sa.update(meta).values(value="999"))
     for create in (True, False):
-        with pytest.raises(ConfigurationError, match="schema version 999.*uses version 1"):
+        with pytest.raises(ConfigurationError, match=r"schema version 999.*uses version 1"):
             SqlStorage(url, prefix=storage.prefix, create_schema=create)
 
 
@@ -378,7 +380,9 @@ def test_create_schema_false_needs_the_tables(kind: str, tmp_path: Path, opened:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_lookup_column_and_expiry_is_indexed(kind: str, tmp_path: Path, opened: Callable[..., SqlStorage]) -> None:
+def test_every_lookup_column_and_expiry_is_indexed(
+    kind: str, tmp_path: Path, opened: Callable[..., SqlStorage]
+) -> None:
     storage = opened(url_for(kind, tmp_path))
     p = storage.prefix
     with storage.engine.connect() as conn:
