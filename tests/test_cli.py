@@ -16,7 +16,7 @@ import pytest
 
 from authkit import AuthToken, SessionData, open_storage
 from authkit.testing import FakeSalesforce
-from tests.services import POSTGRES_URL, require, unique_prefix
+from tests.services import POSTGRES_URL, REDIS_URL, require, unique_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 PAST = datetime(2020, 1, 1, tzinfo=timezone.utc)
@@ -220,14 +220,14 @@ def _contention(url: str, cwd: Path, prefix: str | None) -> None:
 
         # Two overlapping runs on plenty of rows: each one either works or skips, and every
         # expired row is deleted exactly once.
-        seeded(url, live=0, expired=1500, **options)
-        runs = [start("cleanup", "--json", "--batch-size", "50", "--storage", url, *extra, cwd=cwd)
+        seeded(url, live=0, expired=900, **options)
+        runs = [start("cleanup", "--json", "--batch-size", "30", "--storage", url, *extra, cwd=cwd)
                 for _ in range(2)]
         results = [run.communicate(timeout=120) for run in runs]
         assert [run.returncode for run in runs] == [0, 0], [r[1] for r in results]
         reports = [json.loads(out) for out, _ in results]
         assert {r["status"] for r in reports} <= {"ok", "skipped"}
-        assert sum(r.get("total", 0) for r in reports) == 4500
+        assert sum(r.get("total", 0) for r in reports) == 2700
         assert storage.stats()["tokens_expired"] == 0
 
 
@@ -260,6 +260,26 @@ def test_two_cleanups_at_once_on_postgresql(tmp_path: Path, postgres_prefix: str
     _contention(POSTGRES_URL, tmp_path, postgres_prefix)
 
 
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    import redis
+
+    from tests.backends import drop_redis_keys
+
+    url = require(REDIS_URL, "Redis")
+    prefix = unique_prefix("cli").rstrip("_") + ":"
+    yield prefix
+    client = redis.Redis.from_url(url)
+    try:
+        drop_redis_keys(client, prefix)
+    finally:
+        client.close()
+
+
+def test_two_cleanups_at_once_on_redis(tmp_path: Path, redis_prefix: str) -> None:
+    _contention(REDIS_URL, tmp_path, redis_prefix)
+
+
 # -- failures: one line, the right exit status, no secrets ----------------------------
 
 
@@ -270,9 +290,15 @@ def test_bad_url_is_one_line_and_exit_2(tmp_path: Path, url: str) -> None:
     assert "storage" in one_error_line(result)
 
 
-def test_unreachable_server_is_one_line_and_exit_1_without_the_password(tmp_path: Path) -> None:
-    url = "postgresql://postgres:hunter2secret@127.0.0.1:1/test"
-    for command in ("init", "stats", "cleanup"):
+@pytest.mark.parametrize(("url", "commands"), [
+    ("postgresql://postgres:hunter2secret@127.0.0.1:1/test", ("init", "stats", "cleanup")),
+    ("mysql://root:hunter2secret@127.0.0.1:1/test", ("cleanup",)),
+    ("redis://:hunter2secret@127.0.0.1:1/0", ("cleanup",)),
+    ("postgresql://postgres:hunter2secret@nosuchhost.invalid/test", ("cleanup",)),
+])
+def test_unreachable_server_is_one_line_and_exit_1_without_the_password(
+        tmp_path: Path, url: str, commands: tuple[str, ...]) -> None:
+    for command in commands:
         result = authkit(command, "--storage", url, cwd=tmp_path)
         assert result.returncode == 1, (command, result.stderr)
         line = one_error_line(result)
