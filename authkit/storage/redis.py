@@ -19,11 +19,12 @@ Layout (``B`` is the prefix plus one hash tag, e.g. ``authkit:{authkit}:``)::
     B ta:<sha256(access)> string  token id: the access-token lookup (the raw token is never a key name)
     B tu:<user_id>        zset    token ids scored by expiry (microseconds since 1970, +inf = never)
     B tx                  zset    every token id scored by expiry: cleanup and stats
-    B ti                  zset    "<token_id>\\0<digest><user_id>", all score 0: the owner of each
-                                  token (to unindex it even once its record is gone) and id paging
+    B ti                  zset    every token id, score 0: paging by id (ZRANGEBYLEX)
+    B to                  hash    token id -> "<digest><user_id>": what to unindex, even once
+                                  the record itself is gone
     B s:<session_id>      string  the session as JSON, with a native TTL (PX)
     B su:<user_id>, B sx  zset    session ids scored by expiry
-    B si                  zset    "<session_id>\\0<user_id>", score 0
+    B si, B so            zset, hash   as ti and to, for sessions (so: id -> user_id)
     B kv:<key>            string  8-byte expiry header + value, with a native TTL (PX)
     B kx                  zset    kv keys scored by expiry
     B lock:<name>         string  a lock holder's random token, with a PX TTL
@@ -65,7 +66,6 @@ _HEADER = struct.Struct(">q")  # the kv expiry in microseconds; -1 = never
 _NO_EXPIRY = -1
 _FORMAT = 1  # first element of every stored JSON record, so the layout can evolve
 _SCAN_COUNT = 1000
-_DEFAULT_RETENTION = timedelta(days=30)
 
 # Errors that mean "the server cannot be reached (now)"; every other redis-py
 # error is a plain StorageError.  RedisClusterException is not a RedisError:
@@ -83,65 +83,121 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 # -- Lua ------------------------------------------------------------------
 #
 # Scripts touch keys they derive from the base (old index entries whose names
-# they read from the owner index).  That is safe on a cluster because every
-# key of a storage shares one hash tag: they are all in the slot of KEYS[1].
+# they read from the owner hash).  That is safe on a cluster because every key
+# of a storage shares one hash tag: they are all in the slot of KEYS[1].
+# Bulk work is batched (HMGET, MSET, ZADD of up to 1000 members per call),
+# because per-record redis.call()s are what a 10,000-token bulk store costs.
 
-_LUA_TOKEN_UNINDEX = r"""
-local function owner(index, id)
-  return redis.call('ZRANGEBYLEX', index, '[' .. id .. '\0', '(' .. id .. '\1', 'LIMIT', 0, 1)[1]
+_LUA_LIB = r"""
+local CHUNK = 1000
+local function each_chunk(items, width, fn)
+  local step = CHUNK * width
+  for i = 1, #items, step do fn(unpack(items, i, math.min(i + step - 1, #items))) end
 end
-local function unindex_token(base, ti, id, digest, user)
-  local old = owner(ti, id)
-  if old then
-    local od = string.sub(old, #id + 2, #id + 65)
-    local ou = string.sub(old, #id + 66)
-    if od ~= digest then
-      local ak = base .. 'ta:' .. od
-      if redis.call('GET', ak) == id then redis.call('DEL', ak) end
-    end
-    if ou ~= user then redis.call('ZREM', base .. 'tu:' .. ou, id) end
-    redis.call('ZREM', ti, old)
+local function hmget(hash, ids)
+  local out = {}
+  for i = 1, #ids, CHUNK do
+    local got = redis.call('HMGET', hash, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    for j = 1, #got do out[i + j - 1] = got[j] end
+  end
+  return out
+end
+-- The NUL-separated fields of `s`: n of them, the last one taking the rest
+-- (a JSON record: ids hold no NUL, and JSON escapes it).
+local function fields(s, n)
+  local out, pos = {}, 1
+  for k = 1, n - 1 do
+    local e = string.find(s, '\0', pos, true)
+    out[k] = string.sub(s, pos, e - 1)
+    pos = e + 1
+  end
+  out[n] = string.sub(s, pos)
+  return out
+end
+-- Forget the previous version of token `id` (owner = "<64 hex digest><user>")
+-- where it differs from the new digest/user ('' = forget everything).
+local function unindex_token(base, id, old, digest, user)
+  if not old then return end
+  local od, ou = string.sub(old, 1, 64), string.sub(old, 65)
+  if od ~= digest then
+    local ak = base .. 'ta:' .. od
+    if redis.call('GET', ak) == id then redis.call('DEL', ak) end
+  end
+  if ou ~= user then redis.call('ZREM', base .. 'tu:' .. ou, id) end
+end
+local function unindex_session(base, id, old, user)
+  if old and old ~= user then redis.call('ZREM', base .. 'su:' .. old, id) end
+end
+-- Delete the records `ids` of one kind ('t' or 's') and every index entry of them.
+local function drop(base, kind, x, i, o, ids)
+  if #ids == 0 then return end
+  local olds = hmget(o, ids)
+  local names = {}
+  for n, id in ipairs(ids) do
+    if kind == 't' then unindex_token(base, id, olds[n], '', '') else unindex_session(base, id, olds[n], '') end
+    names[n] = base .. kind .. ':' .. id
+  end
+  each_chunk(names, 1, function(...) redis.call('DEL', ...) end)
+  each_chunk(ids, 1, function(...) redis.call('ZREM', x, ...) redis.call('ZREM', i, ...) redis.call('HDEL', o, ...) end)
+end
+-- Index new versions: `adds` maps an index key to its flat {score, member, ...} list.
+local function zadd_all(adds)
+  for key, members in pairs(adds) do
+    each_chunk(members, 2, function(...) redis.call('ZADD', key, ...) end)
   end
 end
-local function unindex_session(base, si, id, user)
-  local old = owner(si, id)
-  if old then
-    local ou = string.sub(old, #id + 2)
-    if ou ~= user then redis.call('ZREM', base .. 'su:' .. ou, id) end
-    redis.call('ZREM', si, old)
-  end
-end
-local function set(key, value, px)
-  if px == '' then redis.call('SET', key, value) else redis.call('SET', key, value, 'PX', px) end
+local function push(t, key, score, member)
+  local list = t[key]
+  if not list then list = {}; t[key] = list end
+  list[#list + 1] = score
+  list[#list + 1] = member
 end
 """
 
-# KEYS: tx, ti.  ARGV: base, must_exist ('1' = update: the first token must be stored),
-# then six per token: id, digest, user, json, score, px ('' = no TTL).
-_STORE_TOKENS = _LUA_TOKEN_UNINDEX + r"""
-local base, tx, ti = ARGV[1], KEYS[1], KEYS[2]
-if ARGV[2] == '1' and redis.call('EXISTS', base .. 't:' .. ARGV[3]) == 0 then return 0 end
-for i = 3, #ARGV, 6 do
-  local id, digest, user, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 4]
-  unindex_token(base, ti, id, digest, user)
-  set(base .. 't:' .. id, ARGV[i + 3], ARGV[i + 5])
-  redis.call('SET', base .. 'ta:' .. digest, id)
-  redis.call('ZADD', base .. 'tu:' .. user, score, id)
-  redis.call('ZADD', tx, score, id)
-  redis.call('ZADD', ti, 0, id .. '\0' .. digest .. user)
+# KEYS: tx, ti, to.  ARGV: base, must_exist ('1' = update: the token must be stored),
+# then one per token: "id NUL digest NUL user NUL score NUL px NUL json" (px '' =
+# no TTL).  One argument per token, not six: for a 10,000-token bulk store,
+# packing and parsing 60,000 arguments cost more than the writes.
+_STORE_TOKENS = _LUA_LIB + r"""
+local base, tx, ti, to = ARGV[1], KEYS[1], KEYS[2], KEYS[3]
+local tokens, ids = {}, {}
+for i = 3, #ARGV do
+  local t = fields(ARGV[i], 6)
+  tokens[#tokens + 1] = t
+  ids[#ids + 1] = t[1]
 end
+if ARGV[2] == '1' and redis.call('EXISTS', base .. 't:' .. ids[1]) == 0 then return 0 end
+local olds = hmget(to, ids)
+local records, access, owners, adds = {}, {}, {}, {}
+for n, t in ipairs(tokens) do
+  local id, digest, user, score, px, json = t[1], t[2], t[3], t[4], t[5], t[6]
+  unindex_token(base, id, olds[n], digest, user)
+  if px == '' then
+    records[#records + 1] = base .. 't:' .. id
+    records[#records + 1] = json
+  else
+    redis.call('SET', base .. 't:' .. id, json, 'PX', px)
+  end
+  access[#access + 1] = base .. 'ta:' .. digest
+  access[#access + 1] = id
+  owners[#owners + 1] = id
+  owners[#owners + 1] = digest .. user
+  push(adds, base .. 'tu:' .. user, score, id)
+  push(adds, tx, score, id)
+  push(adds, ti, '0', id)
+end
+each_chunk(records, 2, function(...) redis.call('MSET', ...) end)
+each_chunk(access, 2, function(...) redis.call('MSET', ...) end)
+each_chunk(owners, 2, function(...) redis.call('HSET', to, ...) end)
+zadd_all(adds)
 return 1
 """
 
-# KEYS: tx, ti.  ARGV: base, ids...
-_DELETE_TOKENS = _LUA_TOKEN_UNINDEX + r"""
-local base, tx, ti = ARGV[1], KEYS[1], KEYS[2]
-for i = 2, #ARGV do
-  local id = ARGV[i]
-  unindex_token(base, ti, id, '', '')
-  redis.call('DEL', base .. 't:' .. id)
-  redis.call('ZREM', tx, id)
-end
+# KEYS: tx, ti, to.  ARGV: base, ids...
+_DELETE_TOKENS = _LUA_LIB + r"""
+local ids = {}
+for i = 2, #ARGV do ids[i - 1] = ARGV[i] end
+drop(ARGV[1], 't', KEYS[1], KEYS[2], KEYS[3], ids)
 return 1
 """
 
@@ -160,29 +216,43 @@ for i, id in ipairs(ids) do out[i] = redis.call('GET', ARGV[1] .. 't:' .. id) en
 return out
 """
 
-# KEYS: sx, si.  ARGV: base, then five per session: id, user, json, score, px.
-_STORE_SESSIONS = _LUA_TOKEN_UNINDEX + r"""
-local base, sx, si = ARGV[1], KEYS[1], KEYS[2]
-for i = 2, #ARGV, 5 do
-  local id, user, score = ARGV[i], ARGV[i + 1], ARGV[i + 3]
-  unindex_session(base, si, id, user)
-  set(base .. 's:' .. id, ARGV[i + 2], ARGV[i + 4])
-  redis.call('ZADD', base .. 'su:' .. user, score, id)
-  redis.call('ZADD', sx, score, id)
-  redis.call('ZADD', si, 0, id .. '\0' .. user)
+# KEYS: sx, si, so.  ARGV: base, then one per session: "id NUL user NUL score NUL px NUL json".
+_STORE_SESSIONS = _LUA_LIB + r"""
+local base, sx, si, so = ARGV[1], KEYS[1], KEYS[2], KEYS[3]
+local sessions, ids = {}, {}
+for i = 2, #ARGV do
+  local s = fields(ARGV[i], 5)
+  sessions[#sessions + 1] = s
+  ids[#ids + 1] = s[1]
 end
+local olds = hmget(so, ids)
+local records, owners, adds = {}, {}, {}
+for n, s in ipairs(sessions) do
+  local id, user, score, px, json = s[1], s[2], s[3], s[4], s[5]
+  unindex_session(base, id, olds[n], user)
+  if px == '' then
+    records[#records + 1] = base .. 's:' .. id
+    records[#records + 1] = json
+  else
+    redis.call('SET', base .. 's:' .. id, json, 'PX', px)
+  end
+  owners[#owners + 1] = id
+  owners[#owners + 1] = user
+  push(adds, base .. 'su:' .. user, score, id)
+  push(adds, sx, score, id)
+  push(adds, si, '0', id)
+end
+each_chunk(records, 2, function(...) redis.call('MSET', ...) end)
+each_chunk(owners, 2, function(...) redis.call('HSET', so, ...) end)
+zadd_all(adds)
 return 1
 """
 
-# KEYS: sx, si.  ARGV: base, ids...
-_DELETE_SESSIONS = _LUA_TOKEN_UNINDEX + r"""
-local base, sx, si = ARGV[1], KEYS[1], KEYS[2]
-for i = 2, #ARGV do
-  local id = ARGV[i]
-  unindex_session(base, si, id, '')
-  redis.call('DEL', base .. 's:' .. id)
-  redis.call('ZREM', sx, id)
-end
+# KEYS: sx, si, so.  ARGV: base, ids...
+_DELETE_SESSIONS = _LUA_LIB + r"""
+local ids = {}
+for i = 2, #ARGV do ids[i - 1] = ARGV[i] end
+drop(ARGV[1], 's', KEYS[1], KEYS[2], KEYS[3], ids)
 return 1
 """
 
@@ -199,8 +269,8 @@ return out
 """
 
 # KEYS: kv:<key>, kx.  ARGV: header+value, key, score, px.
-_STORE_KV = _LUA_TOKEN_UNINDEX + r"""
-set(KEYS[1], ARGV[1], ARGV[4])
+_STORE_KV = r"""
+if ARGV[4] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4]) end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 return 1
 """
@@ -212,28 +282,18 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: tx, ti, sx, si, kx.  ARGV: base, now, limit.  Deletes up to `limit`
-# expired records of each kind (also index entries whose record Redis has
-# already expired) and returns the three counts.
-_CLEANUP = _LUA_TOKEN_UNINDEX + r"""
+# KEYS: tx, ti, to, sx, si, so, kx.  ARGV: base, now, limit.  Deletes up to
+# `limit` expired records of each kind (also index entries whose record Redis
+# has already expired) and returns the three counts.
+_CLEANUP = _LUA_LIB + r"""
 local base, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local tids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
-for _, id in ipairs(tids) do
-  unindex_token(base, KEYS[2], id, '', '')
-  redis.call('DEL', base .. 't:' .. id)
-  redis.call('ZREM', KEYS[1], id)
-end
-local sids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
-for _, id in ipairs(sids) do
-  unindex_session(base, KEYS[4], id, '')
-  redis.call('DEL', base .. 's:' .. id)
-  redis.call('ZREM', KEYS[3], id)
-end
-local keys = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, limit)
-for _, key in ipairs(keys) do
-  redis.call('DEL', base .. 'kv:' .. key)
-  redis.call('ZREM', KEYS[5], key)
-end
+drop(base, 't', KEYS[1], KEYS[2], KEYS[3], tids)
+local sids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, limit)
+drop(base, 's', KEYS[4], KEYS[5], KEYS[6], sids)
+local keys = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, limit)
+for _, key in ipairs(keys) do redis.call('DEL', base .. 'kv:' .. key) end
+each_chunk(keys, 1, function(...) redis.call('ZREM', KEYS[7], ...) end)
 return {#tids, #sids, #keys}
 """
 
@@ -279,9 +339,13 @@ def _score(expires_at: datetime | None) -> bytes:
     return b"+inf" if expires_at is None else str(_micros(expires_at)).encode()
 
 
+# Not ensure_ascii: 8 MiB of "ü" stays 8 MiB instead of 24.  One encoder for
+# every record: json.dumps() with options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(value: Any) -> bytes:
-    # Not ensure_ascii: 8 MiB of "ü" stays 8 MiB instead of 24.
-    return _enc(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return _enc(_JSON.encode(value))
 
 
 def _digest(access_token: str) -> bytes:
@@ -421,7 +485,7 @@ class RedisStorage(AuthStorage):
         *,
         prefix: str = "authkit:",
         clock: Clock | None = None,
-        token_retention: float | timedelta | None = _DEFAULT_RETENTION,
+        token_retention: float | timedelta | None = None,
         owns_client: bool = False,
     ) -> None:
         super().__init__(clock=clock)
@@ -439,7 +503,11 @@ class RedisStorage(AuthStorage):
         self._cluster = isinstance(client, redis.cluster.RedisCluster)
         self.prefix = prefix
         base = self._b = _base(prefix)
-        self._tx, self._ti, self._sx, self._si, self._kx = (base + k for k in (b"tx", b"ti", b"sx", b"si", b"kx"))
+        self._tx, self._ti, self._to, self._sx, self._si, self._so, self._kx = (
+            base + k for k in (b"tx", b"ti", b"to", b"sx", b"si", b"so", b"kx")
+        )
+        self._token_keys = [self._tx, self._ti, self._to]
+        self._session_keys = [self._sx, self._si, self._so]
         password = client.get_connection_kwargs().get("password")
         self._where = _where(client)
         self._errors = _Errors(self._where, password if isinstance(password, str) else None)
@@ -503,18 +571,18 @@ class RedisStorage(AuthStorage):
     def _key(self, kind: bytes, name: str) -> bytes:
         return self._b + kind + _enc(name)
 
-    def _token_args(self, token: AuthToken) -> list[bytes]:
-        if token.expires_at is None:
+    def _token_arg(self, token: AuthToken, now: datetime) -> bytes:
+        """One token as the store script reads it: ``id NUL digest NUL user NUL score NUL px NUL json``."""
+        if token.expires_at is None or self._retention is None:
             px = b""
-        elif self._retention is None:
-            px = b""
-        else:
-            left = max((token.expires_at - self.now()).total_seconds(), 0.0)
+        else:  # the safety net: `retention` after expiry, counted from now for tokens already expired
+            left = max((token.expires_at - now).total_seconds(), 0.0)
             px = _ms(left + self._retention)
-        return [_enc(token.token_id), _digest(token.access_token), _enc(token.user_id), _token_record(token),
-                _score(token.expires_at), px]
+        return b"\0".join((_enc(token.token_id), _digest(token.access_token), _enc(token.user_id),
+                           _score(token.expires_at), px, _token_record(token)))
 
-    def _px(self, expires_at: datetime | None) -> bytes:
+    @staticmethod
+    def _px(expires_at: datetime | None, now: datetime) -> bytes:
         """The native TTL of a record expiring at ``expires_at``, relative to the storage clock.
 
         Relative (PX, not PEXPIREAT) so Redis counts the TTL on its own clock:
@@ -522,16 +590,15 @@ class RedisStorage(AuthStorage):
         """
         if expires_at is None:
             return b""
-        return _ms((expires_at - self.now()).total_seconds())
+        return _ms((expires_at - now).total_seconds())
 
     # -- tokens -----------------------------------------------------------
 
     def _store_tokens(self, tokens: list[AuthToken]) -> None:
-        args = [self._b, b"0"]
-        for token in tokens:
-            args += self._token_args(token)
+        now = self.now()
+        args = [self._b, b"0", *(self._token_arg(token, now) for token in tokens)]
         with self._errors:
-            self._store_tokens_lua(keys=[self._tx, self._ti], args=args)
+            self._store_tokens_lua(keys=self._token_keys, args=args)
 
     def _get_token(self, token_id: str) -> AuthToken | None:
         with self._errors:
@@ -551,13 +618,15 @@ class RedisStorage(AuthStorage):
 
     def _update_token(self, token: AuthToken) -> None:
         with self._errors:
-            found = self._store_tokens_lua(keys=[self._tx, self._ti], args=[self._b, b"1", *self._token_args(token)])
+            found = self._store_tokens_lua(
+                keys=self._token_keys, args=[self._b, b"1", self._token_arg(token, self.now())]
+            )
         if not found:
             raise NotFoundError(f"no token with id {token.token_id!r}")
 
     def _delete_tokens(self, token_ids: list[str]) -> None:
         with self._errors:
-            self._delete_tokens_lua(keys=[self._tx, self._ti], args=[self._b, *map(_enc, token_ids)])
+            self._delete_tokens_lua(keys=self._token_keys, args=[self._b, *map(_enc, token_ids)])
 
     def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
         with self._errors:
@@ -568,12 +637,12 @@ class RedisStorage(AuthStorage):
     # -- sessions ---------------------------------------------------------
 
     def _store_sessions(self, sessions: list[SessionData]) -> None:
+        now = self.now()
         args = [self._b]
-        for session in sessions:
-            args += [_enc(session.session_id), _enc(session.user_id), _session_record(session),
-                     _score(session.expires_at), self._px(session.expires_at)]
+        args += (b"\0".join((_enc(s.session_id), _enc(s.user_id), _score(s.expires_at), self._px(s.expires_at, now),
+                             _session_record(s))) for s in sessions)
         with self._errors:
-            self._store_sessions_lua(keys=[self._sx, self._si], args=args)
+            self._store_sessions_lua(keys=self._session_keys, args=args)
 
     def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
         with self._errors:
@@ -585,7 +654,7 @@ class RedisStorage(AuthStorage):
 
     def _delete_sessions(self, session_ids: list[str]) -> None:
         with self._errors:
-            self._delete_sessions_lua(keys=[self._sx, self._si], args=[self._b, *map(_enc, session_ids)])
+            self._delete_sessions_lua(keys=self._session_keys, args=[self._b, *map(_enc, session_ids)])
 
     def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
         with self._errors:
@@ -611,7 +680,7 @@ class RedisStorage(AuthStorage):
         name = _enc(key)
         with self._errors:
             self._store_kv_lua(keys=[self._b + b"kv:" + name, self._kx],
-                               args=[header + value, name, _score(expires_at), self._px(expires_at)])
+                               args=[header + value, name, _score(expires_at), self._px(expires_at, self.now())])
 
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         with self._errors:
@@ -654,7 +723,7 @@ class RedisStorage(AuthStorage):
     def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
         with self._errors:
             tokens, sessions, kv = self._cleanup_lua(
-                keys=[self._tx, self._ti, self._sx, self._si, self._kx], args=[self._b, _micros(now), limit]
+                keys=[*self._token_keys, *self._session_keys, self._kx], args=[self._b, _micros(now), limit]
             )
         return CleanupReport(tokens=int(tokens), sessions=int(sessions), kv=int(kv))
 
@@ -665,12 +734,12 @@ class RedisStorage(AuthStorage):
         return {name: int(count) for name, count in zip(names, counts, strict=True)}
 
     def _id_page(self, index: bytes, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
-        # The owner index is ordered by id (all scores 0): the cursor is the
-        # last id returned, so ids stored or deleted meanwhile never shift a page.
-        low = b"-" if cursor is None else b"(" + _enc(cursor) + b"\x01"
+        # The id index is ordered by id (all scores 0): the cursor is the last
+        # id returned, so ids stored or deleted meanwhile never shift a page.
+        low = b"-" if cursor is None else b"(" + _enc(cursor)
         with self._errors:
             members = self._client.zrangebylex(index, low, b"+", start=0, num=limit)
-        ids = [_dec(m.split(b"\x00", 1)[0]) for m in members]
+        ids = [_dec(m) for m in members]
         return ids, (ids[-1] if len(ids) == limit else None)
 
     def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
