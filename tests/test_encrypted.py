@@ -446,6 +446,36 @@ def test_reencrypt_moves_everything_to_the_first_key(inner: MemoryStorage, clock
     assert new_only.get_kv("forever") == b"no ttl"
 
 
+def test_reads_keep_working_while_reencrypt_runs(inner: MemoryStorage, clock: FakeClock) -> None:
+    old_key, new_key = generate_key(), generate_key()
+    fill_under_old_key(EncryptedStorage(inner, [old_key]), clock, n=60)
+    rotated = EncryptedStorage(inner, [new_key, old_key])
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                for i in range(0, 60, 7):
+                    assert rotated.get_token_by_access_token(f"access-{i}") is not None
+                    assert rotated.get_kv(f"k{i}") == f"value-{i}".encode()
+                    session = rotated.get_session(f"s{i}")
+                    assert session is not None and session.data == {"i": i}
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        assert rotated.reencrypt(batch_size=5) == 61 + 60 + 61
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+
+
 def test_reencrypt_argument_errors(storage: EncryptedStorage) -> None:
     with pytest.raises(ValueError):
         storage.reencrypt(batch_size=0)

@@ -163,6 +163,7 @@ class EncryptedStorage(AuthStorage):
         self._inner = inner
         self._keys = derived
         self._by_id = by_id
+        self._lookup_keys = derived if len(derived) == 1 else [*derived, derived[0]]
 
     def __repr__(self) -> str:
         return f"EncryptedStorage({self._inner!r}, keys=<{len(self._keys)}>)"
@@ -269,7 +270,9 @@ class EncryptedStorage(AuthStorage):
     def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
         # Newest key first: every write uses it, so live tokens are found in one
         # lookup; records written under an older key (before reencrypt) in a later one.
-        for key in self._keys:
+        # With several keys the newest is tried again last: reencrypt() may have moved
+        # the record from an old key to it between our first and our later lookups.
+        for key in self._lookup_keys:
             sealed = self._inner._get_token_by_access_token(key.index(access_token), now)
             if sealed is None:
                 continue
