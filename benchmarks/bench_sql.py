@@ -151,20 +151,27 @@ def _bulk(table: Table, storage: SqlStorage, n: int) -> None:
 
 
 def _lookup_latency(table: Table, url: str, small: int, large: int, lookups: int) -> None:
-    def latency(count: int) -> float:
-        with _open(url) as storage:
-            now = storage.now()
-            for start in range(0, count, 10_000):
-                storage.store_tokens_bulk([_token(i, now, tag="l") for i in range(start, min(count, start + 10_000))])
-            picks = [_token(random.randrange(count), now, tag="l").access_token for _ in range(lookups)]
-            for access in picks[:50]:  # warm the pool and the plan cache
-                storage.get_token_by_access_token(access)
-            start_time = time.perf_counter()
-            for access in picks:
-                assert storage.get_token_by_access_token(access) is not None
-            return (time.perf_counter() - start_time) / lookups
+    def fill(storage: SqlStorage, count: int) -> list[str]:
+        now = storage.now()
+        for start in range(0, count, 10_000):
+            storage.store_tokens_bulk([_token(i, now, tag="l") for i in range(start, min(count, start + 10_000))])
+        picks = [_token(random.randrange(count), now, tag="l").access_token for _ in range(lookups)]
+        for access in picks[:50]:  # warm the pool and the plan cache
+            storage.get_token_by_access_token(access)
+        return picks
 
-    few, many = latency(small), latency(large)
+    # Both stores open at once (two prefixes in one database), measured in alternating
+    # rounds so that load from elsewhere on the machine hits both alike.
+    with _open(url) as few_store, _open(url) as many_store:
+        sides = [(few_store, fill(few_store, small)), (many_store, fill(many_store, large))]
+        best = [float("inf"), float("inf")]
+        for _ in range(5):
+            for side, (storage, picks) in enumerate(sides):
+                start = time.perf_counter()
+                for access in picks:
+                    assert storage.get_token_by_access_token(access) is not None
+                best[side] = min(best[side], (time.perf_counter() - start) / len(picks))
+    few, many = best
     table.rows.append((f"get_token_by_access_token latency, {large:,} vs {small:,} tokens",
                        f"{many * 1e6:,.0f} us", f"{few * 1e6:,.0f} us", f"{many / few:.2f}x", "<= 1.5x"))
 
@@ -226,7 +233,7 @@ def run(quick: bool) -> None:
     n = 300 if quick else 3000
     bulk_n = 1000 if quick else 10_000
     small, large = 1000, (20_000 if quick else 200_000)
-    lookups = 300 if quick else 2000
+    lookups = 200 if quick else 1000
     cleanup_n = 20_000 if quick else 200_000
     with tempfile.TemporaryDirectory() as tmp:
         urls = {

@@ -64,6 +64,7 @@ _MICROSECOND = timedelta(microseconds=1)
 _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
 _IN_CHUNK = 500  # ids per "IN (...)" statement in bulk deletes
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
+_SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 # PyMySQL sends bytes as hex, doubling them: a kv value above this size goes to
 # MySQL in pieces, so 8 MiB fits the default 16 MiB max_allowed_packet.
 _MYSQL_CHUNK = 1024 * 1024
@@ -108,18 +109,23 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+# Encoders built once: json.dumps() with arguments builds a new encoder per call.
+_encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _dumps(value: Any) -> str:
     """Compact JSON kept as UTF-8 (8 MiB of text stays 8 MiB, not 6x as ``\\uXXXX``).
 
     A lone surrogate cannot be encoded as UTF-8, so a value holding one falls
     back to ASCII escapes, which round-trip it.
     """
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = _encode_utf8(value)
     if not text.isascii():
         try:
             text.encode()
         except UnicodeEncodeError:
-            return json.dumps(value, separators=(",", ":"))
+            return _encode_ascii(value)
     return text
 
 
@@ -318,6 +324,10 @@ class SqlStorage(AuthStorage):
                         # NORMAL is durable across application crashes in WAL mode; only an OS
                         # crash or power loss may undo the last commits.
                         cursor.execute("PRAGMA synchronous = NORMAL")
+                        # Read through the OS page cache instead of copying pages into
+                        # SQLite's small (2 MiB) private cache: random lookups in a large
+                        # table stay memory-speed.
+                        cursor.execute(f"PRAGMA mmap_size = {_SQLITE_MMAP_BYTES}")
                 elif name in MYSQL_DIALECTS:
                     # Strict mode turns the token upsert's guard (see _compile_statements)
                     # into an error instead of a silent coercion.
