@@ -151,7 +151,7 @@ class _Progress:
             filled = int(fraction * 30)
             line = f"{self._label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self._total}"
         else:
-            line = f"{self._label} ... {done}"
+            line = f"{self._label} ... {done} records"
         self._stream.write("\r" + line)
         self._stream.flush()
         self._drawn = True
@@ -178,15 +178,23 @@ def _storage_url(args: argparse.Namespace) -> str:
 
 
 @contextmanager
-def _opened(args: argparse.Namespace, scrub: _Scrubber, **options: Any) -> Iterator[AuthStorage]:
-    """The storage the options name, closed afterwards; bad URLs become a usage failure."""
+def _opened(args: argparse.Namespace, scrub: _Scrubber, *, create: bool) -> Iterator[AuthStorage]:
+    """The storage the options name, closed afterwards; bad URLs become a usage failure.
+
+    Only ``init`` (and a check that plays the application) creates the schema:
+    ``stats`` or a cron ``cleanup`` pointed at a mistyped URL must fail loudly,
+    not report zeros from a new, empty database.
+    """
     url = _storage_url(args)
     scrub.add_url(url)
     for key in os.environ.get(ENCRYPTION_KEYS_ENV, "").split(","):
         scrub.add(key.strip())
+    options: dict[str, Any] = {"create_schema": create}
     prefix = getattr(args, "prefix", None)
     if prefix is not None:
         options["prefix"] = prefix
+    if not create:
+        _check_sqlite_file(url)
     try:
         storage = open_storage(url, **options)
     except ConfigurationError as exc:
@@ -195,6 +203,23 @@ def _opened(args: argparse.Namespace, scrub: _Scrubber, **options: Any) -> Itera
         raise _Failure(f"bad storage URL or option: {exc}", EXIT_USAGE) from exc
     with storage:
         yield storage
+
+
+def _check_sqlite_file(url: str) -> None:
+    """A missing SQLite file is a usage failure, before SQLite creates an empty one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return  # open_storage() reports a bad URL in its own words
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return
+    if database.startswith("file:") or os.path.exists(database):
+        return
+    raise _Failure(f"no SQLite database at {database}: create it with `authkit init`", EXIT_USAGE)
 
 
 def _storage_label(args: argparse.Namespace) -> str:
@@ -228,8 +253,7 @@ def _emit(out: IO[str], args: argparse.Namespace, line: str, data: dict[str, Any
 
 
 def _cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
-    options: dict[str, Any] = {} if not args.check else {"create_schema": False}
-    with _opened(args, scrub, **options) as storage:
+    with _opened(args, scrub, create=not args.check) as storage:
         counts = storage.stats()  # a real round trip: proves the schema is there and readable
     records = sum(counts.values())
     what = "verified" if args.check else "ready"
@@ -239,7 +263,7 @@ def _cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scru
 
 
 def _cmd_stats(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
-    with _opened(args, scrub) as storage:
+    with _opened(args, scrub, create=False) as storage:
         counts = storage.stats()
     if args.json:
         out.write(json.dumps(counts, sort_keys=True) + "\n")
@@ -252,7 +276,8 @@ def _cmd_stats(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scr
 
 
 def _cmd_cleanup(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
-    with _opened(args, scrub) as storage, _exclusive(storage, CLEANUP_LOCK, args.wait, args.lock_ttl) as held:
+    with (_opened(args, scrub, create=False) as storage,
+          _exclusive(storage, CLEANUP_LOCK, args.wait, args.lock_ttl) as held):
         if not held:
             _emit(out, args, "skipped: another cleanup is running",
                   {"status": "skipped", "reason": "another cleanup is running"})
@@ -283,7 +308,7 @@ def _cmd_reencrypt(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: 
                        EXIT_USAGE)
     from authkit.storage.encrypted import EncryptedStorage
 
-    with _opened(args, scrub) as storage:
+    with _opened(args, scrub, create=False) as storage:
         if not isinstance(storage, EncryptedStorage):
             raise _Failure("this storage is not encrypted; nothing to re-encrypt", EXIT_USAGE)
         with _exclusive(storage, REENCRYPT_LOCK, args.wait, args.lock_ttl) as held:
@@ -400,7 +425,7 @@ def _cmd_salesforce_check(args: argparse.Namespace, out: IO[str], err: IO[str], 
     with ExitStack() as stack:
         # Only a shared-store check touches the storage: a plain check must not
         # leave an authkit.db behind in the current directory.
-        store = stack.enter_context(_opened(args, scrub)) if args.token_store else None
+        store = stack.enter_context(_opened(args, scrub, create=True)) if args.token_store else None
         try:
             auth = _build_auth(args, flow, scrub, store)
         except (ValueError, TypeError) as exc:

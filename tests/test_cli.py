@@ -99,6 +99,21 @@ def test_init_creates_the_default_sqlite_file_in_the_current_directory(tmp_path:
     assert again.stdout.startswith("ok: schema verified")
 
 
+def test_only_init_creates_a_storage(tmp_path: Path, sqlite_url: str) -> None:
+    # A cron job pointed at a mistyped path must fail, not report zeros from a new empty database.
+    for command in ("stats", "cleanup", "init --check"):
+        result = authkit(*command.split(), "--storage", sqlite_url, cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "create it with `authkit init`" in one_error_line(result)
+    assert not (tmp_path / "cli.db").exists()
+    seeded(sqlite_url, live=1, expired=0, prefix="other_")  # the file exists, our tables do not
+    result = authkit("cleanup", "--storage", sqlite_url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "authkit init" in one_error_line(result)
+    assert authkit("init", "--storage", sqlite_url, cwd=tmp_path).returncode == 0
+    assert authkit("cleanup", "--storage", sqlite_url, cwd=tmp_path).returncode == 0
+
+
 def test_storage_from_the_environment_and_options_after_the_command(tmp_path: Path, sqlite_url: str) -> None:
     seeded(sqlite_url, live=2, expired=1)
     by_env = authkit("stats", "--json", cwd=tmp_path, env=_env(AUTHKIT_STORAGE_URL=sqlite_url))
@@ -125,6 +140,7 @@ def test_stats_counts_live_and_expired(tmp_path: Path, sqlite_url: str) -> None:
 
 def test_prefix_selects_another_set_of_tables(tmp_path: Path, sqlite_url: str) -> None:
     seeded(sqlite_url, live=1, expired=0, prefix="app1_")
+    assert authkit("init", "--storage", sqlite_url, "--prefix", "app2_", cwd=tmp_path).returncode == 0
     mine = authkit("stats", "--json", "--storage", sqlite_url, "--prefix", "app1_", cwd=tmp_path)
     other = authkit("stats", "--json", "--storage", sqlite_url, "--prefix", "app2_", cwd=tmp_path)
     assert json.loads(mine.stdout)["tokens_live"] == 1

@@ -104,9 +104,11 @@ def test_crontab_line_runs(tmp_path: Path) -> None:
     assert fields[:5] == ["*/15", "*", "*", "*", "*"]
     command = shlex.split(fields[5])
     assert command[0] == "authkit"
-    # The same command on a storage of our own: silent on success, as cron wants it.
-    result = run([sys.executable, "-m", "authkit", *command[1:]],
-                 env=_env(AUTHKIT_STORAGE_URL=f"sqlite:///{tmp_path / 'cron.db'}"), cwd=tmp_path)
+    # The same command on a storage of our own (made by `authkit init`, as a deploy would):
+    # silent on success, as cron wants it.
+    env = _env(AUTHKIT_STORAGE_URL=f"sqlite:///{tmp_path / 'cron.db'}")
+    run([sys.executable, "-m", "authkit", "init"], env=env, cwd=tmp_path)
+    result = run([sys.executable, "-m", "authkit", *command[1:]], env=env, cwd=tmp_path)
     assert (result.stdout, result.stderr) == ("", "")
 
 
@@ -137,6 +139,7 @@ def test_systemd_units(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=60)
         assert verify.returncode == 0, verify.stderr
     settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    run([sys.executable, "-m", "authkit", "init"], env=_env(**settings), cwd=tmp_path)
     result = run([sys.executable, "-m", "authkit", *command[1:]], env=_env(**settings), cwd=tmp_path)
     assert result.stdout.startswith("cleanup: deleted 0 expired records"), result.stdout
 
@@ -173,3 +176,31 @@ def test_every_example_is_run_by_a_test() -> None:
     missing = {p for p in present if not any(p == c or p.startswith(c.rstrip("/") + "/") for c in COVERED)}
     if missing:
         pytest.fail(f"examples no test runs: {sorted(missing)}; add them to tests/test_examples.py")
+
+
+# -- the README ---------------------------------------------------------------------------
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_links_point_to_files_that_exist() -> None:
+    links = re.findall(r"\]\(((?!https?:)[^)#\s]+)(?:#[^)]*)?\)", README)
+    assert links
+    missing = [link for link in links if not (ROOT / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+
+
+def test_readme_commands_are_the_ones_ci_and_the_examples_use() -> None:
+    assert "pip install -e . && python examples/quickstart.py" in README
+    assert "pip install -e '.[dev]' && python -m pytest -q" in README
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "AUTHKIT_REQUIRE_SERVICES=1" in ci
+    assert re.search(r"^python -m pytest -q$", ci, re.M), "the CI script must run the README's test command"
+
+
+def test_readme_storage_example_runs(tmp_path: Path) -> None:
+    block = README.split("## Storage in one screen", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "storage_example.py"
+    script.write_text(block)
+    run([sys.executable, str(script)], cwd=tmp_path)
+    assert (tmp_path / "authkit.db").exists()
