@@ -1,0 +1,513 @@
+"""RedisStorage beyond the conformance suite: key layout, native TTLs, index
+hygiene, SCAN and glob escaping, a server restart mid-run, threads, processes,
+fork, and a real 3-node Redis Cluster.
+
+The shared server (``AUTHKIT_TEST_REDIS_URL``) is only used under a unique
+prefix; every fault test starts its own ``redis-server`` on a spare port.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+redis = pytest.importorskip("redis")
+import redis.cluster  # noqa: E402
+
+from authkit.errors import NotFoundError, StorageError, StorageUnavailableError  # noqa: E402
+from authkit.models import AuthToken, SessionData  # noqa: E402
+from authkit.storage import open_storage  # noqa: E402
+from authkit.storage.redis import RedisStorage  # noqa: E402
+from tests.backends import drop_redis_keys  # noqa: E402
+from tests.clock import FakeClock  # noqa: E402
+from tests.redis_cluster import RedisServer, cluster_url  # noqa: E402
+from tests.services import REDIS_URL, require, unique_prefix  # noqa: E402
+
+
+def _prefix() -> str:
+    return unique_prefix("rt").rstrip("_") + ":"
+
+
+@pytest.fixture
+def raw() -> Iterator[Any]:
+    client = redis.Redis.from_url(require(REDIS_URL, "Redis"))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(raw: Any, clock: FakeClock) -> Iterator[RedisStorage]:
+    prefix = _prefix()
+    storage = RedisStorage(raw, prefix=prefix, clock=clock)
+    try:
+        yield storage
+    finally:
+        drop_redis_keys(raw, prefix)
+
+
+def keys_of(client: Any, prefix: str) -> list[bytes]:
+    from authkit.storage.redis import _glob_escape
+
+    pattern = _glob_escape(prefix.encode()) + b"*"
+    if isinstance(client, redis.cluster.RedisCluster):
+        return [k for node in client.get_primaries() for k in client.scan_iter(match=pattern, target_nodes=node)]
+    return list(client.scan_iter(match=pattern))
+
+
+def token(token_id: str = "t1", user_id: str = "u1", **fields: Any) -> AuthToken:
+    fields.setdefault("access_token", f"secret-access-{token_id}")
+    return AuthToken(token_id=token_id, user_id=user_id, **fields)
+
+
+def check_indexes(storage: RedisStorage) -> None:
+    """Every index entry points at a stored record that agrees with it, and every record is indexed."""
+    client: Any = storage._client
+    b = storage._b
+    owners = {k.decode(): v for k, v in client.hgetall(b + b"to").items()}
+    assert {m.decode() for m in client.zrange(b + b"tx", 0, -1)} == set(owners)
+    assert {m.decode() for m in client.zrange(b + b"ti", 0, -1)} == set(owners)
+    for token_id, owner in owners.items():
+        got = storage.get_token(token_id)
+        assert got is not None, token_id
+        from authkit.storage.redis import _digest
+
+        assert owner == _digest(got.access_token) + got.user_id.encode()
+        holder = client.get(b + b"ta:" + owner[:64])  # this token, or another with the same access token
+        assert holder is not None and owners[holder.decode()][:64] == owner[:64]
+        assert client.zscore(b + b"tu:" + got.user_id.encode(), token_id) is not None
+    token_keys = [k for k in keys_of(client, storage.prefix) if k.startswith(b + b"t:")]
+    assert len(token_keys) == len(owners)
+    access_keys = [k for k in keys_of(client, storage.prefix) if k.startswith(b + b"ta:")]
+    assert len(access_keys) == len({o[:64] for o in owners.values()})
+
+
+# -- layout -------------------------------------------------------------------
+
+
+def test_every_key_is_under_the_prefix_with_one_hash_tag(store: RedisStorage, raw: Any) -> None:
+    store.store_token(token(expires_at=store.now() + timedelta(hours=1)))
+    store.store_session("s1", SessionData("", "u1", expires_at=store.now() + timedelta(hours=1)))
+    store.store_kv("k", b"v", ttl=60)
+    with store.lock("l"):
+        names = keys_of(raw, store.prefix)
+        assert any(b"lock:" in n for n in names)
+    tag = store.prefix.rstrip(":").encode()
+    assert names and all(n.startswith(store.prefix.encode() + b"{" + tag + b"}:") for n in names)
+    assert len({redis.cluster.key_slot(n) for n in names}) == 1
+
+
+def test_no_raw_token_in_key_names_and_json_records(store: RedisStorage, raw: Any) -> None:
+    store.store_token(token(access_token="very-secret-access", refresh_token="very-secret-refresh"))
+    names = b"\n".join(keys_of(raw, store.prefix))
+    assert b"very-secret" not in names
+    record = raw.get(store._b + b"t:t1")
+    assert record.startswith(b"[1,") and b"very-secret-access" in record  # JSON, never pickle
+
+
+def test_native_ttls(store: RedisStorage, raw: Any, clock: FakeClock) -> None:
+    store.store_kv("k", b"v", ttl=60)
+    store.store_kv("forever", b"v")
+    store.store_session("s1", SessionData("", "u1", expires_at=clock() + timedelta(seconds=120)))
+    store.store_token(token(expires_at=clock() + timedelta(seconds=30)))
+    assert 55_000 < raw.pttl(store._b + b"kv:k") <= 60_000
+    assert raw.pttl(store._b + b"kv:forever") == -1
+    assert 115_000 < raw.pttl(store._b + b"s:s1") <= 120_000
+    assert raw.pttl(store._b + b"t:t1") == -1  # tokens outlive expiry until cleanup_expired
+
+
+def test_token_retention_is_a_safety_net_after_expiry(raw: Any, clock: FakeClock) -> None:
+    prefix = _prefix()
+    storage = RedisStorage(raw, prefix=prefix, clock=clock, token_retention=timedelta(minutes=10))
+    try:
+        storage.store_token(token(expires_at=clock() + timedelta(seconds=30)))
+        storage.store_token(token("old", expires_at=clock() - timedelta(days=1)))
+        storage.store_token(token("forever"))
+        assert 625_000 < raw.pttl(storage._b + b"t:t1") <= 630_000
+        assert 595_000 < raw.pttl(storage._b + b"t:old") <= 600_000
+        assert raw.pttl(storage._b + b"t:forever") == -1
+        assert storage.get_token("old") is not None
+    finally:
+        drop_redis_keys(raw, prefix)
+
+
+def test_expiry_is_decided_by_the_storage_clock(store: RedisStorage, raw: Any, clock: FakeClock) -> None:
+    store.store_kv("k", b"v", ttl=5)
+    store.store_session("s1", SessionData("", "u1", expires_at=clock() + timedelta(seconds=5)))
+    clock.advance(6)
+    assert raw.exists(store._b + b"kv:k") and raw.exists(store._b + b"s:s1")  # Redis has not expired them
+    assert store.get_kv("k") is None and store.list_kv_keys() == []
+    assert store.get_session("s1") is None and store.list_user_sessions("u1") == []
+    assert store.count_active_sessions() == 0
+
+
+def test_records_redis_expired_are_never_returned_and_cleanup_prunes_them(
+    store: RedisStorage, raw: Any, clock: FakeClock
+) -> None:
+    soon = clock() + timedelta(seconds=5)
+    store.store_session("s1", SessionData("", "u1", expires_at=soon))
+    store.store_kv("k", b"v", ttl=5)
+    # What Redis's own expiry does, without waiting for it:
+    raw.delete(store._b + b"s:s1", store._b + b"kv:k")
+    assert store.get_session("s1") is None and store.list_user_sessions("u1") == []
+    assert store.get_kv("k") is None and store.list_kv_keys() == []
+    clock.advance(6)
+    report = store.cleanup_expired()
+    assert (report.sessions, report.kv) == (1, 1)
+    assert keys_of(raw, store.prefix) == []  # no index entry left behind
+
+
+def test_index_pointing_at_a_replaced_record_is_not_trusted(store: RedisStorage, raw: Any) -> None:
+    store.store_token(token(access_token="a1"))
+    from authkit.storage.redis import _digest
+
+    # A stale digest key (as a crash between writes could leave, if writes were not atomic):
+    raw.set(store._b + b"ta:" + _digest("forged"), b"t1")
+    assert store.get_token_by_access_token("forged") is None
+    raw.zadd(store._b + b"su:u1", {b"ghost": "+inf"})
+    assert store.list_user_sessions("u1") == []
+
+
+def test_deleted_sessions_leave_no_index_entry(store: RedisStorage, raw: Any) -> None:
+    store.store_sessions_bulk([(f"s{i}", SessionData("", f"u{i % 2}")) for i in range(10)])
+    store.delete_session("s0")
+    store.delete_sessions_bulk([f"s{i}" for i in range(1, 10)])
+    assert store.count_active_sessions() == 0
+    assert keys_of(raw, store.prefix) == []
+
+
+def test_token_indexes_follow_replacements(store: RedisStorage, raw: Any) -> None:
+    store.store_tokens_bulk([token(f"t{i}", f"u{i % 3}") for i in range(30)])
+    store.store_token(token("t1", "u9", access_token="moved"))
+    store.update_token(token("t2", "u2", access_token="shared"))
+    store.store_token(token("t3", "u0", access_token="shared"))  # two tokens, one access token: last wins
+    check_indexes(store)
+    assert store.get_token_by_access_token("shared").token_id == "t3"  # type: ignore[union-attr]
+    store.delete_tokens_bulk([f"t{i}" for i in range(30)])
+    assert keys_of(raw, store.prefix) == []
+
+
+def test_update_token_is_atomic_check_and_write(store: RedisStorage, raw: Any) -> None:
+    with pytest.raises(NotFoundError):
+        store.update_token(token())
+    assert keys_of(raw, store.prefix) == []
+    store.store_token(token())
+    raw.delete(store._b + b"t:t1")  # gone (e.g. the safety-net TTL) but still indexed
+    with pytest.raises(NotFoundError):
+        store.update_token(token())
+
+
+# -- list_kv_keys: SCAN, escaped ------------------------------------------------
+
+
+def test_list_kv_keys_uses_scan_never_keys() -> None:
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+        storage = RedisStorage(client, prefix="x:")
+        for i in range(2500):
+            storage.store_kv(f"k{i:04}", b"v")
+        before = client.info("commandstats")
+        assert storage.list_kv_keys("k1") == [f"k{i:04}" for i in range(1000, 2000)]
+        after = client.info("commandstats")
+        assert "cmdstat_keys" not in after
+        assert after["cmdstat_scan"]["calls"] > before.get("cmdstat_scan", {}).get("calls", 0)
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "neighbour_prefix"),  # the neighbour's keys match the prefix if read as a glob
+    [("g*:", "gZ:"), ("g?:", "gQ:"), ("g[ab]:", "ga:"), ("g\\x:", "gx:"), ("g*{t}", "gZ{t}"), ("g[]]:", "g]:")],
+)
+def test_glob_characters_in_the_storage_prefix(
+    raw: Any, clock: FakeClock, prefix: str, neighbour_prefix: str
+) -> None:
+    unique = unique_prefix("g")
+    ours = RedisStorage(raw, prefix=unique + prefix, clock=clock)
+    neighbour = RedisStorage(raw, prefix=unique + neighbour_prefix, clock=clock)
+    try:
+        ours.store_kv("mine", b"1")
+        neighbour.store_kv("theirs", b"2")
+        neighbour.store_kv("mine2", b"2")
+        assert ours.list_kv_keys() == ["mine"]
+        assert ours.list_kv_keys("mi") == ["mine"]
+    finally:
+        drop_redis_keys(raw, unique)
+
+
+def test_prefix_with_its_own_hash_tag_and_bad_prefixes(raw: Any) -> None:
+    storage = RedisStorage(raw, prefix="app:{tenant-1}:")
+    assert storage._b == b"app:{tenant-1}:"
+    with pytest.raises(ValueError, match="hash tag"):
+        RedisStorage(raw, prefix="app:{}:")
+    with pytest.raises(ValueError):
+        RedisStorage(raw, prefix="")
+    with pytest.raises(TypeError):
+        RedisStorage(raw, prefix=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        RedisStorage("redis://localhost")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisStorage(redis.Redis.from_url(REDIS_URL, decode_responses=True))
+
+
+# -- URLs, repr, errors -------------------------------------------------------------
+
+
+def test_open_storage_urls(tmp_path: Path) -> None:
+    with RedisServer(None, "--unixsocket", str(tmp_path / "r.sock"), "--unixsocketperm", "700") as server:
+        with open_storage(f"unix://{tmp_path / 'r.sock'}?db=0", prefix="u:") as storage:
+            assert isinstance(storage, RedisStorage)
+            storage.store_kv("k", b"v")
+            assert storage.get_kv("k") == b"v"
+            assert "r.sock" in repr(storage)
+        with open_storage(server.url, prefix="p:", create_schema=True) as storage:
+            assert storage.get_kv("k") is None  # another prefix
+    tls = RedisStorage.from_url("rediss://:pw@127.0.0.1:1/0", ssl_cert_reqs="none")
+    assert tls._client.connection_pool.connection_class is redis.SSLConnection
+    tls.close()
+
+
+def test_password_never_in_repr_or_errors() -> None:
+    with RedisServer(None, "--requirepass", "s3cret-pw") as server:
+        url = f"redis://:s3cret-pw@127.0.0.1:{server.port}/0"
+        storage = RedisStorage.from_url(url, prefix="x:")
+        storage.store_kv("k", b"v")
+        assert "s3cret" not in repr(storage)
+        server.kill()
+        with pytest.raises(StorageUnavailableError) as info:
+            storage.get_kv("k")
+        assert "s3cret" not in str(info.value)
+        storage.close()
+        server.start()
+        wrong = RedisStorage.from_url(f"redis://:wrong-pw-xyz@127.0.0.1:{server.port}/0")
+        with pytest.raises(StorageError) as info:
+            wrong.get_kv("k")
+        assert "wrong-pw-xyz" not in str(info.value) and "wrong-pw-xyz" not in repr(wrong)
+        wrong.close()
+
+
+def test_server_restart_mid_run() -> None:
+    """Kill our own server: StorageUnavailableError; start it on the same port: the same object works."""
+    with RedisServer() as server:
+        storage = RedisStorage.from_url(server.url, prefix="r:", socket_timeout=2, socket_connect_timeout=2)
+        storage.store_kv("before", b"1")
+        storage.store_token(token())
+        server.kill()
+        calls = [
+            lambda: storage.get_kv("before"),
+            lambda: storage.store_kv("k", b"v"),
+            lambda: storage.get_token_by_access_token("secret-access-t1"),
+            lambda: storage.store_tokens_bulk([token("t2")]),
+            lambda: storage.list_kv_keys(),
+            lambda: storage.cleanup_expired(),
+            lambda: storage.lock("l", timeout=0).__enter__(),
+        ]
+        for call in calls:
+            with pytest.raises(StorageUnavailableError) as info:
+                call()
+            assert isinstance(info.value.__cause__, redis.RedisError)
+        server.start()  # same port; no persistence, so it comes back empty
+        storage.store_kv("after", b"2")
+        assert storage.get_kv("after") == b"2"
+        storage.store_token(token())
+        assert storage.get_token_by_access_token("secret-access-t1") is not None
+        with storage.lock("l", timeout=1):
+            pass
+        storage.close()
+
+
+# -- threads, processes, fork ---------------------------------------------------
+
+
+def test_threads_racing_on_the_same_tokens_keep_indexes_consistent(store: RedisStorage) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(40):
+                tid = f"t{i % 7}"
+                if i % 5 == 0:
+                    store.delete_token(tid)
+                elif i % 3 == 0:
+                    try:
+                        store.update_token(token(tid, f"u{n % 3}", access_token=f"a{n}-{i}"))
+                    except NotFoundError:
+                        pass
+                else:
+                    store.store_tokens_bulk([token(tid, f"u{n % 3}", access_token=f"b{n}-{i}"),
+                                             token(f"x{n}", "ux")])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    check_indexes(store)
+
+
+def _process_worker(url: str, prefix: str, n: int, cluster: bool) -> None:
+    storage = RedisStorage.from_url(url, prefix=prefix, cluster=cluster)
+    for i in range(20):
+        storage.store_kv(f"p{n}-{i}", b"x")
+        with storage.lock("counter", timeout=60):
+            # read-modify-write: only correct if the lock excludes the other processes
+            value = int(storage.get_kv("counter") or b"0")
+            storage.store_kv("counter", str(value + 1).encode())
+    storage.store_tokens_bulk([token(f"p{n}-{i}", f"user{n}") for i in range(10)])
+    storage.close()
+
+
+def _run_processes(url: str, prefix: str, cluster: bool) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    processes = [ctx.Process(target=_process_worker, args=(url, prefix, n, cluster)) for n in range(4)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(120)
+    assert [p.exitcode for p in processes] == [0, 0, 0, 0]
+
+
+def test_processes_share_the_store_and_the_lock(raw: Any) -> None:
+    prefix = _prefix()
+    storage = RedisStorage(raw, prefix=prefix)
+    try:
+        _run_processes(require(REDIS_URL, "Redis"), prefix, cluster=False)
+        assert storage.get_kv("counter") == b"80"
+        assert len(storage.list_kv_keys("p")) == 80
+        assert all(len(storage.list_user_tokens(f"user{n}")) == 10 for n in range(4))
+        check_indexes(storage)
+    finally:
+        drop_redis_keys(raw, prefix)
+
+
+def test_lock_held_by_another_process_times_out_and_expires_after_ttl(store: RedisStorage) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from authkit.storage.redis import RedisStorage\n"
+        "s = RedisStorage.from_url(sys.argv[1], prefix=sys.argv[2])\n"
+        "held = s.lock('crash', ttl=3.0)\n"  # a reference: a collected generator would release it
+        "held.__enter__()\n"  # acquired, then the process dies holding it
+        "print('held', flush=True)\n"
+        "import os; os._exit(0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, REDIS_URL, store.prefix], capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).parent.parent)
+    assert result.stdout.strip() == "held", result.stderr
+    with pytest.raises(TimeoutError):
+        with store.lock("crash", timeout=0.1):
+            pass
+    with store.lock("crash", timeout=10):  # freed by its ttl
+        pass
+
+
+def test_release_never_frees_someone_elses_lock(store: RedisStorage, raw: Any) -> None:
+    with store.lock("l", ttl=0.05):
+        threading.Event().wait(0.15)  # our ttl ran out ...
+        raw.set(store._b + b"lock:l", b"someone-else")  # ... and another holder took it
+    assert raw.get(store._b + b"lock:l") == b"someone-else"
+
+
+def test_safe_after_fork(store: RedisStorage) -> None:
+    store.store_kv("parent", b"1")  # the pool now holds a connection
+    pid = os.fork()
+    if pid == 0:  # child: must get its own connection, not share the parent's socket
+        code = 1
+        try:
+            for i in range(50):
+                store.store_kv(f"child{i}", b"c")
+                assert store.get_kv(f"child{i}") == b"c"
+            assert store.get_kv("parent") == b"1"
+            code = 0
+        finally:
+            os._exit(code)
+    for i in range(50):
+        assert store.get_kv("parent") == b"1"
+        store.store_kv(f"parent{i}", b"p")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(store.list_kv_keys("child")) == 50
+
+
+# -- Redis Cluster ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_client() -> Iterator[Any]:
+    client = redis.cluster.RedisCluster.from_url(cluster_url())
+    yield client
+    client.close()
+
+
+def test_cluster_has_three_primaries_and_storages_spread_over_them(cluster_client: Any, clock: FakeClock) -> None:
+    primaries = cluster_client.get_primaries()
+    assert len(primaries) == 3
+    # Find prefixes whose one slot lives on each node: different storages use different nodes.
+    by_node: dict[str, str] = {}
+    for i in range(200):
+        prefix = f"{unique_prefix('c')}{i}:"
+        node = cluster_client.get_node_from_key(RedisStorage(cluster_client, prefix=prefix)._b + b"kx")
+        by_node.setdefault(node.name, prefix)
+        if len(by_node) == 3:
+            break
+    assert len(by_node) == 3
+    try:
+        for name, prefix in by_node.items():
+            storage = RedisStorage(cluster_client, prefix=prefix, clock=clock)
+            storage.store_tokens_bulk([token(f"t{i}", f"u{i % 2}") for i in range(20)])
+            storage.store_sessions_bulk([(f"s{i}", SessionData("", "u1")) for i in range(5)])
+            storage.store_kv("k", b"v")
+            names = keys_of(cluster_client, prefix)
+            assert {cluster_client.get_node_from_key(n).name for n in names} == {name}
+            assert len({redis.cluster.key_slot(n) for n in names}) == 1
+            assert storage.list_kv_keys() == ["k"] and storage.count_active_sessions() == 5
+    finally:
+        for prefix in by_node.values():
+            drop_redis_keys(cluster_client, prefix)
+
+
+def test_cluster_scan_finds_keys_on_every_node(cluster_client: Any, clock: FakeClock) -> None:
+    # A prefix with its own tag per storage would pin one node; three storages under
+    # one parent prefix land on different nodes, and teardown must find them all.
+    parent = unique_prefix("cs")
+    storages = [RedisStorage(cluster_client, prefix=f"{parent}{i}:", clock=clock) for i in range(12)]
+    try:
+        for storage in storages:
+            storage.store_kv("k", b"v")
+        found = keys_of(cluster_client, parent)
+        assert len(found) == 24  # a kv key and its expiry index each
+        assert len({cluster_client.get_node_from_key(k).name for k in found}) > 1
+    finally:
+        drop_redis_keys(cluster_client, parent)
+    assert keys_of(cluster_client, parent) == []
+
+
+def test_cluster_processes_share_the_store_and_the_lock(cluster_client: Any) -> None:
+    prefix = _prefix()
+    storage = RedisStorage(cluster_client, prefix=prefix)
+    try:
+        _run_processes(cluster_url(), prefix, cluster=True)
+        assert storage.get_kv("counter") == b"80"
+        assert len(storage.list_user_tokens("user3")) == 10
+    finally:
+        drop_redis_keys(cluster_client, prefix)
+
+
+def test_cluster_via_open_storage(clock: FakeClock) -> None:
+    prefix = _prefix()
+    with open_storage(cluster_url(), prefix=prefix, cluster=True, clock=clock) as storage:
+        assert isinstance(storage, RedisStorage) and "cluster" in repr(storage)
+        storage.store_token(token())
+        assert storage.get_token_by_access_token("secret-access-t1") is not None
+        storage.delete_token("t1")
+        assert keys_of(storage._client, prefix) == []
