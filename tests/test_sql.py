@@ -178,6 +178,14 @@ def test_server_down_is_unavailable_and_the_same_storage_recovers(kind: str, ope
         assert twin.get_token("t2") is None  # the failed bulk left nothing behind
         with storage.lock("cron", timeout=1):
             pass
+        # The server goes away while a lock is held: leaving the block says so (the lock
+        # may have been lost), and the lock's connection is closed, never pooled again.
+        with pytest.raises(StorageError, match="releasing it"):
+            with storage.lock("held", timeout=1):
+                proxy.cut()
+        proxy.restore()
+        with storage.lock("held", timeout=5):
+            assert storage.get_kv("k") == b"after"
     finally:
         proxy.cut()
 

@@ -162,6 +162,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class _LockReleaseFailed(StorageError):
+    """A session lock could not be released: its connection must be closed, not pooled."""
+
+
 class _DirectConnection:
     """The pool-connection interface ``_cursor`` uses, on a bare DBAPI connection."""
 
@@ -447,7 +451,9 @@ class SqlStorage(AuthStorage):
                 if began:
                     cursor.execute("COMMIT")
             except BaseException as exc:
-                disconnected = self._is_disconnect(exc, connection.dbapi_connection, cursor)
+                disconnected = isinstance(exc, _LockReleaseFailed) or self._is_disconnect(
+                    exc, connection.dbapi_connection, cursor
+                )
                 if began and not disconnected:
                     try:
                         cursor.execute("ROLLBACK")
@@ -995,8 +1001,16 @@ class SqlStorage(AuthStorage):
             try:
                 yield
             finally:
-                cursor.execute(release_sql, params)
-                cursor.fetchall()
+                try:
+                    cursor.execute(release_sql, params)
+                    cursor.fetchall()
+                except Exception as exc:
+                    # _cursor closes this connection (never back to the pool still holding
+                    # the lock); ending the session frees the lock on the server.
+                    raise _LockReleaseFailed(
+                        f"lock {name!r}: releasing it on {self._label} failed, so its connection was closed; "
+                        "if the connection had died, the lock was lost while held"
+                    ) from exc
 
     @contextmanager
     def _sqlite_lock(self, name: str, timeout: float, ttl: float) -> Iterator[None]:
