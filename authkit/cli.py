@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from authkit import __version__
 from authkit.errors import (
@@ -80,7 +80,7 @@ class _Failure(Exception):
 # -- masking secrets ------------------------------------------------------------
 
 
-def redact_url(url: str) -> str:
+def _redact_url(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``, for printing."""
     try:
         parts = urlsplit(url)
@@ -111,9 +111,12 @@ class _Scrubber:
 
     def add_url(self, url: str) -> None:
         try:
-            self.add(urlsplit(url).password)
+            password = urlsplit(url).password
         except ValueError:
-            pass
+            return
+        # A driver may quote the password as written in the URL or percent-decoded.
+        self.add(password)
+        self.add(unquote(password) if password else None)
 
     def __call__(self, text: str) -> str:
         for secret in sorted(self._secrets, key=len, reverse=True):
@@ -223,7 +226,7 @@ def _check_sqlite_file(url: str) -> None:
 
 
 def _storage_label(args: argparse.Namespace) -> str:
-    return redact_url(_storage_url(args))
+    return _redact_url(_storage_url(args))
 
 
 @contextmanager
@@ -648,6 +651,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, out, err, scrub)
     except KeyboardInterrupt:
         return _die(err, scrub, "interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # `authkit stats | head -1`: the reader left. Nothing to report, and nothing more to
+        # flush into the closed pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except Exception as exc:
         if getattr(args, "debug", False):
             raise
