@@ -17,18 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+import redis.cluster
 
-redis = pytest.importorskip("redis")
-import redis.cluster  # noqa: E402
-
-from authkit.errors import NotFoundError, StorageError, StorageUnavailableError  # noqa: E402
-from authkit.models import AuthToken, SessionData  # noqa: E402
-from authkit.storage import open_storage  # noqa: E402
-from authkit.storage.redis import RedisStorage  # noqa: E402
-from tests.backends import drop_redis_keys  # noqa: E402
-from tests.clock import FakeClock  # noqa: E402
-from tests.redis_cluster import RedisServer, cluster_url  # noqa: E402
-from tests.services import REDIS_URL, require, unique_prefix  # noqa: E402
+from authkit.errors import NotFoundError, StorageError, StorageUnavailableError
+from authkit.models import AuthToken, SessionData
+from authkit.storage import open_storage
+from authkit.storage.redis import RedisStorage
+from tests.backends import drop_redis_keys
+from tests.clock import FakeClock
+from tests.redis_cluster import RedisServer, cluster_url
+from tests.services import REDIS_URL, require, unique_prefix
 
 
 def _prefix() -> str:
