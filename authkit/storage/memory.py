@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -25,7 +25,7 @@ def _live(expires_at: datetime | None, now: datetime) -> bool:
     return expires_at is None or expires_at > now
 
 
-def _id_page(records: dict[str, object], cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+def _id_page(records: Mapping[str, object], cursor: str | None, limit: int) -> tuple[list[str], str | None]:
     """Ids after ``cursor`` in sorted order; the cursor is the last id returned."""
     ids = sorted(i for i in records if cursor is None or i > cursor)[:limit]
     return ids, (ids[-1] if len(ids) == limit else None)
