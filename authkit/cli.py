@@ -508,17 +508,20 @@ def _auth_failure(exc: AuthenticationError, flow: str) -> str:
     lowered = description.lower()
     if code == "invalid_grant":
         if "audience" in lowered:
-            hint = "set SF_AUDIENCE / --audience (https://test.salesforce.com for sandboxes)"
-        elif "not approved" in lowered:
+            hint = "set SF_AUDIENCE / --audience, or the login URL: https://test.salesforce.com for sandboxes"
+        elif "approved" in lowered:
             hint = "pre-authorize the user: connected app > Manage > Profiles or Permission Sets"
+        elif "expired authorization code" in lowered:
+            # What Salesforce answers to a JWT whose exp it considers past: a skewed clock.
+            hint = "check this machine's clock (NTP): a JWT assertion is valid for 3 minutes"
         elif "expired" in lowered or "revoked" in lowered:
             hint = "the refresh token was revoked or expired; authorize again"
-        elif "timestamp" in lowered or "exp" in lowered:
-            hint = "check the clock of this machine (NTP)"
+        elif "locked" in lowered:
+            hint = "the user is locked out: Setup > Users"
         elif "authentication failure" in lowered:
             hint = "check username, password and security token, and the login URL (sandbox or production)"
         elif flow == "jwt":
-            hint = "check the certificate on the connected app and the username"
+            hint = "check the consumer key, the username, and the certificate on the connected app"
     line = f"authentication failed: {code}: {description}"
     return f"{line} (hint: {hint})" if hint else line
 

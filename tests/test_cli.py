@@ -466,6 +466,17 @@ def test_salesforce_check_failures_are_one_line(tmp_path: Path, org: FakeSalesfo
     assert refused.returncode == 1
     assert "authentication failed: invalid_grant" in one_error_line(refused)
 
+    unapproved = org.register_jwt_app(approved_users=set())
+    assert unapproved.private_key_pem is not None
+    key = tmp_path / "unapproved.key"
+    key.write_text(unapproved.private_key_pem)
+    not_approved = authkit("salesforce", "check", cwd=tmp_path,
+                           env={**env, "SF_CLIENT_ID": unapproved.client_id, "SF_PRIVATE_KEY_FILE": str(key)})
+    assert not_approved.returncode == 1
+    assert one_error_line(not_approved).endswith(
+        "authentication failed: invalid_grant: user hasn't approved this consumer "
+        "(hint: pre-authorize the user: connected app > Manage > Profiles or Permission Sets)")
+
     missing = authkit("salesforce", "check", cwd=tmp_path, env=_env())
     assert missing.returncode == 2
     assert "no Salesforce credentials" in one_error_line(missing)
