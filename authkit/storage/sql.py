@@ -151,6 +151,7 @@ def _next_prefix(prefix: str) -> str | None:
 # -- fork safety ----------------------------------------------------------------
 
 _LIVE: weakref.WeakSet[SqlStorage] = weakref.WeakSet()
+_HOOKED: weakref.WeakSet[Engine] = weakref.WeakSet()  # shared Engines given our connect hooks
 
 
 def _after_fork_in_child() -> None:
@@ -224,7 +225,12 @@ class SqlStorage(AuthStorage):
             self._owns_engine = False
             self._engine = url_or_engine
             self._check_dialect(self._engine.url)
-            self._install_connect_hooks(self._engine)
+            if self._engine.dialect.name == "sqlite" and self._engine.url.database in (None, "", ":memory:"):
+                # SQLAlchemy's default pool gives every thread its own, separate memory database.
+                raise ConfigurationError("for in-memory SQLite pass the URL 'sqlite://', not an Engine")
+            if self._engine not in _HOOKED:
+                _HOOKED.add(self._engine)
+                self._install_connect_hooks(self._engine)
         elif isinstance(url_or_engine, (str, URL)):
             self._owns_engine = True
             self._engine = self._create_engine(url_or_engine, engine_options)
