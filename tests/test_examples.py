@@ -204,3 +204,13 @@ def test_readme_storage_example_runs(tmp_path: Path) -> None:
     script.write_text(block)
     run([sys.executable, str(script)], cwd=tmp_path)
     assert (tmp_path / "authkit.db").exists()
+
+
+def test_readme_fake_salesforce_fixture_example(tmp_path: Path) -> None:
+    block = README.split("### Testing your code against a fake org", 1)[1].split("```python\n", 1)[1]
+    (tmp_path / "test_readme_fixture.py").write_text(block.split("```", 1)[0])
+    # The fixture comes from the pytest11 entry point once authkit is installed; load it by name
+    # here so the test does not depend on an installed copy.
+    result = run([sys.executable, "-m", "pytest", "-q", "-p", "authkit.testing.pytest_plugin",
+                  "test_readme_fixture.py"], cwd=tmp_path, env=_env(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1"))
+    assert "1 passed" in result.stdout, result.stdout
