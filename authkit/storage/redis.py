@@ -155,41 +155,55 @@ end
 """
 
 # KEYS: tx, ti, to.  ARGV: base, must_exist ('1' = update: the token must be stored),
-# then one per token: "id NUL digest NUL user NUL score NUL px NUL json" (px '' =
+# then one per token: "id NUL digest user NUL score NUL px NUL json" (px '' =
 # no TTL).  One argument per token, not six: for a 10,000-token bulk store,
 # packing and parsing 60,000 arguments cost more than the writes.
 _STORE_TOKENS = _LUA_LIB + r"""
 local base, tx, ti, to = ARGV[1], KEYS[1], KEYS[2], KEYS[3]
-local tokens, ids = {}, {}
+local find, sub = string.find, string.sub
+local n, ids, owners, scores, pxs, jsons = 0, {}, {}, {}, {}, {}
 for i = 3, #ARGV do
-  local t = fields(ARGV[i], 6)
-  tokens[#tokens + 1] = t
-  ids[#ids + 1] = t[1]
+  local s = ARGV[i]
+  local a = find(s, '\0', 1, true)
+  local b = find(s, '\0', a + 66, true)  -- the owner: a 64-character digest, then the user id
+  local c = find(s, '\0', b + 1, true)
+  local d = find(s, '\0', c + 1, true)
+  n = n + 1
+  ids[n], owners[n], scores[n], pxs[n], jsons[n] = sub(s, 1, a - 1), sub(s, a + 1, b - 1), sub(s, b + 1, c - 1),
+    sub(s, c + 1, d - 1), sub(s, d + 1)
 end
 if ARGV[2] == '1' and redis.call('EXISTS', base .. 't:' .. ids[1]) == 0 then return 0 end
 local olds = hmget(to, ids)
-local records, access, owners, adds = {}, {}, {}, {}
-for n, t in ipairs(tokens) do
-  local id, digest, user, score, px, json = t[1], t[2], t[3], t[4], t[5], t[6]
-  unindex_token(base, id, olds[n], digest, user)
-  if px == '' then
-    records[#records + 1] = base .. 't:' .. id
-    records[#records + 1] = json
+local records, access, pairs_, byscore, byid, users = {}, {}, {}, {}, {}, {}
+local nr, k = 0, 0
+local tkey, akey, ukey = base .. 't:', base .. 'ta:', base .. 'tu:'
+for j = 1, n do
+  local id, owner, score = ids[j], owners[j], scores[j]
+  local old = olds[j]
+  if old ~= owner then unindex_token(base, id, old, sub(owner, 1, 64), sub(owner, 65)) end
+  if pxs[j] == '' then
+    records[nr + 1], records[nr + 2] = tkey .. id, jsons[j]
+    nr = nr + 2
   else
-    redis.call('SET', base .. 't:' .. id, json, 'PX', px)
+    redis.call('SET', tkey .. id, jsons[j], 'PX', pxs[j])
   end
-  access[#access + 1] = base .. 'ta:' .. digest
-  access[#access + 1] = id
-  owners[#owners + 1] = id
-  owners[#owners + 1] = digest .. user
-  push(adds, base .. 'tu:' .. user, score, id)
-  push(adds, tx, score, id)
-  push(adds, ti, '0', id)
+  access[k + 1], access[k + 2] = akey .. sub(owner, 1, 64), id
+  pairs_[k + 1], pairs_[k + 2] = id, owner
+  byscore[k + 1], byscore[k + 2] = score, id
+  byid[k + 1], byid[k + 2] = '0', id
+  k = k + 2
+  local user = ukey .. sub(owner, 65)
+  local list = users[user]
+  if not list then list = {}; users[user] = list end
+  list[#list + 1] = score
+  list[#list + 1] = id
 end
 each_chunk(records, 2, function(...) redis.call('MSET', ...) end)
 each_chunk(access, 2, function(...) redis.call('MSET', ...) end)
-each_chunk(owners, 2, function(...) redis.call('HSET', to, ...) end)
-zadd_all(adds)
+each_chunk(pairs_, 2, function(...) redis.call('HSET', to, ...) end)
+each_chunk(byscore, 2, function(...) redis.call('ZADD', tx, ...) end)
+each_chunk(byid, 2, function(...) redis.call('ZADD', ti, ...) end)
+zadd_all(users)
 return 1
 """
 
@@ -572,13 +586,13 @@ class RedisStorage(AuthStorage):
         return self._b + kind + _enc(name)
 
     def _token_arg(self, token: AuthToken, now: datetime) -> bytes:
-        """One token as the store script reads it: ``id NUL digest NUL user NUL score NUL px NUL json``."""
+        """One token as the store script reads it: ``id NUL digest user NUL score NUL px NUL json``."""
         if token.expires_at is None or self._retention is None:
             px = b""
         else:  # the safety net: `retention` after expiry, counted from now for tokens already expired
             left = max((token.expires_at - now).total_seconds(), 0.0)
             px = _ms(left + self._retention)
-        return b"\0".join((_enc(token.token_id), _digest(token.access_token), _enc(token.user_id),
+        return b"\0".join((_enc(token.token_id), _digest(token.access_token) + _enc(token.user_id),
                            _score(token.expires_at), px, _token_record(token)))
 
     @staticmethod
