@@ -266,9 +266,55 @@ def test_open_storage_urls(tmp_path: Path) -> None:
             assert "r.sock" in repr(storage)
         with open_storage(server.url, prefix="p:", create_schema=True) as storage:
             assert storage.get_kv("k") is None  # another prefix
-    tls = RedisStorage.from_url("rediss://:pw@127.0.0.1:1/0", ssl_cert_reqs="none")
-    assert tls._client.connection_pool.connection_class is redis.SSLConnection
-    tls.close()
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made here (no network, no openssl binary)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_rediss_url_talks_tls(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    from tests.redis_cluster import SERVER_BASE_PORT, spare_ports
+
+    port = spare_ports(SERVER_BASE_PORT + 50, 1)[0]
+    tls = ("--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+           "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no")
+    with RedisServer(port, *tls):
+        with open_storage(f"rediss://127.0.0.1:{port}/0", prefix="tls:", ssl_ca_certs=str(cert)) as storage:
+            storage.store_kv("k", b"over tls")
+            assert storage.get_kv("k") == b"over tls"
+        # The server's certificate is verified: without the CA, no connection.
+        with open_storage(f"rediss://127.0.0.1:{port}/0", prefix="tls:") as storage:
+            with pytest.raises(StorageUnavailableError):
+                storage.get_kv("k")
+        # A plain-text client on the TLS port gets no answer it understands.
+        with open_storage(f"redis://127.0.0.1:{port}/0", prefix="tls:", socket_timeout=1) as storage:
+            with pytest.raises(StorageError):
+                storage.get_kv("k")
 
 
 def test_password_never_in_repr_or_errors() -> None:
