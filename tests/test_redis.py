@@ -202,6 +202,20 @@ def test_update_token_is_atomic_check_and_write(store: RedisStorage, raw: Any) -
         store.update_token(token())
 
 
+def test_unreadable_records_are_storage_errors(store: RedisStorage, raw: Any) -> None:
+    store.store_token(token())
+    store.store_session("s1", SessionData("", "u1"))
+    store.store_kv("k", b"v")
+    raw.set(store._b + b"t:t1", b"\x80not json secret-access")
+    raw.set(store._b + b"s:s1", b"[1, 2]")
+    raw.set(store._b + b"kv:k", b"short")
+    for call in (lambda: store.get_token("t1"), lambda: store.get_session("s1"), lambda: store.get_kv("k"),
+                 lambda: store.list_user_tokens("u1")):
+        with pytest.raises(StorageError) as info:
+            call()
+        assert "secret" not in str(info.value)
+
+
 # -- list_kv_keys: SCAN, escaped ------------------------------------------------
 
 

@@ -374,7 +374,19 @@ def _token_record(token: AuthToken) -> bytes:
     ])
 
 
+def _unreadable(kind: str, exc: Exception) -> StorageError:
+    # Never the data itself in the message: it may hold tokens.
+    return StorageError(f"a stored {kind} is unreadable ({type(exc).__name__}); not written by RedisStorage?")
+
+
 def _token_from(data: bytes) -> AuthToken:
+    try:
+        return _parse_token(data)
+    except (ValueError, TypeError, OverflowError) as exc:  # also json and UTF-8 errors
+        raise _unreadable("token", exc) from exc
+
+
+def _parse_token(data: bytes) -> AuthToken:
     (_, token_id, user_id, access, refresh, token_type, scopes, issued, expires, client_id, metadata) = json.loads(
         _dec(data)
     )
@@ -394,6 +406,13 @@ def _session_record(session: SessionData) -> bytes:
 
 
 def _session_from(session_id: str, data: bytes) -> SessionData:
+    try:
+        return _parse_session(session_id, data)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _unreadable("session", exc) from exc
+
+
+def _parse_session(session_id: str, data: bytes) -> SessionData:
     (_, user_id, created, expires, last, ip, agent, payload) = json.loads(_dec(data))
     return SessionData(
         session_id=session_id, user_id=user_id, created_at=_moment(created),
@@ -701,7 +720,10 @@ class RedisStorage(AuthStorage):
             data = self._client.get(self._key(b"kv:", key))
         if data is None:
             return None
-        (micros,) = _HEADER.unpack_from(data)
+        try:
+            (micros,) = _HEADER.unpack_from(data)
+        except struct.error as exc:
+            raise _unreadable("kv entry", exc) from exc
         expires_at = None if micros == _NO_EXPIRY else _moment(micros)
         if not _live(expires_at, now):
             return None
