@@ -331,6 +331,16 @@ def test_rediss_url_talks_tls(tmp_path: Path) -> None:
                 storage.get_kv("k")
 
 
+def test_bad_urls_and_options() -> None:
+    from authkit.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as info:
+        open_storage("redis://:pw-in-url@127.0.0.1:notaport/0")
+    assert "pw-in-url" not in str(info.value)
+    with pytest.raises(TypeError, match="nonsense"):
+        open_storage("redis://127.0.0.1:6379/0", nonsense=1)
+
+
 def test_password_never_in_repr_or_errors() -> None:
     with RedisServer(None, "--requirepass", "s3cret-pw") as server:
         url = f"redis://:s3cret-pw@127.0.0.1:{server.port}/0"

@@ -54,7 +54,7 @@ import redis
 import redis.cluster
 from redis import exceptions as redis_errors
 
-from authkit.errors import NotFoundError, StorageError, StorageUnavailableError
+from authkit.errors import ConfigurationError, NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, CleanupReport, SessionData
 from authkit.storage.base import AuthStorage, Clock, _ttl_seconds
 
@@ -506,8 +506,8 @@ class RedisStorage(AuthStorage):
     it already has one, so all keys of a storage share one cluster slot.
     ``token_retention`` is the safety net for tokens: Redis deletes a token
     that long after it expired even if ``cleanup_expired`` never runs
-    (``None``: never).  A client passed in is the caller's to close; one built
-    by :meth:`from_url` is closed by :meth:`close`.
+    (``None``: never).  A client passed in is the caller's to close (unless
+    ``owns_client=True``); one built by :meth:`from_url` is closed by :meth:`close`.
 
     >>> storage = RedisStorage(redis.Redis(), prefix="myapp:")
     """
@@ -533,7 +533,6 @@ class RedisStorage(AuthStorage):
         self._retention = _ttl_seconds(token_retention)
         self._client: Any = client  # redis-py's return types are sync/async unions: checked here, not by mypy
         self._owns_client = owns_client
-        self._cluster = isinstance(client, redis.cluster.RedisCluster)
         self.prefix = prefix
         base = self._b = _base(prefix)
         self._tx, self._ti, self._to, self._sx, self._si, self._so, self._kx = (
@@ -577,14 +576,24 @@ class RedisStorage(AuthStorage):
         cluster = bool(options.pop("cluster", False))
         options.setdefault("socket_connect_timeout", 5.0)
         options.setdefault("socket_timeout", 30.0)
-        password = urlsplit(url).password
+        try:
+            password = urlsplit(url).password
+        except ValueError as exc:  # e.g. a port that is not a number
+            raise ConfigurationError("malformed Redis URL") from exc
         errors = _Errors(url.split("://", 1)[0] + "://…", None if password is None else unquote(password))
-        with errors:
-            client: redis.Redis | redis.cluster.RedisCluster
-            if cluster:
-                client = redis.cluster.RedisCluster.from_url(url, **options)
-            else:
-                client = redis.Redis.from_url(url, **options)
+        try:
+            with errors:
+                client: redis.Redis | redis.cluster.RedisCluster
+                if cluster:
+                    client = redis.cluster.RedisCluster.from_url(url, **options)
+                else:
+                    client = redis.Redis.from_url(url, **options)
+                    # redis-py only builds a connection (and so rejects an unknown
+                    # option) at the first command: check the options now.
+                    pool = client.connection_pool
+                    pool.connection_class(**pool.connection_kwargs)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad Redis URL or option: {errors._text(exc)}") from exc
         try:
             return cls(client, owns_client=True, **own)
         except BaseException:
