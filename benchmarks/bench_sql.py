@@ -232,11 +232,11 @@ def _cleanup(table: Table, storage: SqlStorage, expired: int) -> None:
 
 
 def run(quick: bool) -> None:
-    n = 300 if quick else 2000
+    n = 200 if quick else 2000
     bulk_n = 1000 if quick else 10_000
-    small, large = 1000, (20_000 if quick else 200_000)
-    lookups = 200 if quick else 1000
-    cleanup_n = 20_000 if quick else 200_000
+    small, large = 1000, (10_000 if quick else 200_000)
+    lookups = 100 if quick else 1000
+    cleanup_n = 10_000 if quick else 200_000
     with tempfile.TemporaryDirectory() as tmp:
         urls = {
             "SQLite file": f"sqlite:///{os.path.join(tmp, 'bench.db')}",
