@@ -773,11 +773,15 @@ def test_user_key_setting(storage: AuthStorage) -> None:
 # -- the shared Salesforce client ----------------------------------------------------
 
 
-def test_salesforce_client_shared_by_threads_and_views(storage: AuthStorage, tmp_path: Path) -> None:
+# The token store itself is tested on every backend by the Salesforce tests; here, one
+# in-process and one file store show the wiring.
+@pytest.mark.parametrize("backend_name", [name for name in ("memory", "sqlite-file") if name in BACKENDS])
+def test_salesforce_client_shared_by_threads_and_views(backend_name: str, tmp_path: Path) -> None:
     from authkit.salesforce import SalesforceClient
     from authkit.testing import FakeSalesforce
 
-    with FakeSalesforce() as org:
+    with BACKENDS[backend_name](tmp_path, FakeClock()) as storage, FakeSalesforce() as org, \
+            override_settings(AUTHKIT_STORAGE=storage):
         assert org.rest is not None
         org.rest.insert("Account", {"Name": "Initech"})
         jwt_app = org.register_jwt_app(run_as=org.default_user.username)
@@ -817,7 +821,7 @@ def test_salesforce_client_shared_by_threads_and_views(storage: AuthStorage, tmp
             assert org.token_requests == 1
 
 
-def test_salesforce_client_settings_errors(storage: AuthStorage) -> None:
+def test_salesforce_client_settings_errors() -> None:
     with override_settings(AUTHKIT_SALESFORCE=None):
         with pytest.raises(ConfigurationError, match="AUTHKIT_SALESFORCE"):
             authkit_django.salesforce_client()
@@ -827,3 +831,20 @@ def test_salesforce_client_settings_errors(storage: AuthStorage) -> None:
         with pytest.raises(ConfigurationError, match=r"password flow.*usernme") as info:
             authkit_django.salesforce_client()
         assert secret not in str(info.value)
+
+
+def test_manage_py_authkit_cleanup_exit_codes(tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHKIT_", "SF_", "DJANGO_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    manage = [sys.executable, str(ROOT / "examples" / "django_project" / "manage.py"), "authkit_cleanup", "--json"]
+    ok = subprocess.run(manage, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                        env={**env, "AUTHKIT_STORAGE_URL": f"sqlite:///{tmp_path / 'a.db'}"})
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["status"] == "ok"
+    bad = subprocess.run(manage, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={**env, "AUTHKIT_STORAGE_URL": "nosuch://x"})
+    assert bad.returncode == 1
+    assert "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("CommandError: cleanup failed: ConfigurationError: unknown storage scheme")

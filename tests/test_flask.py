@@ -389,6 +389,7 @@ def test_extension_opens_storage_from_url_and_closes_it() -> None:
     assert isinstance(app.session_interface, AuthKitSessionInterface)
     storage = ext.get_storage(app)
     assert isinstance(storage, MemoryStorage)
+    assert app.session_interface.storage is storage
     with app.app_context():
         assert ext.storage is storage
     with pytest.raises(RuntimeError, match="already"):
@@ -396,11 +397,15 @@ def test_extension_opens_storage_from_url_and_closes_it() -> None:
     ext.close(app)
 
 
-def test_extension_bad_settings_fail_at_init() -> None:
+def test_extension_bad_settings() -> None:
     app = Flask(__name__)
     app.config["AUTHKIT_STORAGE_URL"] = "nosuch://x"
-    with pytest.raises(ConfigurationError):
-        AuthKit(app)
+    ext = AuthKit(app)  # the storage opens on first use: an app whose database is down still starts
+    with pytest.raises(ConfigurationError, match="unknown storage scheme"):
+        ext.get_storage(app)
+    result = app.test_cli_runner().invoke(args=["authkit", "cleanup"])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error: cleanup failed: ConfigurationError: unknown storage scheme")
     app2 = Flask(__name__)
     app2.config.update(AUTHKIT_STORAGE_URL="memory://", AUTHKIT_SESSION_LIFETIME=-1)
     with pytest.raises(ValueError):
@@ -611,11 +616,14 @@ def salesforce_app(storage: AuthStorage, org: Any, key_file: Path, **config: Any
     return app, ext
 
 
-def test_salesforce_client_is_shared_by_threads_and_mints_once(storage: AuthStorage, tmp_path: Path) -> None:
+# The token store itself is tested on every backend by the Salesforce tests; here, one
+# in-process and one file store show the wiring.
+@pytest.mark.parametrize("backend", [name for name in ("memory", "sqlite-file") if name in BACKENDS])
+def test_salesforce_client_is_shared_by_threads_and_mints_once(backend: str, tmp_path: Path) -> None:
     from authkit.salesforce import SalesforceClient
     from authkit.testing import FakeSalesforce
 
-    with FakeSalesforce() as org:
+    with BACKENDS[backend](tmp_path, FakeClock()) as storage, FakeSalesforce() as org:
         assert org.rest is not None
         org.rest.insert("Account", {"Name": "Acme"})
         app, ext = salesforce_app(storage, org, tmp_path / "sf.key")
@@ -690,3 +698,33 @@ def test_salesforce_client_given_to_the_extension_is_used_and_not_closed() -> No
     ext.close(app)
     assert closed == []
     given.close()
+
+
+# -- the real `flask` command ------------------------------------------------------------
+
+
+def _subprocess_env(**extra: str) -> dict[str, str]:
+    import os
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHKIT_", "SF_", "FLASK_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def test_flask_command_line_cleanup(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    args = [sys.executable, "-m", "flask", "--app", "examples/flask_app", "authkit", "cleanup", "--json"]
+    ok = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=60,
+                        env=_subprocess_env(AUTHKIT_STORAGE_URL=f"sqlite:///{tmp_path / 'a.db'}"))
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["status"] == "ok"
+    bad = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=60,
+                         env=_subprocess_env(AUTHKIT_STORAGE_URL="nosuch://x"))
+    assert bad.returncode == 1
+    assert "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("Error: cleanup failed: ConfigurationError: unknown storage scheme")

@@ -38,7 +38,7 @@ import json
 import secrets
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -162,22 +162,29 @@ class AuthKitSessionInterface(SessionInterface):
 
     def __init__(
         self,
-        storage: AuthStorage,
+        storage: AuthStorage | Callable[[], AuthStorage],
         *,
         non_permanent_lifetime: timedelta | float = DEFAULT_NON_PERMANENT_LIFETIME,
         user_id_key: str = "user_id",
     ) -> None:
-        if not isinstance(storage, AuthStorage):
-            raise TypeError(f"storage must be an AuthStorage, not {type(storage).__name__}")
+        if not isinstance(storage, AuthStorage) and not callable(storage):
+            raise TypeError(f"storage must be an AuthStorage or a callable returning one, not {type(storage).__name__}")
         if not isinstance(user_id_key, str) or not user_id_key:
             raise TypeError("user_id_key must be a non-empty str")
-        self.storage = storage
+        self._storage = storage
         self.non_permanent_lifetime = _lifetime(non_permanent_lifetime, "non_permanent_lifetime")
         self.user_id_key = user_id_key
         self._serializer = TaggedJSONSerializer()
 
     def __repr__(self) -> str:
-        return f"AuthKitSessionInterface({self.storage!r})"
+        return f"AuthKitSessionInterface({self._storage!r})"
+
+    @property
+    def storage(self) -> AuthStorage:
+        """The storage; a callable given instead is called each time (it caches, e.g. AuthKit's)."""
+        if isinstance(self._storage, AuthStorage):
+            return self._storage
+        return self._storage()
 
     # -- encoding ---------------------------------------------------------
 
@@ -295,23 +302,39 @@ class _AppState:
     can close them when the app goes away.
     """
 
-    def __init__(self, storage: AuthStorage, owns_storage: bool, salesforce: Mapping[str, Any] | None,
-                 client: SalesforceClient | None) -> None:
-        self.storage = storage
-        self.owns_storage = owns_storage
+    def __init__(self, storage: AuthStorage | None, url: str, options: Mapping[str, Any],
+                 salesforce: Mapping[str, Any] | None, client: SalesforceClient | None) -> None:
+        self._storage = storage
+        self.owns_storage = storage is None
+        self._url = url
+        self._options = dict(options)
         self.salesforce_config = salesforce
         self.client = client
         self.owns_client = False
         self.mutex = threading.Lock()
 
+    @property
+    def storage(self) -> AuthStorage:
+        """The storage, opened from the URL on first use (once, under the lock)."""
+        storage = self._storage
+        if storage is not None:
+            return storage
+        with self.mutex:
+            if self._storage is None:
+                self._storage = open_storage(self._url, **self._options)
+            return self._storage
+
     def close(self) -> None:
         with self.mutex:
             client, self.client = (self.client, None) if self.owns_client else (None, self.client)
             self.owns_client = False
+            storage = self._storage if self.owns_storage else None
+            if self.owns_storage:
+                self._storage = None
         if client is not None:
             client.close()
-        if self.owns_storage:
-            self.storage.close()
+        if storage is not None:
+            storage.close()
 
 
 class AuthKit:
@@ -320,9 +343,9 @@ class AuthKit:
     Reads from ``app.config``:
 
     ``AUTHKIT_STORAGE_URL``
-        the storage (default ``sqlite:///authkit.db``), opened once at
-        ``init_app`` and closed when the app is garbage-collected or the
-        process exits (never per request: it is a connection pool).
+        the storage (default ``sqlite:///authkit.db``), opened on first use,
+        shared by every request, and closed when the app is garbage-collected
+        or the process exits (never per request: it is a connection pool).
     ``AUTHKIT_STORAGE_OPTIONS``
         a dict of :func:`~authkit.storage.open_storage` options (``prefix``,
         ``encryption_keys``, ...).
@@ -356,7 +379,7 @@ class AuthKit:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Open the storage, install the session interface and the ``authkit`` CLI group."""
+        """Install the session interface and the ``authkit`` CLI group; the storage opens on first use."""
         if _EXTENSION_KEY in app.extensions:
             raise RuntimeError("AuthKit is already initialised on this app")
         config = app.config
@@ -369,22 +392,25 @@ class AuthKit:
         lifetime = _lifetime(config["AUTHKIT_SESSION_LIFETIME"], "AUTHKIT_SESSION_LIFETIME")
         salesforce = _salesforce_settings(config)
 
-        owns = self._storage is None
-        if self._storage is not None:
-            storage = self._storage
-        else:
-            options = config["AUTHKIT_STORAGE_OPTIONS"]
-            if not isinstance(options, Mapping):
-                raise ConfigurationError("AUTHKIT_STORAGE_OPTIONS must be a dict of open_storage options")
-            storage = open_storage(config["AUTHKIT_STORAGE_URL"], **dict(options))
-        state = _AppState(storage, owns, salesforce, self._client)
+        options = config["AUTHKIT_STORAGE_OPTIONS"]
+        if not isinstance(options, Mapping):
+            raise ConfigurationError("AUTHKIT_STORAGE_OPTIONS must be a dict of open_storage options")
+        url = config["AUTHKIT_STORAGE_URL"]
+        if not isinstance(url, str) or not url:
+            raise ConfigurationError("AUTHKIT_STORAGE_URL must be a storage URL such as sqlite:///authkit.db")
+        # Opened on first use, not here: an app whose database is down still
+        # starts (and recovers when it is back), and `flask authkit cleanup`
+        # reports a bad URL as one line instead of a traceback from app loading.
+        state = _AppState(self._storage, url, options, salesforce, self._client)
         app.extensions[_EXTENSION_KEY] = state
         # The storage and the client are pools shared by every request: close
         # them when the app goes away (finalize also runs at interpreter exit).
         weakref.finalize(app, state.close)
         if config["AUTHKIT_SESSIONS"]:
             app.session_interface = AuthKitSessionInterface(
-                storage, non_permanent_lifetime=lifetime, user_id_key=config["AUTHKIT_SESSION_USER_KEY"]
+                lambda: state.storage,
+                non_permanent_lifetime=lifetime,
+                user_id_key=config["AUTHKIT_SESSION_USER_KEY"],
             )
         app.cli.add_command(cli)
 
@@ -416,14 +442,15 @@ class AuthKit:
         client = state.client
         if client is not None:
             return client
+        if state.salesforce_config is None:
+            raise ConfigurationError(
+                "no Salesforce settings: set AUTHKIT_SALESFORCE_FLOW and its options "
+                "(or AUTHKIT_SALESFORCE_AUTH), or pass AuthKit(salesforce=...)"
+            )
+        storage = state.storage  # before taking the mutex: opening the storage takes it too
         with state.mutex:
             if state.client is None:
-                if state.salesforce_config is None:
-                    raise ConfigurationError(
-                        "no Salesforce settings: set AUTHKIT_SALESFORCE_FLOW and its options "
-                        "(or AUTHKIT_SALESFORCE_AUTH), or pass AuthKit(salesforce=...)"
-                    )
-                state.client = build_salesforce_client(state.salesforce_config, state.storage)
+                state.client = build_salesforce_client(state.salesforce_config, storage)
                 state.owns_client = True
             return state.client
 
