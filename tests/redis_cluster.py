@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,10 +69,28 @@ def spare_ports(base: int, count: int, *, with_bus: bool = False) -> list[int]:
     raise RuntimeError(f"no {count} free ports from {base}")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _pdeathsig() -> Callable[[], None] | None:
+    """A ``preexec_fn`` making the child get SIGTERM when the test process dies (Linux).
+
+    libc's ``prctl`` is looked up here, in the parent: the child between fork and
+    exec then only calls it, with no import or dlopen that another thread's lock
+    could block.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+
+    def set_pdeathsig() -> None:  # pragma: no cover - runs in the child
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return set_pdeathsig
+
+
+_DIE_WITH_PARENT = _pdeathsig()
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -105,7 +124,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_DIE_WITH_PARENT,
         )
         _wait_for_port(self.port, self.proc)
         return self
