@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import os
@@ -110,19 +111,24 @@ def _key_bytes(key: object, position: int) -> bytes:
 class _Key:
     """One key's derived material: its id, the AEAD and the blind-index key."""
 
-    __slots__ = ("aead", "index_key", "key_id")
+    __slots__ = ("_index_mac", "aead", "key_id")
 
     def __init__(self, material: bytes) -> None:
         # HKDF separates the three uses, so the raw key is never used for two things.
         self.key_id = _hkdf(material, b"authkit key id v1")[:_KEY_ID_SIZE]
         self.aead = AESGCM(_hkdf(material, b"authkit aes-256-gcm v1"))
-        self.index_key = _hkdf(material, b"authkit blind index v1")
+        # Keyed once; index() copies it, which is cheaper than hmac.digest() setting
+        # the key (and looking SHA-256 up in OpenSSL) on every call.
+        self._index_mac = hmac.new(_hkdf(material, b"authkit blind index v1"), digestmod=hashlib.sha256)
 
     def __repr__(self) -> str:
         return f"<key id {self.key_id.hex()}>"
 
     def index(self, access_token: str) -> str:
-        return hmac.digest(self.index_key, access_token.encode("utf-8"), "sha256").hex()
+        """The blind index: HMAC-SHA256 of the access token under this key's index key, in hex."""
+        mac = self._index_mac.copy()
+        mac.update(access_token.encode("utf-8"))
+        return mac.hexdigest()
 
 
 def _identity(kind: str, record_id: str, user_id: str = "") -> bytes:
