@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -580,3 +581,32 @@ def test_cluster_via_open_storage(clock: FakeClock) -> None:
         assert storage.get_token_by_access_token("secret-access-t1") is not None
         storage.delete_token("t1")
         assert keys_of(storage._client, prefix) == []
+
+
+def test_cluster_node_killed_and_restarted() -> None:
+    """The primary holding a storage's slot dies: StorageUnavailableError; it comes back: the same object works."""
+    from tests.redis_cluster import LocalRedisCluster
+
+    with LocalRedisCluster() as cluster:
+        storage = RedisStorage.from_url(cluster.url, cluster=True, prefix="kill:", socket_timeout=2,
+                                        socket_connect_timeout=2)
+        storage.store_kv("k", b"v")
+        node = storage._client.get_node_from_key(storage._kx)
+        victim = next(s for s in cluster.servers if s.port == node.port)
+        victim.kill()
+        with pytest.raises(StorageUnavailableError) as info:
+            storage.get_kv("k")
+        assert isinstance(info.value.__cause__, redis.RedisError)
+        with pytest.raises(StorageUnavailableError):
+            storage.store_token(token())
+        victim.start()  # rejoins with its nodes.conf; no persistence, so its data is gone
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                storage.store_kv("again", b"2")
+                break
+            except StorageUnavailableError:
+                assert time.monotonic() < deadline, "the restarted node never came back"
+                time.sleep(0.1)
+        assert storage.get_kv("again") == b"2"
+        storage.close()
