@@ -659,6 +659,43 @@ def test_middleware_logout_elsewhere_interrupts_instead_of_resurrecting(storage:
     assert storage.get_session(key) is None
 
 
+def test_middleware_session_delete_on_end(storage: AuthStorage) -> None:
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/")
+    response = HttpResponse("Session test")
+    middleware = SessionMiddleware(lambda req: response)
+    # Before deleting, there has to be an existing cookie.
+    request.COOKIES[settings.SESSION_COOKIE_NAME] = "abcdefghijk"
+    # Simulate a request that ends the session.
+    middleware.process_request(request)
+    request.session.flush()
+    response = middleware.process_response(request, response)
+    # The cookie was deleted, not recreated.
+    morsel = response.cookies[settings.SESSION_COOKIE_NAME]
+    assert morsel.value == "" and morsel["max-age"] == 0
+    assert response.headers["Vary"] == "Cookie"
+
+
+def test_middleware_flush_empty_without_session_cookie_doesnt_set_cookie(storage: AuthStorage) -> None:
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/")
+    response = HttpResponse("Session test")
+    middleware = SessionMiddleware(lambda req: response)
+    middleware.process_request(request)
+    request.session.flush()
+    response = middleware.process_response(request, response)
+    # A cookie should not be set.
+    assert str(response.cookies) == ""
+    # The session is accessed so "Vary: Cookie" should be set.
+    assert response.headers["Vary"] == "Cookie"
+
+
 # -- commands ---------------------------------------------------------------------
 
 

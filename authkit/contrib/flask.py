@@ -204,6 +204,7 @@ class AuthKitSessionInterface(SessionInterface):
     # -- SessionInterface -------------------------------------------------
 
     def open_session(self, app: Flask, request: Request) -> AuthKitSession:
+        """The stored session the cookie names, or a new empty one."""
         sid = request.cookies.get(self.get_cookie_name(app))
         if sid and _valid_sid(sid):
             record = self.storage.get_session(sid)
@@ -212,6 +213,7 @@ class AuthKitSessionInterface(SessionInterface):
         return self.session_class()
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Store, refresh or delete the session and set or delete its cookie (see the class doc)."""
         if not isinstance(session, AuthKitSession):
             raise TypeError("AuthKitSessionInterface saves only the AuthKitSession it opened")
         name = self.get_cookie_name(app)
@@ -241,15 +243,16 @@ class AuthKitSessionInterface(SessionInterface):
 
         if not (session.modified or app.config["SESSION_REFRESH_EACH_REQUEST"]):
             return
-        now = self.storage.now()
+        storage = self.storage
+        now = storage.now()
         lifetime = app.permanent_session_lifetime if session.permanent else self.non_permanent_lifetime
         if session.sid is None:
             # 256 random bits: a new id never collides, so no lock is needed.
             record = self._record(session, secrets.token_urlsafe(32), None, now, now + lifetime)
-            self.storage.store_session(record.session_id, record)
+            storage.store_session(record.session_id, record)
         else:
-            with session_lock(self.storage, session.sid):
-                stored = self.storage.get_session(session.sid)
+            with session_lock(storage, session.sid):
+                stored = storage.get_session(session.sid)
                 if stored is None:
                     # Deleted by a concurrent request (logout) or expired while
                     # this one ran: writing now would bring it back to life.
@@ -258,7 +261,7 @@ class AuthKitSessionInterface(SessionInterface):
                     response.vary.add("Cookie")
                     return
                 record = self._record(session, session.sid, stored, now, now + lifetime)
-                self.storage.store_session(record.session_id, record)
+                storage.store_session(record.session_id, record)
             if not self.should_set_cookie(app, session):
                 session.record = record
                 return
@@ -268,16 +271,18 @@ class AuthKitSessionInterface(SessionInterface):
         response.vary.add("Cookie")
 
     def _delete(self, sid: str) -> None:
-        with session_lock(self.storage, sid):
-            self.storage.delete_session(sid)
+        storage = self.storage
+        with session_lock(storage, sid):
+            storage.delete_session(sid)
 
     def _record(
         self, session: AuthKitSession, sid: str, stored: SessionData | None, now: datetime, expires_at: datetime
     ) -> SessionData:
         user = session.get(self.user_id_key)
+        user_id = str(user) if user is not None else ""
         return SessionData(
             session_id=sid,
-            user_id=str(user) if user not in (None, "") else ANONYMOUS_USER_ID,
+            user_id=user_id if _valid_sid(user_id) else ANONYMOUS_USER_ID,
             created_at=stored.created_at if stored is not None else now,
             expires_at=expires_at,
             last_activity=now,
@@ -288,6 +293,7 @@ class AuthKitSessionInterface(SessionInterface):
 
 
 def _valid_sid(sid: str) -> bool:
+    """True if the storage accepts ``sid`` as an id (cookies and user ids can be anything)."""
     try:
         check_id(sid, "session_id")
     except ValueError:

@@ -117,6 +117,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     # -- SessionBase --------------------------------------------------------
 
     def load(self) -> dict[str, Any]:
+        """The stored session dict; ``{}`` (and no key) if it is unknown or expired."""
         key = self.session_key
         record = self.storage.get_session(key) if _valid_key(key) else None
         if record is None:
@@ -127,9 +128,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         return self._from_json(record.data)
 
     def exists(self, session_key: str | None) -> bool:
+        """True if a live session is stored under ``session_key``."""
         return _valid_key(session_key) and self.storage.get_session(str(session_key)) is not None
 
     def create(self) -> None:
+        """Store a new, empty session under a fresh key (retrying on the rare collision)."""
         while True:
             self._session_key = self._get_new_session_key()
             try:
@@ -177,6 +180,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         return None
 
     def delete(self, session_key: str | None = None) -> None:
+        """Delete the session ``session_key`` (default: this one); a missing one is no error."""
         if session_key is None:
             if self.session_key is None:
                 return
