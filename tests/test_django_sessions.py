@@ -885,3 +885,18 @@ def test_manage_py_authkit_cleanup_exit_codes(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("CommandError: cleanup failed: ConfigurationError: unknown storage scheme")
+
+
+def test_example_project_tests_pass_under_djangos_test_runner(tmp_path: Path) -> None:
+    """``manage.py test``: the engine under Django's own test runner, as a project uses it."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHKIT_", "SF_", "DJANGO_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["AUTHKIT_STORAGE_URL"] = f"sqlite:///{tmp_path / 'runner.db'}"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "django_project" / "manage.py"), "test", "demo", "-v", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Ran 5 tests" in result.stderr and "OK" in result.stderr

@@ -52,7 +52,8 @@ def storage(
         yield backend
 
 
-def make_app(storage: AuthStorage, **config: Any) -> Flask:
+def make_app(storage: AuthStorage | None, **config: Any) -> Flask:
+    """The test app; ``storage=None``: AuthKit opens ``AUTHKIT_STORAGE_URL`` itself."""
     app = Flask(__name__)
     app.config.update(TESTING=True, **config)
     AuthKit(app, storage=storage)
@@ -728,3 +729,39 @@ def test_flask_command_line_cleanup(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("Error: cleanup failed: ConfigurationError: unknown storage scheme")
+
+
+def test_another_process_shares_the_sessions(tmp_path: Path) -> None:
+    """Two processes (two gunicorn workers) on one file storage: a session from one works on the other."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("authkit.storage.sql")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    app = make_app(None, AUTHKIT_STORAGE_URL=url)
+    ext = AuthKit()  # any instance reaches the app's state
+    client = app.test_client()
+    sid = sid_of(client.get("/login?user=worker-a"))
+    child = (
+        "import json\n"
+        "from flask import Flask, session\n"
+        "from authkit.contrib.flask import AuthKit\n"
+        "app = Flask('worker_b')\n"
+        f"app.config['AUTHKIT_STORAGE_URL'] = {url!r}\n"
+        "ext = AuthKit(app)\n"
+        "@app.get('/peek')\n"
+        "def peek():\n"
+        "    session['seen_by'] = 'worker-b'\n"
+        "    return dict(session)\n"
+        "client = app.test_client()\n"
+        f"client.set_cookie('session', {sid!r})\n"
+        "print(json.dumps(client.get('/peek').json))\n"
+        "ext.close(app)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60,
+                            env=_subprocess_env())
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"user_id": "worker-a", "seen_by": "worker-b"}
+    assert client.get("/peek").json == {"user_id": "worker-a", "seen_by": "worker-b"}
+    assert ext.get_storage(app).get_session(sid) is not None
+    ext.close(app)
