@@ -582,3 +582,37 @@ def test_closed_storage_refuses_work(tmp_path: Path) -> None:
     storage.close()
     with pytest.raises(StorageError):
         storage.get_kv("k")
+
+
+def test_cleanup_holds_no_lock_between_batches(sql: SqlStorage) -> None:
+    clock = sql._clock
+    assert isinstance(clock, FakeClock)
+    sql.store_tokens_bulk([token(f"t{i}", f"a{i}", expires_at=clock() + timedelta(seconds=1)) for i in range(30)])
+    clock.advance(2)
+    writes_done: list[bool] = []
+
+    def write_meanwhile(_report: object) -> None:
+        # Another thread writes between two batches; a cleanup that kept a transaction
+        # (and its locks) open across batches would make it wait.
+        writer = threading.Thread(target=lambda: writes_done.append(sql.store_kv("k", b"v") is None))
+        writer.start()
+        writer.join(10)
+        assert not writer.is_alive()
+
+    report = sql.cleanup_expired(batch_size=10, progress=write_meanwhile)
+    assert report.tokens == 30 and len(writes_done) >= 3
+
+
+@pytest.mark.parametrize("scheme", ["mysql", "mariadb"])
+def test_mysql_and_mariadb_urls(scheme: str, opened: Callable[..., SqlStorage]) -> None:
+    url = url_for("mysql", Path())
+    storage = opened(scheme + url[url.index("://"):])
+    assert storage.engine.dialect.driver == "pymysql"
+    storage.store_kv("k", b"v")
+    assert storage.get_kv("k") == b"v"
+
+
+def test_postgres_url_uses_psycopg(opened: Callable[..., SqlStorage]) -> None:
+    url = url_for("postgresql", Path())
+    storage = opened("postgres" + url[url.index("://"):])
+    assert storage.engine.dialect.driver == "psycopg"
