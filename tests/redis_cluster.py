@@ -93,17 +93,16 @@ def _pdeathsig() -> Callable[[], None] | None:
 _DIE_WITH_PARENT = _pdeathsig()
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
+    """Until *this* server says it is ready (a connect could reach another process on a taken port)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"redis-server on port {port} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"redis-server on port {port} did not start in {timeout}s")
+            raise OSError(f"redis-server exited with {proc.returncode} (port taken?)")
+        if log.exists() and b"Ready to accept connections" in log.read_bytes():
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"redis-server did not start in {timeout}s")
 
 
 class RedisServer:
@@ -111,9 +110,10 @@ class RedisServer:
 
     def __init__(self, port: int | None = None, *extra: str) -> None:
         self.binary = require_redis_server()
+        self.auto_port = port is None
         self.port = port if port is not None else spare_ports(SERVER_BASE_PORT, 1)[0]
         self.extra = list(extra)
-        self.dir = Path(tempfile.mkdtemp(prefix=f"authkit-redis-{self.port}-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="authkit-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -121,13 +121,24 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_DIE_WITH_PARENT,
-        )
-        _wait_for_port(self.port, self.proc)
-        return self
+        """Start (or restart, on the same port); an auto-picked port that another process
+        took meanwhile is replaced by another spare one."""
+        for attempt in range(5 if self.auto_port else 1):
+            log = self.dir / "redis.log"
+            log.unlink(missing_ok=True)
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(self.dir), "--logfile", str(log), *self.extra],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_DIE_WITH_PARENT,
+            )
+            try:
+                _wait_ready(self.proc, log)
+                return self
+            except OSError:
+                if not self.auto_port or attempt == 4:
+                    raise
+                self.port = spare_ports(SERVER_BASE_PORT + 10 * (attempt + 1), 1)[0]
+        raise AssertionError("unreachable")
 
     def kill(self) -> None:
         """SIGKILL: the server dies mid-run, as in a crash."""
@@ -213,10 +224,15 @@ def cluster_url() -> str:
     global _cluster
     with _cluster_mutex:
         if _cluster is None:
-            cluster = LocalRedisCluster()
-            cluster.start()
-            _cluster = cluster
+            for attempt in range(3):
+                try:  # fresh spare ports each time: another test process may have taken ours
+                    _cluster = LocalRedisCluster().start()
+                    break
+                except OSError:
+                    if attempt == 2:
+                        raise
             atexit.register(stop_cluster)
+        assert _cluster is not None
         return _cluster.url
 
 
