@@ -11,6 +11,7 @@ from authkit.contrib import (
     CLEANUP_LOCK,
     build_salesforce_auth,
     build_salesforce_client,
+    format_failure,
     format_report,
     run_cleanup,
     session_lock,
@@ -45,14 +46,24 @@ def test_run_cleanup_does_not_mistake_a_failure_for_a_held_lock() -> None:
 
 
 def test_format_report() -> None:
-    assert format_report(CleanupReport(1, 2, 3)) == (
-        "authkit cleanup: removed 6 expired records (1 tokens, 2 sessions, 3 kv)"
+    # Worded as `authkit cleanup` words it, so one log parser reads every cleanup.
+    assert format_report(CleanupReport(1, 2, 3), seconds=1.234) == (
+        "cleanup: deleted 6 expired records (tokens 1, sessions 2, kv 3) in 1.23 s"
     )
-    assert format_report(None) == "authkit cleanup: skipped, another cleanup holds the lock"
-    assert format_report(CleanupReport(1, 2, 3), as_json=True) == (
-        '{"status": "ok", "tokens": 1, "sessions": 2, "kv": 3, "total": 6}'
+    assert format_report(None) == "skipped: another cleanup is running"
+    assert format_report(CleanupReport(1, 2, 3), seconds=1.2344, as_json=True) == (
+        '{"kv": 3, "seconds": 1.234, "sessions": 2, "status": "ok", "tokens": 1, "total": 6}'
     )
-    assert '"skipped"' in format_report(None, as_json=True)
+    assert format_report(None, as_json=True) == '{"reason": "another cleanup is running", "status": "skipped"}'
+
+
+def test_format_failure_is_one_line_and_masks_the_url_password() -> None:
+    exc = StorageError("cannot connect to postgresql://app:pa%2Fss-word@db/app\n  (quoted by the driver)")
+    line = format_failure(exc, "postgresql://app:pa%2Fss-word@db/app")
+    assert line == "cleanup failed: StorageError: cannot connect to postgresql://app:***@db/app (quoted by the driver)"
+    decoded = format_failure(StorageError("password pa/ss-word refused"), "postgresql://app:pa%2Fss-word@db/app")
+    assert "pa/ss-word" not in decoded
+    assert format_failure(StorageError("x"), None) == "cleanup failed: StorageError: x"
 
 
 def test_session_lock_is_per_session_and_times_out_as_storage_error(monkeypatch: pytest.MonkeyPatch) -> None:

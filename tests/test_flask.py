@@ -457,7 +457,7 @@ def test_cleanup_command(storage: AuthStorage) -> None:
     assert summary["status"] == "ok" and summary["kv"] >= 0
     result = runner.invoke(args=["authkit", "cleanup", "--batch-size", "10"])
     assert result.exit_code == 0
-    assert result.output.count("\n") == 1 and result.output.startswith("authkit cleanup: removed ")
+    assert result.output.count("\n") == 1 and result.output.startswith("cleanup: deleted ")
 
 
 def test_cleanup_command_skips_when_another_cleanup_runs(storage: AuthStorage) -> None:
@@ -465,7 +465,7 @@ def test_cleanup_command_skips_when_another_cleanup_runs(storage: AuthStorage) -
     with storage.lock(CLEANUP_LOCK, timeout=5):
         result = app.test_cli_runner().invoke(args=["authkit", "cleanup"])
     assert result.exit_code == 0
-    assert result.output.strip() == "authkit cleanup: skipped, another cleanup holds the lock"
+    assert result.output.strip() == "skipped: another cleanup is running"
 
 
 def test_cleanup_command_failure_is_one_line_and_nonzero() -> None:

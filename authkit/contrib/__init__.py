@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 from authkit.errors import ConfigurationError, StorageError
 from authkit.models import CleanupReport
@@ -31,6 +32,7 @@ __all__ = [
     "ANONYMOUS_USER_ID",
     "run_cleanup",
     "format_report",
+    "format_failure",
     "session_lock",
     "build_salesforce_auth",
     "build_salesforce_client",
@@ -79,25 +81,47 @@ def run_cleanup(
     raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
 
 
-def format_report(report: CleanupReport | None, *, as_json: bool = False) -> str:
-    """The one summary line a cleanup command prints.
+def format_report(report: CleanupReport | None, *, seconds: float | None = None, as_json: bool = False) -> str:
+    """The one summary line a cleanup command prints, worded as ``authkit cleanup`` words it.
 
-    >>> format_report(CleanupReport(tokens=1, sessions=2, kv=0))
-    'authkit cleanup: removed 3 expired records (1 tokens, 2 sessions, 0 kv)'
+    >>> format_report(CleanupReport(tokens=1, sessions=2, kv=0), seconds=0.25)
+    'cleanup: deleted 3 expired records (tokens 1, sessions 2, kv 0) in 0.25 s'
+    >>> format_report(None)
+    'skipped: another cleanup is running'
     """
-    if as_json:
-        if report is None:
-            return json.dumps({"status": "skipped", "reason": "another cleanup holds the lock"})
-        return json.dumps(
-            {"status": "ok", "tokens": report.tokens, "sessions": report.sessions, "kv": report.kv,
-             "total": report.total}
-        )
     if report is None:
-        return "authkit cleanup: skipped, another cleanup holds the lock"
+        if as_json:
+            return json.dumps({"status": "skipped", "reason": "another cleanup is running"}, sort_keys=True)
+        return "skipped: another cleanup is running"
+    if as_json:
+        data: dict[str, Any] = {"status": "ok", "tokens": report.tokens, "sessions": report.sessions,
+                                "kv": report.kv, "total": report.total}
+        if seconds is not None:
+            data["seconds"] = round(seconds, 3)
+        return json.dumps(data, sort_keys=True)
+    took = "" if seconds is None else f" in {seconds:.2f} s"
     return (
-        f"authkit cleanup: removed {report.total} expired records "
-        f"({report.tokens} tokens, {report.sessions} sessions, {report.kv} kv)"
+        f"cleanup: deleted {report.total} expired records "
+        f"(tokens {report.tokens}, sessions {report.sessions}, kv {report.kv}){took}"
     )
+
+
+def format_failure(exc: BaseException, storage_url: str | None = None) -> str:
+    """``cleanup failed: <Error>: <message>`` on one line, with the storage URL's password masked.
+
+    authkit's messages hold no secrets on purpose; a driver's quoted message
+    might echo a DSN, so the password is masked as written and percent-decoded.
+    """
+    text = " ".join(f"cleanup failed: {type(exc).__name__}: {exc}".split())
+    if storage_url:
+        try:
+            password = urlsplit(storage_url).password
+        except ValueError:
+            password = None
+        for secret in {password, unquote(password) if password else None}:
+            if secret and len(secret) >= 4:  # shorter would mask ordinary words
+                text = text.replace(secret, "***")
+    return text
 
 
 # A session save is a read and a write; nobody holds this lock for long.

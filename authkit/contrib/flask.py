@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -52,6 +53,7 @@ from flask.sessions import SecureCookieSession, SessionInterface, SessionMixin
 from authkit.contrib import (
     ANONYMOUS_USER_ID,
     build_salesforce_client,
+    format_failure,
     format_report,
     run_cleanup,
     session_lock,
@@ -489,8 +491,9 @@ cli = AppGroup("authkit", help="authkit maintenance for this app's storage.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def _cleanup_command(batch_size: int, wait: float, as_json: bool) -> None:
     """Delete expired sessions, tokens and kv entries (cron-safe: one run at a time)."""
+    started = time.monotonic()
     try:
         report = run_cleanup(AuthKit._state().storage, batch_size=batch_size, wait=wait)
     except AuthKitError as exc:
-        raise click.ClickException(f"cleanup failed: {type(exc).__name__}: {exc}") from exc
-    click.echo(format_report(report, as_json=as_json))
+        raise click.ClickException(format_failure(exc, current_app.config.get("AUTHKIT_STORAGE_URL"))) from exc
+    click.echo(format_report(report, seconds=time.monotonic() - started, as_json=as_json))

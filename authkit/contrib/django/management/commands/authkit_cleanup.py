@@ -2,7 +2,8 @@
 
 Takes the shared cleanup lock, so overlapping runs (two cron hosts, or the
 ``authkit`` command at the same time) never both work: the second one prints
-``skipped`` and exits 0.  One summary line; ``--json`` for machines; a failure
+``skipped: another cleanup is running`` and exits 0.  The summary is worded
+as ``authkit cleanup`` words it.  One summary line; ``--json`` for machines; a failure
 is one ``CommandError`` line and exit status 1.
 
     */15 * * * *  cd /srv/app && python manage.py authkit_cleanup --json
@@ -10,11 +11,13 @@ is one ``CommandError`` line and exit status 1.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from authkit.contrib import format_report, run_cleanup
+from authkit.contrib import format_failure, format_report, run_cleanup
 from authkit.contrib.django import get_storage
 from authkit.errors import AuthKitError
 from authkit.storage.base import DEFAULT_BATCH_SIZE
@@ -45,8 +48,9 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django ships no type hints
         parser.add_argument("--json", action="store_true", dest="as_json", help="print the summary as JSON")
 
     def handle(self, *args: Any, batch_size: int, wait: float, as_json: bool, **options: Any) -> None:
+        started = time.monotonic()
         try:
             report = run_cleanup(get_storage(), batch_size=batch_size, wait=wait)
         except AuthKitError as exc:
-            raise CommandError(f"cleanup failed: {type(exc).__name__}: {exc}") from exc
-        self.stdout.write(format_report(report, as_json=as_json))
+            raise CommandError(format_failure(exc, getattr(settings, "AUTHKIT_STORAGE_URL", None))) from exc
+        self.stdout.write(format_report(report, seconds=time.monotonic() - started, as_json=as_json))
