@@ -110,7 +110,7 @@ def _single_ops(table: Table, storage: SqlStorage, n: int) -> None:
     tokens = [_token(i, now) for i in range(200)]
     storage.store_tokens_bulk(tokens)
     raw_kv_put = _raw(storage, storage._sql_upsert_kv, fetch=False)
-    raw_kv_get = _raw(storage, storage._sql_get_kv, fetch=True)
+    raw_kv_get = _raw(storage, storage._sql_get_kv_entry, fetch=True)
     raw_tok_get = _raw(storage, storage._sql_get_token_by_access, fetch=True)
     raw_tok_put = _raw(storage, storage._sql_upsert_token, fetch=False)
     hour = timedelta(hours=1)

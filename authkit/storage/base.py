@@ -283,7 +283,8 @@ class AuthStorage(abc.ABC):
 
     def get_kv(self, key: str) -> bytes | None:
         """The value as ``bytes``, or ``None`` if missing or expired."""
-        return self._get_kv(check_id(key, "key"), self.now())
+        entry = self._get_kv_entry(check_id(key, "key"), self.now())
+        return None if entry is None else entry[0]
 
     def delete_kv(self, key: str) -> None:
         """Delete the entry; deleting a missing key is not an error."""
@@ -426,17 +427,12 @@ class AuthStorage(abc.ABC):
     def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None: ...
 
     @abc.abstractmethod
-    def _get_kv(self, key: str, now: datetime) -> bytes | None: ...
-
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         """The live value and its ``expires_at``, or ``None`` if missing or expired.
 
-        Optional: ``CachedStorage`` needs the expiry to cache a kv read (it never
-        serves an entry past it).  A backend that can read the expiry in the same
-        round trip overrides this; the default cannot know it, so it raises
-        ``NotImplementedError`` and such reads go uncached.
+        The expiry comes with the value so wrappers (``CachedStorage``) never
+        serve an entry past it, without a second round trip.
         """
-        raise NotImplementedError
 
     @abc.abstractmethod
     def _delete_kv(self, key: str) -> None: ...

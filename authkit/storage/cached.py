@@ -24,10 +24,6 @@ Consistency:
 * Misses are not cached, so a record another process has just created is
   seen at once.
 * Callers get copies: changing a returned object never changes the cache.
-
-A kv read is cached only when the inner backend can report the entry's expiry
-(``EncryptedStorage`` and backends implementing ``_get_kv_entry``); otherwise
-``get_kv`` goes to the inner store every time.
 """
 
 from __future__ import annotations
@@ -98,7 +94,6 @@ class CachedStorage(AuthStorage):
         # cache after the write evicted it: each write bumps its kind's generation
         # and a read only fills the cache if the generation did not move.
         self._generation = {_TOKEN: 0, _SESSION: 0, _KV: 0}
-        self._kv_entries = True  # False once the inner store says it cannot report kv expiry
 
     def __repr__(self) -> str:
         return f"CachedStorage({self._inner!r}, ttl={self._ttl}, maxsize={self._maxsize})"
@@ -236,19 +231,6 @@ class CachedStorage(AuthStorage):
         finally:
             self._evict(_KV, [key])
 
-    def _get_kv(self, key: str, now: datetime) -> bytes | None:
-        cached, generation = self._lookup(_KV, key)
-        if cached is not None and _live(cached[1], now):
-            return cached[0]  # type: ignore[no-any-return]  # bytes are immutable: no copy
-        if self._kv_entries:
-            try:
-                entry = self._read_kv_entry(key, now, generation)
-            except NotImplementedError:
-                self._kv_entries = False  # the inner store cannot report the expiry: go uncached
-            else:
-                return None if entry is None else entry[0]
-        return self._inner._get_kv(key, now)
-
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         cached, generation = self._lookup(_KV, key)
         if cached is not None and _live(cached[1], now):
@@ -256,7 +238,7 @@ class CachedStorage(AuthStorage):
         return self._read_kv_entry(key, now, generation)
 
     def _read_kv_entry(self, key: str, now: datetime, generation: int) -> tuple[bytes, datetime | None] | None:
-        entry = self._inner._get_kv_entry(key, now)  # NotImplementedError if it cannot say
+        entry = self._inner._get_kv_entry(key, now)
         if entry is not None:
             self._fill(_KV, key, entry, generation)
         return entry

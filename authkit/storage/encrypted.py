@@ -363,15 +363,11 @@ class EncryptedStorage(AuthStorage):
     def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None:
         self._inner._store_kv(key, self._seal_kv(key, value, expires_at), expires_at)
 
-    def _get_kv(self, key: str, now: datetime) -> bytes | None:
-        envelope = self._inner._get_kv(key, now)
-        return None if envelope is None else self._open_kv(key, envelope)[0]
-
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
-        envelope = self._inner._get_kv(key, now)
-        if envelope is None:
+        entry = self._inner._get_kv_entry(key, now)
+        if entry is None:
             return None
-        value, expires_at, _ = self._open_kv(key, envelope)
+        value, expires_at, _ = self._open_kv(key, entry[0])
         return value, expires_at
 
     def _delete_kv(self, key: str) -> None:
@@ -460,10 +456,10 @@ class EncryptedStorage(AuthStorage):
             now = self.now()
             rewritten = 0
             for key in keys:
-                envelope = self._inner._get_kv(key, now)
-                if envelope is None:
+                entry = self._inner._get_kv_entry(key, now)
+                if entry is None:
                     continue
-                value, expires_at, key_id = self._open_kv(key, envelope)
+                value, expires_at, key_id = self._open_kv(key, entry[0])
                 if key_id != current:
                     self._store_kv(key, value, expires_at)
                     rewritten += 1

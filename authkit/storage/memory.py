@@ -156,12 +156,12 @@ class MemoryStorage(AuthStorage):
         with self._mutex:
             self._kv[key] = (value, expires_at)
 
-    def _get_kv(self, key: str, now: datetime) -> bytes | None:
+    def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         with self._mutex:
             entry = self._kv.get(key)
         if entry is None or not _live(entry[1], now):
             return None
-        return entry[0]  # bytes are immutable: no copy needed
+        return entry  # bytes and datetimes are immutable: no copy needed
 
     def _delete_kv(self, key: str) -> None:
         with self._mutex:

@@ -738,10 +738,6 @@ class RedisStorage(AuthStorage):
             return None
         return data[_HEADER.size:], expires_at
 
-    def _get_kv(self, key: str, now: datetime) -> bytes | None:
-        entry = self._get_kv_entry(key, now)
-        return None if entry is None else entry[0]
-
     def _delete_kv(self, key: str) -> None:
         name = _enc(key)
         with self._errors:

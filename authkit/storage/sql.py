@@ -604,7 +604,6 @@ class SqlStorage(AuthStorage):
         )
         self._sql_count_sessions = sql(sa.select(sa.func.count()).select_from(sessions).where(live_session))
         live_kv = sa.or_(kv.c.expires_at.is_(None), kv.c.expires_at > bp("now"))
-        self._sql_get_kv = sql(sa.select(kv.c.value).where(kv.c.name == bp("id"), live_kv))
         self._sql_get_kv_entry = sql(sa.select(kv.c.value, kv.c.expires_at).where(kv.c.name == bp("id"), live_kv))
         # A range on the primary key, not LIKE: exact under binary collations,
         # no wildcard to escape, and an index range scan on every database.
@@ -879,12 +878,6 @@ class SqlStorage(AuthStorage):
             return
         with self._cursor() as cursor:
             cursor.execute(self._sql_upsert_kv, {"name": key, "value": value, "expires_at": expires})
-
-    def _get_kv(self, key: str, now: datetime) -> bytes | None:
-        with self._cursor() as cursor:
-            cursor.execute(self._sql_get_kv, {"id": key, "now": _micros(now)})
-            row = cursor.fetchone()
-        return None if row is None else bytes(row[0])
 
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         with self._cursor() as cursor:
