@@ -64,8 +64,9 @@ def _shared_read(table: Table, label: str, storage: AuthStorage, org: FakeSalesf
 
 def _redis_storage() -> tuple[AuthStorage, Callable[[], None]] | None:
     try:
-        import authkit.storage.redis  # noqa: F401
         import redis
+
+        import authkit.storage.redis  # noqa: F401
     except ImportError:
         return None
     prefix = f"akbench{uuid.uuid4().hex[:8]}:"
