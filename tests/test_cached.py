@@ -22,6 +22,7 @@ from authkit.storage import MemoryStorage, open_storage
 from authkit.storage.cached import CachedStorage
 from authkit.storage.encrypted import EncryptedStorage, generate_key
 from tests.clock import FakeClock
+from tests.threads import run_threads
 
 
 class Timer:
@@ -379,32 +380,22 @@ def test_a_read_racing_a_write_never_caches_the_old_value(clock: FakeClock, time
 
 
 def test_threads_read_their_own_writes(cached: CachedStorage) -> None:
-    errors: list[BaseException] = []
-
     def worker(n: int) -> None:
-        try:
-            for i in range(60):
-                key = f"w{n}"
-                cached.store_kv(key, str(i).encode())
-                assert cached.get_kv(key) == str(i).encode()
-                cached.store_session(key, session(data={"i": i}))
-                got = cached.get_session(key)
-                assert got is not None and got.data == {"i": i}
-                cached.store_token(token(key, f"{key}-{i}"))
-                assert cached.get_token_by_access_token(f"{key}-{i}") is not None
-                if i:
-                    assert cached.get_token_by_access_token(f"{key}-{i - 1}") is None
-                cached.get_kv("shared")
-                cached.store_kv("shared", str(n).encode())
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(60):
+            key = f"w{n}"
+            cached.store_kv(key, str(i).encode())
+            assert cached.get_kv(key) == str(i).encode()
+            cached.store_session(key, session(data={"i": i}))
+            got = cached.get_session(key)
+            assert got is not None and got.data == {"i": i}
+            cached.store_token(token(key, f"{key}-{i}"))
+            assert cached.get_token_by_access_token(f"{key}-{i}") is not None
+            if i:
+                assert cached.get_token_by_access_token(f"{key}-{i - 1}") is None
+            cached.get_kv("shared")
+            cached.store_kv("shared", str(n).encode())
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_threads(worker, 8)
     assert cached.get_kv("shared") == cached.inner.get_kv("shared")
 
 

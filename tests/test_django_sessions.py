@@ -45,6 +45,7 @@ from authkit.models import SessionData  # noqa: E402
 from authkit.storage import AuthStorage, MemoryStorage  # noqa: E402
 from tests.backends import BACKENDS  # noqa: E402
 from tests.clock import FakeClock  # noqa: E402
+from tests.threads import run_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -594,7 +595,7 @@ def test_concurrent_creates_get_distinct_keys(storage: AuthStorage) -> None:
     keys: list[str] = []
     mutex = threading.Lock()
 
-    def worker() -> None:
+    def worker(_n: int) -> None:
         for _ in range(10):
             s = SessionStore()
             s["x"] = 1
@@ -602,11 +603,7 @@ def test_concurrent_creates_get_distinct_keys(storage: AuthStorage) -> None:
             with mutex:
                 keys.append(s.session_key)
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(worker, 4)
     assert len(set(keys)) == 40
     storage.delete_sessions_bulk(keys)
 
@@ -748,11 +745,7 @@ def test_storage_from_url_setting_and_reset_on_change(tmp_path: Path) -> None:
         assert isinstance(first, MemoryStorage)
         assert authkit_django.get_storage() is first  # one per process, shared by threads
         seen: list[AuthStorage] = []
-        threads = [threading.Thread(target=lambda: seen.append(authkit_django.get_storage())) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(lambda _: seen.append(authkit_django.get_storage()), 8)
         assert all(s is first for s in seen)
     with override_settings(AUTHKIT_STORAGE=None, AUTHKIT_STORAGE_URL="memory://"):
         assert authkit_django.get_storage() is not first
@@ -837,18 +830,14 @@ def test_salesforce_client_shared_by_threads_and_views(backend_name: str, tmp_pa
             names: list[list[str]] = []
             mutex = threading.Lock()
 
-            def view_like() -> None:
+            def view_like(_: int) -> None:
                 client = authkit_django.salesforce_client()
                 records = [r["Name"] for r in client.query("SELECT Id, Name FROM Account")]
                 with mutex:
                     clients.append(client)
                     names.append(records)
 
-            threads = [threading.Thread(target=view_like) for _ in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            run_threads(view_like, 8)
             assert len(clients) == 8 and all(c is clients[0] for c in clients)
             assert names == [["Initech"]] * 8
             assert org.token_requests == 1

@@ -25,6 +25,7 @@ from authkit.storage.url import ENCRYPTION_KEYS_ENV
 from tests.backends import BACKENDS, drop_redis_keys
 from tests.clock import FakeClock
 from tests.services import REDIS_URL, require, unique_prefix
+from tests.threads import run_threads
 
 ACCESS = "00DSECRETACCESSaaaaaaaaaaaa"
 REFRESH = "5AepSECRETREFRESHbbbbbbbbbb"
@@ -576,29 +577,19 @@ def test_open_storage_bad_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_threads_share_one_encrypted_storage(storage: EncryptedStorage) -> None:
-    errors: list[BaseException] = []
-
     def worker(n: int) -> None:
-        try:
-            for i in range(40):
-                name = f"w{n}-{i}"
-                storage.store_token(secret_token(name, access_token=f"access-{name}", user_id=f"u{n}"))
-                got = storage.get_token_by_access_token(f"access-{name}")
-                assert got is not None and got.token_id == name
-                storage.store_kv(name, name.encode())
-                assert storage.get_kv(name) == name.encode()
-                storage.store_session(name, secret_session(data={"n": name}))
-                session = storage.get_session(name)
-                assert session is not None and session.data == {"n": name}
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(40):
+            name = f"w{n}-{i}"
+            storage.store_token(secret_token(name, access_token=f"access-{name}", user_id=f"u{n}"))
+            got = storage.get_token_by_access_token(f"access-{name}")
+            assert got is not None and got.token_id == name
+            storage.store_kv(name, name.encode())
+            assert storage.get_kv(name) == name.encode()
+            storage.store_session(name, secret_session(data={"n": name}))
+            session = storage.get_session(name)
+            assert session is not None and session.data == {"n": name}
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_threads(worker, 8)
     assert all(len(storage.list_user_tokens(f"u{n}")) == 40 for n in range(8))
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from authkit.testing.fake_rest import FakeRestApi
+from tests.threads import run_threads
 
 V = "/services/data/v62.0"
 INSTANCE = "http://127.0.0.1:1"
@@ -261,11 +261,7 @@ def test_handle_is_thread_safe(api: FakeRestApi) -> None:
             status, _ = call(api, "PATCH", f"{V}/sobjects/Account/External_Id__c/T{n}-{i}", {"Name": "x"})
             assert status == 201
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(writer, 8)
     records = api.records("Account")
     assert len(records) == 400 and len({r["Id"] for r in records}) == 400
     assert "Account" in repr(api)

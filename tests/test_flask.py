@@ -34,6 +34,7 @@ from authkit.models import CleanupReport, SessionData
 from authkit.storage import AuthStorage, MemoryStorage
 from tests.backends import BACKENDS
 from tests.clock import FakeClock
+from tests.threads import run_threads
 
 SID = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
 
@@ -503,32 +504,23 @@ def server(storage: AuthStorage) -> Iterator[str]:
 
 
 def test_threaded_server_concurrent_clients_keep_their_own_sessions(server: str, storage: AuthStorage) -> None:
-    errors: list[BaseException] = []
     sids: dict[int, str] = {}
     mutex = threading.Lock()
 
     def user(n: int) -> None:
-        try:
-            with requests.Session() as http:
-                assert http.get(f"{server}/login", params={"user": f"u{n}"}, timeout=10).ok
-                for expected in range(1, 11):
-                    assert http.get(f"{server}/count", timeout=10).text == str(expected)
-                data = http.get(f"{server}/peek", timeout=10).json()
-                assert data == {"user_id": f"u{n}", "n": 10}
-                with mutex:
-                    sids[n] = http.cookies["session"]
-                assert http.get(f"{server}/logout", timeout=10).ok
-                assert "session" not in http.cookies
-                assert http.get(f"{server}/peek", timeout=10).json() == {}
-        except BaseException as exc:
-            errors.append(exc)
+        with requests.Session() as http:
+            assert http.get(f"{server}/login", params={"user": f"u{n}"}, timeout=10).ok
+            for expected in range(1, 11):
+                assert http.get(f"{server}/count", timeout=10).text == str(expected)
+            data = http.get(f"{server}/peek", timeout=10).json()
+            assert data == {"user_id": f"u{n}", "n": 10}
+            with mutex:
+                sids[n] = http.cookies["session"]
+            assert http.get(f"{server}/logout", timeout=10).ok
+            assert "session" not in http.cookies
+            assert http.get(f"{server}/peek", timeout=10).json() == {}
 
-    threads = [threading.Thread(target=user, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_threads(user, 8)
     assert len(set(sids.values())) == 8
     assert all(storage.get_session(sid) is None for sid in sids.values())
 
@@ -578,11 +570,7 @@ def test_storage_url_app_shares_one_storage_across_threads(tmp_path: Path) -> No
     thread.start()
     try:
         url = f"http://127.0.0.1:{httpd.server_port}/which"
-        workers = [threading.Thread(target=lambda: requests.get(url, timeout=10)) for _ in range(6)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        run_threads(lambda _: requests.get(url, timeout=10), 6)
     finally:
         httpd.shutdown()
         thread.join(timeout=10)
@@ -634,12 +622,7 @@ def test_salesforce_client_is_shared_by_threads_and_mints_once(backend: str, tmp
         results: list[Any] = []
         try:
             url = f"http://127.0.0.1:{httpd.server_port}/accounts"
-            workers = [threading.Thread(target=lambda: results.append(requests.get(url, timeout=30).json()))
-                       for _ in range(8)]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
+            run_threads(lambda _: results.append(requests.get(url, timeout=30).json()), 8)
         finally:
             httpd.shutdown()
             thread.join(timeout=10)

@@ -29,6 +29,7 @@ from tests.backends import drop_redis_keys
 from tests.clock import FakeClock
 from tests.redis_cluster import RedisServer, cluster_url
 from tests.services import REDIS_URL, require, unique_prefix
+from tests.threads import run_threads
 
 
 def _prefix() -> str:
@@ -395,31 +396,21 @@ def test_server_restart_mid_run() -> None:
 
 
 def test_threads_racing_on_the_same_tokens_keep_indexes_consistent(store: RedisStorage) -> None:
-    errors: list[BaseException] = []
-
     def worker(n: int) -> None:
-        try:
-            for i in range(40):
-                tid = f"t{i % 7}"
-                if i % 5 == 0:
-                    store.delete_token(tid)
-                elif i % 3 == 0:
-                    try:
-                        store.update_token(token(tid, f"u{n % 3}", access_token=f"a{n}-{i}"))
-                    except NotFoundError:
-                        pass
-                else:
-                    store.store_tokens_bulk([token(tid, f"u{n % 3}", access_token=f"b{n}-{i}"),
-                                             token(f"x{n}", "ux")])
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(40):
+            tid = f"t{i % 7}"
+            if i % 5 == 0:
+                store.delete_token(tid)
+            elif i % 3 == 0:
+                try:
+                    store.update_token(token(tid, f"u{n % 3}", access_token=f"a{n}-{i}"))
+                except NotFoundError:
+                    pass
+            else:
+                store.store_tokens_bulk([token(tid, f"u{n % 3}", access_token=f"b{n}-{i}"),
+                                         token(f"x{n}", "ux")])
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_threads(worker, 10)
     check_indexes(store)
 
 

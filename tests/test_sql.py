@@ -28,6 +28,7 @@ from authkit.storage import open_storage
 from authkit.storage.sql import SqlStorage
 from tests.clock import FakeClock
 from tests.services import MYSQL_URL, POSTGRES_URL, require, unique_prefix
+from tests.threads import run_threads
 
 SERVERS = {"postgresql": (POSTGRES_URL, "PostgreSQL"), "mysql": (MYSQL_URL, "MariaDB/MySQL")}
 KINDS = ["sqlite-file", "sqlite-memory", "postgresql", "mysql"]
@@ -288,38 +289,29 @@ def test_threads_mix_bulk_writes_cleanup_and_locks(
 ) -> None:
     clock = FakeClock()
     storage = opened(url_for(kind, tmp_path), clock=clock)
-    errors: list[BaseException] = []
     in_lock = 0
     most = 0
     mutex = threading.Lock()
 
     def worker(n: int) -> None:
         nonlocal in_lock, most
-        try:
-            for round_ in range(5):
-                now = clock()
-                storage.store_tokens_bulk(
-                    [token(f"w{n}-{round_}-{i}", f"a{n}-{round_}-{i}", user=f"u{n}",
-                           expires_at=now + timedelta(seconds=1 if i % 2 else 3600)) for i in range(20)]
-                )
-                storage.store_sessions_bulk([(f"s{n}-{round_}", SessionData("", f"u{n}"))])
-                storage.cleanup_expired(batch_size=7)
-                with storage.lock("shared", timeout=30):
-                    with mutex:
-                        in_lock += 1
-                        most = max(most, in_lock)
-                    time.sleep(0.001)
-                    with mutex:
-                        in_lock -= 1
-        except BaseException as exc:
-            errors.append(exc)
+        for round_ in range(5):
+            now = clock()
+            storage.store_tokens_bulk(
+                [token(f"w{n}-{round_}-{i}", f"a{n}-{round_}-{i}", user=f"u{n}",
+                       expires_at=now + timedelta(seconds=1 if i % 2 else 3600)) for i in range(20)]
+            )
+            storage.store_sessions_bulk([(f"s{n}-{round_}", SessionData("", f"u{n}"))])
+            storage.cleanup_expired(batch_size=7)
+            with storage.lock("shared", timeout=30):
+                with mutex:
+                    in_lock += 1
+                    most = max(most, in_lock)
+                time.sleep(0.001)
+                with mutex:
+                    in_lock -= 1
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_threads(worker, 8)
     assert most == 1
     assert all(len(storage.list_user_tokens(f"u{n}")) >= 50 for n in range(8))
     assert storage.count_active_sessions() == 40

@@ -17,6 +17,7 @@ from authkit.errors import NotFoundError
 from authkit.models import AuthToken, CleanupReport, SessionData
 from authkit.storage import AuthStorage
 from tests.clock import FakeClock
+from tests.threads import run_threads
 
 UTC = timezone.utc
 
@@ -627,28 +628,19 @@ def test_lock_is_mutually_exclusive_between_threads(storage: AuthStorage) -> Non
     inside = 0
     max_inside = 0
     counter = threading.Lock()
-    errors: list[BaseException] = []
 
-    def worker() -> None:
+    def worker(_n: int) -> None:
         nonlocal inside, max_inside
-        try:
-            for _ in range(3):
-                with storage.lock("critical", timeout=30):
-                    with counter:
-                        inside += 1
-                        max_inside = max(max_inside, inside)
-                    threading.Event().wait(0.002)
-                    with counter:
-                        inside -= 1
-        except BaseException as exc:
-            errors.append(exc)
+        for _ in range(3):
+            with storage.lock("critical", timeout=30):
+                with counter:
+                    inside += 1
+                    max_inside = max(max_inside, inside)
+                threading.Event().wait(0.002)
+                with counter:
+                    inside -= 1
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_threads(worker, 8)
     assert max_inside == 1
 
 
@@ -701,27 +693,17 @@ def test_lock_argument_errors(storage: AuthStorage) -> None:
 
 
 def test_threads_share_one_storage(storage: AuthStorage) -> None:
-    errors: list[BaseException] = []
-
     def worker(n: int) -> None:
-        try:
-            for i in range(25):
-                key = f"w{n}-{i}"
-                storage.store_kv(key, key.encode(), ttl=60)
-                assert storage.get_kv(key) == key.encode()
-                storage.store_token(make_token(key, user_id=f"user{n}", access_token=f"a-{key}"))
-                assert storage.get_token_by_access_token(f"a-{key}") is not None
-                storage.store_session(key, make_session(user_id=f"user{n}"))
-                storage.store_kv("shared", f"{n}".encode())  # concurrent upserts of one key
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(25):
+            key = f"w{n}-{i}"
+            storage.store_kv(key, key.encode(), ttl=60)
+            assert storage.get_kv(key) == key.encode()
+            storage.store_token(make_token(key, user_id=f"user{n}", access_token=f"a-{key}"))
+            assert storage.get_token_by_access_token(f"a-{key}") is not None
+            storage.store_session(key, make_session(user_id=f"user{n}"))
+            storage.store_kv("shared", f"{n}".encode())  # concurrent upserts of one key
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_threads(worker, 8)
     assert len(storage.list_kv_keys("w")) == 200
     assert storage.count_active_sessions() == 200
     assert all(len(storage.list_user_tokens(f"user{n}")) == 25 for n in range(8))
