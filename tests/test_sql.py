@@ -469,6 +469,12 @@ def test_bad_urls_and_options(tmp_path: Path) -> None:
         SqlStorage("sqlite://", no_such_engine_option=1)
 
 
+def test_connection_option_the_driver_rejects_is_a_configuration_error() -> None:
+    url = require(MYSQL_URL, "MariaDB/MySQL")
+    with pytest.raises(ConfigurationError, match="query parameters"):
+        SqlStorage(url + ("&" if "?" in url else "?") + "charset=bogus", prefix=unique_prefix("cfg"))
+
+
 def test_open_storage_builds_sql_storage(tmp_path: Path) -> None:
     with open_storage(f"sqlite:///{tmp_path / 'a.db'}", prefix="app_") as storage:
         assert isinstance(storage, SqlStorage) and storage.prefix == "app_"

@@ -509,6 +509,13 @@ class SqlStorage(AuthStorage):
                               or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))) from exc
         except sa_exc.SQLAlchemyError as exc:
             raise self._error(exc, connecting=False) from exc
+        except (TypeError, ValueError, AttributeError, LookupError) as exc:
+            # The driver choked on a connection option from the URL (e.g. PyMySQL on
+            # ?charset=bogus raises AttributeError): a configuration mistake, not an outage.
+            raise ConfigurationError(
+                f"{self._label}: the driver rejected the connection options ({type(exc).__name__}); "
+                "check the URL's query parameters"
+            ) from exc
         if version != str(SCHEMA_VERSION):
             raise ConfigurationError(
                 f"the authkit tables with prefix {self._prefix!r} in {self._label} have schema version "
