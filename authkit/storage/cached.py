@@ -39,6 +39,7 @@ from cachetools import TTLCache
 
 from authkit.models import AuthToken, CleanupReport, SessionData
 from authkit.storage.base import AuthStorage, copy_session, copy_token
+from authkit.storage.wrapper import WrappingStorage
 
 __all__ = ["CachedStorage"]
 
@@ -52,7 +53,7 @@ def _live(expires_at: datetime | None, now: datetime) -> bool:
     return expires_at is None or expires_at > now
 
 
-class CachedStorage(AuthStorage):
+class CachedStorage(WrappingStorage):
     """A read-through cache of at most ``maxsize`` entries, each kept ``ttl`` seconds.
 
     >>> storage = CachedStorage(MemoryStorage(), ttl=5.0, maxsize=10_000)
@@ -71,8 +72,6 @@ class CachedStorage(AuthStorage):
         *,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not isinstance(inner, AuthStorage):
-            raise TypeError(f"inner must be an AuthStorage, not {type(inner).__name__}")
         if not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
             raise TypeError("ttl must be a number of seconds")
         if not math.isfinite(ttl) or ttl <= 0:
@@ -81,8 +80,7 @@ class CachedStorage(AuthStorage):
             raise TypeError("maxsize must be an int")
         if maxsize <= 0:
             raise ValueError("maxsize must be > 0")
-        super().__init__(clock=inner.now)
-        self._inner = inner
+        super().__init__(inner)
         self._ttl = float(ttl)
         self._maxsize = maxsize
         self._mutex = threading.Lock()
@@ -97,11 +95,6 @@ class CachedStorage(AuthStorage):
 
     def __repr__(self) -> str:
         return f"CachedStorage({self._inner!r}, ttl={self._ttl}, maxsize={self._maxsize})"
-
-    @property
-    def inner(self) -> AuthStorage:
-        """The wrapped storage."""
-        return self._inner
 
     def clear_cache(self) -> None:
         """Forget every cached entry (the next reads go to the inner store)."""
@@ -150,9 +143,6 @@ class CachedStorage(AuthStorage):
         finally:  # evict even if the write failed: it may have reached the server
             self._evict_tokens([t.token_id for t in tokens], [t.access_token for t in tokens])
 
-    def _get_token(self, token_id: str) -> AuthToken | None:
-        return self._inner._get_token(token_id)
-
     def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
         cached, generation = self._lookup(_TOKEN, access_token)
         if cached is not None and _live(cached.expires_at, now):
@@ -191,9 +181,6 @@ class CachedStorage(AuthStorage):
         finally:
             self._evict_tokens(token_ids, [])
 
-    def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
-        return self._inner._list_user_tokens(user_id)
-
     # -- sessions ---------------------------------------------------------
 
     def _store_sessions(self, sessions: list[SessionData]) -> None:
@@ -216,12 +203,6 @@ class CachedStorage(AuthStorage):
             self._inner._delete_sessions(session_ids)
         finally:
             self._evict(_SESSION, session_ids)
-
-    def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
-        return self._inner._list_user_sessions(user_id, now)
-
-    def _count_active_sessions(self, now: datetime) -> int:
-        return self._inner._count_active_sessions(now)
 
     # -- key-value --------------------------------------------------------
 
@@ -249,9 +230,6 @@ class CachedStorage(AuthStorage):
         finally:
             self._evict(_KV, [key])
 
-    def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
-        return self._inner._list_kv_keys(prefix, now)
-
     # -- maintenance ------------------------------------------------------
 
     def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
@@ -262,19 +240,7 @@ class CachedStorage(AuthStorage):
         finally:
             self.clear_cache()
 
-    def _stats(self, now: datetime) -> dict[str, int]:
-        return self._inner._stats(now)
-
-    def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
-        return self._inner._token_id_page(cursor, limit)
-
-    def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
-        return self._inner._session_id_page(cursor, limit)
-
-    def _lock(self, name: str, timeout: float, ttl: float) -> Any:
-        return self._inner._lock(name, timeout, ttl)
-
     def close(self) -> None:
         """Empty the cache and close the inner storage."""
         self.clear_cache()
-        self._inner.close()
+        super().close()

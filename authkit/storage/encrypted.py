@@ -50,8 +50,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from authkit.errors import ConfigurationError, EncryptionError
-from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.models import AuthToken, SessionData
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
+from authkit.storage.wrapper import WrappingStorage
 
 __all__ = ["EncryptedStorage", "generate_key", "ENVELOPE_FIELD"]
 
@@ -136,7 +137,7 @@ def _identity(kind: str, record_id: str, user_id: str = "") -> bytes:
     return f"authkit\x00{kind}\x00{record_id}\x00{user_id}".encode()
 
 
-class EncryptedStorage(AuthStorage):
+class EncryptedStorage(WrappingStorage):
     """Encrypts secrets before they reach ``inner``; decrypts them on the way out.
 
     ``keys``: one or more keys, newest first, each urlsafe base64 text of 32
@@ -153,8 +154,6 @@ class EncryptedStorage(AuthStorage):
     """
 
     def __init__(self, inner: AuthStorage, keys: Sequence[str | bytes]) -> None:
-        if not isinstance(inner, AuthStorage):
-            raise TypeError(f"inner must be an AuthStorage, not {type(inner).__name__}")
         if isinstance(keys, (str, bytes, bytearray)) or not isinstance(keys, Sequence):
             raise TypeError("keys must be a list of keys (newest first), not a single key")
         if not keys:
@@ -165,8 +164,7 @@ class EncryptedStorage(AuthStorage):
             if key.key_id in by_id:
                 raise ConfigurationError(f"encryption key #{i + 1} repeats an earlier key")
             by_id[key.key_id] = key
-        super().__init__(clock=inner.now)
-        self._inner = inner
+        super().__init__(inner)
         self._keys = derived
         self._by_id = by_id
         self._lookup_keys = derived if len(derived) == 1 else [*derived, derived[0]]
@@ -293,9 +291,6 @@ class EncryptedStorage(AuthStorage):
     def _update_token(self, token: AuthToken) -> None:
         self._inner._update_token(self._seal_token(token))
 
-    def _delete_tokens(self, token_ids: list[str]) -> None:
-        self._inner._delete_tokens(token_ids)
-
     def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
         return [self._open_token(t) for t in self._inner._list_user_tokens(user_id)]
 
@@ -331,14 +326,8 @@ class EncryptedStorage(AuthStorage):
         sealed = self._inner._get_session(session_id, now)
         return None if sealed is None else self._open_session(sealed)
 
-    def _delete_sessions(self, session_ids: list[str]) -> None:
-        self._inner._delete_sessions(session_ids)
-
     def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
         return [self._open_session(s) for s in self._inner._list_user_sessions(user_id, now)]
-
-    def _count_active_sessions(self, now: datetime) -> int:
-        return self._inner._count_active_sessions(now)
 
     # -- key-value --------------------------------------------------------
 
@@ -370,32 +359,7 @@ class EncryptedStorage(AuthStorage):
         value, expires_at, _ = self._open_kv(key, entry[0])
         return value, expires_at
 
-    def _delete_kv(self, key: str) -> None:
-        self._inner._delete_kv(key)
-
-    def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
-        return self._inner._list_kv_keys(prefix, now)
-
     # -- maintenance ------------------------------------------------------
-
-    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
-        return self._inner._cleanup_batch(now, limit)
-
-    def _stats(self, now: datetime) -> dict[str, int]:
-        return self._inner._stats(now)
-
-    def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
-        return self._inner._token_id_page(cursor, limit)
-
-    def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
-        return self._inner._session_id_page(cursor, limit)
-
-    def _lock(self, name: str, timeout: float, ttl: float) -> Any:
-        return self._inner._lock(name, timeout, ttl)
-
-    def close(self) -> None:
-        """Close the inner storage."""
-        self._inner.close()
 
     def reencrypt(self, batch_size: int = DEFAULT_BATCH_SIZE, progress: Callable[[int], None] | None = None) -> int:
         """Rewrite every record not yet under the first key; return how many were rewritten.

@@ -115,7 +115,7 @@ _encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _dumps(value: Any) -> str:
-    """Compact JSON kept as UTF-8 (8 MiB of text stays 8 MiB, not 6x as ``\\uXXXX``).
+    """Compact JSON kept as UTF-8 (8 MiB of text stays 8 MiB, not 6x as ``\\u`` escapes).
 
     A lone surrogate cannot be encoded as UTF-8, so a value holding one falls
     back to ASCII escapes, which round-trip it.

@@ -1,0 +1,96 @@
+"""``WrappingStorage``: an :class:`AuthStorage` that hands every call to another one.
+
+The base of the wrappers (:class:`EncryptedStorage`, :class:`CachedStorage`):
+each overrides only the hooks it changes, and everything else — locks,
+cleanup, stats, id walks, whatever it does not touch — goes to ``inner``.
+Time is ``inner``'s clock, and ``close()`` closes ``inner``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage.base import AuthStorage
+
+__all__ = ["WrappingStorage"]
+
+
+class WrappingStorage(AuthStorage):
+    """Delegates every storage hook to ``inner``; subclasses override what they change."""
+
+    def __init__(self, inner: AuthStorage) -> None:
+        if not isinstance(inner, AuthStorage):
+            raise TypeError(f"inner must be an AuthStorage, not {type(inner).__name__}")
+        super().__init__(clock=inner.now)
+        self._inner = inner
+
+    @property
+    def inner(self) -> AuthStorage:
+        """The wrapped storage."""
+        return self._inner
+
+    def close(self) -> None:
+        """Close the inner storage."""
+        self._inner.close()
+
+    def _store_tokens(self, tokens: list[AuthToken]) -> None:
+        self._inner._store_tokens(tokens)
+
+    def _get_token(self, token_id: str) -> AuthToken | None:
+        return self._inner._get_token(token_id)
+
+    def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
+        return self._inner._get_token_by_access_token(access_token, now)
+
+    def _update_token(self, token: AuthToken) -> None:
+        self._inner._update_token(token)
+
+    def _delete_tokens(self, token_ids: list[str]) -> None:
+        self._inner._delete_tokens(token_ids)
+
+    def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        return self._inner._list_user_tokens(user_id)
+
+    def _store_sessions(self, sessions: list[SessionData]) -> None:
+        self._inner._store_sessions(sessions)
+
+    def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
+        return self._inner._get_session(session_id, now)
+
+    def _delete_sessions(self, session_ids: list[str]) -> None:
+        self._inner._delete_sessions(session_ids)
+
+    def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
+        return self._inner._list_user_sessions(user_id, now)
+
+    def _count_active_sessions(self, now: datetime) -> int:
+        return self._inner._count_active_sessions(now)
+
+    def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None:
+        self._inner._store_kv(key, value, expires_at)
+
+    def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
+        return self._inner._get_kv_entry(key, now)
+
+    def _delete_kv(self, key: str) -> None:
+        self._inner._delete_kv(key)
+
+    def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
+        return self._inner._list_kv_keys(prefix, now)
+
+    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+        return self._inner._cleanup_batch(now, limit)
+
+    def _stats(self, now: datetime) -> dict[str, int]:
+        return self._inner._stats(now)
+
+    def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        return self._inner._token_id_page(cursor, limit)
+
+    def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        return self._inner._session_id_page(cursor, limit)
+
+    def _lock(self, name: str, timeout: float, ttl: float) -> Any:
+        return self._inner._lock(name, timeout, ttl)
