@@ -207,11 +207,12 @@ zadd_all(users)
 return 1
 """
 
-# KEYS: tx, ti, to.  ARGV: base, ids...
-_DELETE_TOKENS = _LUA_LIB + r"""
+# Tokens or sessions.  KEYS: the kind's expiry, id and owner indexes (tx, ti, to /
+# sx, si, so).  ARGV: base, kind ('t' or 's'), ids...
+_DELETE_RECORDS = _LUA_LIB + r"""
 local ids = {}
-for i = 2, #ARGV do ids[i - 1] = ARGV[i] end
-drop(ARGV[1], 't', KEYS[1], KEYS[2], KEYS[3], ids)
+for i = 3, #ARGV do ids[i - 2] = ARGV[i] end
+drop(ARGV[1], ARGV[2], KEYS[1], KEYS[2], KEYS[3], ids)
 return 1
 """
 
@@ -259,14 +260,6 @@ end
 each_chunk(records, 2, function(...) redis.call('MSET', ...) end)
 each_chunk(owners, 2, function(...) redis.call('HSET', so, ...) end)
 zadd_all(adds)
-return 1
-"""
-
-# KEYS: sx, si, so.  ARGV: base, ids...
-_DELETE_SESSIONS = _LUA_LIB + r"""
-local ids = {}
-for i = 2, #ARGV do ids[i - 1] = ARGV[i] end
-drop(ARGV[1], 's', KEYS[1], KEYS[2], KEYS[3], ids)
 return 1
 """
 
@@ -545,11 +538,10 @@ class RedisStorage(AuthStorage):
         self._errors = _Errors(self._where, password if isinstance(password, str) else None)
         register = client.register_script
         self._store_tokens_lua = register(_STORE_TOKENS)
-        self._delete_tokens_lua = register(_DELETE_TOKENS)
+        self._delete_records_lua = register(_DELETE_RECORDS)
         self._token_by_access_lua = register(_TOKEN_BY_ACCESS)
         self._user_tokens_lua = register(_USER_TOKENS)
         self._store_sessions_lua = register(_STORE_SESSIONS)
-        self._delete_sessions_lua = register(_DELETE_SESSIONS)
         self._user_sessions_lua = register(_USER_SESSIONS)
         self._store_kv_lua = register(_STORE_KV)
         self._delete_kv_lua = register(_DELETE_KV)
@@ -668,7 +660,7 @@ class RedisStorage(AuthStorage):
 
     def _delete_tokens(self, token_ids: list[str]) -> None:
         with self._errors:
-            self._delete_tokens_lua(keys=self._token_keys, args=[self._b, *map(_enc, token_ids)])
+            self._delete_records_lua(keys=self._token_keys, args=[self._b, b"t", *map(_enc, token_ids)])
 
     def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
         with self._errors:
@@ -696,7 +688,7 @@ class RedisStorage(AuthStorage):
 
     def _delete_sessions(self, session_ids: list[str]) -> None:
         with self._errors:
-            self._delete_sessions_lua(keys=self._session_keys, args=[self._b, *map(_enc, session_ids)])
+            self._delete_records_lua(keys=self._session_keys, args=[self._b, b"s", *map(_enc, session_ids)])
 
     def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
         with self._errors:
