@@ -19,6 +19,7 @@ from authkit.salesforce.auth import (
 )
 
 if TYPE_CHECKING:
+    from authkit.salesforce.bulk import Bulk, BulkJobError, BulkResult
     from authkit.salesforce.client import SalesforceClient
 
 __all__ = [
@@ -29,10 +30,14 @@ __all__ = [
     "ClientCredentialsAuth",
     "PasswordAuth",
     "SalesforceClient",
+    "Bulk",
+    "BulkResult",
+    "BulkJobError",
 ]
 
 # The client is imported on first use, so the auth flows import without it.
 _LAZY = {"SalesforceClient": "authkit.salesforce.client"}
+_LAZY.update(dict.fromkeys(("Bulk", "BulkResult", "BulkJobError"), "authkit.salesforce.bulk"))
 
 
 def __getattr__(name: str) -> Any:

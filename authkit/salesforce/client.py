@@ -52,7 +52,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -73,6 +73,9 @@ from authkit.errors import (
 )
 from authkit.salesforce.auth import AuthSession
 from authkit.salesforce.oauth import Timeout, _check_timeout
+
+if TYPE_CHECKING:
+    from authkit.salesforce.bulk import Bulk
 
 __all__ = ["SalesforceClient", "SObject", "ApiUsage", "retrying_adapter"]
 
@@ -498,6 +501,13 @@ class SalesforceClient:
             if not next_url:
                 return
             page = self.get(next_url)
+
+    @property
+    def bulk(self) -> Bulk:
+        """Bulk API 2.0 (:mod:`authkit.salesforce.bulk`): ``sf.bulk.insert("Account", rows)``, ``.query(soql)``."""
+        from authkit.salesforce.bulk import Bulk
+
+        return Bulk(self)
 
     def sobject(self, name: str) -> SObject:
         """The record operations of one sObject type: ``sf.sobject("Account").create({...})``."""

@@ -55,6 +55,7 @@ from authkit.salesforce.auth import JWT_BEARER_GRANT, ClientCredentialsAuth, Jwt
 from authkit.salesforce.oauth import response_signature
 
 if TYPE_CHECKING:
+    from authkit.testing.fake_bulk import FakeBulkApi
     from authkit.testing.fake_rest import FakeRestApi
 
 __all__ = ["FakeSalesforce", "FakeUser", "ConnectedApp", "generate_rsa_key_pair"]
@@ -206,6 +207,7 @@ class FakeSalesforce:
         self._connections: set[socket.socket] = set()
         self._default_app: ConnectedApp | None = None
         self.rest: FakeRestApi | None = rest if rest is not None else _default_rest()
+        self.bulk: FakeBulkApi | None = _default_bulk(self.rest)  # Bulk API 2.0 over rest's records
         self.default_user = self.add_user("user@example.com")
 
     def __repr__(self) -> str:
@@ -597,7 +599,8 @@ class FakeSalesforce:
         return {"Sforce-Limit-Info": f"api-usage={self.api_requests}/{self.api_limit}"}
 
     def _data(
-        self, method: str, path: str, query: dict[str, list[str]], body: bytes, authorization: str | None
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes, authorization: str | None,
+        content_type: str | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         if self._session(authorization) is None:
             return 401, {"WWW-Authenticate": "Token"}, json.dumps(_INVALID_SESSION).encode()
@@ -610,7 +613,10 @@ class FakeSalesforce:
         if self.rest is None:
             missing = [{"message": "FakeRestApi is not available", "errorCode": "NOT_FOUND"}]
             return 404, headers, json.dumps(missing).encode()
-        status, extra, payload = self.rest.handle(method, path, query, body, self.instance_url)
+        if self.bulk is not None and path.split("/")[4:5] == ["jobs"]:  # /services/data/vXX.X/jobs/...
+            status, extra, payload = self.bulk.handle(method, path, query, body, content_type)
+        else:
+            status, extra, payload = self.rest.handle(method, path, query, body, self.instance_url)
         return status, {**headers, **extra}, payload
 
     def _userinfo(self, authorization: str | None) -> tuple[int, dict[str, str], bytes]:
@@ -653,6 +659,14 @@ def _default_rest() -> FakeRestApi | None:
     except ImportError:  # the data API module is optional for auth-only tests
         return None
     return FakeRestApi()
+
+
+def _default_bulk(rest: FakeRestApi | None) -> FakeBulkApi | None:
+    if rest is None:
+        return None
+    from authkit.testing.fake_bulk import FakeBulkApi
+
+    return FakeBulkApi(rest)
 
 
 class _Server(ThreadingHTTPServer):
@@ -721,7 +735,8 @@ class _Handler(BaseHTTPRequestHandler):
                 org.revoke(token)
                 result = (200, {}, b"")
             elif path.startswith(("/services/data", "/services/apexrest")):
-                result = org._data(method, path, parse_qs(parts.query, keep_blank_values=True), body, auth)
+                result = org._data(method, path, parse_qs(parts.query, keep_blank_values=True), body, auth,
+                                   self.headers.get("Content-Type"))
             else:
                 error = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
                 result = (404, {}, json.dumps(error).encode())
