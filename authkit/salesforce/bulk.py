@@ -316,7 +316,7 @@ class Bulk:
             return _file_uploads(None, records, limit, delimiter)
         if isinstance(records, Mapping) or not isinstance(records, Iterable):
             raise TypeError("records must be an iterable of dicts, a CSV path or a binary file object")
-        return iter(_spool_records(records, fields, limit, operation))
+        return iter(_spool_records(records, fields, limit))
 
     def _abort_quietly(self, kind: str, job_id: str) -> None:
         try:
@@ -552,8 +552,7 @@ class _Body(io.RawIOBase):
         super().close()
 
 
-def _spool_records(records: Iterable[Any], fields: Sequence[str] | None, limit: int,
-                   operation: str) -> list[_Body]:
+def _spool_records(records: Iterable[Any], fields: Sequence[str] | None, limit: int) -> list[_Body]:
     """Write dict records as CSV into temporary files of at most ``limit`` bytes each.
 
     Everything is checked and written before the first job is created.  Files are
@@ -566,8 +565,6 @@ def _spool_records(records: Iterable[Any], fields: Sequence[str] | None, limit: 
         if first is None:
             raise ValueError("records is empty: nothing to load")
         header = _header(first, fields)
-        if operation in ("delete", "hardDelete") and header != ["Id"]:
-            raise ValueError(f"{operation} takes records with only an Id, not {', '.join(header)}")
         allowed = frozenset(header)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

@@ -174,6 +174,8 @@ class FakeBulkApi:
         self._jobs: dict[str, _Job] = {}
         self._fail_next: list[tuple[str, int | None]] = []
         self._reject_uploads = 0
+        self._stamp = _now()
+        self._stem, self._serial = secrets.token_hex(3).upper(), 0
         self._mutex = threading.RLock()
 
     def __repr__(self) -> str:
@@ -468,6 +470,8 @@ class FakeBulkApi:
         sobj = self.rest._types[job.sobject.lower()]
         limit = job.fail[1] if job.fail is not None else None
         index = self._external_index(sobj, job.external_id) if job.operation == "upsert" else None
+        self._stamp = _now()  # one timestamp for the records a job creates
+        self._stem, self._serial = secrets.token_hex(3).upper(), 0
         for position, row in enumerate(rows):
             if limit is not None and position >= limit:
                 job.unprocessed = rows[position:]
@@ -552,10 +556,31 @@ class FakeBulkApi:
                 rest._update(sobj, found, values)
                 index[str(key)] = rest._records[sobj.name][found["Id"]]
                 return str(found["Id"]), False
-            new_id = rest._create(sobj, values)
+            new_id = self._insert(sobj, values)
             index[str(key)] = rest._records[sobj.name][new_id]
             return new_id, True
-        return rest._create(sobj, values), True
+        return self._insert(sobj, values), True
+
+    def _insert(self, sobj: _SObjectType, values: dict[str, Any]) -> str:
+        """``FakeRestApi._create`` for a row whose field names the header check already made canonical."""
+        if sobj.required:
+            missing = sorted(f for f in sobj.required if values.get(f) in (None, ""))
+            if missing:
+                raise _RestError(400, "REQUIRED_FIELD_MISSING",
+                                 f"Required fields are missing: [{', '.join(missing)}]", missing)
+        now = self._stamp
+        store = self.rest._records[sobj.name]
+        # Ids from a per-job random stem and a counter: unique, and far cheaper than a random id per record.
+        self._serial += 1
+        record_id = f"{sobj.key_prefix}{self._stem}{self._serial:06X}AAA"
+        if record_id in store or record_id in self.rest._deleted[sobj.name] or len(record_id) != 18:
+            record_id = self.rest._new_id(sobj)
+        record = {"Id": record_id, "IsDeleted": False, "CreatedDate": now, "LastModifiedDate": now,
+                  "SystemModstamp": now, **values}
+        if sobj.external_ids and any(values.get(name) is not None for name in sobj.external_ids):
+            self.rest._check_unique(sobj, record)
+        store[record_id] = record
+        return record_id
 
     def _existing(self, sobj: _SObjectType, record_id: Any) -> dict[str, Any]:
         if not record_id:
