@@ -7,6 +7,8 @@ Usage::
     authkit cleanup [--json]          # delete expired records; safe to run from cron
     authkit reencrypt                 # move every record to the newest encryption key
     authkit salesforce check          # log in with SF_* variables and print org, user, instance
+    authkit salesforce query SOQL     # rows as CSV / JSON lines (--bulk: a Bulk API 2.0 job)
+    authkit salesforce load OP SOBJECT FILE   # insert/update/upsert/delete a CSV with Bulk API 2.0
 
 The storage comes from ``--storage URL`` or ``AUTHKIT_STORAGE_URL`` (default
 ``sqlite:///authkit.db``), encryption keys from ``AUTHKIT_ENCRYPTION_KEYS``.
@@ -621,6 +623,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="share the token through the --storage store, as your app would")
     check.add_argument("--json", action="store_true", help="print the result as one JSON object")
     check.set_defaults(handler=_cmd_salesforce_check)
+    from authkit._cli_bulk import add_parsers as add_bulk_parsers  # salesforce query / load
+
+    add_bulk_parsers(sf_commands, common)
     return parser
 
 
