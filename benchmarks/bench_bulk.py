@@ -101,8 +101,16 @@ def _describe(counts: dict[str, int]) -> str:
 
 
 def bench(rows: int, *, million: bool = False) -> None:
-    data = _rows(rows)
     table = Table(f"Bulk API 2.0, {rows:,} rows (baseline: simple-salesforce {_peer_version()} Bulk 2.0)")
+    _ab(rows, table)
+    if million:
+        _million(table)
+    table.print()
+
+
+def _ab(rows: int, table: Table) -> None:
+    """The two clients in alternating rounds on ``rows`` rows."""
+    data = _rows(rows)
     with OrgProcess() as org:
         sides = _Sides(org)
         load_ours: list[float] = []
@@ -141,10 +149,6 @@ def bench(rows: int, *, million: bool = False) -> None:
         org.clear()
         counts = _requests(org, lambda: sides.peer_load(data))
         table.note("requests per load, peer", _describe(counts))
-    del data
-    if million:
-        _million(table)
-    table.print()
 
 
 def _million(table: Table) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import tracemalloc
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
@@ -588,3 +589,16 @@ def test_large_load_in_bounded_memory(big_org: OrgProcess) -> None:
     assert (small.records_processed, large.records_processed) == (10_000, 200_000)
     assert large_peak < 8 * 1024 * 1024 and large_peak < small_peak * 1.5 + 1024 * 1024
     assert big_org.count() == 410_000
+
+
+def test_a_refused_upload_aborts_its_job_and_frees_the_spool(sf: SalesforceClient, fake: FakeBulkApi) -> None:
+    bulk = Bulk(sf, max_upload_bytes=300)
+    bulk.insert("Account", [{"Name": "warm-up"}])  # the token and the pooled connection, opened once
+    fds_before = len(os.listdir("/proc/self/fd"))
+    fake.upload_limit = 150  # smaller than the client's 300: the first upload is refused
+    with pytest.raises(ApiError) as info:
+        bulk.insert("Account", [{"Name": f"Account number {i}"} for i in range(60)])
+    assert info.value.status_code == 413
+    job_id = fake.job_ids[-1]
+    assert fake.job(job_id)["state"] == "Aborted"  # never left Open
+    assert len(os.listdir("/proc/self/fd")) == fds_before  # every spooled file closed
