@@ -7,8 +7,8 @@ and extract them back as dict rows; simple-salesforce's query pages are CSV text
 parsed with ``csv.DictReader`` as its users do.  Timed rounds alternate the two
 clients; the table shows medians and the spread (min-max) of each side.
 
-    python -m benchmarks.run bulk              # 100,000 rows
-    python -m benchmarks.bench_bulk --rows 1000000   # adds the 1M-row memory and request counts
+    python -m benchmarks.run bulk                              # 100,000 rows, 3 rounds per side
+    python -m benchmarks.bench_bulk --rows 1000000 --rounds 2  # the 1M-row table (a few minutes)
 """
 
 from __future__ import annotations
@@ -100,22 +100,15 @@ def _describe(counts: dict[str, int]) -> str:
             f"{counts['job_polls']} poll(s), {counts['result_requests']} result page(s)")
 
 
-def bench(rows: int, *, million: bool = False) -> None:
+def bench(rows: int, rounds: int = ROUNDS) -> None:
+    """The two clients in alternating rounds on ``rows`` rows; prints the table."""
     table = Table(f"Bulk API 2.0, {rows:,} rows (baseline: simple-salesforce {_peer_version()} Bulk 2.0)")
-    _ab(rows, table)
-    if million:
-        _million(table)
-    table.print()
-
-
-def _ab(rows: int, table: Table) -> None:
-    """The two clients in alternating rounds on ``rows`` rows."""
     data = _rows(rows)
     with OrgProcess() as org:
         sides = _Sides(org)
         load_ours: list[float] = []
         load_peer: list[float] = []
-        for _ in range(ROUNDS):  # alternate, clearing the org between loads
+        for _ in range(rounds):  # alternate, clearing the org between loads
             org.clear()
             load_peer.append(_timed(lambda: sides.peer_load(data)))
             org.clear()
@@ -126,7 +119,7 @@ def _ab(rows: int, table: Table) -> None:
         table.note("  ingest time, authkit / peer", f"{_spread(load_ours)} / {_spread(load_peer)}")
         extract_ours: list[float] = []
         extract_peer: list[float] = []
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             extract_peer.append(_timed(sides.peer_extract))
             extract_ours.append(_timed(sides.ours_extract))
         assert sides.ours_extract() == rows
@@ -135,7 +128,7 @@ def _ab(rows: int, table: Table) -> None:
         table.note("  extract time, authkit / peer", f"{_spread(extract_ours)} / {_spread(extract_peer)}")
 
         org.clear()
-        ours_mem = _peak(lambda: sides.ours_load(iter(data)))
+        ours_mem = _peak(lambda: sides.ours_load(iter(data)))  # a one-pass iterator, as a generator would be
         org.clear()
         peer_mem = _peak(lambda: sides.peer_load(data))
         table.note("peak memory, ingest (input excluded)", f"authkit {_mb(ours_mem)} / peer {_mb(peer_mem)}",
@@ -149,28 +142,7 @@ def _ab(rows: int, table: Table) -> None:
         org.clear()
         counts = _requests(org, lambda: sides.peer_load(data))
         table.note("requests per load, peer", _describe(counts))
-
-
-def _million(table: Table) -> None:
-    """1,000,000 rows, authkit only: generated rows (never a list), memory and requests."""
-    count = 1_000_000
-
-    def generated() -> Any:
-        return ({"Name": f"Item {n}", "Value__c": f"{n}, \"quoted\" value {n % 97}"} for n in range(count))
-
-    with OrgProcess() as org:
-        sides = _Sides(org)
-        start = time.perf_counter()
-        counts = _requests(org, lambda: sides.ours_load(generated()))
-        seconds = time.perf_counter() - start
-        table.note("1M ingest, authkit", f"{seconds:.1f} s, {count / seconds:,.0f} rows/s; {_describe(counts)}")
-        start = time.perf_counter()
-        assert sides.ours_extract() == count
-        seconds = time.perf_counter() - start
-        table.note("1M extract, authkit", f"{seconds:.1f} s, {count / seconds:,.0f} rows/s")
-        org.clear()
-        table.note("1M peak memory, ingest", _mb(_peak(lambda: sides.ours_load(generated()))), "same as at 100k")
-        table.note("1M peak memory, extract", _mb(_peak(sides.ours_extract)), "same as at 100k")
+    table.print()
 
 
 def _peer_version() -> str:
@@ -190,6 +162,7 @@ def run(quick: bool) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=100_000, help="rows for the A/B rounds (default 100,000)")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows (default 100,000)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"timed rounds per side (default {ROUNDS})")
     args = parser.parse_args()
-    bench(args.rows, million=args.rows >= 1_000_000)
+    bench(args.rows, args.rounds)

@@ -20,6 +20,7 @@ from authkit.testing import FakeSalesforce
 from authkit.testing._org_process import OrgProcess
 from authkit.testing.fake_bulk import FakeBulkApi
 from authkit.testing.fake_rest import FakeRestApi
+from tests.threads import run_threads
 
 V = "/services/data/v62.0"
 TRICKY = [
@@ -444,7 +445,7 @@ def test_query_errors(bulk: Bulk, fake: FakeBulkApi) -> None:
 
 
 def test_job_control(bulk: Bulk, fake: FakeBulkApi) -> None:
-    fake.jobs_page_size = 2
+    fake.jobs_page_size = 1  # every job on its own page: nextRecordsUrl is followed
     result = bulk.insert("Account", [{"Name": "a"}])
     assert isinstance(result, BulkResult)
     other = bulk.insert("Account", [{"Name": "b"}])
@@ -602,3 +603,14 @@ def test_a_refused_upload_aborts_its_job_and_frees_the_spool(sf: SalesforceClien
     job_id = fake.job_ids[-1]
     assert fake.job(job_id)["state"] == "Aborted"  # never left Open
     assert len(os.listdir("/proc/self/fd")) == fds_before  # every spooled file closed
+
+
+def test_one_bulk_shared_by_threads(org: FakeSalesforce, bulk: Bulk) -> None:
+    def load(n: int) -> None:
+        result = bulk.insert("Account", [{"Name": f"t{n}-{i}"} for i in range(30)])
+        assert result.records_processed == 30
+        assert sorted(r["Name"] for r in result.successful) == sorted(f"t{n}-{i}" for i in range(30))
+        assert sum(1 for r in bulk.query(f"SELECT Name FROM Account WHERE Name LIKE 't{n}-%'")) == 30
+
+    run_threads(load, 6)
+    assert len(records(org)) == 180
