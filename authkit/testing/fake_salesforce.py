@@ -7,7 +7,8 @@ key, client secrets, refresh tokens with optional rotation, passwords with
 security tokens), answers with Salesforce's own error bodies, and lets issued
 sessions die after an idle timeout or on :meth:`FakeSalesforce.expire_sessions`.
 Requests under ``/services/data`` are bearer-checked here and answered by
-:class:`~authkit.testing.fake_rest.FakeRestApi` (``org.rest``).
+:class:`~authkit.testing.fake_rest.FakeRestApi` (``org.rest``), Bulk API 2.0 jobs
+(``/services/data/vXX.X/jobs``) by :class:`~authkit.testing.fake_bulk.FakeBulkApi` (``org.bulk``).
 
 A test in three lines::
 
