@@ -146,32 +146,43 @@ def _summary(stream: IO[str], args: argparse.Namespace, line: str, data: dict[st
 
 def _cmd_query(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
     started = time.monotonic()
-    with ExitStack() as stack:
-        client = stack.enter_context(_client(args, scrub))
-        if args.output:
-            target: IO[bytes] = stack.enter_context(open(args.output, "wb"))
-        else:
-            out.flush()
-            target = getattr(out, "buffer", None) or io.BufferedWriter(_TextSink(out))
-        progress = _Progress(err, "rows")
-        if not args.soql.strip():
-            raise _Failure("SOQL must not be empty", EXIT_USAGE)
-        if args.bulk and args.format == "csv":
-            count = client.bulk.query_to_file(args.soql, target, args.include_deleted, timeout=args.timeout)
-        elif args.bulk:
-            rows: Iterable[dict[str, Any]] = client.bulk.query(args.soql, args.include_deleted, timeout=args.timeout)
-            count = _write_jsonl(target, rows, progress)
-        else:
-            records = (_flat(r) for r in client.query(args.soql, include_deleted=args.include_deleted))
-            count = (_write_csv(target, records, progress) if args.format == "csv"
-                     else _write_jsonl(target, records, progress))
-        progress.finish()
-        target.flush()
+    if not args.soql.strip():
+        raise _Failure("SOQL must not be empty", EXIT_USAGE)
+    created = False
+    try:
+        with ExitStack() as stack:
+            client = stack.enter_context(_client(args, scrub))
+            if args.output:
+                target: IO[bytes] = stack.enter_context(open(args.output, "wb"))
+                created = True
+            else:
+                out.flush()
+                target = getattr(out, "buffer", None) or io.BufferedWriter(_TextSink(out))
+            count = _query_rows(client, args, target, _Progress(err, "rows"))
+    except BaseException:
+        if created:
+            os.unlink(args.output)  # a half extract must not pass for a whole one
+        raise
     seconds = time.monotonic() - started
     where = args.output or "stdout"
     _summary(out if args.output else err, args, f"ok: {count} rows to {where} in {seconds:.1f} s",
              {"status": "ok", "rows": count, "output": where, "bulk": bool(args.bulk), "seconds": round(seconds, 3)})
     return EXIT_OK
+
+
+def _query_rows(client: Any, args: argparse.Namespace, target: IO[bytes], progress: _Progress) -> int:
+    if args.bulk and args.format == "csv":
+        count = int(client.bulk.query_to_file(args.soql, target, args.include_deleted, timeout=args.timeout))
+    elif args.bulk:
+        rows: Iterable[dict[str, Any]] = client.bulk.query(args.soql, args.include_deleted, timeout=args.timeout)
+        count = _write_jsonl(target, rows, progress)
+    else:
+        records = (_flat(r) for r in client.query(args.soql, include_deleted=args.include_deleted))
+        count = (_write_csv(target, records, progress) if args.format == "csv"
+                 else _write_jsonl(target, records, progress))
+    progress.finish()
+    target.flush()
+    return count
 
 
 class _TextSink(io.RawIOBase):

@@ -426,6 +426,9 @@ def test_query_to_file(org: FakeSalesforce, bulk: Bulk, tmp_path: Path) -> None:
     assert buffer.getvalue() == b'"Name"\n'
     with pytest.raises(TypeError):
         bulk.query_to_file("SELECT Name FROM Account", io.StringIO())  # type: ignore[arg-type]
+    with pytest.raises(MalformedQueryError):
+        bulk.query_to_file("SELEKT Name FROM Account", tmp_path / "bad.csv")
+    assert not (tmp_path / "bad.csv").exists()
 
 
 def test_query_errors(bulk: Bulk, fake: FakeBulkApi) -> None:

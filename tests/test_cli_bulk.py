@@ -121,8 +121,10 @@ def test_query_rest_and_bulk_formats(tmp_path: Path, org: FakeSalesforce, env: d
     assert [json.loads(line) for line in jsonl.stdout.splitlines()] == [dict(zip(expected[0], row, strict=True))
                                                                        for row in expected[1:]]
     assert org.bulk is not None and org.bulk.jobs_created == 2
-    bad = authkit("salesforce", "query", "SELEKT Name FROM Account", "--bulk", cwd=tmp_path, env=env)
+    bad = authkit("salesforce", "query", "SELEKT Name FROM Account", "--bulk", "--output", "bad.csv",
+                  cwd=tmp_path, env=env)
     assert bad.returncode == 1 and "MALFORMED_QUERY" in one_error_line(bad)
+    assert not (tmp_path / "bad.csv").exists()
 
 
 def test_progress_bar_only_on_a_terminal(tmp_path: Path, env: dict[str, str]) -> None:

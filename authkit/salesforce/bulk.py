@@ -381,11 +381,16 @@ class Bulk:
     def query_to_file(self, soql: str, file: str | os.PathLike[str] | IO[bytes], include_deleted: bool = False,
                       *, max_records: int | None = None, timeout: float | None = None) -> int:
         """Write every row of ``soql`` as one CSV (one header) to ``file`` (a path or a binary
-        file object) without parsing it; returns the number of rows."""
+        file object) without parsing it; returns the number of rows.  A path is removed again
+        if the extract fails part way."""
         _check_query(soql, max_records, timeout)
         if isinstance(file, (str, os.PathLike)):
-            with open(file, "wb") as handle:
-                return self._query_to(handle, soql, include_deleted, max_records, timeout)
+            try:
+                with open(file, "wb") as handle:
+                    return self._query_to(handle, soql, include_deleted, max_records, timeout)
+            except BaseException:
+                os.unlink(file)  # no half extract left behind to be mistaken for a whole one
+                raise
         if not hasattr(file, "write") or isinstance(file, io.TextIOBase):
             raise TypeError("file must be a path or a binary file object")
         return self._query_to(file, soql, include_deleted, max_records, timeout)
