@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import requests
 
-_BLOCK = 1024 * 1024  # bytes read from a CSV source (or a response) at a time
+_BLOCK = 256 * 1024  # bytes read from a CSV source (or a response) at a time: the memory bound
 _BATCH = 1000  # dict records encoded together
 _BOM = b"\xef\xbb\xbf"
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
