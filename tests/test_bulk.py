@@ -547,6 +547,9 @@ def test_fake_query_results_need_a_complete_job(sf: SalesforceClient, fake: Fake
     with pytest.raises(ApiError) as info:
         sf.request("GET", f"jobs/query/{job['id']}/results", params={"locator": "bm9wZQ"})
     assert info.value.error_code == "INVALID_QUERY_LOCATOR"
+    with pytest.raises(ApiError) as info:
+        sf.request("GET", f"/services/data/v61.0/jobs/query/{job['id']}/results")
+    assert info.value.status_code == 409
 
 
 # -- memory -----------------------------------------------------------------------------------

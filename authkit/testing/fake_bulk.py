@@ -264,6 +264,9 @@ class FakeBulkApi:
         if kind == "query" and sub == "results":
             if method != "GET":
                 raise _not_allowed(method, "GET")
+            if version != job.version:  # Salesforce: results only through the job's own API version
+                raise _error(409, "INVALID_API_VERSION", f"Job {job.id} was created with API version "
+                                                         f"{job.version}; get its results with that version")
             return self._query_results(job, query)
         raise _error(404, "NOT_FOUND", "The requested resource does not exist")
 
