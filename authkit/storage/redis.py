@@ -37,15 +37,13 @@ with the storage's clock; Redis's own TTLs only reclaim memory.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import struct
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -56,17 +54,16 @@ from redis import exceptions as redis_errors
 
 from authkit.errors import ConfigurationError, NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, CleanupReport, SessionData
-from authkit.storage._codec import counter_overflow
-from authkit.storage.base import AuthStorage, Clock, _ttl_seconds
+from authkit.storage._codec import counter_overflow, digest, dumps, live, loads, micros, moment, ttl_seconds
+from authkit.storage.base import AuthStorage, Clock
 
 __all__ = ["RedisStorage"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 _HEADER = struct.Struct(">q")  # the kv expiry in microseconds; -1 = never
 _NO_EXPIRY = -1
 _FORMAT = 1  # first element of every stored JSON record, so the layout can evolve
 _SCAN_COUNT = 1000
+_MAX_RETENTION = 100 * 366 * 24 * 3600.0
 
 # Errors that mean "the server cannot be reached (now)"; every other redis-py
 # error is a plain StorageError.  RedisClusterException is not a RedisError:
@@ -436,30 +433,22 @@ def _dec(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
 
 
-def _micros(moment: datetime) -> int:
-    """Microseconds since 1970 (exact: integers, not floats)."""
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _moment(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
+# The encoding rules are the codec's (one place for every backend).
+_micros, _moment, _live = micros, moment, live
 
 
 def _score(expires_at: datetime | None) -> bytes:
     return b"+inf" if expires_at is None else str(_micros(expires_at)).encode()
 
 
-# Not ensure_ascii: 8 MiB of "ü" stays 8 MiB instead of 24.  One encoder for
-# every record: json.dumps() with options builds a new one per call.
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def _dumps(value: Any) -> bytes:
-    return _enc(_JSON.encode(value))
+    # UTF-8, not ASCII escapes: 8 MiB of "ü" stays 8 MiB instead of 24.  A lone
+    # surrogate in a JSON value is escaped (the codec), so Redis holds valid UTF-8.
+    return dumps(value).encode("utf-8")
 
 
 def _digest(access_token: str) -> bytes:
-    return hashlib.sha256(_enc(access_token)).hexdigest().encode()
+    return digest(access_token).hex().encode()
 
 
 def _token_record(token: AuthToken) -> bytes:
@@ -483,9 +472,8 @@ def _token_from(data: bytes) -> AuthToken:
 
 
 def _parse_token(data: bytes) -> AuthToken:
-    (_, token_id, user_id, access, refresh, token_type, scopes, issued, expires, client_id, metadata) = json.loads(
-        _dec(data)
-    )
+    record = loads(_dec(data))
+    (_, token_id, user_id, access, refresh, token_type, scopes, issued, expires, client_id, metadata) = record
     return AuthToken(
         token_id=token_id, user_id=user_id, access_token=access, refresh_token=refresh, token_type=token_type,
         scopes=scopes, issued_at=_moment(issued), expires_at=None if expires is None else _moment(expires),
@@ -509,16 +497,12 @@ def _session_from(session_id: str, data: bytes) -> SessionData:
 
 
 def _parse_session(session_id: str, data: bytes) -> SessionData:
-    (_, user_id, created, expires, last, ip, agent, payload) = json.loads(_dec(data))
+    (_, user_id, created, expires, last, ip, agent, payload) = loads(_dec(data))
     return SessionData(
         session_id=session_id, user_id=user_id, created_at=_moment(created),
         expires_at=None if expires is None else _moment(expires), last_activity=_moment(last),
         ip_address=ip, user_agent=agent, data=payload,
     )
-
-
-def _live(expires_at: datetime | None, now: datetime) -> bool:
-    return expires_at is None or expires_at > now
 
 
 def _glob_escape(data: bytes) -> bytes:
@@ -626,7 +610,10 @@ class RedisStorage(AuthStorage):
             raise TypeError("prefix must be a str")
         if not prefix or "\x00" in prefix:
             raise ValueError("prefix must be a non-empty str without NUL")
-        self._retention = _ttl_seconds(token_retention)
+        self._retention = ttl_seconds(token_retention)
+        if self._retention is not None and self._retention > _MAX_RETENTION:
+            # Redis refuses a PX this large, and would refuse it inside the store script.
+            raise ValueError("token_retention must be at most 100 years")
         self._client: Any = client  # redis-py's return types are sync/async unions: checked here, not by mypy
         self._owns_client = owns_client
         self.prefix = prefix
