@@ -1008,6 +1008,8 @@ def test_primitives_check_their_arguments(storage: AuthStorage) -> None:
         storage.touch_session("s", datetime(2030, 1, 1))  # naive
     with pytest.raises(TypeError):
         storage.touch_session("s", "tomorrow")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):  # the year 10000 in UTC
+        storage.touch_session("s", datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))))
     with pytest.raises(ValueError):
         storage.create_session("s1", make_session(session_id="s2"))
     with pytest.raises(TypeError):
