@@ -854,6 +854,9 @@ def test_add_kv_only_if_no_live_entry(storage: AuthStorage, clock: FakeClock) ->
 
 
 def test_get_kv_entry(storage: AuthStorage, clock: FakeClock) -> None:
+    import authkit
+
+    assert authkit.KvEntry is KvEntry
     assert storage.get_kv_entry("missing") is None
     storage.store_kv("forever", b"v")
     assert storage.get_kv_entry("forever") == KvEntry(value=b"v", expires_at=None)
