@@ -1223,3 +1223,10 @@ def test_primitive_races_between_processes(storage: AuthStorage) -> None:
     assert storage.get_kv("p-counter") == str(processes * rounds).encode()
     winner_of = {r: n for n, _, rounds_added in outcome for r in rounds_added}
     assert all(storage.get_kv(f"p-{r}") == str(winner_of[r]).encode() for r in range(rounds))
+
+
+def test_add_kv_of_a_large_value(storage: AuthStorage) -> None:
+    big = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MiB: MySQL sends it in pieces
+    assert storage.add_kv("big", big) is True
+    assert storage.add_kv("big", b"small") is False
+    assert storage.get_kv("big") == big
