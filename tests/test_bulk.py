@@ -625,3 +625,16 @@ def test_one_bulk_shared_by_threads(org: FakeSalesforce, bulk: Bulk) -> None:
 
     run_threads(load, 6)
     assert len(records(org)) == 180
+
+
+def test_update_and_delete_from_csv_files(org: FakeSalesforce, bulk: Bulk, tmp_path: Path) -> None:
+    ids = org.rest.insert_many("Account", [{"Name": f"A{i}", "Phone": "0"} for i in range(3)])
+    updates = tmp_path / "updates.csv"
+    updates.write_bytes(csv_bytes([["Id", "Phone"], [ids[0], "#N/A"], [ids[1], ""], [ids[2], "+1 (555) 0100"]]))
+    result = bulk.update("Account", updates)
+    assert result.records_processed == 3 and result.records_failed == 0
+    assert [r.get("Phone") for r in records(org)] == [None, "0", "+1 (555) 0100"]
+    deletes = tmp_path / "deletes.csv"
+    deletes.write_bytes(csv_bytes([["Id"], [ids[0]], [ids[2]]]))
+    assert bulk.delete("Account", deletes).records_processed == 2
+    assert [r["Id"] for r in records(org)] == [ids[1]]
