@@ -40,6 +40,7 @@ from django.utils import timezone  # noqa: E402
 import authkit.contrib.django as authkit_django  # noqa: E402
 from authkit.contrib import ANONYMOUS_USER_ID, CLEANUP_LOCK  # noqa: E402
 from authkit.contrib.django.sessions import SessionStore  # noqa: E402
+from authkit.contrib.session_ids import stored_session_id  # noqa: E402
 from authkit.errors import ConfigurationError  # noqa: E402
 from authkit.models import SessionData  # noqa: E402
 from authkit.storage import AuthStorage, MemoryStorage  # noqa: E402
@@ -418,7 +419,7 @@ def test_session_load_does_not_create_record(storage: AuthStorage) -> None:
     assert session.exists(session.session_key) is False
     # The provided unknown key was cycled, not reused.
     assert session.session_key != "someunknownkey"
-    assert storage.get_session("someunknownkey") is None
+    assert storage.get_session(stored_session_id("someunknownkey")) is None
 
 
 def test_session_save_does_not_resurrect_session_logged_out_in_other_context(storage: AuthStorage) -> None:
@@ -437,7 +438,7 @@ def test_session_save_does_not_resurrect_session_logged_out_in_other_context(sto
         # resurrect the session.
         s1.save()
     assert s1.load() == {}
-    assert storage.get_session(s2.session_key or "missing-key") is None
+    assert storage.get_session(stored_session_id(s2.session_key or "missing-key")) is None
 
 
 def test_save_must_create_on_existing_key_is_create_error(session: SessionStore) -> None:
@@ -464,12 +465,12 @@ def test_clearsessions_command(storage: AuthStorage, module_clock: FakeClock) ->
     past.save()
     before = storage.stats()["sessions_expired"]
     assert before >= 1
-    assert past.session_key in set(storage.iter_session_ids())
+    assert stored_session_id(past.session_key) in set(storage.iter_session_ids())
     management.call_command("clearsessions")
     assert storage.stats()["sessions_expired"] == 0
     ids = set(storage.iter_session_ids())
-    assert past.session_key not in ids
-    assert future.session_key in ids
+    assert stored_session_id(past.session_key) not in ids
+    assert stored_session_id(future.session_key) in ids
     future.delete()
 
 
@@ -502,7 +503,7 @@ def test_record_is_json_with_user_id_and_expiry(storage: AuthStorage) -> None:
     s["cart"] = (1, 2)  # Django's JSON serializer stores tuples as lists, as its db backend does
     s["nested"] = {"k": [True, None, 1.5]}
     s.save()
-    record = storage.get_session(s.session_key)
+    record = storage.get_session(stored_session_id(s.session_key))
     assert isinstance(record, SessionData)
     assert record.data == {"cart": [1, 2], "nested": {"k": [True, None, 1.5]}}
     assert record.user_id == ANONYMOUS_USER_ID
@@ -511,10 +512,10 @@ def test_record_is_json_with_user_id_and_expiry(storage: AuthStorage) -> None:
     assert settings.SESSION_COOKIE_AGE - 60 < age <= settings.SESSION_COOKIE_AGE
     s["_auth_user_id"] = "42"
     s.save()
-    record2 = storage.get_session(s.session_key)
+    record2 = storage.get_session(stored_session_id(s.session_key))
     assert record2 is not None and record2.user_id == "42"
     assert record2.created_at == record.created_at
-    assert [r.session_id for r in storage.list_user_sessions("42")] == [s.session_key]
+    assert [r.session_id for r in storage.list_user_sessions("42")] == [stored_session_id(s.session_key)]
     s.delete()
 
 
@@ -617,21 +618,21 @@ def test_middleware_round_trip_login_logout(storage: AuthStorage) -> None:
     assert "sessionid" not in response.cookies  # an unused session writes nothing
     response = client.get("/set", {"color": "blue"})
     first = response.cookies["sessionid"].value
-    assert storage.get_session(first) is not None
+    assert storage.get_session(stored_session_id(first)) is not None
     assert client.get("/get").json() == {"color": "blue"}
 
     response = client.get("/login", {"user": "7"})
     second = response.cookies["sessionid"].value
     assert second == response.json()["key"]
     assert second != first  # cycle_key on login: no session fixation
-    assert storage.get_session(first) is None
-    record = storage.get_session(second)
+    assert storage.get_session(stored_session_id(first)) is None
+    record = storage.get_session(stored_session_id(second))
     assert record is not None and record.user_id == "7"
     assert client.get("/get").json() == {"color": "blue", "_auth_user_id": "7"}
 
     response = client.get("/logout")
     assert response.cookies["sessionid"].value == ""  # deleted
-    assert storage.get_session(second) is None
+    assert storage.get_session(stored_session_id(second)) is None
     assert client.get("/get").json() == {}
 
 
@@ -653,7 +654,7 @@ def test_middleware_logout_elsewhere_interrupts_instead_of_resurrecting(storage:
     request.COOKIES[settings.SESSION_COOKIE_NAME] = key
     with pytest.raises(SessionInterrupted):
         SessionMiddleware(view)(request)
-    assert storage.get_session(key) is None
+    assert storage.get_session(stored_session_id(key)) is None
 
 
 def test_middleware_session_delete_on_end(storage: AuthStorage) -> None:
@@ -704,8 +705,8 @@ def test_authkit_cleanup_command(storage: AuthStorage, capsys: pytest.CaptureFix
     management.call_command("authkit_cleanup", "--batch-size", "1")
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("cleanup: deleted ")
-    assert storage.get_session(s.session_key) is None
-    assert s.session_key not in set(storage.iter_session_ids())
+    assert storage.get_session(stored_session_id(s.session_key)) is None
+    assert stored_session_id(s.session_key) not in set(storage.iter_session_ids())
     management.call_command("authkit_cleanup", "--json", "--batch-size", "2")
     summary = json.loads(capsys.readouterr().out)
     assert summary.pop("seconds") >= 0
@@ -796,7 +797,7 @@ def test_user_key_setting(storage: AuthStorage) -> None:
         s = SessionStore()
         s["user"] = "carol"
         s.save()
-    record = storage.get_session(s.session_key)
+    record = storage.get_session(stored_session_id(s.session_key))
     assert record is not None and record.user_id == "carol"
     s.delete()
 

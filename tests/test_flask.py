@@ -29,6 +29,7 @@ from authkit.contrib.flask import (
     AuthKitSessionInterface,
     regenerate_session,
 )
+from authkit.contrib.session_ids import stored_session_id
 from authkit.errors import ConfigurationError, StorageUnavailableError
 from authkit.models import CleanupReport, SessionData
 from authkit.storage import AuthStorage, MemoryStorage
@@ -159,7 +160,7 @@ def test_set_then_read_stores_json_server_side(storage: AuthStorage) -> None:
     response = client.get("/set?color=blue")
     sid = sid_of(response)
     assert SID.match(sid)
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert isinstance(record, SessionData)
     assert record.data == {"color": "blue"}
     assert record.user_id == "anonymous"
@@ -200,14 +201,14 @@ def test_permanent_session_slides_with_each_request(storage: AuthStorage, module
     response = client.get("/permanent")
     sid = sid_of(response)
     assert "Expires=" in set_cookies(response)[0]
-    first = storage.get_session(sid)
+    first = storage.get_session(stored_session_id(sid))
     assert first is not None and first.expires_at is not None
     assert abs((first.expires_at - storage.now()) - timedelta(minutes=30)) < timedelta(seconds=5)
 
     module_clock.advance(20 * 60)
     response = client.get("/noop")  # untouched, but refreshed: SESSION_REFRESH_EACH_REQUEST
     assert sid_of(response) == sid
-    second = storage.get_session(sid)
+    second = storage.get_session(stored_session_id(sid))
     assert second is not None and second.expires_at is not None
     assert second.expires_at - first.expires_at >= timedelta(minutes=19)
     assert second.created_at == first.created_at
@@ -217,7 +218,7 @@ def test_permanent_session_slides_with_each_request(storage: AuthStorage, module
 
     module_clock.advance(31 * 60)  # idle longer than the lifetime
     assert client.get("/peek").json == {}
-    assert storage.get_session(sid) is None
+    assert storage.get_session(stored_session_id(sid)) is None
 
 
 def test_non_permanent_session_has_a_server_side_idle_lifetime(
@@ -226,13 +227,13 @@ def test_non_permanent_session_has_a_server_side_idle_lifetime(
     app = make_app(storage)
     client = app.test_client()
     sid = sid_of(client.get("/set?a=1"))
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert record is not None and record.expires_at is not None
     assert abs((record.expires_at - storage.now()) - DEFAULT_NON_PERMANENT_LIFETIME) < timedelta(seconds=5)
     module_clock.advance(3600)
     response = client.get("/noop")
     assert set_cookies(response) == []  # the record slides, the browser-session cookie is not re-sent
-    refreshed = storage.get_session(sid)
+    refreshed = storage.get_session(stored_session_id(sid))
     assert refreshed is not None and refreshed.expires_at is not None
     assert refreshed.expires_at - record.expires_at >= timedelta(minutes=59)
     module_clock.advance(DEFAULT_NON_PERMANENT_LIFETIME.total_seconds() + 1)
@@ -242,7 +243,7 @@ def test_non_permanent_session_has_a_server_side_idle_lifetime(
 def test_custom_non_permanent_lifetime(storage: AuthStorage) -> None:
     app = make_app(storage, AUTHKIT_SESSION_LIFETIME=600)
     sid = sid_of(app.test_client().get("/set?a=1"))
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert record is not None and record.expires_at is not None
     assert abs((record.expires_at - storage.now()) - timedelta(seconds=600)) < timedelta(seconds=5)
 
@@ -251,12 +252,12 @@ def test_no_refresh_each_request_writes_only_changes(storage: AuthStorage, modul
     app = make_app(storage, SESSION_REFRESH_EACH_REQUEST=False)
     client = app.test_client()
     sid = sid_of(client.get("/permanent"))
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     module_clock.advance(60)
     assert set_cookies(client.get("/peek")) == []
-    assert storage.get_session(sid) == record  # not written
+    assert storage.get_session(stored_session_id(sid)) == record  # not written
     assert sid_of(client.get("/set?b=2")) == sid
-    changed = storage.get_session(sid)
+    changed = storage.get_session(stored_session_id(sid))
     assert changed is not None and record is not None and changed.last_activity > record.last_activity
 
 
@@ -266,11 +267,11 @@ def test_regenerate_on_login_moves_the_session_and_deletes_the_old_record(storag
     response = client.get("/login?user=alice")
     after = sid_of(response)
     assert after != before and SID.match(after)
-    assert storage.get_session(before) is None
-    record = storage.get_session(after)
+    assert storage.get_session(stored_session_id(before)) is None
+    record = storage.get_session(stored_session_id(after))
     assert record is not None and record.user_id == "alice"
     assert record.data == {"cart": "3", "user_id": "alice"}
-    assert [s.session_id for s in storage.list_user_sessions("alice")] == [after]
+    assert [s.session_id for s in storage.list_user_sessions("alice")] == [stored_session_id(after)]
     assert client.get("/peek").json == {"cart": "3", "user_id": "alice"}
     # An attacker holding the old id gets nothing.
     other = make_app(storage).test_client()
@@ -281,7 +282,7 @@ def test_regenerate_on_login_moves_the_session_and_deletes_the_old_record(storag
 def test_regenerate_of_a_new_session(storage: AuthStorage) -> None:
     client = make_app(storage).test_client()
     sid = sid_of(client.get("/login?user=bob"))
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert record is not None and record.user_id == "bob"
 
 
@@ -301,7 +302,7 @@ def test_clear_deletes_record_and_cookie(storage: AuthStorage) -> None:
     response = client.get("/logout")
     (header,) = set_cookies(response)
     assert header.startswith("session=;") and ("Max-Age=0" in header or "1970" in header)
-    assert storage.get_session(sid) is None
+    assert storage.get_session(stored_session_id(sid)) is None
     assert client.get("/peek").json == {}
 
 
@@ -312,13 +313,13 @@ def test_logout_elsewhere_is_not_undone_by_a_concurrent_request(storage: AuthSto
     def slow_write() -> str:
         session["late"] = True
         # A logout in another request lands while this one runs.
-        storage.delete_session(request.cookies["session"])
+        storage.delete_session(stored_session_id(request.cookies["session"]))
         return "ok"
 
     client = app.test_client()
     sid = sid_of(client.get("/set?a=1"))
     response = client.get("/slow-write")
-    assert storage.get_session(sid) is None  # not resurrected
+    assert storage.get_session(stored_session_id(sid)) is None  # not resurrected
     (header,) = set_cookies(response)
     assert header.startswith("session=;")
 
@@ -327,7 +328,7 @@ def test_flask_values_round_trip_through_tagged_json(storage: AuthStorage) -> No
     client = make_app(storage).test_client()
     sid = sid_of(client.get("/types"))
     assert client.get("/types/check").json == {"tuple": True, "bytes": True, "when": True, "uuid": True}
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert record is not None
     json.dumps(record.data)  # stored as plain JSON, never pickled
 
@@ -359,7 +360,7 @@ def test_unknown_or_invalid_cookie_is_a_new_empty_session(storage: AuthStorage, 
 def test_user_id_key_setting(storage: AuthStorage) -> None:
     app = make_app(storage, AUTHKIT_SESSION_USER_KEY="uid")
     sid = sid_of(app.test_client().get("/set?uid=99"))
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert record is not None and record.user_id == "99"
 
 
@@ -522,7 +523,7 @@ def test_threaded_server_concurrent_clients_keep_their_own_sessions(server: str,
 
     run_threads(user, 8)
     assert len(set(sids.values())) == 8
-    assert all(storage.get_session(sid) is None for sid in sids.values())
+    assert all(storage.get_session(stored_session_id(sid)) is None for sid in sids.values())
 
 
 def test_threaded_server_logout_wins_over_concurrent_requests(server: str, storage: AuthStorage) -> None:
@@ -551,7 +552,7 @@ def test_threaded_server_logout_wins_over_concurrent_requests(server: str, stora
             for t in threads:
                 t.join()
             assert errors == []
-            assert storage.get_session(sid) is None
+            assert storage.get_session(stored_session_id(sid)) is None
 
 
 def test_storage_url_app_shares_one_storage_across_threads(tmp_path: Path) -> None:
@@ -746,5 +747,5 @@ def test_another_process_shares_the_sessions(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"user_id": "worker-a", "seen_by": "worker-b"}
     assert client.get("/peek").json == {"user_id": "worker-a", "seen_by": "worker-b"}
-    assert ext.get_storage(app).get_session(sid) is not None
+    assert ext.get_storage(app).get_session(stored_session_id(sid)) is not None
     ext.close(app)
