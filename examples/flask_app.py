@@ -27,8 +27,8 @@ from typing import Any
 
 from flask import Flask, jsonify, request, session
 
-from authkit.contrib.session_ids import stored_session_id
 from authkit.contrib.flask import AuthKit, regenerate_session
+from authkit.contrib.session_ids import stored_session_id
 
 authkit = AuthKit()
 

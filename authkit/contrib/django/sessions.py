@@ -74,6 +74,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     [1, 2]
     """
 
+    _session_key: str | None  # Django's property; annotated only (no value here hides nothing)
+
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
         # (key, record) as last loaded or written by this object; see save().

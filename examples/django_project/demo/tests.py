@@ -13,8 +13,8 @@ from pathlib import Path
 from django.conf import settings
 from django.test import SimpleTestCase, override_settings
 
-from authkit.contrib.session_ids import stored_session_id
 from authkit.contrib.django import get_storage
+from authkit.contrib.session_ids import stored_session_id
 from authkit.testing import FakeSalesforce
 
 

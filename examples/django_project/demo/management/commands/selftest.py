@@ -15,8 +15,8 @@ from django.core import management
 from django.core.management.base import BaseCommand, CommandError
 from django.test import Client, override_settings
 
-from authkit.contrib.session_ids import stored_session_id
 from authkit.contrib.django import get_storage
+from authkit.contrib.session_ids import stored_session_id
 from authkit.testing import FakeSalesforce
 
 
