@@ -35,6 +35,7 @@ from authkit.models import CleanupReport, SessionData
 from authkit.storage import AuthStorage, MemoryStorage
 from tests.backends import BACKENDS
 from tests.clock import FakeClock
+from tests.store_contents import store_contents
 from tests.threads import run_threads
 
 SID = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
@@ -578,6 +579,209 @@ def test_storage_url_app_shares_one_storage_across_threads(tmp_path: Path) -> No
         httpd.server_close()
     assert len(seen) == 6 and all(s is seen[0] for s in seen)
     ext.close(app)
+
+
+# -- lock-free saves on the atomic primitives, digests, round trips ----------------------
+
+
+class Recording(MemoryStorage):
+    """A memory storage that records its session calls and refuses to lock anything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def get_session(self, session_id: str) -> SessionData | None:
+        self.calls.append("get")
+        return super().get_session(session_id)
+
+    def store_session(self, session_id: str, data: SessionData) -> None:
+        self.calls.append("store")
+        super().store_session(session_id, data)
+
+    def create_session(self, session_id: str, data: SessionData) -> bool:
+        self.calls.append("create")
+        return super().create_session(session_id, data)
+
+    def replace_session(self, session_id: str, data: SessionData) -> bool:
+        self.calls.append("replace")
+        return super().replace_session(session_id, data)
+
+    def touch_session(self, session_id: str, expires_at: datetime | None,
+                      last_activity: datetime | None = None) -> bool:
+        self.calls.append("touch")
+        return super().touch_session(session_id, expires_at, last_activity)
+
+    def delete_session(self, session_id: str) -> None:
+        self.calls.append("delete")
+        super().delete_session(session_id)
+
+    def lock(self, name: str, timeout: float = 10.0, ttl: float = 30.0) -> Any:
+        raise AssertionError(f"a session save took the lock {name!r}")
+
+    def take(self) -> list[str]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+def test_every_save_is_one_primitive_call_and_takes_no_lock() -> None:
+    storage = Recording()
+    app = make_app(storage)
+
+    @app.get("/append")
+    def append() -> str:
+        session["cart"].append(3)  # a change Flask's session does not notice
+        return "ok"
+
+    client = app.test_client()
+    client.get("/set?cart=x")
+    assert storage.take() == ["create"]  # no cookie: nothing to read
+    client.get("/peek")
+    assert storage.take() == ["get", "touch"]  # unchanged data: only the expiry slides
+    client.get("/set?cart=y")
+    assert storage.take() == ["get", "replace"]
+    client.get("/set?cart=y")  # set to what it was: nothing to rewrite
+    assert storage.take() == ["get", "touch"]
+    client.get("/login?user=ann")
+    assert storage.take() == ["get", "delete", "create"]  # the old id goes, a new one is made
+    sid = client.get_cookie("session")
+    assert sid is not None
+    record = storage.get_session(stored_session_id(sid.value))
+    assert record is not None
+    storage.replace_session(record.session_id, SessionData(session_id="", user_id="ann", data={"cart": [1]}))
+    storage.take()
+    client.get("/append")
+    assert storage.take() == ["get", "replace"]  # the data differs from what was read: rewritten
+    assert client.get("/peek").json == {"cart": [1, 3]}
+    storage.take()
+    client.get("/logout")
+    assert storage.take() == ["get", "delete"]
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = False
+    client.get("/set?a=1")
+    storage.take()
+    client.get("/peek")
+    assert storage.take() == ["get"]  # nothing changed, nothing to refresh: no write at all
+
+
+def test_a_session_expired_while_the_request_ran_is_not_brought_back(
+    storage: AuthStorage, module_clock: FakeClock
+) -> None:
+    app = make_app(storage, PERMANENT_SESSION_LIFETIME=timedelta(minutes=5))
+
+    @app.get("/outlive")
+    def outlive() -> str:
+        session.get("p")
+        module_clock.advance(6 * 60)  # the request outlives the session
+        return "ok"
+
+    client = app.test_client()
+    sid = sid_of(client.get("/permanent"))
+    (header,) = set_cookies(client.get("/outlive"))  # touch_session finds nothing live
+    assert header.startswith("session=;")
+    assert storage.get_session(stored_session_id(sid)) is None
+
+
+def test_the_store_holds_a_digest_of_the_session_id_never_the_cookie_value(storage: AuthStorage) -> None:
+    client = make_app(storage).test_client()
+    first = sid_of(client.get("/set?a=1"))
+    second = sid_of(client.get("/login?user=digest-user"))
+    client.get("/count")
+    contents = store_contents(storage)
+    assert first not in contents and second not in contents
+    assert stored_session_id(second) in contents  # the scan does see the sessions
+    assert [s.session_id for s in storage.list_user_sessions("digest-user")] == [stored_session_id(second)]
+    with make_app(storage).test_request_context(headers={"Cookie": f"session={second}"}):
+        assert isinstance(session._get_current_object(), AuthKitSession)  # type: ignore[attr-defined]
+        assert session.stored_id == stored_session_id(second)  # type: ignore[attr-defined]
+    # A copy of the database opens nothing: the stored id, sent as a cookie, is no session.
+    thief = make_app(storage).test_client()
+    thief.set_cookie("session", stored_session_id(second))
+    assert thief.get("/peek").json == {}
+
+
+def test_log_out_everywhere_else_keeps_this_session(storage: AuthStorage) -> None:
+    app = make_app(storage)
+
+    @app.get("/logout-elsewhere")
+    def logout_elsewhere() -> str:
+        current = session._get_current_object()  # type: ignore[attr-defined]
+        return str(storage.delete_user_sessions(session["user_id"], keep=current.stored_id))
+
+    browsers = [app.test_client() for _ in range(3)]
+    for browser in browsers:
+        browser.get("/login?user=everywhere")
+    assert browsers[0].get("/logout-elsewhere").text == "2"
+    assert browsers[0].get("/peek").json == {"user_id": "everywhere"}
+    assert browsers[1].get("/peek").json == {} and browsers[2].get("/peek").json == {}
+
+
+def test_round_trips_per_request_on_redis() -> None:
+    from urllib.parse import urlsplit
+
+    from authkit.storage.redis import RedisStorage
+    from tests.backends import drop_redis_keys
+    from tests.services import REDIS_URL, require, unique_prefix
+    from tests.tcp_proxy import TcpProxy
+
+    parts = urlsplit(require(REDIS_URL, "Redis"))
+    prefix = unique_prefix("r").rstrip("_") + ":"
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        storage = RedisStorage.from_url(proxy.url(REDIS_URL), prefix=prefix)
+        try:
+            client = make_app(storage).test_client()
+            client.get("/set?warm=up")
+            client.get("/logout")
+
+            def turns(path: str) -> int:
+                proxy.reset()
+                assert client.get(path).status_code == 200
+                return proxy.turns
+
+            assert turns("/set?a=1") == 1  # create_session
+            assert turns("/count") == 2  # read + replace_session
+            assert turns("/peek") == 2  # read + touch_session
+            assert turns("/login?user=rt") == 3  # read + delete the old id + create the new one
+            assert turns("/logout") == 2  # read + delete_session
+        finally:
+            drop_redis_keys(storage._client, prefix)
+            storage.close()
+
+
+def test_64_concurrent_requests_on_64_sessions_on_postgresql_all_answer() -> None:
+    """No lock in a save: 64 requests at once on default pool options all get 200 (no pool starvation)."""
+    from authkit.storage.sql import SqlStorage
+    from tests.services import POSTGRES_URL, require, unique_prefix
+
+    storage = SqlStorage(require(POSTGRES_URL, "PostgreSQL"), prefix=unique_prefix("s"))
+    app = make_app(storage)
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.server_port}"
+    try:
+        cookies = []
+        for n in range(64):
+            response = requests.get(f"{base}/login", params={"user": f"u{n}"}, timeout=60)
+            assert response.status_code == 200
+            cookies.append(response.cookies["session"])
+        statuses: list[int] = []
+        mutex = threading.Lock()
+
+        def request(n: int) -> None:
+            response = requests.get(f"{base}/count", cookies={"session": cookies[n]}, timeout=120)
+            with mutex:
+                statuses.append(response.status_code)
+            assert response.text == "1"
+
+        run_threads(request, 64)
+        assert statuses == [200] * 64
+        assert {s.user_id for s in storage.list_user_sessions("u7")} == {"u7"}
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
+        httpd.server_close()
+        storage.drop_schema()
+        storage.close()
 
 
 # -- the shared Salesforce client -------------------------------------------------------
