@@ -35,6 +35,7 @@ from authkit.models import CleanupReport, SessionData
 from authkit.storage import AuthStorage, MemoryStorage
 from tests.backends import BACKENDS
 from tests.clock import FakeClock
+from tests.session_calls import Recording
 from tests.store_contents import store_contents
 from tests.threads import run_threads
 
@@ -582,46 +583,6 @@ def test_storage_url_app_shares_one_storage_across_threads(tmp_path: Path) -> No
 
 
 # -- lock-free saves on the atomic primitives, digests, round trips ----------------------
-
-
-class Recording(MemoryStorage):
-    """A memory storage that records its session calls and refuses to lock anything."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def get_session(self, session_id: str) -> SessionData | None:
-        self.calls.append("get")
-        return super().get_session(session_id)
-
-    def store_session(self, session_id: str, data: SessionData) -> None:
-        self.calls.append("store")
-        super().store_session(session_id, data)
-
-    def create_session(self, session_id: str, data: SessionData) -> bool:
-        self.calls.append("create")
-        return super().create_session(session_id, data)
-
-    def replace_session(self, session_id: str, data: SessionData) -> bool:
-        self.calls.append("replace")
-        return super().replace_session(session_id, data)
-
-    def touch_session(self, session_id: str, expires_at: datetime | None,
-                      last_activity: datetime | None = None) -> bool:
-        self.calls.append("touch")
-        return super().touch_session(session_id, expires_at, last_activity)
-
-    def delete_session(self, session_id: str) -> None:
-        self.calls.append("delete")
-        super().delete_session(session_id)
-
-    def lock(self, name: str, timeout: float = 10.0, ttl: float = 30.0) -> Any:
-        raise AssertionError(f"a session save took the lock {name!r}")
-
-    def take(self) -> list[str]:
-        calls, self.calls = self.calls, []
-        return calls
 
 
 def test_every_save_is_one_primitive_call_and_takes_no_lock() -> None:
