@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from authkit.errors import ConfigurationError, NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage._codec import INT64_MAX, counter_bounds, counter_overflow, format_counter
 from authkit.storage.base import AuthStorage, Clock
 
 try:
@@ -53,6 +54,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - SQLAlchemy is a runtime dependency
     raise ConfigurationError("SqlStorage needs SQLAlchemy 2: pip install authkit") from _exc
 
+from authkit.storage._sql_primitives import PrimitiveStatements
 from authkit.storage._sql_schema import MYSQL_DIALECTS, SCHEMA_VERSION, Tables
 
 __all__ = ["SqlStorage", "SCHEMA_VERSION"]
@@ -658,6 +660,7 @@ class SqlStorage(AuthStorage):
                     f"SELECT {key} FROM {t} ORDER BY {key} LIMIT {limit_p}",  # noqa: S608
                     f"SELECT {key} FROM {t} WHERE {key} > {cursor_p} ORDER BY {key} LIMIT {limit_p}",  # noqa: S608
                 )
+        self._primitives = PrimitiveStatements(tables, self._dialect_name, sql)
         if tables.locks is not None:
             locks = tables.locks
             self._sql_lock_expire = sql(
@@ -915,6 +918,101 @@ class SqlStorage(AuthStorage):
         # The range is exact; this check only guards against a database whose
         # collation was changed behind our back.
         return [k for k in keys if k.startswith(prefix)]
+
+    # -- atomic primitives: one statement each (see _sql_primitives) ---------------------
+
+    def _write_unless_live(self, sql: str, params: dict[str, Any]) -> bool:
+        """Run an insert-unless-live statement: did it write?"""
+        try:
+            with self._cursor() as cursor:
+                cursor.execute(sql, params)
+                return int(cursor.rowcount) > 0
+        except StorageError as exc:
+            if self._primitives.mysql and self._is_integrity_error(exc):
+                return False  # MySQL's guard refused: a live row stands
+            raise
+
+    def _create_session(self, session: SessionData, now: datetime) -> bool:
+        params = self._session_params(session)
+        params["now"] = _micros(now)
+        return self._write_unless_live(self._primitives.create_session, params)
+
+    def _replace_session(self, session: SessionData, now: datetime) -> bool:
+        params = self._session_params(session)
+        params["id"] = params.pop("session_id")
+        params["now"] = _micros(now)
+        with self._cursor() as cursor:
+            cursor.execute(self._primitives.replace_session, params)
+            return int(cursor.rowcount) > 0
+
+    def _touch_session(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
+    ) -> bool:
+        params = {"id": session_id, "expires_at": _optional_micros(expires_at),
+                  "last_activity": _micros(last_activity), "now": _micros(now)}
+        with self._cursor() as cursor:
+            cursor.execute(self._primitives.touch_session, params)
+            return int(cursor.rowcount) > 0
+
+    def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
+        with self._cursor() as cursor:
+            if keep is None:
+                cursor.execute(self._primitives.delete_user_sessions, {"user": user_id})
+            else:
+                cursor.execute(self._primitives.delete_user_sessions_keep, {"user": user_id, "keep": keep})
+            return max(int(cursor.rowcount), 0)
+
+    def _delete_user_tokens(self, user_id: str) -> int:
+        with self._cursor() as cursor:
+            cursor.execute(self._primitives.delete_user_tokens, {"user": user_id})
+            return max(int(cursor.rowcount), 0)
+
+    def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
+        params = {"name": key, "value": value, "expires_at": _optional_micros(expires_at), "now": _micros(now)}
+        if not (self._is_mysql and len(value) > _MYSQL_CHUNK):
+            return self._write_unless_live(self._primitives.add_kv, params)
+        # Too big for one MySQL packet: the first piece decides, in a transaction
+        # with the rest, so no reader ever sees a partial value.
+        params["value"] = value[:_MYSQL_CHUNK]
+        try:
+            with self._cursor(transaction=True) as cursor:
+                cursor.execute(self._primitives.add_kv, params)
+                for start in range(_MYSQL_CHUNK, len(value), _MYSQL_CHUNK):
+                    cursor.execute(self._sql_append_kv, {"id": key, "chunk": value[start:start + _MYSQL_CHUNK]})
+            return True
+        except StorageError as exc:
+            if self._is_integrity_error(exc):
+                return False
+            raise
+
+    def _incr_kv(self, key: str, amount: int, expires_at: datetime | None, now: datetime) -> int:
+        low, high = counter_bounds(amount)
+        params = {"name": key, "value": format_counter(amount), "expires_at": _optional_micros(expires_at),
+                  "now": _micros(now), "amount": amount, "lo": low, "hi": high}
+        try:
+            with self._cursor() as cursor:
+                cursor.execute(self._primitives.incr_kv, params)
+                if self._primitives.mysql:
+                    # LAST_INSERT_ID(total) arrives as lastrowid, unsigned.  A plain insert sets
+                    # none (0): the counter is then `amount`; a changed row (2) always sets it.
+                    reported = int(cursor.lastrowid or 0)
+                    if reported == 0 and int(cursor.rowcount) != 2:
+                        return amount
+                    return reported - 2**64 if reported > INT64_MAX else reported
+                row = cursor.fetchone()
+        except StorageError as exc:
+            if self._primitives.mysql and self._is_integrity_error(exc):
+                raise counter_overflow(key, amount) from None
+            raise
+        if row is None:  # the WHERE refused: not a counter, or no room for the addition
+            raise counter_overflow(key, amount)
+        return int(bytes(row[0]))
+
+    def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
+        with self._cursor() as cursor:
+            cursor.execute(self._primitives.touch_kv,
+                           {"id": key, "expires_at": _optional_micros(expires_at), "now": _micros(now)})
+            return int(cursor.rowcount) > 0
 
     # -- maintenance ----------------------------------------------------------------
 
