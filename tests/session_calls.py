@@ -50,13 +50,18 @@ class Recording(MemoryStorage):
         return calls
 
 
-def django_session_turns(proxy: Any, store: Any) -> dict[str, int]:
+def django_session_turns(proxy: Any, store: Any, tries: int = 3) -> dict[str, int]:
     """Round trips through ``proxy`` (a ``tests.tcp_proxy.TcpProxy``) of a Django session
-    ``store`` class's create, save, load + save and delete, after a warm-up of each."""
-    warm = store()
-    warm["w"] = 1
-    warm.save()
-    warm.delete()
+    ``store`` class's create, save, load + save and delete, after a warm-up of each.
+
+    Each the fewest of ``tries``: now and then a driver's message reaches the server in two
+    pieces that the proxy sees as two turns, which is not a cost of the operation.
+    """
+    runs = [_django_session_turns_once(proxy, store) for _ in range(tries + 1)][1:]  # the first warms up
+    return {operation: min(run[operation] for run in runs) for operation in runs[0]}
+
+
+def _django_session_turns_once(proxy: Any, store: Any) -> dict[str, int]:
     counts = {}
     proxy.reset()
     s = store()
