@@ -39,8 +39,8 @@ def stored_session_id(session_key: str) -> str:
     'sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'
 
     ``session_key`` must be a valid id (a non-empty ``str`` of at most 255
-    characters, no NUL), else ``ValueError``/``TypeError``; lone surrogates
-    (which an odd cookie can carry) are digested like any other character.
+    characters, no NUL, no lone surrogate), else ``ValueError``/``TypeError``;
+    the integrations treat a cookie that is not one as an unknown session.
     """
     check_id(session_key, "session_key")
-    return STORED_ID_PREFIX + hashlib.sha256(session_key.encode("utf-8", "surrogatepass")).hexdigest()
+    return STORED_ID_PREFIX + hashlib.sha256(session_key.encode("utf-8")).hexdigest()

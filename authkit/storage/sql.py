@@ -25,7 +25,6 @@ and operational notes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -34,12 +33,24 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 from authkit.errors import ConfigurationError, NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, CleanupReport, SessionData
-from authkit.storage._codec import INT64_MAX, counter_bounds, counter_overflow, format_counter
+from authkit.storage._codec import (
+    INT64_MAX,
+    counter_bounds,
+    counter_overflow,
+    digest,
+    dumps,
+    format_counter,
+    loads,
+    micros,
+    moment,
+    optional_micros,
+    optional_moment,
+)
 from authkit.storage.base import AuthStorage, Clock
 
 try:
@@ -54,15 +65,13 @@ try:
 except ImportError as _exc:  # pragma: no cover - SQLAlchemy is a runtime dependency
     raise ConfigurationError("SqlStorage needs SQLAlchemy 2: pip install authkit") from _exc
 
-from authkit.storage._sql_primitives import PrimitiveStatements
+from authkit.storage._sql_primitives import SESSION_COLUMNS, PrimitiveStatements
 from authkit.storage._sql_schema import MYSQL_DIALECTS, SCHEMA_VERSION, Tables
 
 __all__ = ["SqlStorage", "SCHEMA_VERSION"]
 
 T = TypeVar("T")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
 _IN_CHUNK = 500  # ids per "IN (...)" statement in bulk deletes
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -85,57 +94,17 @@ _TOKEN_COLUMNS = (
     "token_id", "user_id", "access_token", "refresh_token", "token_type",
     "scopes", "issued_at", "expires_at", "client_id", "metadata",
 )
-_SESSION_COLUMNS = (
-    "session_id", "user_id", "created_at", "expires_at", "last_activity", "ip_address", "user_agent", "data",
-)
+_SESSION_COLUMNS = SESSION_COLUMNS
 
 
-def _micros(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _optional_micros(moment: datetime | None) -> int | None:
-    return None if moment is None else (moment - _EPOCH) // _MICROSECOND
-
-
-def _moment(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def _optional_moment(micros: int | None) -> datetime | None:
-    return None if micros is None else _EPOCH + timedelta(microseconds=micros)
+# The encoding rules are the codec's (one place for every backend).
+_micros, _optional_micros, _moment, _optional_moment = micros, optional_micros, moment, optional_moment
+_dumps, _loads, _digest = dumps, loads, digest
 
 
 def _text(value: str | bytes) -> str:
     # MySQL returns VARBINARY ids as bytes; the others return str.
     return value.decode() if isinstance(value, bytes) else value
-
-
-# Encoders built once: json.dumps() with arguments builds a new encoder per call.
-_encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _dumps(value: Any) -> str:
-    """Compact JSON kept as UTF-8 (8 MiB of text stays 8 MiB, not 6x as ``\\u`` escapes).
-
-    A lone surrogate cannot be encoded as UTF-8, so a value holding one falls
-    back to ASCII escapes, which round-trip it.
-    """
-    text = _encode_utf8(value)
-    if not text.isascii():
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            return _encode_ascii(value)
-    return text
-
-
-_loads = json.JSONDecoder().decode
-
-
-def _digest(access_token: str) -> bytes:
-    return hashlib.sha256(access_token.encode("utf-8", "surrogatepass")).digest()
 
 
 def _next_prefix(prefix: str) -> str | None:
