@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from benchmarks.harness import versus
 from tests.services import POSTGRES_URL, REDIS_URL, reachable, unique_prefix
+from tests.session_calls import quiet_reset, settled_turns
 from tests.tcp_proxy import TcpProxy
 
 Op = Callable[[int], object]
@@ -54,20 +55,13 @@ class _Rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _turns(proxy: TcpProxy, prepare: Callable[[], Op], tries: int = 3) -> int:
-    """Round trips of one operation through ``proxy`` (after a warm-up one; preparing is not counted).
-
-    The fewest of ``tries``: now and then a driver's message reaches the server in two
-    pieces that the proxy sees as two turns, which is not a cost of the operation.
-    """
+def _turns(proxy: TcpProxy, prepare: Callable[[], Op]) -> int:
+    """Round trips of one operation through ``proxy`` (after a warm-up one; preparing is not counted)."""
     prepare()(0)
-    counts = []
-    for _ in range(tries):
-        op = prepare()
-        proxy.reset()
-        op(0)
-        counts.append(proxy.turns)
-    return min(counts)
+    op = prepare()
+    quiet_reset(proxy)
+    op(0)
+    return settled_turns(proxy)
 
 
 # -- Flask ---------------------------------------------------------------------------------

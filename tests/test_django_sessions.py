@@ -1012,6 +1012,7 @@ def test_fewer_round_trips_than_djangos_db_backend_on_postgresql() -> None:
         finally:
             storage.drop_schema()
             storage.close()
+    print("round trips, authkit:", ours, "Django db backend:", django_db)
     assert django_db["create"] >= 4, django_db  # SELECT (exists), BEGIN, INSERT, COMMIT
     for operation in ("create", "save"):
         assert ours[operation] < django_db[operation], (operation, ours, django_db)
