@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import django
 import pytest
@@ -1111,3 +1112,21 @@ def test_example_project_tests_pass_under_djangos_test_runner(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Ran 5 tests" in result.stderr and "OK" in result.stderr
+
+
+@pytest.mark.parametrize("value", [
+    {"n": 1, "s": "x", "f": 1.5, "b": True, "none": None, "list": [1, [2, {"k": "v"}]], "d": {"a": {"b": []}}},
+    {"t": (1, (2, 3)), "intkey": {1: "a"}, "inf": float("inf"), "big": 10**30},
+    {"deep": [[[[[[["x"]]]]]]], "empty": {}, "emptylist": []},
+])
+def test_session_encoding_matches_djangos_json_serializer(value: dict[str, Any]) -> None:
+    """The fast paths give exactly what Django's JSON serializer's round trip gives."""
+    from django.core.signing import JSONSerializer
+
+    store = SessionStore()
+    stored = store._to_json(value)
+    expected = json.loads(JSONSerializer().dumps(value))
+    assert json.dumps(stored, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    loaded = store._from_json(stored)
+    assert repr(loaded) == repr(JSONSerializer().loads(json.dumps(stored).encode("latin-1")))
+    assert loaded is not stored

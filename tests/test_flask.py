@@ -914,3 +914,24 @@ def test_another_process_shares_the_sessions(tmp_path: Path) -> None:
     assert client.get("/peek").json == {"user_id": "worker-a", "seen_by": "worker-b"}
     assert ext.get_storage(app).get_session(stored_session_id(sid)) is not None
     ext.close(app)
+
+
+@pytest.mark.parametrize("value", [
+    {"n": 1, "s": "x", "f": 1.5, "b": True, "none": None, "list": [1, [2, {"k": "v"}]], "d": {"a": {"b": []}}},
+    {"t": (1, (2, 3)), "bytes": b"\x00", "when": datetime(2030, 1, 2, tzinfo=timezone.utc), "u": uuid.UUID(int=3)},
+    {" t": [1], "nested": {" di": {"x": 1}}, "lone": {" t": "not a tag"}},  # dicts that look like tags
+    {"inf": float("inf"), "nan_in_list": [float("nan")], "big": 10**30},
+    {"intkey": {1: "a", 2: "b"}},  # JSON turns the keys into strings
+    {"deep": [[[[[[["x"]]]]]]], "empty": {}, "emptylist": []},
+])
+def test_session_encoding_matches_flasks_tagged_json_round_trip(value: dict[str, Any]) -> None:
+    """The fast paths give exactly what TaggedJSONSerializer's text round trip gives."""
+    from flask.json.tag import TaggedJSONSerializer
+
+    serializer = TaggedJSONSerializer()
+    interface = AuthKitSessionInterface(MemoryStorage())
+    session_ = AuthKitSession(value)
+    expected_stored = json.loads(serializer.dumps(dict(session_)))
+    stored = interface._encode(session_)
+    assert json.dumps(stored, sort_keys=True) == json.dumps(expected_stored, sort_keys=True)
+    assert repr(interface._decode(stored)) == repr(serializer.loads(json.dumps(stored)))

@@ -45,7 +45,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from flask import Flask, Request, Response, current_app, request
@@ -61,6 +61,7 @@ from authkit.contrib import (
     format_report,
     run_cleanup,
 )
+from authkit.contrib._json import plain_json_copy
 from authkit.contrib.session_ids import stored_session_id
 from authkit.errors import AuthKitError, ConfigurationError, StorageError
 from authkit.models import SessionData
@@ -211,6 +212,11 @@ class AuthKitSessionInterface(SessionInterface):
     def _encode(self, session: AuthKitSession) -> dict[str, Any]:
         # Flask's tagged JSON turns tuples, bytes, datetimes... into plain JSON,
         # exactly as Flask's cookie sessions do; the storage then holds JSON.
+        # Tagging is what changes values; when the tagged session is plain JSON,
+        # the dumps + loads round trip that follows would change nothing.
+        tagged = plain_json_copy(self._serializer.tag(dict(session)))
+        if tagged is not None:
+            return cast(dict[str, Any], tagged)
         try:
             encoded: dict[str, Any] = json.loads(self._serializer.dumps(dict(session)))
         except TypeError as exc:
@@ -218,8 +224,17 @@ class AuthKitSessionInterface(SessionInterface):
         return encoded
 
     def _decode(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        decoded: dict[str, Any] = self._serializer.loads(json.dumps(data))
+        # What TaggedJSONSerializer.loads(json.dumps(data)) gives, without the
+        # text in between: untag every dict, innermost first (as its object_hook).
+        decoded: dict[str, Any] = self._untag(data)
         return decoded
+
+    def _untag(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return self._serializer.untag({key: self._untag(item) for key, item in value.items()})
+        if isinstance(value, list):
+            return [self._untag(item) for item in value]
+        return value
 
     # -- SessionInterface -------------------------------------------------
 

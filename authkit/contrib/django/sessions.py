@@ -33,15 +33,17 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, SessionBase, UpdateError
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signing import JSONSerializer
 from django.utils import timezone as dj_timezone
 from django.utils.crypto import get_random_string
 
 from authkit.contrib import ANONYMOUS_USER_ID, run_cleanup
+from authkit.contrib._json import plain_json_copy
 from authkit.contrib.django import get_storage
 from authkit.contrib.session_ids import stored_session_id
 from authkit.models import SessionData
@@ -91,7 +93,12 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     def _to_json(self, session_dict: dict[str, Any]) -> dict[str, Any]:
         # Round-trip through the configured serializer, so what is stored is
         # exactly what Django's own backends would store and load back
-        # (tuples become lists, non-string keys become strings).
+        # (tuples become lists, non-string keys become strings).  Django's
+        # JSON serializer changes nothing in plain JSON values: a copy will do.
+        if self.serializer is JSONSerializer:
+            copied = plain_json_copy(session_dict)
+            if copied is not None:
+                return cast(dict[str, Any], copied)
         raw = self.serializer().dumps(session_dict)
         try:
             data = json.loads(raw)
@@ -105,6 +112,12 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         return data
 
     def _from_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.serializer is JSONSerializer:
+            # The stored JSON is what Django's JSON serializer would load: a copy
+            # (never the stored record's own dict, see save()) will do.
+            copied = plain_json_copy(data)
+            if isinstance(copied, dict):
+                return copied
         try:
             decoded = self.serializer().loads(json.dumps(data).encode("latin-1"))
         except Exception:  # what Django's decode() does with unreadable data: an empty session
