@@ -1085,6 +1085,11 @@ def test_deep_nesting_is_a_value_error(storage: AuthStorage) -> None:
         storage.store_session("s1", make_session(data={"deep": deep}))
     with pytest.raises(ValueError):
         storage.store_token(make_token(metadata={"deep": deep}))
+    doubling: list[object] = []
+    for _ in range(64):
+        doubling = [doubling, doubling]  # 2**64 values once written out, found at once
+    with pytest.raises(ValueError):
+        storage.store_session("s1", make_session(data={"d": doubling}))
     fine: list[object] = []
     for _ in range(100):
         fine = [fine]
