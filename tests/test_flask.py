@@ -935,3 +935,19 @@ def test_session_encoding_matches_flasks_tagged_json_round_trip(value: dict[str,
     stored = interface._encode(session_)
     assert json.dumps(stored, sort_keys=True) == json.dumps(expected_stored, sort_keys=True)
     assert repr(interface._decode(stored)) == repr(serializer.loads(json.dumps(stored)))
+
+
+def test_a_taken_id_is_never_overwritten_a_new_one_is_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from authkit.errors import StorageError
+
+    storage = MemoryStorage()
+    app = make_app(storage)
+    draws = iter(["taken-id-0000", "taken-id-0000", "fresh-id-0001"] + ["taken-id-0000"] * 3)
+    monkeypatch.setattr("authkit.contrib.flask.secrets.token_urlsafe", lambda n: next(draws))
+    assert sid_of(app.test_client().get("/set?owner=first")) == "taken-id-0000"
+    # The second browser's first draw is taken: create_session refuses it, the next draw is used.
+    assert sid_of(app.test_client().get("/set?owner=second")) == "fresh-id-0001"
+    first = storage.get_session(stored_session_id("taken-id-0000"))
+    assert first is not None and first.data == {"owner": "first"}  # untouched
+    with pytest.raises(StorageError, match="random source"):
+        app.test_client().get("/set?owner=third")  # three taken draws in a row: something is broken
