@@ -33,7 +33,10 @@ def as_utc(value: datetime, name: str) -> datetime:
         raise TypeError(f"{name} must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise ValueError(f"{name} must be timezone-aware (UTC), got a naive datetime")
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31 23:00 at UTC-5 is in the year 10000 in UTC
+        raise ValueError(f"{name} is outside the years 1..9999 in UTC") from None
 
 
 def _as_optional_utc(value: datetime | None, name: str) -> datetime | None:
