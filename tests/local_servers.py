@@ -6,18 +6,24 @@ loud reason, or fails it under ``AUTHKIT_REQUIRE_SERVICES=1`` (CI installs them 
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.services import REQUIRED
+from tests.redis_cluster import _DIE_WITH_PARENT
+from tests.services import POSTGRES_URL, REQUIRED, require
 
 
 def binary(name: str, package: str) -> str:
@@ -65,7 +71,7 @@ class Servers:
 
     def start(self, name: str, argv: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_DIE_WITH_PARENT)
         self.processes[name] = process
         wait_for_port(port, process, name)
         return process
@@ -129,3 +135,63 @@ def redis_sentinel_set(tmp: Path, base: int = 16900, *, down_after_ms: int = 100
         yield SentinelSet(master, replica, sentinels, service, servers)
     finally:
         servers.stop_all()
+
+
+# -- PgBouncer ---------------------------------------------------------------------------
+
+#: What SqlStorage needs behind PgBouncer in transaction pooling mode: no server-side prepared
+#: statements (psycopg prepares a statement after 5 runs, on a server connection the next
+#: transaction may not get).
+PGBOUNCER_OPTIONS: dict[str, object] = {"connect_args": {"prepare_threshold": None}}
+
+
+@contextmanager
+def pgbouncer(base: int = 16950, *, pool_mode: str = "transaction", pool_size: int = 20) -> Iterator[str]:
+    """A private PgBouncer in front of the shared PostgreSQL; yields its ``postgresql://`` URL."""
+    from urllib.parse import urlsplit
+
+    executable = binary("pgbouncer", "pgbouncer")
+    upstream = urlsplit(require(POSTGRES_URL, "PostgreSQL"))
+    port = free_port(base, base + 40)
+    # pgbouncer refuses to run as root: it drops to nobody, who must read the config.
+    tmp = Path(tempfile.mkdtemp(prefix="authkit-pgbouncer-"))
+    tmp.chmod(0o755)
+    user = upstream.username or "postgres"
+    (tmp / "users.txt").write_text(f'"{user}" ""\n')
+    (tmp / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={upstream.hostname or '127.0.0.1'} port={upstream.port or 5432}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {tmp / 'users.txt'}\n"
+        f"pool_mode = {pool_mode}\ndefault_pool_size = {pool_size}\nmax_client_conn = 500\n"
+        # psycopg/libpq may send these startup parameters; PgBouncer 1.18 refuses unknown ones.
+        "ignore_startup_parameters = extra_float_digits,options\n"
+    )
+    for name in ("users.txt", "pgbouncer.ini"):
+        (tmp / name).chmod(0o644)
+    argv = [executable, *(["-u", "nobody"] if os.geteuid() == 0 else []), str(tmp / "pgbouncer.ini")]
+    servers = Servers()
+    try:
+        servers.start("pgbouncer", argv, port, tmp / "pgbouncer.log")
+        database = upstream.path.lstrip("/") or "test"
+        yield f"postgresql://{user}@127.0.0.1:{port}/{database}"
+    finally:
+        servers.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_shared_bouncer: tuple[str, Any] | None = None
+_shared_mutex = threading.Lock()
+
+
+def pgbouncer_url() -> str:
+    """One transaction-pooling PgBouncer per test process, started on first use, stopped at exit."""
+    global _shared_bouncer
+    with _shared_mutex:
+        if _shared_bouncer is None:
+            manager = pgbouncer()
+            url = manager.__enter__()
+            _shared_bouncer = (url, manager)
+            atexit.register(manager.__exit__, None, None, None)
+        return _shared_bouncer[0]
