@@ -152,7 +152,7 @@ def pgbouncer(base: int = 16950, *, pool_mode: str = "transaction", pool_size: i
 
     executable = binary("pgbouncer", "pgbouncer")
     upstream = urlsplit(require(POSTGRES_URL, "PostgreSQL"))
-    port = free_port(base, base + 40)
+    port = free_port(base, min(base + 40, 17000))  # 16900-16999 is this suite's spare range
     # pgbouncer refuses to run as root: it drops to nobody, who must read the config.
     tmp = Path(tempfile.mkdtemp(prefix="authkit-pgbouncer-"))
     tmp.chmod(0o755)
