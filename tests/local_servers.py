@@ -137,6 +137,31 @@ def redis_sentinel_set(tmp: Path, base: int = 16900, *, down_after_ms: int = 100
         servers.stop_all()
 
 
+def wait_until_ready(servers: SentinelSet, timeout: float = 60.0) -> None:
+    """Poll until the replica is in sync and every sentinel knows the replica and the other two."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    sentinels = [redis.Redis(port=p, socket_timeout=2) for p in servers.sentinel_ports]
+    try:
+        while time.monotonic() < deadline:
+            try:
+                ready = all(
+                    len(s.sentinel_slaves(servers.service)) == 1 and len(s.sentinel_sentinels(servers.service)) == 2
+                    and s.sentinel_slaves(servers.service)[0]["master-link-status"] == "ok"
+                    for s in sentinels
+                )
+            except redis.RedisError:
+                ready = False
+            if ready:
+                return
+            time.sleep(0.2)
+        raise AssertionError("the sentinels never saw the replica and each other")
+    finally:
+        for s in sentinels:
+            s.close()
+
+
 # -- PgBouncer ---------------------------------------------------------------------------
 
 #: What SqlStorage needs behind PgBouncer in transaction pooling mode: no server-side prepared

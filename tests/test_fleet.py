@@ -28,9 +28,8 @@ from authkit.errors import StorageUnavailableError
 from authkit.models import SessionData
 from authkit.salesforce import JwtAuth, RequestBudget, SalesforceClient
 from authkit.testing import FakeSalesforce
-from tests.local_servers import PGBOUNCER_OPTIONS, pgbouncer, redis_sentinel_set
+from tests.local_servers import PGBOUNCER_OPTIONS, pgbouncer, redis_sentinel_set, wait_until_ready
 from tests.services import POSTGRES_URL, require, unique_prefix
-from tests.test_redis_sentinel import _wait_until_ready
 from tests.threads import run_threads
 
 PROCESSES = 4
@@ -103,7 +102,7 @@ def _fleet_worker(urls: dict[str, str], prefixes: dict[str, str], sf: dict[str, 
 def test_fleet_through_a_redis_failover(tmp_path: Path) -> None:
     postgres = require(POSTGRES_URL, "PostgreSQL")
     with redis_sentinel_set(tmp_path, 16920) as servers, pgbouncer(16970) as bouncer, FakeSalesforce() as org:
-        _wait_until_ready(servers)
+        wait_until_ready(servers)
         prefixes = {"sql": unique_prefix("fs"), "tokens": unique_prefix("ft"),
                     "redis": unique_prefix("fr").rstrip("_") + ":"}
         urls = {"bouncer": bouncer, "sentinel": servers.url, "postgres": postgres}

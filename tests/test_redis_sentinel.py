@@ -14,7 +14,7 @@ import redis
 from authkit import open_storage
 from authkit.errors import ConfigurationError, StorageUnavailableError
 from authkit.storage.redis import RedisStorage
-from tests.local_servers import SentinelSet, redis_sentinel_set
+from tests.local_servers import redis_sentinel_set, wait_until_ready
 from tests.services import unique_prefix
 
 
@@ -64,33 +64,10 @@ def test_cluster_and_sentinel_exclude_each_other() -> None:
         open_storage("redis+sentinel://h1/svc", cluster=True)
 
 
-def _wait_until_ready(servers: SentinelSet, timeout: float = 60.0) -> None:
-    """Poll until the replica is in sync and every sentinel knows the replica and the other two."""
-    deadline = time.monotonic() + timeout
-    sentinels = [redis.Redis(port=p, socket_timeout=2) for p in servers.sentinel_ports]
-    try:
-        while time.monotonic() < deadline:
-            try:
-                ready = all(
-                    len(s.sentinel_slaves(servers.service)) == 1 and len(s.sentinel_sentinels(servers.service)) == 2
-                    and s.sentinel_slaves(servers.service)[0]["master-link-status"] == "ok"
-                    for s in sentinels
-                )
-            except redis.RedisError:
-                ready = False
-            if ready:
-                return
-            time.sleep(0.2)
-        raise AssertionError("the sentinels never saw the replica and each other")
-    finally:
-        for s in sentinels:
-            s.close()
-
-
 @pytest.mark.slow
 def test_failover_errors_for_a_bounded_window_then_continues(tmp_path: Path) -> None:
     with redis_sentinel_set(tmp_path) as servers:
-        _wait_until_ready(servers)
+        wait_until_ready(servers)
         storage = open_storage(servers.url, prefix=unique_prefix("sn").rstrip("_") + ":",
                                socket_timeout=1.0, socket_connect_timeout=1.0)
         master = redis.Redis(port=servers.master_port)
