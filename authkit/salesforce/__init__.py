@@ -19,6 +19,7 @@ from authkit.salesforce.auth import (
 )
 
 if TYPE_CHECKING:
+    from authkit.salesforce.budget import RequestBudget
     from authkit.salesforce.bulk import Bulk, BulkJobError, BulkResult
     from authkit.salesforce.client import SalesforceClient
 
@@ -30,13 +31,14 @@ __all__ = [
     "ClientCredentialsAuth",
     "PasswordAuth",
     "SalesforceClient",
+    "RequestBudget",
     "Bulk",
     "BulkResult",
     "BulkJobError",
 ]
 
 # The client is imported on first use, so the auth flows import without it.
-_LAZY = {"SalesforceClient": "authkit.salesforce.client"}
+_LAZY = {"SalesforceClient": "authkit.salesforce.client", "RequestBudget": "authkit.salesforce.budget"}
 _LAZY.update(dict.fromkeys(("Bulk", "BulkResult", "BulkJobError"), "authkit.salesforce.bulk"))
 
 
