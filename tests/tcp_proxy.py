@@ -17,7 +17,8 @@ server after the client sent some on the same connection (a server greeting, suc
 MySQL's, is not a turn; a request split over many packets, or a long answer, is one).
 ``stall()`` stops forwarding in both directions and for new connections without closing
 anything, as a partitioned network or a frozen server looks to a client; ``drop()`` closes
-every open connection, as a restarted server does.
+every open connection, as a restarted server does; ``cut()`` also closes every new one
+until ``restore()``, as a server that is down does.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class TcpProxy:
         self._turns = 0
         self._connections = 0
         self._stalled = threading.Event()
+        self._acted = threading.Condition()
         self._closing = False
         # Each pair maps a socket to its peer and to whether the client spoke last on it.
         self._peers: dict[socket.socket, socket.socket] = {}
@@ -83,21 +85,42 @@ class TcpProxy:
             self._turns = 0
             self._connections = 0
 
+    # Each of these returns once the forwarding thread has acted on it: bytes the client
+    # sends afterwards are already treated the new way.
+
     def stall(self) -> None:
         """Stop forwarding (both ways, old and new connections) without closing anything."""
         self._stalled.set()
-        self._wake()
+        self._settle()
 
     def resume(self) -> None:
         """Forward again what waited, and go on forwarding."""
         self._stalled.clear()
-        self._wake()
+        self._settle()
 
     def drop(self) -> None:
         """Close every open connection (new ones are still accepted), as a server restart does."""
         with self._mutex:
             self._drop_requested = True
-        self._wake()
+        self._settle()
+
+    def cut(self) -> None:
+        """Close every open connection and every new one until ``restore()``: a server that is down."""
+        self._refusing = True
+        self.drop()
+
+    def restore(self) -> None:
+        """Forward new connections again after ``cut()``."""
+        self._refusing = False
+        self._settle()
+
+    def _settle(self) -> None:
+        with self._acted:
+            self._requests += 1
+            wanted = self._requests
+            self._wake()
+            if not self._acted.wait_for(lambda: self._handled >= wanted or self._closing, timeout=30):
+                raise RuntimeError("the proxy thread did not answer")
 
     def close(self) -> None:
         self._closing = True
@@ -118,6 +141,9 @@ class TcpProxy:
     # -- the forwarding thread -----------------------------------------------------------
 
     _drop_requested = False
+    _refusing = False
+    _requests = 0
+    _handled = 0
 
     def _wake(self) -> None:
         try:
@@ -145,6 +171,9 @@ class TcpProxy:
             if drop:
                 for sock in list(self._client_side):
                     self._close_pair(sock, registered=not stalled)
+            with self._acted:
+                self._handled = self._requests
+                self._acted.notify_all()
             for key, _ in self._selector.select():
                 sock = key.fileobj
                 if sock is self._wake_r:
@@ -161,7 +190,9 @@ class TcpProxy:
             return
         with self._mutex:
             self._connections += 1
-        if stalled:
+        if self._refusing:
+            client.close()
+        elif stalled:
             self._pending.append(client)  # accepted by the kernel anyway; nothing reaches the server
         else:
             self._connect(client)

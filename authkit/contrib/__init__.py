@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from authkit.errors import ConfigurationError, StorageError
 from authkit.models import CleanupReport
-from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
+from authkit.storage.base import AuthStorage
 
 if TYPE_CHECKING:
     from authkit.salesforce.auth import AuthSession
@@ -56,7 +56,7 @@ _CLEANUP_LOCK_TTL = 600.0
 def run_cleanup(
     storage: AuthStorage,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     wait: float = 0.0,
     progress: Callable[[CleanupReport], None] | None = None,
 ) -> CleanupReport | None:

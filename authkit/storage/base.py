@@ -21,6 +21,8 @@ from __future__ import annotations
 import abc
 import copy
 import math
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -36,6 +38,14 @@ Clock = Callable[[], datetime]
 
 MAX_ID_LENGTH = 255
 DEFAULT_BATCH_SIZE = 1000
+MAX_LOCK_TTL = 366 * 24 * 3600.0
+# cleanup_expired sizes its batches by time: each statement should take about this long,
+# short enough that writers waiting on the rows it deletes barely notice.
+_CLEANUP_TARGET_SECONDS = 0.02
+_CLEANUP_FIRST_BATCH = 1000
+_CLEANUP_MAX_BATCH = 1_000_000
+# lock(): the wait between attempts doubles from the first to the longest, jittered.
+_LOCK_WAIT_FIRST, _LOCK_WAIT_LONGEST = 0.002, 0.1
 KvValue = bytes | bytearray | memoryview
 
 
@@ -168,7 +178,28 @@ def _check_timeouts(timeout: object, ttl: object) -> tuple[float, float]:
         raise ValueError("timeout must be >= 0")
     if ttl <= 0:
         raise ValueError("ttl must be > 0")
+    if ttl > MAX_LOCK_TTL:
+        raise ValueError("ttl must be at most a year (a lock is renewed while held; see the backend's docs)")
     return float(timeout), float(ttl)
+
+
+def _wait_for(attempt: Callable[[], Any], timeout: float) -> Any:
+    """Call ``attempt`` until it returns something other than ``None``, or ``None`` after ``timeout``.
+
+    ``timeout=0`` tries once.  Waits between attempts grow exponentially with
+    jitter, so many waiters neither poll in lock step nor hammer the server.
+    """
+    deadline = time.monotonic() + timeout
+    wait = _LOCK_WAIT_FIRST
+    while True:
+        result = attempt()
+        if result is not None:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        time.sleep(min(remaining, wait * random.uniform(0.5, 1.5)))
+        wait = min(wait * 2, _LOCK_WAIT_LONGEST)
 
 
 class AuthStorage(abc.ABC):
@@ -302,29 +333,42 @@ class AuthStorage(abc.ABC):
 
     def cleanup_expired(
         self,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         progress: Callable[[CleanupReport], None] | None = None,
     ) -> CleanupReport:
         """Delete expired tokens, sessions and kv entries; return how many of each.
 
-        Works in batches of at most ``batch_size`` records of each kind, each
-        batch its own short transaction, so a cron job never holds a big lock
-        and other writers interleave.  ``progress`` is called after every batch
-        with the running totals.
+        Works in batches, each its own short transaction, so a cron job never
+        holds a big lock and other writers interleave.  Batches are sized by
+        time: they grow while a batch is quick and shrink when it is slow, so
+        each statement takes about 20 ms whatever the database's speed;
+        ``batch_size`` caps the records of each kind per batch.  A record a
+        concurrent write made live again is never deleted.  ``progress`` is
+        called after every batch with the running totals.
         """
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
-            raise TypeError("batch_size must be an int")
-        if batch_size <= 0:
-            raise ValueError("batch_size must be > 0")
+        if batch_size is None:
+            cap = _CLEANUP_MAX_BATCH
+        else:
+            if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+                raise TypeError("batch_size must be an int or None")
+            if batch_size <= 0:
+                raise ValueError("batch_size must be > 0")
+            cap = min(batch_size, _CLEANUP_MAX_BATCH)
         now = self.now()
         total = CleanupReport()
+        limit = min(cap, _CLEANUP_FIRST_BATCH)
         while True:
-            batch = self._cleanup_batch(now, batch_size)
+            started = time.perf_counter()
+            batch = self._cleanup_batch(now, limit)
+            elapsed = time.perf_counter() - started
             total += batch
             if progress is not None:
                 progress(total)
-            if max(batch.tokens, batch.sessions, batch.kv) < batch_size:
+            if max(batch.tokens, batch.sessions, batch.kv) < limit:
                 return total
+            # Aim the next batch at the target time, changing by at most 2x a step.
+            scale = _CLEANUP_TARGET_SECONDS / elapsed if elapsed > 0 else 2.0
+            limit = max(1, min(cap, int(limit * min(2.0, max(0.5, scale)))))
 
     def stats(self) -> dict[str, int]:
         """Record counts: ``tokens``/``sessions``/``kv``, each ``_live`` and ``_expired``.
@@ -362,12 +406,19 @@ class AuthStorage(abc.ABC):
 
         Waits at most ``timeout`` seconds (``0`` tries once), then raises
         :class:`TimeoutError`.  A holder that dies without releasing loses the
-        lock after ``ttl`` seconds.  Not re-entrant.
+        lock after ``ttl`` seconds.  Not re-entrant.  The body may use the
+        storage freely: holding a lock keeps no connection busy.  What a lock
+        guarantees across a server restart depends on the backend (see its docs).
         """
         check_id(name, "name")
         timeout_s, ttl_s = _check_timeouts(timeout, ttl)
-        with self._lock(name, timeout_s, ttl_s):
+        handle = _wait_for(lambda: self._try_lock(name, ttl_s), timeout_s)
+        if handle is None:
+            raise TimeoutError(f"lock {name!r} is held by another holder")
+        try:
             yield
+        finally:
+            self._release_lock(name, handle)
 
     def close(self) -> None:  # noqa: B027 - a backend with nothing to release needs no override
         """Release connections; the storage must not be used afterwards."""
@@ -443,7 +494,11 @@ class AuthStorage(abc.ABC):
 
     @abc.abstractmethod
     def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
-        """Delete up to ``limit`` expired records of each kind, in one short transaction."""
+        """Delete up to ``limit`` expired records of each kind, each kind in one short statement.
+
+        The deleting statement itself tests expiry, so a record made live by a
+        concurrent write is never deleted.
+        """
 
     @abc.abstractmethod
     def _stats(self, now: datetime) -> dict[str, int]:
@@ -459,8 +514,16 @@ class AuthStorage(abc.ABC):
         """Like :meth:`_token_id_page`, for sessions."""
 
     @abc.abstractmethod
-    def _lock(self, name: str, timeout: float, ttl: float) -> Any:
-        """A context manager holding the lock; raises ``TimeoutError``."""
+    def _try_lock(self, name: str, ttl: float) -> Any:
+        """Take the lock if it is free (or its holder's ``ttl`` ran out), without waiting.
+
+        Returns a handle for :meth:`_release_lock` (anything but ``None``), or
+        ``None`` when someone else holds it.  The base class does the waiting.
+        """
+
+    @abc.abstractmethod
+    def _release_lock(self, name: str, handle: Any) -> None:
+        """Release the lock taken as ``handle``, only if it is still ours."""
 
 
 def _as_list(items: object, name: str) -> list[Any]:

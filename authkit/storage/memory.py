@@ -10,8 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime
 
 from authkit.errors import NotFoundError
@@ -50,7 +49,6 @@ class MemoryStorage(AuthStorage):
         self._sessions_by_user: dict[str, set[str]] = {}
         self._kv: dict[str, tuple[bytes, datetime | None]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
-        self._lock_released = threading.Condition(self._mutex)
 
     def __repr__(self) -> str:
         return "MemoryStorage()"
@@ -206,26 +204,18 @@ class MemoryStorage(AuthStorage):
         with self._mutex:
             return _id_page(self._sessions, cursor, limit)
 
-    @contextmanager
-    def _lock(self, name: str, timeout: float, ttl: float) -> Iterator[None]:
+    def _try_lock(self, name: str, ttl: float) -> str | None:
         owner = uuid.uuid4().hex
-        deadline = time.monotonic() + timeout
-        with self._lock_released:
-            while True:
-                now = time.monotonic()
-                held = self._locks.get(name)
-                if held is None or held[1] <= now:
-                    self._locks[name] = (owner, now + ttl)
-                    break
-                remaining = deadline - now
-                if remaining <= 0:
-                    raise TimeoutError(f"lock {name!r} is held by another holder")
-                self._lock_released.wait(min(remaining, held[1] - now))
-        try:
-            yield
-        finally:
-            with self._lock_released:
-                held = self._locks.get(name)
-                if held is not None and held[0] == owner:
-                    del self._locks[name]
-                self._lock_released.notify_all()
+        with self._mutex:
+            now = time.monotonic()
+            held = self._locks.get(name)
+            if held is not None and held[1] > now:
+                return None
+            self._locks[name] = (owner, now + ttl)
+            return owner
+
+    def _release_lock(self, name: str, handle: object) -> None:
+        with self._mutex:
+            held = self._locks.get(name)
+            if held is not None and held[0] == handle:
+                del self._locks[name]

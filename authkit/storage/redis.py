@@ -39,12 +39,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import struct
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any
@@ -781,27 +777,14 @@ class RedisStorage(AuthStorage):
     def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         return self._id_page(self._si, cursor, limit)
 
-    @contextmanager
-    def _lock(self, name: str, timeout: float, ttl: float) -> Iterator[None]:
-        key = self._key(b"lock:", name)
+    def _try_lock(self, name: str, ttl: float) -> bytes | None:
         holder = uuid.uuid4().hex.encode()
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            with self._errors:
-                if self._client.set(key, holder, nx=True, px=int(_ms(ttl))):
-                    break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"lock {name!r} is held by another holder")
-            # Jittered exponential backoff: waiters do not poll in lock step.
-            time.sleep(min(remaining, delay * (0.5 + random.random())))
-            delay = min(delay * 2, 0.1)
-        try:
-            yield
-        finally:
-            with self._errors:
-                # Compare-and-delete: a holder whose ttl ran out must not free
-                # the lock someone else holds now.
-                self._release_lua(keys=[key], args=[holder])
+        with self._errors:
+            taken = self._client.set(self._key(b"lock:", name), holder, nx=True, px=int(_ms(ttl)))
+        return holder if taken else None
 
+    def _release_lock(self, name: str, handle: Any) -> None:
+        with self._errors:
+            # Compare-and-delete: a holder whose ttl ran out must not free
+            # the lock someone else holds now.
+            self._release_lua(keys=[self._key(b"lock:", name)], args=[handle])

@@ -92,5 +92,8 @@ class WrappingStorage(AuthStorage):
     def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         return self._inner._session_id_page(cursor, limit)
 
-    def _lock(self, name: str, timeout: float, ttl: float) -> Any:
-        return self._inner._lock(name, timeout, ttl)
+    def _try_lock(self, name: str, ttl: float) -> Any:
+        return self._inner._try_lock(name, ttl)
+
+    def _release_lock(self, name: str, handle: Any) -> None:
+        self._inner._release_lock(name, handle)
