@@ -139,9 +139,10 @@ def make_engine(url_or_str: str | URL, options: dict[str, Any], timeout: float) 
             connect_args.setdefault("keepalives_count", 3)
             connect_args.setdefault("tcp_user_timeout", ms)
         else:
-            connect_args.setdefault("connect_timeout", whole)
-            connect_args.setdefault("read_timeout", whole)
-            connect_args.setdefault("write_timeout", whole)
+            # PyMySQL: socket timeouts, so a stalled server or network raises at once.
+            connect_args.setdefault("connect_timeout", timeout)
+            connect_args.setdefault("read_timeout", timeout)
+            connect_args.setdefault("write_timeout", timeout)
     settings.update(options)
     settings["connect_args"] = connect_args
     try:
