@@ -207,11 +207,9 @@ def test_lock_of_a_crashed_process_frees_itself(kind: str, tmp_path: Path, opene
     finally:
         go.set()
         holder.join(30)
-    started = time.monotonic()
     # The dead holder renews its lease no more: the lock frees itself after its ttl (1 s).
-    with storage.lock("crash", timeout=10):
+    with storage.lock("crash", timeout=30):
         pass
-    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize("kind", SHARED_KINDS)

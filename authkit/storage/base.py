@@ -38,10 +38,11 @@ Clock = Callable[[], datetime]
 
 MAX_ID_LENGTH = 255
 DEFAULT_BATCH_SIZE = 1000
+CLEANUP_KINDS = ("tokens", "sessions", "kv")
 MAX_LOCK_TTL = 366 * 24 * 3600.0
 # cleanup_expired sizes its batches by time: each statement should take about this long,
 # short enough that writers waiting on the rows it deletes barely notice.
-_CLEANUP_TARGET_SECONDS = 0.02
+_CLEANUP_TARGET_SECONDS = 0.025
 _CLEANUP_FIRST_BATCH = 1000
 _CLEANUP_MAX_BATCH = 1_000_000
 # lock(): the wait between attempts doubles from the first to the longest, jittered.
@@ -357,14 +358,17 @@ class AuthStorage(abc.ABC):
         now = self.now()
         total = CleanupReport()
         limit = min(cap, _CLEANUP_FIRST_BATCH)
+        kinds: tuple[str, ...] = CLEANUP_KINDS
         while True:
             started = time.perf_counter()
-            batch = self._cleanup_batch(now, limit)
+            batch = self._cleanup_batch(now, limit, kinds)
             elapsed = time.perf_counter() - started
             total += batch
             if progress is not None:
                 progress(total)
-            if max(batch.tokens, batch.sessions, batch.kv) < limit:
+            # A kind with fewer than `limit` expired records left is done (`now` stays put).
+            kinds = tuple(kind for kind in kinds if getattr(batch, kind) >= limit)
+            if not kinds:
                 return total
             # Aim the next batch at the target time, changing by at most 2x a step.
             scale = _CLEANUP_TARGET_SECONDS / elapsed if elapsed > 0 else 2.0
@@ -493,11 +497,12 @@ class AuthStorage(abc.ABC):
         """Live keys starting with ``prefix`` literally, in any order."""
 
     @abc.abstractmethod
-    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
-        """Delete up to ``limit`` expired records of each kind, each kind in one short statement.
+    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
+        """Delete up to ``limit`` expired records of each of ``kinds``, each kind in one short step.
 
-        The deleting statement itself tests expiry, so a record made live by a
-        concurrent write is never deleted.
+        ``kinds`` names those still worth a statement ("tokens", "sessions", "kv");
+        a backend may clean the others too.  The deleting statement itself tests
+        expiry, so a record made live by a concurrent write is never deleted.
         """
 
     @abc.abstractmethod

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 from authkit.errors import ConfigurationError, NotFoundError, StorageError
 from authkit.models import AuthToken, CleanupReport, SessionData
-from authkit.storage.base import AuthStorage, Clock
+from authkit.storage.base import CLEANUP_KINDS, AuthStorage, Clock
 
 try:
     import sqlalchemy as sa
@@ -441,11 +441,17 @@ class SqlStorage(AuthStorage):
                 # The expiry test is repeated in the DELETE itself: a row a concurrent
                 # write made live again after the sub-select picked it is re-checked
                 # (PostgreSQL re-evaluates the WHERE on the newest row version) and kept.
-                self._sql_cleanup[name] = (
-                    f"DELETE FROM {t} WHERE {key} IN "  # noqa: S608
-                    f"(SELECT {key} FROM {t} WHERE {exp} <= {now_p} ORDER BY {exp} LIMIT {limit_p}) "
-                    f"AND {exp} <= {now_p}"
-                )
+                if self._is_postgresql:
+                    # The picked rows' physical addresses: a TID scan fetches each directly
+                    # ("pk IN (...)" would hash-join against every expired row, each batch
+                    # again).  A row updated meanwhile has a new address and a new expiry:
+                    # the re-check of both on its newest version keeps it.
+                    pick = f"SELECT ctid FROM {t} WHERE {exp} <= {now_p} ORDER BY {exp} LIMIT {limit_p}"  # noqa: S608
+                    where = f"ctid = ANY(ARRAY({pick}))"
+                else:
+                    pick = f"SELECT {key} FROM {t} WHERE {exp} <= {now_p} ORDER BY {exp} LIMIT {limit_p}"  # noqa: S608
+                    where = f"{key} IN ({pick})"
+                self._sql_cleanup[name] = f"DELETE FROM {t} WHERE {where} AND {exp} <= {now_p}"  # noqa: S608
             self._sql_stats[name] = sql(
                 sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((expired, one), else_=zero)), zero))
                 .select_from(table)
@@ -735,10 +741,10 @@ class SqlStorage(AuthStorage):
 
     # -- maintenance ----------------------------------------------------------------
 
-    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
         params = {"now": _micros(now), "limit": limit}
-        counts: dict[str, int] = {}
-        for name in ("tokens", "sessions", "kv"):
+        counts = dict.fromkeys(CLEANUP_KINDS, 0)
+        for name in kinds:
             # One table per statement, each its own (autocommitted) transaction:
             # every lock it takes is released before the next statement starts.  The
             # statement tests expiry itself, so running it again is harmless.

@@ -8,11 +8,12 @@ Time is ``inner``'s clock, and ``close()`` closes ``inner``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from authkit.models import AuthToken, CleanupReport, SessionData
-from authkit.storage.base import AuthStorage
+from authkit.storage.base import CLEANUP_KINDS, AuthStorage
 
 __all__ = ["WrappingStorage"]
 
@@ -80,8 +81,8 @@ class WrappingStorage(AuthStorage):
     def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
         return self._inner._list_kv_keys(prefix, now)
 
-    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
-        return self._inner._cleanup_batch(now, limit)
+    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
+        return self._inner._cleanup_batch(now, limit, kinds)
 
     def _stats(self, now: datetime) -> dict[str, int]:
         return self._inner._stats(now)
