@@ -394,5 +394,6 @@ def test_a_deadlock_on_the_write_path_is_retried(kind: str, opened: Callable[...
     finally:
         thread.join(60)
         engine.dispose()
-    assert errors == [] and len(attempts) == 2
+    # Retried (a retry may deadlock again, with the other transaction still running), never raised.
+    assert errors == [] and len(attempts) >= 2
     assert storage.get_kv("a") == b"mine" and storage.get_kv("b") == b"mine"
