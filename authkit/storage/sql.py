@@ -101,6 +101,11 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _rowcount(cursor: Any, sql: str, params: dict[str, Any]) -> int:
+    cursor.execute(sql, params)
+    return int(cursor.rowcount)
+
+
 def _next_prefix(prefix: str) -> str | None:
     """The smallest string above every string that starts with ``prefix`` (code-point order)."""
     chars = list(prefix)
@@ -615,11 +620,8 @@ class SqlStorage(AuthStorage):
         return self._run(work)
 
     def _execute(self, sql: str, params: dict[str, Any]) -> int:
-        def work(cursor: Any) -> int:
-            cursor.execute(sql, params)
-            return int(cursor.rowcount)
-
-        return self._run(work)
+        """Run one idempotent statement; its rowcount."""
+        return self._run(lambda cursor: _rowcount(cursor, sql, params))
 
     def _get_token(self, token_id: str) -> AuthToken | None:
         row = self._fetchone(self._sql_get_token, {"id": token_id})
@@ -716,9 +718,9 @@ class SqlStorage(AuthStorage):
     def _write_unless_live(self, sql: str, params: dict[str, Any]) -> bool:
         """Run an insert-unless-live statement: did it write?"""
         try:
-            with self._cursor() as cursor:
-                cursor.execute(sql, params)
-                return int(cursor.rowcount) > 0
+            # Not idempotent: run again after a lost connection, a write that did land
+            # would answer False.  A deadlock rolled it back, so that is retried.
+            return self._run(lambda cursor: _rowcount(cursor, sql, params) > 0, idempotent=False)
         except StorageError as exc:
             if self._primitives.mysql and self._is_integrity_error(exc):
                 return False  # MySQL's guard refused: a live row stands
@@ -733,31 +735,27 @@ class SqlStorage(AuthStorage):
         params = self._session_params(session)
         params["id"] = params.pop("session_id")
         params["now"] = _micros(now)
-        with self._cursor() as cursor:
-            cursor.execute(self._primitives.replace_session, params)
-            return int(cursor.rowcount) > 0
+        return self._execute(self._primitives.replace_session, params) > 0
 
     def _touch_session(
         self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
     ) -> bool:
         params = {"id": session_id, "expires_at": _optional_micros(expires_at),
                   "last_activity": _micros(last_activity), "now": _micros(now)}
-        with self._cursor() as cursor:
-            cursor.execute(self._primitives.touch_session, params)
-            return int(cursor.rowcount) > 0
+        return self._execute(self._primitives.touch_session, params) > 0
 
     def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
-        with self._cursor() as cursor:
-            if keep is None:
-                cursor.execute(self._primitives.delete_user_sessions, {"user": user_id})
-            else:
-                cursor.execute(self._primitives.delete_user_sessions_keep, {"user": user_id, "keep": keep})
-            return max(int(cursor.rowcount), 0)
+        if keep is None:
+            sql, params = self._primitives.delete_user_sessions, {"user": user_id}
+        else:
+            sql, params = self._primitives.delete_user_sessions_keep, {"user": user_id, "keep": keep}
+        # Not idempotent as to the count it returns: no re-run after a lost connection.
+        return max(self._run(lambda cursor: _rowcount(cursor, sql, params), idempotent=False), 0)
 
     def _delete_user_tokens(self, user_id: str) -> int:
-        with self._cursor() as cursor:
-            cursor.execute(self._primitives.delete_user_tokens, {"user": user_id})
-            return max(int(cursor.rowcount), 0)
+        params = {"user": user_id}
+        return max(self._run(lambda cursor: _rowcount(cursor, self._primitives.delete_user_tokens, params),
+                             idempotent=False), 0)
 
     def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
         params = {"name": key, "value": value, "expires_at": _optional_micros(expires_at), "now": _micros(now)}
@@ -766,11 +764,14 @@ class SqlStorage(AuthStorage):
         # Too big for one MySQL packet: the first piece decides, in a transaction
         # with the rest, so no reader ever sees a partial value.
         params["value"] = value[:_MYSQL_CHUNK]
+
+        def work(cursor: Any) -> None:
+            cursor.execute(self._primitives.add_kv, params)
+            for start in range(_MYSQL_CHUNK, len(value), _MYSQL_CHUNK):
+                cursor.execute(self._sql_append_kv, {"id": key, "chunk": value[start:start + _MYSQL_CHUNK]})
+
         try:
-            with self._cursor(transaction=True) as cursor:
-                cursor.execute(self._primitives.add_kv, params)
-                for start in range(_MYSQL_CHUNK, len(value), _MYSQL_CHUNK):
-                    cursor.execute(self._sql_append_kv, {"id": key, "chunk": value[start:start + _MYSQL_CHUNK]})
+            self._run(work, transaction=True, idempotent=False)
             return True
         except StorageError as exc:
             if self._is_integrity_error(exc):
@@ -781,17 +782,25 @@ class SqlStorage(AuthStorage):
         low, high = counter_bounds(amount)
         params = {"name": key, "value": format_counter(amount), "expires_at": _optional_micros(expires_at),
                   "now": _micros(now), "amount": amount, "lo": low, "hi": high}
+
+        def work(cursor: Any) -> tuple[Any, ...] | int | None:
+            cursor.execute(self._primitives.incr_kv, params)
+            if self._primitives.mysql:
+                # LAST_INSERT_ID(total) arrives as lastrowid, unsigned.  A plain insert sets
+                # none (0): the counter is then `amount`; a changed row (2) always sets it.
+                reported = int(cursor.lastrowid or 0)
+                if reported == 0 and int(cursor.rowcount) != 2:
+                    return amount
+                return reported - 2**64 if reported > INT64_MAX else reported
+            row: tuple[Any, ...] | None = cursor.fetchone()
+            return row
+
         try:
-            with self._cursor() as cursor:
-                cursor.execute(self._primitives.incr_kv, params)
-                if self._primitives.mysql:
-                    # LAST_INSERT_ID(total) arrives as lastrowid, unsigned.  A plain insert sets
-                    # none (0): the counter is then `amount`; a changed row (2) always sets it.
-                    reported = int(cursor.lastrowid or 0)
-                    if reported == 0 and int(cursor.rowcount) != 2:
-                        return amount
-                    return reported - 2**64 if reported > INT64_MAX else reported
-                row = cursor.fetchone()
+            # Never re-run after a lost connection: the first addition may have landed.
+            result = self._run(work, idempotent=False)
+            if isinstance(result, int):
+                return result
+            row = result
         except StorageError as exc:
             if self._primitives.mysql and self._is_integrity_error(exc):
                 raise counter_overflow(key, amount) from None
@@ -801,10 +810,8 @@ class SqlStorage(AuthStorage):
         return int(bytes(row[0]))
 
     def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
-        with self._cursor() as cursor:
-            cursor.execute(self._primitives.touch_kv,
-                           {"id": key, "expires_at": _optional_micros(expires_at), "now": _micros(now)})
-            return int(cursor.rowcount) > 0
+        params = {"id": key, "expires_at": _optional_micros(expires_at), "now": _micros(now)}
+        return self._execute(self._primitives.touch_kv, params) > 0
 
     # -- maintenance ----------------------------------------------------------------
 
