@@ -11,8 +11,14 @@ one; a deadlock or serialization failure is retried (the server rolled the
 work back); everything else leaves as an ``authkit.errors`` exception with the
 driver's as ``__cause__``.
 
-    runner = Runner(engine, owns_engine=True, label="PostgreSQL at db:5432/app", ...)
-    rows = runner.run(lambda cursor: (cursor.execute(sql, params), cursor.fetchall())[1])
+    engine, in_memory = make_engine("postgresql://app@db/app", {}, timeout=30)
+    runner = Runner(engine, owns_engine=True, in_memory=in_memory, label="PostgreSQL at db/app")
+
+    def work(cursor):
+        cursor.execute("DELETE FROM t WHERE expires_at <= %(now)s", {"now": now})
+        return cursor.rowcount
+
+    deleted = runner.run(work)                  # retried on a deadlock, or once on a dead connection
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from sqlalchemy.pool import StaticPool
 from authkit.errors import ConfigurationError, StorageError, StorageUnavailableError
 from authkit.storage._sql_schema import MYSQL_DIALECTS
 
-__all__ = ["DEFAULT_TIMEOUT", "Runner", "check_dialect", "describe", "install_connect_hooks", "make_engine"]
+__all__ = ["DEFAULT_TIMEOUT", "Runner", "check_dialect", "check_timeout", "describe", "install_connect_hooks",
+           "make_engine"]
 
 T = TypeVar("T")
 
@@ -132,7 +139,8 @@ def make_engine(url_or_str: str | URL, options: dict[str, Any], timeout: float) 
             # the timeout; keepalives and tcp_user_timeout notice a peer that vanished.
             ms = int(timeout * 1000)
             server_options = f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"
-            connect_args["options"] = (connect_args.get("options", "") + " " + server_options).strip()
+            # Yours come last: a later "-c" wins, so options you pass override these.
+            connect_args["options"] = (server_options + " " + connect_args.get("options", "")).strip()
             connect_args.setdefault("keepalives", 1)
             connect_args.setdefault("keepalives_idle", max(1, whole // 3))
             connect_args.setdefault("keepalives_interval", max(1, whole // 9))

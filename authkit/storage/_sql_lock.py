@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +56,6 @@ class Lease:
     expires_at: int
     renew_at: float  # time.monotonic() of the next renewal
     lost: bool = False
-    thread: int = field(default_factory=threading.get_ident)
 
 
 def lost_lock_error(lease: Lease) -> StorageError:
