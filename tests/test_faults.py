@@ -248,6 +248,26 @@ def test_64_threads_each_holding_a_lock_use_the_storage_inside_it(
     assert len(storage.list_kv_keys("k")) == count
 
 
+def test_64_threads_each_holding_a_lock_use_redis_inside_it() -> None:
+    prefix = unique_prefix("rl").rstrip("_") + ":"
+    storage = RedisStorage.from_url(require(REDIS_URL, "Redis"), prefix=prefix)  # redis-py's default pool
+    count = 64
+    all_holding = threading.Barrier(count)
+
+    def worker(n: int) -> None:
+        with storage.lock(f"own-{n}", timeout=60):
+            all_holding.wait(60)
+            storage.store_kv(f"k{n}", str(n).encode())
+            assert storage.get_kv(f"k{n}") == str(n).encode()
+
+    try:
+        run_threads(worker, count)
+        assert len(storage.list_kv_keys("k")) == count
+    finally:
+        drop_redis_keys(storage._client, prefix)
+        storage.close()
+
+
 # -- cleanup racing writers --------------------------------------------------------------------
 
 
