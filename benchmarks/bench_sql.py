@@ -59,6 +59,9 @@ def _persistent_raw(storage: SqlStorage) -> Any:
     url = storage.engine.url
     if url.get_backend_name() == "sqlite":
         connection = sqlite3.connect(url.database or ":memory:", check_same_thread=False, isolation_level=None)
+        # The settings authkit's connections get (see _sql_engine.install_connect_hooks).
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute(f"PRAGMA mmap_size = {256 * 1024 * 1024}")
         return connection
     if url.get_backend_name() == "postgresql":
         import psycopg

@@ -216,14 +216,11 @@ def test_pool_exhaustion_is_a_storage_error_that_says_what_to_size(
 ) -> None:
     storage = opened(server_url(kind), pool_size=1, max_overflow=0, pool_timeout=0.2)
     storage.store_kv("k", b"v")
-    held = storage.engine.raw_connection()  # the pool's only connection, busy elsewhere
-    try:
+    with storage._cursor():  # the pool's only connection, busy with another call
         with pytest.raises(StorageError) as info:
             storage.get_kv("k")
-        assert type(info.value) is StorageError  # not StorageUnavailableError: the server is fine
-        assert "pool_size" in str(info.value) and "max_overflow" in str(info.value)
-    finally:
-        held.close()
+    assert type(info.value) is StorageError  # not StorageUnavailableError: the server is fine
+    assert "pool_size" in str(info.value) and "max_overflow" in str(info.value)
     assert storage.get_kv("k") == b"v"
 
 

@@ -264,10 +264,22 @@ class Runner:
         self.serial: AbstractContextManager[Any] = threading.RLock() if in_memory else nullcontext()
         self.direct: _DirectConnection | None = None
         self.before_call: Callable[[], None] | None = None  # e.g. the lock guard; raises to refuse
+        self.borrowed = not owns_engine and not in_memory
+        # Connections between calls, still checked out of SQLAlchemy's pool (see _checkin):
+        # at most the pool's steady size, each replaced after the pool's recycle time.
+        self._idle: list[tuple[Any, float]] = []
+        pool: Any = engine.pool
+        self._keep = pool.size() if hasattr(pool, "size") and not self.borrowed else 0
+        recycle = getattr(pool, "_recycle", -1)
+        self._recycle = float(recycle) if recycle and recycle > 0 else float("inf")
         if in_memory:
             fairy = engine.raw_connection()
             self.direct = _DirectConnection(fairy.dbapi_connection)
             fairy.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._drain()
 
     def after_fork(self) -> None:
         # The child must not talk on the parent's sockets: forget them without
@@ -275,6 +287,7 @@ class Runner:
         # in-memory SQLite database is the connection itself, so it is kept: the
         # child has its own copy of the memory.
         if self.direct is None:
+            self._drain(close=False)
             self.engine.dispose(close=False)
         else:
             self.serial = threading.RLock()
@@ -293,8 +306,7 @@ class Runner:
         reconnected = False
         while True:
             try:
-                with self.cursor(transaction) as cursor:
-                    return work(cursor)
+                return self._attempt(work, transaction)
             except StorageError as exc:
                 cause = exc.__cause__
                 if cause is not None and self._is_conflict(cause) and conflicts < _CONFLICT_ATTEMPTS - 1:
@@ -305,6 +317,32 @@ class Runner:
                     reconnected = True
                     continue
                 raise
+
+    def _attempt(self, work: Callable[[Any], T], transaction: bool) -> T:
+        # The hot path of every call: written out, not through the cursor() generator.
+        if self.closed:
+            raise StorageError("the storage is closed")
+        if self.before_call is not None:
+            self.before_call()
+        with self.serial:
+            connection = self._checkout()
+            cursor: Any = None
+            began = False
+            try:
+                if self.borrowed:
+                    self._autocommit(connection)
+                cursor = connection.cursor()
+                if transaction:
+                    cursor.execute(self.begin)
+                    began = True
+                result = work(cursor)
+                if began:
+                    cursor.execute("COMMIT")
+                return result
+            except BaseException as exc:
+                raise self._failed(exc, connection, cursor, began) from exc
+            finally:
+                self._checkin(connection, cursor)
 
     @contextmanager
     def cursor(self, transaction: bool = False) -> Iterator[Any]:
@@ -319,20 +357,12 @@ class Runner:
         if self.before_call is not None:
             self.before_call()
         with self.serial:
-            try:
-                connection = self.direct or self.engine.raw_connection()
-            except Exception as exc:
-                raise self.error(exc, connecting=True) from exc
+            connection = self._checkout()
             cursor: Any = None
             began = False
-            borrowed = not self.owns_engine and self.direct is None
             try:
-                if borrowed:
-                    # Someone else's engine: its connections are not in autocommit
-                    # mode, which the statements here rely on; switch for this use.
-                    dbapi_connection = connection.dbapi_connection
-                    assert dbapi_connection is not None
-                    self.engine.dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
+                if self.borrowed:
+                    self._autocommit(connection)
                 cursor = connection.cursor()
                 if transaction:
                     cursor.execute(self.begin)
@@ -341,37 +371,87 @@ class Runner:
                 if began:
                     cursor.execute("COMMIT")
             except BaseException as exc:
-                disconnected = isinstance(exc, ConnectionLost) or self.is_disconnect(
-                    exc, connection.dbapi_connection, cursor
-                )
-                if began and not disconnected:
-                    try:
-                        cursor.execute("ROLLBACK")
-                    except Exception:
-                        disconnected = True
-                if disconnected:
-                    self._invalidate(connection, exc)
-                driver_error = self.dbapi is not None and isinstance(exc, self.dbapi.Error)
-                if isinstance(exc, sa_exc.SQLAlchemyError) or driver_error:
-                    error = self.error(exc, connecting=False, disconnected=disconnected)
-                    if disconnected and not self._timed_out(exc) and not isinstance(exc, ConnectionLost):
-                        # Most likely a stale connection: the server restarted or dropped
-                        # it while it sat in the pool.
-                        error = _StaleConnectionError(str(error))
-                    raise error from exc
-                raise
+                raise self._failed(exc, connection, cursor, began) from exc
             finally:
-                if cursor is not None:
-                    try:
-                        cursor.close()
-                    except Exception:  # noqa: S110 - the connection is going back or away anyway
-                        pass
-                if borrowed and connection.dbapi_connection is not None:
-                    try:
-                        self.engine.dialect.reset_isolation_level(connection.dbapi_connection)
-                    except Exception:
-                        connection.invalidate()
+                self._checkin(connection, cursor)
+
+    # -- connections --------------------------------------------------------------
+
+    def _checkout(self) -> Any:
+        if self.direct is not None:
+            return self.direct
+        idle = self._idle
+        while idle:
+            try:
+                connection, born = idle.pop()
+            except IndexError:  # another thread took the last one
+                break
+            if time.monotonic() - born < self._recycle:
+                return connection
+            connection.close()  # old: back to SQLAlchemy's pool, which replaces it
+        try:
+            connection = self.engine.raw_connection()
+        except Exception as exc:
+            raise self.error(exc, connecting=True) from exc
+        connection.info["authkit_born"] = time.monotonic()  # SQLAlchemy checked its age just now
+        return connection
+
+    def _checkin(self, connection: Any, cursor: Any) -> None:
+        if cursor is not None:
+            try:
+                cursor.close()
+            except Exception:  # noqa: S110 - the connection is going back or away anyway
+                pass
+        if connection is self.direct:
+            return
+        if self.borrowed:
+            if connection.dbapi_connection is not None:
+                try:
+                    self.engine.dialect.reset_isolation_level(connection.dbapi_connection)
+                except Exception:
+                    connection.invalidate()
+            connection.close()
+        elif connection.dbapi_connection is not None and len(self._idle) < self._keep:
+            # Kept checked out, in a list of our own: SQLAlchemy's checkout and checkin
+            # cost more than a short query (tens of microseconds per call).  SQLAlchemy's
+            # pool still bounds how many exist (pool_size + max_overflow).
+            self._idle.append((connection, connection.info["authkit_born"]))
+        else:
+            connection.close()
+
+    def _drain(self, *, close: bool = True) -> None:
+        """Give every idle connection back to SQLAlchemy's pool (or, after a fork, forget them)."""
+        idle, self._idle = self._idle, []
+        if close:
+            for connection, _ in idle:
                 connection.close()
+
+    def _autocommit(self, connection: Any) -> None:
+        # Someone else's engine: its connections are not in autocommit mode, which the
+        # statements here rely on; switch for this use.
+        dbapi_connection = connection.dbapi_connection
+        assert dbapi_connection is not None
+        self.engine.dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
+
+    def _failed(self, exc: BaseException, connection: Any, cursor: Any, began: bool) -> BaseException:
+        """The exception to raise for ``exc``; a connection that broke is invalidated."""
+        disconnected = isinstance(exc, ConnectionLost) or self.is_disconnect(exc, connection.dbapi_connection, cursor)
+        if began and not disconnected:
+            try:
+                cursor.execute("ROLLBACK")
+            except Exception:
+                disconnected = True
+        if disconnected:
+            self._invalidate(connection, exc)
+        driver_error = self.dbapi is not None and isinstance(exc, self.dbapi.Error)
+        if not (isinstance(exc, sa_exc.SQLAlchemyError) or driver_error):
+            return exc
+        error = self.error(exc, connecting=False, disconnected=disconnected)
+        if disconnected and not self._timed_out(exc) and not isinstance(exc, ConnectionLost):
+            # Most likely a stale connection: the server restarted or dropped it while
+            # it sat in the pool.
+            error = _StaleConnectionError(str(error))
+        return error
 
     def _invalidate(self, connection: Any, exc: BaseException) -> None:
         if self.direct is not None:
@@ -384,6 +464,7 @@ class Runner:
             pool._invalidate(connection, exc if isinstance(exc, Exception) else None)
         except AttributeError:  # pragma: no cover - a pool without SQLAlchemy's private hook
             connection.invalidate(exc if isinstance(exc, Exception) else None)
+        self._drain()  # the idle ones are as old: SQLAlchemy replaces them at their next checkout
 
     # -- errors -------------------------------------------------------------------
 

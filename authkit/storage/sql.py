@@ -227,7 +227,7 @@ class SqlStorage(AuthStorage):
 
     def close(self) -> None:
         """Close the pool's connections (only those of an engine this storage created)."""
-        self._runner.closed = True
+        self._runner.close()
         self._leases.close()
         _LIVE.discard(self)
         if self._owns_engine:
