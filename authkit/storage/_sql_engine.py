@@ -279,7 +279,7 @@ class Runner:
 
     def close(self) -> None:
         self.closed = True
-        self._drain()
+        self.drain()
 
     def after_fork(self) -> None:
         # The child must not talk on the parent's sockets: forget them without
@@ -287,7 +287,7 @@ class Runner:
         # in-memory SQLite database is the connection itself, so it is kept: the
         # child has its own copy of the memory.
         if self.direct is None:
-            self._drain(close=False)
+            self.drain(close=False)
             self.engine.dispose(close=False)
         else:
             self.serial = threading.RLock()
@@ -419,7 +419,7 @@ class Runner:
         else:
             connection.close()
 
-    def _drain(self, *, close: bool = True) -> None:
+    def drain(self, *, close: bool = True) -> None:
         """Give every idle connection back to SQLAlchemy's pool (or, after a fork, forget them)."""
         idle, self._idle = self._idle, []
         if close:
@@ -464,7 +464,7 @@ class Runner:
             pool._invalidate(connection, exc if isinstance(exc, Exception) else None)
         except AttributeError:  # pragma: no cover - a pool without SQLAlchemy's private hook
             connection.invalidate(exc if isinstance(exc, Exception) else None)
-        self._drain()  # the idle ones are as old: SQLAlchemy replaces them at their next checkout
+        self.drain()  # the idle ones are as old: SQLAlchemy replaces them at their next checkout
 
     # -- errors -------------------------------------------------------------------
 

@@ -312,6 +312,7 @@ class SqlStorage(AuthStorage):
 
     def drop_schema(self) -> None:
         """Drop this prefix's tables and everything in them (tests, uninstall)."""
+        self._runner.drain()  # the idle connections go back to the pool, which DDL uses
         try:
             with self._runner.serial:
                 self._tables.metadata.drop_all(self._engine, checkfirst=True)
