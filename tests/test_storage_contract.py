@@ -860,6 +860,9 @@ def test_add_kv_only_if_no_live_entry(storage: AuthStorage, clock: FakeClock) ->
 
 
 def test_get_kv_entry(storage: AuthStorage, clock: FakeClock) -> None:
+    import authkit
+
+    assert authkit.KvEntry is KvEntry
     assert storage.get_kv_entry("missing") is None
     storage.store_kv("forever", b"v")
     assert storage.get_kv_entry("forever") == KvEntry(value=b"v", expires_at=None)
@@ -1226,3 +1229,10 @@ def test_primitive_races_between_processes(storage: AuthStorage) -> None:
     assert storage.get_kv("p-counter") == str(processes * rounds).encode()
     winner_of = {r: n for n, _, rounds_added in outcome for r in rounds_added}
     assert all(storage.get_kv(f"p-{r}") == str(winner_of[r]).encode() for r in range(rounds))
+
+
+def test_add_kv_of_a_large_value(storage: AuthStorage) -> None:
+    big = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MiB: MySQL sends it in pieces
+    assert storage.add_kv("big", big) is True
+    assert storage.add_kv("big", b"small") is False
+    assert storage.get_kv("big") == big
