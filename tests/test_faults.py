@@ -79,6 +79,8 @@ def opened() -> Iterator[Callable[..., SqlStorage]]:
 
 @pytest.fixture
 def proxy_for() -> Iterator[Callable[[str], TcpProxy]]:
+    """TcpProxies, closed afterwards.  Ask for it before ``opened``: storages behind a proxy
+    are dropped first, while their proxy still forwards."""
     made: list[TcpProxy] = []
 
     def make(url: str) -> TcpProxy:
@@ -134,7 +136,7 @@ def assert_one_round_trip_each(storage: AuthStorage, proxy: TcpProxy, *, skip: t
 
 @pytest.mark.parametrize("kind", ["postgresql", "mysql"])
 def test_one_round_trip_per_single_operation_on_sql(
-    kind: str, opened: Callable[..., SqlStorage], proxy_for: Callable[[str], TcpProxy]
+    kind: str, proxy_for: Callable[[str], TcpProxy], opened: Callable[..., SqlStorage]
 ) -> None:
     proxy = proxy_for(server_url(kind))
     storage = opened(proxy.url(server_url(kind)))
@@ -169,7 +171,7 @@ def _all_unavailable(calls: list[Callable[[], object]]) -> None:
 
 @pytest.mark.parametrize("kind", ["postgresql", "mysql"])
 def test_a_stalled_network_is_unavailable_after_the_timeout_and_the_storage_recovers(
-    kind: str, opened: Callable[..., SqlStorage], proxy_for: Callable[[str], TcpProxy]
+    kind: str, proxy_for: Callable[[str], TcpProxy], opened: Callable[..., SqlStorage]
 ) -> None:
     url = server_url(kind)
     proxy = proxy_for(url)

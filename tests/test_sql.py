@@ -95,7 +95,7 @@ def proxied_url(kind: str, proxy: TcpProxy) -> str:
 
 @pytest.mark.parametrize("kind", ["postgresql", "mysql"])
 def test_server_down_is_unavailable_and_the_same_storage_recovers(
-    kind: str, opened: Callable[..., SqlStorage], proxy_for: Callable[[str], TcpProxy]
+    kind: str, proxy_for: Callable[[str], TcpProxy], opened: Callable[..., SqlStorage]
 ) -> None:
     proxy = proxy_for(kind)
     prefix = unique_prefix("f")
