@@ -19,6 +19,7 @@ from authkit.salesforce.auth import (
 )
 
 if TYPE_CHECKING:
+    from authkit.salesforce.budget import RequestBudget
     from authkit.salesforce.client import SalesforceClient
 
 __all__ = [
@@ -29,10 +30,11 @@ __all__ = [
     "ClientCredentialsAuth",
     "PasswordAuth",
     "SalesforceClient",
+    "RequestBudget",
 ]
 
 # The client is imported on first use, so the auth flows import without it.
-_LAZY = {"SalesforceClient": "authkit.salesforce.client"}
+_LAZY = {"SalesforceClient": "authkit.salesforce.client", "RequestBudget": "authkit.salesforce.budget"}
 
 
 def __getattr__(name: str) -> Any:
