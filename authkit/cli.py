@@ -324,7 +324,7 @@ def _cmd_reencrypt(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: 
             started = time.monotonic()
             progress = _Progress(err, "reencrypt")
             try:
-                done = storage.reencrypt(batch_size=args.batch_size, progress=progress.update)
+                done = storage.reencrypt(batch_size=args.batch_size or DEFAULT_BATCH_SIZE, progress=progress.update)
             finally:
                 progress.finish()
             seconds = time.monotonic() - started
@@ -563,8 +563,9 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _lock_options(parser: argparse.ArgumentParser, what: str, ttl: float) -> None:
-    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                        help=f"records per batch, each batch its own short transaction (default {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                        help="at most N records per batch, each batch its own short transaction "
+                             "(default: batches sized to take about 20 ms each)")
     parser.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
                         help=f"wait this long for a running {what} to finish, then skip (default 0: skip at once)")
     parser.add_argument("--lock-ttl", type=_seconds, default=ttl, metavar="SECONDS",

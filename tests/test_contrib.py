@@ -37,7 +37,7 @@ def test_run_cleanup_reports_and_skips_when_locked() -> None:
 
 def test_run_cleanup_does_not_mistake_a_failure_for_a_held_lock() -> None:
     class Slow(MemoryStorage):
-        def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+        def _cleanup_batch(self, now: datetime, limit: int, *kinds: object) -> CleanupReport:
             raise TimeoutError("the work timed out")
 
     with pytest.raises(TimeoutError, match="work"):

@@ -576,11 +576,7 @@ def _race_to_create(key: str, writers: int) -> list[str]:
         with mutex:
             outcomes.append(result)
 
-    threads = [threading.Thread(target=create, args=(n,)) for n in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(create, writers)  # an unexpected exception in a thread fails the test
     return outcomes
 
 

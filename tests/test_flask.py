@@ -474,7 +474,7 @@ def test_cleanup_command_skips_when_another_cleanup_runs(storage: AuthStorage) -
 
 def test_cleanup_command_failure_is_one_line_and_nonzero() -> None:
     class Down(MemoryStorage):
-        def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+        def _cleanup_batch(self, now: datetime, limit: int, *kinds: object) -> CleanupReport:
             raise StorageUnavailableError("cannot reach the storage server")
 
     app = make_app(Down())

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from authkit.errors import ConfigurationError
 from authkit.models import CleanupReport
-from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
+from authkit.storage.base import AuthStorage
 
 if TYPE_CHECKING:
     from authkit.salesforce.auth import AuthSession
@@ -54,7 +54,7 @@ _CLEANUP_LOCK_TTL = 600.0
 def run_cleanup(
     storage: AuthStorage,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     wait: float = 0.0,
     progress: Callable[[CleanupReport], None] | None = None,
 ) -> CleanupReport | None:

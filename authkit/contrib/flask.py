@@ -65,7 +65,7 @@ from authkit.contrib._json import plain_json_copy
 from authkit.contrib.session_ids import stored_session_id
 from authkit.errors import AuthKitError, ConfigurationError, StorageError
 from authkit.models import SessionData
-from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage, check_id
+from authkit.storage.base import AuthStorage, check_id
 from authkit.storage.url import open_storage
 
 if TYPE_CHECKING:
@@ -539,12 +539,12 @@ cli = AppGroup("authkit", help="authkit maintenance for this app's storage.")
 
 
 @cli.command("cleanup")
-@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
-              help="Records of each kind deleted per transaction.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="At most this many records of each kind per transaction (default: sized by time, ~20 ms each).")
 @click.option("--wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds to wait for another running cleanup; by default skip at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def _cleanup_command(batch_size: int, wait: float, as_json: bool) -> None:
+def _cleanup_command(batch_size: int | None, wait: float, as_json: bool) -> None:
     """Delete expired sessions, tokens and kv entries (cron-safe: one run at a time)."""
     started = time.monotonic()
     try:

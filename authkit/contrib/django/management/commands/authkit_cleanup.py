@@ -20,7 +20,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from authkit.contrib import format_failure, format_report, run_cleanup
 from authkit.contrib.django import get_storage
 from authkit.errors import AuthKitError
-from authkit.storage.base import DEFAULT_BATCH_SIZE
 
 
 def _positive_int(text: str) -> int:
@@ -41,13 +40,14 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django ships no type hints
     help = "Delete expired authkit sessions, tokens and kv entries (cron-safe: one run at a time)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
-                            help=f"records of each kind deleted per transaction (default {DEFAULT_BATCH_SIZE})")
+        parser.add_argument("--batch-size", type=_positive_int, default=None,
+                            help="at most this many records of each kind per transaction "
+                                 "(default: sized by time, ~20 ms each)")
         parser.add_argument("--wait", type=_seconds, default=0.0,
                             help="seconds to wait for a running cleanup; by default skip at once")
         parser.add_argument("--json", action="store_true", dest="as_json", help="print the summary as JSON")
 
-    def handle(self, *args: Any, batch_size: int, wait: float, as_json: bool, **options: Any) -> None:
+    def handle(self, *args: Any, batch_size: int | None, wait: float, as_json: bool, **options: Any) -> None:
         started = time.monotonic()
         try:
             report = run_cleanup(get_storage(), batch_size=batch_size, wait=wait)
