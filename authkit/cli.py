@@ -7,6 +7,8 @@ Usage::
     authkit cleanup [--json]          # delete expired records; safe to run from cron
     authkit reencrypt                 # move every record to the newest encryption key
     authkit salesforce check          # log in with SF_* variables and print org, user, instance
+    authkit salesforce login          # log in in a browser; keep the refresh token (--token-store)
+    authkit salesforce logout         # revoke it and remove it from the store
 
 The storage comes from ``--storage URL`` or ``AUTHKIT_STORAGE_URL`` (default
 ``sqlite:///authkit.db``), encryption keys from ``AUTHKIT_ENCRYPTION_KEYS``.
@@ -627,6 +629,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="share the token through the --storage store, as your app would")
     check.add_argument("--json", action="store_true", help="print the result as one JSON object")
     check.set_defaults(handler=_cmd_salesforce_check)
+    from authkit._cli_login import add_commands as add_login_commands
+
+    add_login_commands(sf_commands, common)  # salesforce login / logout
     return parser
 
 

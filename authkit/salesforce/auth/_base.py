@@ -275,7 +275,7 @@ class _MintingSession(AuthSession):
                 self._shared.invalidate(stale_token)
         logger.debug("%s: token invalidated after a rejection", type(self).__name__)
 
-    def revoke(self) -> None:
+    def revoke(self) -> bool:
         """Revoke the current token at Salesforce (RFC 7009) and forget it everywhere.
 
         Revokes the access token this flow holds (or, with nothing cached, the
@@ -283,33 +283,41 @@ class _MintingSession(AuthSession):
         refresh token too, which ends every access token minted from it.  The
         token leaves the cache and the store first, so no other process adopts
         it meanwhile.  A token Salesforce no longer knows counts as revoked.
-        With nothing to revoke this does nothing.  A later ``access_token()``
-        mints a new token (a refresh flow cannot: its refresh token is gone).
+        With nothing to revoke this does nothing and returns False.  A later
+        ``access_token()`` mints a new token (a refresh flow cannot: its
+        refresh token is gone).
         """
         with self._mint_lock:
             access = self._entry.access_token if self._entry is not None else None
-            refresh = self._refresh_token if self._has_refresh_token else None
+            refresh: list[str] = []
+            if self._has_refresh_token and self._refresh_token is not None:
+                refresh.append(self._refresh_token)
             if self._shared is not None:
                 with self._shared.lock():
                     stored = self._shared.read()
                     if stored is not None:
                         if access is None and not stored.metadata.get("invalidated"):
                             access = stored.access_token
-                        if self._has_refresh_token and stored.refresh_token:
-                            refresh = stored.refresh_token  # the newest rotated one
+                        if self._has_refresh_token and stored.refresh_token and stored.refresh_token not in refresh:
+                            # The newest rotated one, or one from a login since: both must end.
+                            refresh.insert(0, stored.refresh_token)
                         if (stored.access_token == access or stored.metadata.get("invalidated")
-                                or (refresh is not None and stored.refresh_token == refresh)):
+                                or (stored.refresh_token is not None and stored.refresh_token in refresh)):
                             self._shared.storage.delete_token(self._shared.token_id)
             self._entry = None
             self._failure = None
-            if refresh is not None:
-                # Revoking the refresh token ends its access tokens too; the access token is
+            for token in refresh:
+                # Revoking a refresh token ends its access tokens too; the access token is
                 # still revoked on its own, in case it came from another grant.
-                self._endpoint.revoke(refresh, what="refresh token")
+                self._endpoint.revoke(token, what="refresh token")
+            if refresh:
                 self._after_refresh_token_revoked()
             if access is not None:
                 self._endpoint.revoke(access, what="access token")
+        if not refresh and access is None:
+            return False
         logger.info("%s: token revoked", type(self).__name__)
+        return True
 
     def _after_refresh_token_revoked(self) -> None:
         """A refresh flow forgets its refresh token here."""

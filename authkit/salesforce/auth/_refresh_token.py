@@ -87,6 +87,16 @@ class RefreshTokenAuth(_MintingSession):
     def _repr_user(self) -> str:
         return "" if self._username is None else f", username={self._username!r}"
 
+    @property
+    def username(self) -> str | None:
+        """The identity's name in ``token_store`` (``None``: a hash of the refresh token names it)."""
+        return self._username
+
+    @property
+    def refresh_token(self) -> str | None:
+        """The newest refresh token this session knows (``None`` after :meth:`revoke`).  A secret."""
+        return self._refresh_token
+
     def _grant(self) -> dict[str, str]:
         assert self._refresh_token is not None
         form = {"grant_type": "refresh_token", "client_id": self._client_id, "refresh_token": self._refresh_token}
