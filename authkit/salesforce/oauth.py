@@ -98,16 +98,16 @@ def trusted_instance_url(url: object, login_url: str) -> str:
 
     It must be a bare ``https`` origin (``http`` only on a loopback host),
     without credentials, path or query (see :func:`normalize_url`), on a
-    Salesforce domain (:data:`SALESFORCE_DOMAINS`) or on ``login_url``'s own
-    host: a token response or a shared store that names another host must
-    not redirect the token there.
+    Salesforce domain (:data:`SALESFORCE_DOMAINS`) or ``login_url``'s own
+    origin (host and port: a local test org): a token response or a shared
+    store that names another host must not redirect the token there.
     """
     origin = normalize_url(url, "instance_url")
     host = (urlsplit(origin).hostname or "").lower().rstrip(".")
     login_host = (urlsplit(login_url).hostname or "").lower().rstrip(".")
-    if host == login_host or any(host.endswith("." + domain) for domain in SALESFORCE_DOMAINS):
+    if origin == normalize_url(login_url, "login_url") or any(host.endswith("." + d) for d in SALESFORCE_DOMAINS):
         return origin
-    raise ValueError(f"instance_url {origin!r} is neither on a Salesforce domain nor on the login host {login_host}")
+    raise ValueError(f"instance_url {origin!r} is neither on a Salesforce domain nor the login host {login_host}")
 
 
 def response_signature(client_secret: str, identity_url: str, issued_at: str) -> str:

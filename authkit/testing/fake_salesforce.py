@@ -211,6 +211,8 @@ class FakeSalesforce:
         self.requests_log: list[tuple[str, str, int]] = []
         self.jwt_audiences: set[str] = set()
         self.tamper_signatures = False
+        self.omit_signatures = False  # token responses without a signature (as a proxy that strips it)
+        self.instance_url_override: str | None = None  # token responses name this instance instead
         self._clock = clock or utcnow
         self._mutex = threading.RLock()
         self._users: dict[str, FakeUser] = {}
@@ -328,11 +330,16 @@ class FakeSalesforce:
         rotate_refresh_tokens: bool = False,
         approved_users: set[str] | None = None,
         scope: str = "api refresh_token",
+        callback_urls: set[str] | None = None,
+        require_secret_for_web_server: bool = False,
     ) -> ConnectedApp:
         """Register a connected app.
 
         ``public_key_pem`` (a PEM public key or certificate) enables the JWT
-        flow; ``run_as`` (a username) enables the client credentials flow.
+        flow; ``run_as`` (a username) enables the client credentials flow;
+        ``callback_urls`` limits the web-server flow's redirect URIs (``None``:
+        any); ``require_secret_for_web_server`` makes its code exchange need
+        the secret (Salesforce's "Require Secret for Web Server Flow").
         """
         app = ConnectedApp(
             client_id=client_id or "3MVG9" + secrets.token_urlsafe(24),
@@ -342,6 +349,8 @@ class FakeSalesforce:
             rotate_refresh_tokens=rotate_refresh_tokens,
             approved_users=approved_users,
             scope=scope,
+            callback_urls=callback_urls,
+            require_secret_for_web_server=require_secret_for_web_server,
         )
         if public_key_pem is not None:
             _public_key_from_pem(public_key_pem)  # fail now on bad key material
@@ -552,13 +561,15 @@ class FakeSalesforce:
                 app.client_secret + ("x" if self.tamper_signatures else ""), identity_url, issued_at
             ),
             "scope": app.scope,
-            "instance_url": self.instance_url,
+            "instance_url": self.instance_url_override or self.instance_url,
             "id": identity_url,
             "token_type": "Bearer",
             "issued_at": issued_at,
         }
         if refresh_token is not None:
             response["refresh_token"] = refresh_token
+        if self.omit_signatures:
+            del response["signature"]
         return response
 
     def _app(self, client_id: str) -> ConnectedApp:
