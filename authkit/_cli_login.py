@@ -104,7 +104,7 @@ def _receiver(redirect_uri: str) -> tuple[_Receiver, str]:
             f"--redirect-uri must be an http:// loopback URL (localhost, 127.0.0.1 or [::1]), got {redirect_uri!r}: "
             "the command receives the redirect itself", _cli.EXIT_USAGE)
     try:
-        port = parts.port or 80
+        port = parts.port if parts.port is not None else 80
     except ValueError:
         raise _cli._Failure(f"--redirect-uri has an invalid port: {redirect_uri!r}", _cli.EXIT_USAGE) from None
     try:
@@ -165,6 +165,9 @@ def _cmd_login(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: Any)
             raise _cli._Failure(f"login refused: {params['error']}: {description}".rstrip(": "))
         try:
             flow.check_state(state, params.get("state"))
+        except AuthenticationError as exc:
+            raise _cli._Failure(f"login failed: {exc}") from None
+        try:
             auth = flow.exchange(params["code"], verifier, token_store=store, username=username)
         except AuthenticationError as exc:
             raise _cli._Failure(_cli._auth_failure(exc, "web-server")) from None
