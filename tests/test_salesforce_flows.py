@@ -582,3 +582,58 @@ def test_concurrent_settings_parse_is_independent() -> None:
 
     run_threads(build, 12)
     assert {flow for flow, _ in built.values()} == set(FLOWS)
+
+
+# -- no secret in logs, reprs or errors ------------------------------------------------------
+
+
+def test_no_secret_in_logs_reprs_or_errors_of_the_new_flows(org: FakeSalesforce, app: ConnectedApp,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStorage()
+    texts: list[str] = []
+    secrets = {app.client_secret, SUBJECT}
+    with caplog.at_level(logging.DEBUG):
+        flow = WebServerFlow(app.client_id, "http://127.0.0.1:16799/cb", client_secret=app.client_secret,
+                             login_url=org.login_url)
+        code, state, verifier = browser_login(org, flow)
+        secrets |= {code, verifier}
+        for bad in (lambda: flow.check_state(state, "x"), lambda: flow.exchange(code, "wrong-verifier")):
+            with pytest.raises(AuthenticationError) as info:
+                bad()
+            texts += [str(info.value), repr(info.value)]
+        code, _, verifier = browser_login(org, flow)
+        secrets |= {code, verifier}
+        auth = flow.exchange(code, verifier, token_store=store)
+        secrets |= {auth.access_token(), auth.refresh_token or ""}
+        exchange = make("token_exchange", org, app, token_store=store, username="pat@example.com")
+        secrets.add(exchange.access_token())
+        texts += [repr(flow), repr(auth), repr(exchange), repr(auth.options), repr(store.get_token(auth.token_id))]
+        auth.revoke()
+        exchange.revoke()
+        with pytest.raises(AuthenticationError) as info:
+            auth.access_token()
+        texts += [str(info.value), repr(info.value)]
+    texts.append(caplog.text)
+    assert "token revoked" in caplog.text  # the log is there, and says nothing secret
+    leaked = [s for s in secrets if s and any(s in text for text in texts)]
+    assert not leaked
+
+
+def test_flask_and_django_errors_name_their_own_settings() -> None:
+    flask = pytest.importorskip("flask")
+    from authkit.contrib.flask import AuthKit
+
+    app = flask.Flask(__name__)
+    app.config.update(AUTHKIT_STORAGE_URL="memory://", AUTHKIT_SALESFORCE_FLOW="refresh-token",
+                      AUTHKIT_SALESFORCE_CLIENT_ID="3MVG9x")
+    ext = AuthKit(app)
+    with app.app_context(), pytest.raises(ConfigurationError) as info:
+        ext.salesforce  # noqa: B018
+    assert "missing Salesforce setting AUTHKIT_SALESFORCE_REFRESH_TOKEN" in str(info.value)
+    assert "AUTHKIT_SALESFORCE_USERNAME" in str(info.value)  # the other way to give it
+
+    from authkit.contrib.django import _django_setting_name
+
+    with pytest.raises(ConfigurationError, match=r"missing Salesforce setting AUTHKIT_SALESFORCE\['domain_url'\]"):
+        build_auth({"flow": "client-credentials", "client_id": "c", "client_secret": "s"},
+                   names=_django_setting_name)
