@@ -160,13 +160,14 @@ def _cmd_login(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: Any)
         except queue.Empty:
             raise _cli._Failure(f"timed out after {args.timeout:g} s waiting for the browser login; run the "
                                 "command again (--timeout SECONDS waits longer)") from None
-        if "error" in params:
-            description = params.get("error_description") or ""
-            raise _cli._Failure(f"login refused: {params['error']}: {description}".rstrip(": "))
         try:
+            # First: a redirect that does not answer this login is ignored whatever it says.
             flow.check_state(state, params.get("state"))
         except AuthenticationError as exc:
             raise _cli._Failure(f"login failed: {exc}") from None
+        if "error" in params:
+            description = params.get("error_description") or ""
+            raise _cli._Failure(f"login refused: {params['error']}: {description}".rstrip(": "))
         try:
             auth = flow.exchange(params["code"], verifier, token_store=store, username=username)
         except AuthenticationError as exc:
@@ -175,17 +176,18 @@ def _cmd_login(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: Any)
         assert refresh_token is not None
         scrub.add(refresh_token)
         instance = auth.instance_url
-        who = auth.username or "?"
+        who = auth.username
+        as_who = f" as {who}" if who else ""
         data = {"status": "ok", "username": who, "instance_url": instance, "token_store": bool(args.token_store),
                 "token_id": auth.token_id}
         if args.print_refresh_token:
             # The one place a secret is printed, because the user asked for exactly that.
             out.write(refresh_token + "\n")
-            err.write(f"ok: logged in as {who} at {instance}\n")
+            err.write(f"ok: logged in{as_who} at {instance}\n")
         elif args.json:
             out.write(json.dumps(data, sort_keys=True) + "\n")
         else:
-            out.write(f"ok: logged in as {who} at {instance}\n")
+            out.write(f"ok: logged in{as_who} at {instance}\n")
             out.write(f"token store: {_cli._storage_label(args)} (token id {auth.token_id})\n")
             out.write(f"use it with: RefreshTokenAuth({client_id!r}, None, token_store=store, username={who!r})\n")
     return _cli.EXIT_OK
