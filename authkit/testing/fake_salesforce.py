@@ -4,7 +4,8 @@ A real HTTP server (ephemeral port, background thread) that plays both the
 login host and the instance.  It issues tokens for the OAuth flows authkit
 supports (the web-server flow's authorize endpoint with PKCE included: a test
 plays the browser with :meth:`FakeSalesforce.authorize`; token exchange with
-subject tokens from :meth:`FakeSalesforce.add_subject_token`; revocation), verifying them for real (JWT assertions RS256-signed by a registered
+subject tokens from :meth:`FakeSalesforce.add_subject_token`; revocation),
+verifying them for real (JWT assertions RS256-signed by a registered
 key, client secrets, refresh tokens with optional rotation, passwords with
 security tokens), answers with Salesforce's own error bodies, and lets issued
 sessions die after an idle timeout or on :meth:`FakeSalesforce.expire_sessions`.
