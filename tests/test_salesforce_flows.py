@@ -463,6 +463,10 @@ def test_a_stored_token_naming_an_untrusted_instance_is_not_adopted(
             later = make("jwt", org, app, token_store=store, session=session)
             fresh = later.access_token()
         assert fresh != "stolen-" + token and later.instance_url == org.instance_url
+        from authkit.salesforce import SalesforceClient
+
+        with SalesforceClient(later, session=session) as client:
+            assert client.limits() is not None  # the API call goes to the real instance
         assert "untrusted instance_url" in caplog.text and evil not in caplog.text
     assert not hits and org.token_requests == 3
 
