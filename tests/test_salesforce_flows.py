@@ -353,15 +353,32 @@ def test_revoke_endpoint_answers(org: FakeSalesforce, app: ConnectedApp) -> None
         down.revoke("x")
 
 
-def _adopt_from_store(url: str, login_url: str, client_id: str, secret: str, refresh: str, results: Any) -> None:
-    """Another process: the same flow and identity over the shared SQLite store."""
+def _adopt_from_store(url: str, login_url: str, client_id: str, secret: str, refresh: str, results: Any,
+                      go: Any) -> None:
+    """Another process: the same flow and identity over the shared SQLite store.  It reports the
+    token it adopted, waits for ``go``, then uses that token as an API client would."""
     try:
         with open_storage(url) as store:
             auth = RefreshTokenAuth(client_id, refresh, secret, login_url, store, username="etl@example.com",
                                     backoff=0.01)
-            results.put(("token", auth.access_token()))
-    except AuthenticationError as exc:
-        results.put(("refused", exc.error or ""))
+            try:
+                token = auth.access_token()
+            except AuthenticationError as exc:
+                results.put(("refused", exc.error or ""))
+                return
+            results.put(("token", token))
+            if not go.wait(120):
+                return
+            status = requests.get(login_url + "/services/oauth2/userinfo",
+                                  headers={"Authorization": f"Bearer {token}"}, timeout=30).status_code
+            if status == 200:
+                results.put(("still usable", ""))
+                return
+            auth.invalidate(token)  # what SalesforceClient does after a rejection
+            try:
+                results.put(("new token", auth.access_token()))
+            except AuthenticationError as exc:
+                results.put(("refused", exc.error or ""))
     except Exception as exc:  # reported to the test, which fails on it
         results.put(("failed", repr(exc)))
 
@@ -371,26 +388,38 @@ def test_a_revoked_token_is_not_used_by_another_process_through_the_store(
     url = f"sqlite:///{tmp_path / 'store.db'}"
     refresh = org.issue_refresh_token(app.client_id)
     ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    go = ctx.Event()
 
-    def other_process() -> tuple[str, str]:
-        results = ctx.Queue()
+    def other_process() -> Any:
         process = ctx.Process(target=_adopt_from_store,
-                              args=(url, org.login_url, app.client_id, app.client_secret, refresh, results))
+                              args=(url, org.login_url, app.client_id, app.client_secret, refresh, results, go))
         process.start()
-        try:
-            return tuple(results.get(timeout=120))  # type: ignore[return-value]
-        finally:
-            process.join(30)
+        return process
 
-    with open_storage(url) as store:
-        auth = RefreshTokenAuth(app.client_id, refresh, app.client_secret, org.login_url, store,
-                                username="etl@example.com")
-        token = auth.access_token()
-        assert other_process() == ("token", token) and org.token_requests == 1  # adopted, not minted
-        auth.revoke()
-        assert store.get_token(auth.token_id or "") is None
-    assert other_process() == ("refused", "invalid_grant")  # no stored token, and its own is revoked
-    assert userinfo(org, token) == 403
+    processes = []
+    try:
+        with open_storage(url) as store:
+            auth = RefreshTokenAuth(app.client_id, refresh, app.client_secret, org.login_url, store,
+                                    username="etl@example.com")
+            token = auth.access_token()
+            processes.append(other_process())  # running, and holding the token it adopted
+            assert results.get(timeout=120) == ("token", token) and org.token_requests == 1  # adopted, not minted
+            auth.revoke()
+            assert store.get_token(auth.token_id or "") is None
+        go.set()
+        # The running process's next call is rejected; the store gives it nothing, its own refresh
+        # token is revoked: it cannot go on with the revoked grant.
+        assert results.get(timeout=120) == ("refused", "invalid_grant")
+        processes.append(other_process())  # a process started afterwards finds nothing to use either
+        assert results.get(timeout=120) == ("refused", "invalid_grant")
+        assert userinfo(org, token) == 403
+    finally:
+        go.set()
+        for process in processes:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
 
 
 # -- token responses: signature, instance_url --------------------------------------------
