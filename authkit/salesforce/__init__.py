@@ -22,6 +22,7 @@ from authkit.salesforce.auth import (
 )
 
 if TYPE_CHECKING:
+    from authkit.salesforce.budget import RequestBudget
     from authkit.salesforce.client import SalesforceClient
 
 __all__ = [
@@ -35,10 +36,11 @@ __all__ = [
     "WebServerFlow",
     "FlowOptions",
     "SalesforceClient",
+    "RequestBudget",
 ]
 
 # The client is imported on first use, so the auth flows import without it.
-_LAZY = {"SalesforceClient": "authkit.salesforce.client"}
+_LAZY = {"SalesforceClient": "authkit.salesforce.client", "RequestBudget": "authkit.salesforce.budget"}
 
 
 def __getattr__(name: str) -> Any:
