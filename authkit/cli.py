@@ -9,6 +9,8 @@ Usage::
     authkit salesforce check          # log in with SF_* variables and print org, user, instance
     authkit salesforce query SOQL     # rows as CSV / JSON lines (--bulk: a Bulk API 2.0 job)
     authkit salesforce load OP SOBJECT FILE   # insert/update/upsert/delete a CSV with Bulk API 2.0
+    authkit salesforce login          # log in in a browser; keep the refresh token (--token-store)
+    authkit salesforce logout         # revoke it and remove it from the store
 
 The storage comes from ``--storage URL`` or ``AUTHKIT_STORAGE_URL`` (default
 ``sqlite:///authkit.db``), encryption keys from ``AUTHKIT_ENCRYPTION_KEYS``.
@@ -59,11 +61,12 @@ EXIT_INTERRUPTED = 130
 # Credentials come from the environment (or a file) only: a value on the
 # command line is visible to every user of the machine through ``ps``.
 _SECRET_ENV = ("SF_CLIENT_SECRET", "SF_PASSWORD", "SF_SECURITY_TOKEN", "SF_REFRESH_TOKEN", "SF_PRIVATE_KEY",
-               "SF_PRIVATE_KEY_PASSPHRASE", "SF_ACCESS_TOKEN")
+               "SF_PRIVATE_KEY_PASSPHRASE", "SF_ACCESS_TOKEN", "SF_SUBJECT_TOKEN")
 
-_FLOWS = ("jwt", "refresh-token", "client-credentials", "password", "static")
+_FLOWS = ("jwt", "refresh-token", "client-credentials", "password", "token-exchange", "static")
 _FLOW_NAMES = {
     "jwt": "the JWT bearer flow",
+    "token-exchange": "the token exchange flow",
     "refresh-token": "the refresh token flow",
     "client-credentials": "the client credentials flow",
     "password": "the username-password flow",
@@ -350,11 +353,14 @@ def _need(value: str | None, what: str) -> str:
 
 
 def _detect_flow(args: argparse.Namespace) -> str:
+    from authkit.salesforce.settings import flow_name
+
     flow: str | None = args.flow or _env("SF_FLOW")
     if flow:
-        if flow not in _FLOWS:
-            raise _Failure(f"unknown flow {flow!r}; expected one of {', '.join(_FLOWS)}", EXIT_USAGE)
-        return flow
+        try:
+            return flow_name(flow, "--flow / SF_FLOW").replace("_", "-")
+        except ConfigurationError as exc:
+            raise _Failure(str(exc), EXIT_USAGE) from None
     if _env("SF_PRIVATE_KEY") or args.private_key_file or _env("SF_PRIVATE_KEY_FILE"):
         return "jwt"
     if _env("SF_REFRESH_TOKEN"):
@@ -363,6 +369,8 @@ def _detect_flow(args: argparse.Namespace) -> str:
         return "password"
     if _env("SF_CLIENT_SECRET") and (args.domain_url or _env("SF_DOMAIN_URL")):
         return "client-credentials"
+    if _env("SF_SUBJECT_TOKEN"):
+        return "token-exchange"
     if _env("SF_ACCESS_TOKEN"):
         return "static"
     raise _Failure("no Salesforce credentials found: set SF_CLIENT_ID plus SF_PRIVATE_KEY_FILE and SF_USERNAME "
@@ -370,55 +378,52 @@ def _detect_flow(args: argparse.Namespace) -> str:
                    "see docs/cli.md", EXIT_USAGE)
 
 
+# The command's spelling of each Salesforce setting (authkit.salesforce.settings keys):
+# an option (None: environment only, for secrets) and an environment variable.
+_SETTINGS: dict[str, tuple[str | None, str]] = {
+    "client_id": ("client_id", "SF_CLIENT_ID"),
+    "client_secret": (None, "SF_CLIENT_SECRET"),
+    "username": ("username", "SF_USERNAME"),
+    "password": (None, "SF_PASSWORD"),
+    "security_token": (None, "SF_SECURITY_TOKEN"),
+    "private_key": (None, "SF_PRIVATE_KEY"),
+    "private_key_file": ("private_key_file", "SF_PRIVATE_KEY_FILE"),
+    "passphrase": (None, "SF_PRIVATE_KEY_PASSPHRASE"),
+    "login_url": ("login_url", "SF_LOGIN_URL"),
+    "audience": ("audience", "SF_AUDIENCE"),
+    "domain_url": ("domain_url", "SF_DOMAIN_URL"),
+    "instance_url": ("instance_url", "SF_INSTANCE_URL"),
+    "access_token": (None, "SF_ACCESS_TOKEN"),
+    "refresh_token": (None, "SF_REFRESH_TOKEN"),
+    "subject_token": (None, "SF_SUBJECT_TOKEN"),
+    "subject_token_type": ("subject_token_type", "SF_SUBJECT_TOKEN_TYPE"),
+}
+
+
+def _setting_name(key: str) -> str:
+    option, env = _SETTINGS.get(key, (None, "SF_" + key.upper()))
+    return f"--{option.replace('_', '-')} or {env}" if option else env
+
+
 def _build_auth(args: argparse.Namespace, flow: str, scrub: _Scrubber, token_store: AuthStorage | None) -> Any:
     """The ``AuthSession`` for ``flow``, from options first, then ``SF_*`` variables."""
-    from authkit.salesforce import auth as sf
+    from authkit.salesforce.settings import build_auth, flow_keys
 
     for name in _SECRET_ENV:
         _env(name, scrub)
-    if flow == "static":
-        instance_url = args.instance_url or _env("SF_INSTANCE_URL")
-        return sf.StaticTokenAuth(_need(_env("SF_ACCESS_TOKEN"), "SF_ACCESS_TOKEN"),
-                                  _need(instance_url, "--instance-url or SF_INSTANCE_URL"))
-    client_id = _need(args.client_id or _env("SF_CLIENT_ID"), "--client-id or SF_CLIENT_ID")
-    username = args.username or _env("SF_USERNAME")
-    secret = _env("SF_CLIENT_SECRET")
-    login_url = args.login_url or _env("SF_LOGIN_URL")
-    options: dict[str, Any] = {"token_store": token_store}
-    if login_url and flow != "client-credentials":
-        options["login_url"] = login_url
-    if flow == "jwt":
-        key_file = args.private_key_file or _env("SF_PRIVATE_KEY_FILE")
-        private_key: str | None = _env("SF_PRIVATE_KEY")
-        if not private_key and key_file:
-            try:
-                with open(key_file, encoding="utf-8") as handle:
-                    private_key = handle.read()
-            except OSError as exc:
-                raise _Failure(f"cannot read the private key file {key_file}: {exc.strerror}", EXIT_USAGE) from exc
-        scrub.add(private_key)
-        audience = args.audience or _env("SF_AUDIENCE")
-        if audience:
-            options["audience"] = audience
-        passphrase = _env("SF_PRIVATE_KEY_PASSPHRASE")
-        if passphrase:
-            options["passphrase"] = passphrase
-        if secret:
-            options["client_secret"] = secret  # lets the flow verify the response signature
-        return sf.JwtAuth(client_id, _need(username, "--username or SF_USERNAME"),
-                          _need(private_key, "SF_PRIVATE_KEY or --private-key-file / SF_PRIVATE_KEY_FILE"), **options)
-    if flow == "refresh-token":
-        if username:
-            options["username"] = username  # names the identity in a shared token store
-        return sf.RefreshTokenAuth(client_id, _need(_env("SF_REFRESH_TOKEN"), "SF_REFRESH_TOKEN"),
-                                   client_secret=secret, **options)
-    if flow == "client-credentials":
-        return sf.ClientCredentialsAuth(client_id, _need(secret, "SF_CLIENT_SECRET"),
-                                        _need(args.domain_url or _env("SF_DOMAIN_URL"),
-                                              "--domain-url or SF_DOMAIN_URL"), **options)
-    return sf.PasswordAuth(client_id, _need(secret, "SF_CLIENT_SECRET"), _need(username, "--username or SF_USERNAME"),
-                           _need(_env("SF_PASSWORD"), "SF_PASSWORD"),
-                           security_token=_env("SF_SECURITY_TOKEN") or "", **options)
+    keys = flow_keys(flow)
+    settings: dict[str, Any] = {"flow": flow}
+    for key, (option, env) in _SETTINGS.items():
+        if key in keys:
+            value = (getattr(args, option, None) if option else None) or _env(env)
+            if value:
+                settings[key] = value
+    if flow != "static":
+        settings["token_store"] = token_store
+    try:
+        return build_auth(settings, names=_setting_name)
+    except ConfigurationError as exc:
+        raise _Failure(str(exc), EXIT_USAGE) from None
 
 
 def _cmd_salesforce_check(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
@@ -611,7 +616,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Log in with a flow given by options or SF_* variables (secrets only from the environment: "
                     "SF_CLIENT_SECRET, SF_PRIVATE_KEY, SF_REFRESH_TOKEN, SF_PASSWORD, SF_SECURITY_TOKEN, "
                     "SF_ACCESS_TOKEN), call /services/oauth2/userinfo and print the org, user and instance.")
-    check.add_argument("--flow", choices=_FLOWS, help="default: $SF_FLOW, else guessed from the SF_* variables set")
+    check.add_argument("--flow", metavar="FLOW", help=f"{', '.join(_FLOWS)} (or with underscores); "
+                       "default: $SF_FLOW, else guessed from the SF_* variables set")
     check.add_argument("--client-id", help="connected app consumer key (default $SF_CLIENT_ID)")
     check.add_argument("--username", help="Salesforce username (default $SF_USERNAME)")
     check.add_argument("--private-key-file", metavar="PATH", help="JWT: PEM private key (default $SF_PRIVATE_KEY_FILE)")
@@ -619,14 +625,18 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--audience", help="JWT aud claim (default $SF_AUDIENCE, else the login host)")
     check.add_argument("--domain-url", help="client credentials: the My Domain URL (default $SF_DOMAIN_URL)")
     check.add_argument("--instance-url", help="static token: the instance URL (default $SF_INSTANCE_URL)")
+    check.add_argument("--subject-token-type", help="token exchange: the subject token's type "
+                       "(default $SF_SUBJECT_TOKEN_TYPE)")
     check.add_argument("--api-version", help="default $SF_API_VERSION, else the client's default")
     check.add_argument("--token-store", action="store_true",
                        help="share the token through the --storage store, as your app would")
     check.add_argument("--json", action="store_true", help="print the result as one JSON object")
     check.set_defaults(handler=_cmd_salesforce_check)
     from authkit._cli_bulk import add_parsers as add_bulk_parsers  # salesforce query / load
+    from authkit._cli_login import add_commands as add_login_commands  # salesforce login / logout
 
     add_bulk_parsers(sf_commands, common)
+    add_login_commands(sf_commands, common)
     return parser
 
 

@@ -171,7 +171,7 @@ def test_password_grant(org: FakeSalesforce, app: ConnectedApp) -> None:
 
 
 def test_unknown_grant_type_and_wrong_method(org: FakeSalesforce) -> None:
-    assert oauth_error(token(org, grant_type="authorization_code")) == (
+    assert oauth_error(token(org, grant_type="urn:ietf:params:oauth:grant-type:saml2-bearer")) == (
         400, "unsupported_grant_type", "grant type not supported")
     assert requests.get(org.login_url + "/services/oauth2/token", timeout=10).status_code == 405
 

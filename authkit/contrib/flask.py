@@ -513,7 +513,7 @@ class AuthKit:
         storage = state.storage  # before taking the mutex: opening the storage takes it too
         with state.mutex:
             if state.client is None:
-                state.client = build_salesforce_client(state.salesforce_config, storage)
+                state.client = build_salesforce_client(state.salesforce_config, storage, names=_flask_setting_name)
                 state.owns_client = True
             return state.client
 
@@ -527,6 +527,10 @@ class AuthKit:
         Salesforce client it built (tests, app factories).  Otherwise this happens
         when the app is garbage-collected or the process exits."""
         self._state(app).close()
+
+
+def _flask_setting_name(key: str) -> str:
+    return f"AUTHKIT_SALESFORCE_{key.upper()}"
 
 
 def _salesforce_settings(config: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING, Any
 from authkit.salesforce.auth import (
     AuthSession,
     ClientCredentialsAuth,
+    FlowOptions,
     JwtAuth,
     PasswordAuth,
     RefreshTokenAuth,
     StaticTokenAuth,
+    TokenExchangeAuth,
+    WebServerFlow,
 )
 
 if TYPE_CHECKING:
@@ -30,6 +33,9 @@ __all__ = [
     "RefreshTokenAuth",
     "ClientCredentialsAuth",
     "PasswordAuth",
+    "TokenExchangeAuth",
+    "WebServerFlow",
+    "FlowOptions",
     "SalesforceClient",
     "RequestBudget",
     "Bulk",

@@ -119,8 +119,12 @@ def salesforce_client() -> SalesforceClient:
     storage = get_storage()
     with _mutex:
         if _client is None:
-            _client = build_salesforce_client(config, storage)
+            _client = build_salesforce_client(config, storage, names=_django_setting_name)
         return _client
+
+
+def _django_setting_name(key: str) -> str:
+    return f"AUTHKIT_SALESFORCE[{key!r}]"
 
 
 def reset() -> None:
