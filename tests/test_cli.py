@@ -86,7 +86,8 @@ def test_version_and_help(tmp_path: Path) -> None:
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
     result = authkit(cwd=tmp_path)
     assert result.returncode == 2
-    assert "usage:" in result.stderr
+    assert one_error_line(result) == (
+        "authkit: error: the following arguments are required: COMMAND (see: authkit --help)")
 
 
 def test_init_creates_the_default_sqlite_file_in_the_current_directory(tmp_path: Path) -> None:

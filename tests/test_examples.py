@@ -183,11 +183,18 @@ def test_every_example_is_run_by_a_test() -> None:
 README = (ROOT / "README.md").read_text()
 
 
-def test_readme_links_point_to_files_that_exist() -> None:
-    links = re.findall(r"\]\(((?!https?:)[^)#\s]+)(?:#[^)]*)?\)", README)
+REPO_URL = "https://github.com/authkit-sf/authkit-sf"
+
+
+def test_readme_links_are_absolute_and_point_to_files_that_exist() -> None:
+    """The README is the package index page too, where a relative link leads nowhere."""
+    relative = re.findall(r"\]\(((?!https?:)[^)#\s]+)(?:#[^)]*)?\)", README)
+    assert not relative, f"relative links break on the package index page: {relative}"
+    links = re.findall(re.escape(REPO_URL) + r"/blob/main/([^)#\s]+)(?:#[^)]*)?\)", README)
     assert links
     missing = [link for link in links if not (ROOT / link).exists()]
     assert not missing, f"README links to missing files: {missing}"
+    assert f"Source = {REPO_URL}" in (ROOT / "setup.cfg").read_text()
 
 
 def test_readme_commands_are_the_ones_ci_and_the_examples_use() -> None:

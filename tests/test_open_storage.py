@@ -62,4 +62,4 @@ def test_missing_driver_names_the_pip_install(url: str, module: str, extra: str)
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert f"pip install 'authkit[{extra}]'" in result.stdout
+    assert f"pip install 'authkit-sf[{extra}]'" in result.stdout

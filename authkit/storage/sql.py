@@ -51,7 +51,7 @@ try:
     from sqlalchemy.engine import URL, Dialect, Engine
     from sqlalchemy.pool import StaticPool
 except ImportError as _exc:  # pragma: no cover - SQLAlchemy is a runtime dependency
-    raise ConfigurationError("SqlStorage needs SQLAlchemy 2: pip install authkit") from _exc
+    raise ConfigurationError("SqlStorage needs SQLAlchemy 2: pip install authkit-sf") from _exc
 
 from authkit.storage._sql_schema import MYSQL_DIALECTS, SCHEMA_VERSION, Tables
 
@@ -311,7 +311,7 @@ class SqlStorage(AuthStorage):
             engine = sa.create_engine(url, **settings)
         except ImportError as exc:
             raise ConfigurationError(
-                f"{url.get_backend_name()}:// needs its driver: pip install 'authkit[{extra}]'"
+                f"{url.get_backend_name()}:// needs its driver: pip install 'authkit-sf[{extra}]'"
             ) from exc
         except sa_exc.ArgumentError as exc:
             raise TypeError(f"bad engine option: {exc}") from None

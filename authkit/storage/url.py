@@ -5,9 +5,9 @@ URL                                     backend
 ======================================  =====================================
 ``memory://``                           :class:`MemoryStorage`
 ``sqlite:///path.db``, ``sqlite://``    :class:`SqlStorage` (``sqlite://`` is in memory, shared by threads)
-``postgresql://user@host/db``           :class:`SqlStorage` on psycopg 3 (``pip install 'authkit[postgres]'``)
-``mysql://…``, ``mariadb://…``          :class:`SqlStorage` on PyMySQL (``pip install 'authkit[mysql]'``)
-``redis://…``, ``rediss://…``,          :class:`RedisStorage` (``pip install 'authkit[redis]'``)
+``postgresql://user@host/db``           :class:`SqlStorage` on psycopg 3 (``pip install 'authkit-sf[postgres]'``)
+``mysql://…``, ``mariadb://…``          :class:`SqlStorage` on PyMySQL (``pip install 'authkit-sf[mysql]'``)
+``redis://…``, ``rediss://…``,          :class:`RedisStorage` (``pip install 'authkit-sf[redis]'``)
 ``unix:///path/redis.sock``
 ======================================  =====================================
 
@@ -60,7 +60,7 @@ def _open_backend(url: str, scheme: str, options: dict[str, Any]) -> AuthStorage
             import redis  # noqa: F401
         except ImportError as exc:
             raise ConfigurationError(
-                "redis:// needs the redis extra: pip install 'authkit[redis]'"
+                "redis:// needs the redis extra: pip install 'authkit-sf[redis]'"
             ) from exc
         from authkit.storage.redis import RedisStorage
 

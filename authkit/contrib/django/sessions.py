@@ -33,8 +33,9 @@ from django.contrib.sessions.backends.base import CreateError, SessionBase, Upda
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone as dj_timezone
 
-from authkit.contrib import ANONYMOUS_USER_ID, run_cleanup, session_lock
+from authkit.contrib import ANONYMOUS_USER_ID, session_lock
 from authkit.contrib.django import get_storage
+from authkit.maintenance import run_cleanup
 from authkit.models import SessionData
 from authkit.storage.base import AuthStorage, check_id
 
