@@ -446,6 +446,24 @@ def _cmd_reencrypt(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: 
     return EXIT_OK
 
 
+def _cmd_sessions_revoke(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
+    scrub.add(args.keep)  # a session id is a bearer credential: never printed
+    with _opened(args, scrub, create=False) as storage:
+        deleted = storage.delete_user_sessions(args.user, keep=args.keep)
+    kept = " (kept the one given by --keep)" if args.keep is not None else ""
+    _emit(out, args, f"sessions revoke: deleted {deleted} sessions of user {args.user!r}{kept}",
+          {"status": "ok", "user": args.user, "deleted": deleted, "kept": args.keep is not None})
+    return EXIT_OK
+
+
+def _cmd_tokens_revoke(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
+    with _opened(args, scrub, create=False) as storage:
+        deleted = storage.delete_user_tokens(args.user)
+    _emit(out, args, f"tokens revoke: deleted {deleted} tokens of user {args.user!r}",
+          {"status": "ok", "user": args.user, "deleted": deleted})
+    return EXIT_OK
+
+
 # -- the parser -----------------------------------------------------------------
 
 
@@ -510,8 +528,16 @@ def _lock_options(parser: argparse.ArgumentParser, what: str, ttl: float) -> Non
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 
-# name -> (help, add its options, handler); the order is the order of --help.
 Handler = Callable[[argparse.Namespace, IO[str], IO[str], _Scrubber], int]
+
+
+def _record_id(text: str) -> str:
+    from authkit.storage.base import check_id
+
+    try:
+        return check_id(text, "id")
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _init_options(parser: argparse.ArgumentParser) -> None:
@@ -519,31 +545,54 @@ def _init_options(parser: argparse.ArgumentParser) -> None:
     _output_options(parser)
 
 
-_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {
-    "init": ("create the schema, or verify it with --check", _init_options, _cmd_init),
+def _revoke_options(parser: argparse.ArgumentParser, kind: str, handler: Handler) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    keep = kind == "sessions"
+    what = "except the --keep one " if keep else ""
+    revoke = actions.add_parser("revoke", help=f"delete every {kind[:-1]} of a user {what}(log out everywhere)",
+                                description=f"Delete every {kind[:-1]} of the user {what}(\"log out everywhere\").")
+    revoke.add_argument("--user", required=True, type=_record_id, metavar="ID", help="the user id")
+    if keep:
+        revoke.add_argument("--keep", type=_record_id, metavar="SESSION",
+                            help="the stored id of a session to keep (the one the user is using)")
+    _output_options(revoke, "the summary")
+    revoke.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    revoke.set_defaults(handler=handler)
+
+
+# name -> (help, add its options, handler); the order is the order of --help.  A command
+# with actions (sessions revoke) sets its handler from the action's parser.
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "init": ("create the schema, or verify it with --check", _init_options),
     "stats": ("live and expired tokens, sessions and kv entries",
-              lambda parser: _output_options(parser, "the counts"), _cmd_stats),
+              lambda parser: _output_options(parser, "the counts")),
     "cleanup": ("delete expired records (cron-safe: one run at a time)",
-                lambda parser: _lock_options(parser, "cleanup", CLEANUP_LOCK_TTL), _cmd_cleanup),
+                lambda parser: _lock_options(parser, "cleanup", CLEANUP_LOCK_TTL)),
     "reencrypt": (f"re-encrypt every record with the first key in ${ENCRYPTION_KEYS_ENV}",
-                  lambda parser: _lock_options(parser, "reencrypt", REENCRYPT_LOCK_TTL), _cmd_reencrypt),
+                  lambda parser: _lock_options(parser, "reencrypt", REENCRYPT_LOCK_TTL)),
+    "sessions": ("sessions of one user: revoke --user ID [--keep SESSION]",
+                 lambda parser: _revoke_options(parser, "sessions", _cmd_sessions_revoke)),
+    "tokens": ("tokens of one user: revoke --user ID",
+               lambda parser: _revoke_options(parser, "tokens", _cmd_tokens_revoke)),
 }
+_HANDLERS: dict[str, Handler] = {"init": _cmd_init, "stats": _cmd_stats, "cleanup": _cmd_cleanup,
+                                 "reencrypt": _cmd_reencrypt}
+
+
+def _add_command(parser: argparse.ArgumentParser, name: str) -> None:
+    """Give ``parser`` sub-command ``name``'s options and handler."""
+    options = _COMMANDS[name][1]
+    options(parser)
+    if name in _HANDLERS:
+        parser.set_defaults(handler=_HANDLERS[name])
 
 
 def add_commands(commands: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
     """Add the maintenance sub-commands to ``commands`` (an ``add_subparsers()`` result)."""
-    for name, (help_text, options, handler) in _COMMANDS.items():
-        sub = commands.add_parser(name, parents=list(parents), help=help_text, description=help_text[:1].upper()
-                                  + help_text[1:] + ".")
-        options(sub)
-        sub.set_defaults(handler=handler)
-
-
-def command_options(parser: argparse.ArgumentParser, name: str) -> Handler:
-    """Add sub-command ``name``'s options to ``parser`` (a Django command's); return its handler."""
-    _, options, handler = _COMMANDS[name]
-    options(parser)
-    return handler
+    for name, (help_text, _) in _COMMANDS.items():
+        sub = commands.add_parser(name, parents=list(parents), help=help_text,
+                                  description=help_text[:1].upper() + help_text[1:] + ".")
+        _add_command(sub, name)
 
 
 def _epilog() -> str:
@@ -563,7 +612,7 @@ def _framework_parser(prog: str, command: str | None = None) -> _Parser:
         commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
         add_commands(commands)
         return parser
-    help_text, options, handler = _COMMANDS[command]
+    help_text = _COMMANDS[command][0]
     parser.description = help_text[:1].upper() + help_text[1:] + "."
     # manage.py has already acted on these (settings, path); accepted so a habitual -v 0 is no error.
     parser.add_argument("--settings", default=argparse.SUPPRESS, help="Django settings module (manage.py's)")
@@ -572,8 +621,7 @@ def _framework_parser(prog: str, command: str | None = None) -> _Parser:
                         help="accepted for manage.py's sake; -q silences the summary")
     parser.add_argument("--no-color", "--force-color", "--skip-checks", dest="ignored", action="store_true",
                         default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    options(parser)
-    parser.set_defaults(handler=handler)
+    _add_command(parser, command)
     return parser
 
 
@@ -688,8 +736,9 @@ def _call(command: str, options: dict[str, Any], *, storage: AuthStorage | Calla
     args = argparse.Namespace(**options)
     args.storage_source = _lent(storage)
     args.storage_label = _redact_url(storage_url) if storage_url else "the app's storage"
+    handler: Handler = options.get("handler") or _HANDLERS[command]
     try:
-        return _COMMANDS[command][2](args, out, err, scrub), ""
+        return handler(args, out, err, scrub), ""
     except Exception as exc:
         status, message = _describe(exc)
         message = " ".join(scrub(message).split())

@@ -321,3 +321,44 @@ def test_salesforce_api_version_abc_is_one_line(monkeypatch: pytest.MonkeyPatch,
     assert one_line(captured.err, captured.out) == (
         "authkit: error: bad Salesforce setting: api_version must look like '62.0', got 'abc'")
     assert "00Dxx-not-a-real-token" not in captured.out + captured.err
+
+
+# -- log out everywhere -------------------------------------------------------------------
+
+
+def test_sessions_and_tokens_revoke_alike_in_every_shell(shell: Shell, sqlite_url: str) -> None:
+    with open_storage(sqlite_url) as storage:
+        storage.store_sessions_bulk([("s-keep", SessionData("s-keep", "u1", expires_at=FUTURE)),
+                                     ("s-other", SessionData("s-other", "u2", expires_at=FUTURE))])
+    status, out, err = shell("sessions", "revoke", "--user", "u1", "--keep", "s-keep", "--json")
+    assert status == 0, err
+    assert json.loads(out) == {"status": "ok", "user": "u1", "deleted": 2, "kept": True}
+    status, out, err = shell("tokens", "revoke", "--user", "u1")
+    assert status == 0, err
+    assert out == "tokens revoke: deleted 2 tokens of user 'u1'\n"
+    with open_storage(sqlite_url) as storage:
+        assert [s.session_id for s in storage.list_user_sessions("u1")] == ["s-keep"]
+        assert [s.session_id for s in storage.list_user_sessions("u2")] == ["s-other"]
+        assert storage.list_user_tokens("u1") == []
+    status, out, err = shell("sessions", "revoke", "--user", "u1")
+    assert (status, out) == (0, "sessions revoke: deleted 1 sessions of user 'u1'\n")
+
+
+REVOKE_BAD_INPUTS = [
+    (["sessions", "revoke"], "the following arguments are required: --user"),
+    (["sessions", "revoke", "--user", ""], "argument --user: id must not be empty"),
+    (["sessions", "revoke", "--user", "x" * 256], "argument --user: id is 256 characters long; the limit is 255"),
+    (["sessions", "revoke", "--user", "u1", "--keep", ""], "argument --keep: id must not be empty"),
+    (["sessions"], "the following arguments are required: ACTION"),
+    (["sessions", "purge"], "argument ACTION: invalid choice: 'purge' (choose from "),  # quoting varies by Python
+    (["tokens", "revoke", "--user", "u1", "--keep", "s1"], "unrecognized arguments: --keep s1"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), REVOKE_BAD_INPUTS, ids=[" ".join(a)[:40] for a, _ in REVOKE_BAD_INPUTS])
+def test_revoke_bad_input_is_one_line_and_exit_2_in_every_shell(shell: Shell, argv: list[str], message: str) -> None:
+    status, out, err = shell(*argv)
+    assert status == 2
+    line = one_line(err, out)
+    assert line == f"authkit: error: {message}" or (
+        message.endswith("from ") and line.startswith(f"authkit: error: {message}"))

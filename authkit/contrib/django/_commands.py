@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from authkit.maintenance import _COMMANDS, _call, _run_framework
+from authkit.maintenance import _COMMANDS, _add_command, _call, _run_framework
 
 
 def _storage_url() -> str | None:
@@ -46,7 +46,7 @@ class MaintenanceCommand(BaseCommand):  # type: ignore[misc]  # Django ships no 
                                 storage_url=_storage_url()))
 
     def add_arguments(self, parser: CommandParser) -> None:
-        _COMMANDS[self.command][1](parser)
+        _add_command(parser, self.command)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from authkit.contrib.django import get_storage
