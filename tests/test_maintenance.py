@@ -143,6 +143,25 @@ def test_flask_cleanup_every_n_requests_bad_setting() -> None:
         AuthKit(app)
 
 
+def test_django_cleanup_every_n_requests() -> None:
+    from django.test import Client
+
+    import authkit.contrib.django as authkit_django
+
+    storage = MemoryStorage()
+    storage.store_kv("gone", b"x", ttl=0.000001)
+    with override_settings(AUTHKIT_STORAGE=storage, AUTHKIT_CLEANUP_N_REQUESTS=2):
+        client = Client()
+        client.get("/touch")
+        assert storage.stats()["kv_expired"] == 1  # one request: nothing yet
+        client.get("/touch")
+        every = authkit_django._cleanup
+        assert every is not None and every._running is not None
+        every._running.join(30)
+        assert storage.stats()["kv_expired"] == 0
+    assert authkit_django._cleanup is None  # the setting went away with override_settings
+
+
 # -- the three shells ---------------------------------------------------------------------
 
 
