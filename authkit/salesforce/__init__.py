@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from authkit.errors import ApiError, SessionExpiredError
 from authkit.salesforce.auth import (
     AuthSession,
     ClientCredentialsAuth,
@@ -19,7 +20,7 @@ from authkit.salesforce.auth import (
 )
 
 if TYPE_CHECKING:
-    from authkit.salesforce.client import SalesforceClient
+    from authkit.salesforce.client import ApiUsage, SalesforceClient, SObject, retrying_adapter
 
 __all__ = [
     "AuthSession",
@@ -31,8 +32,13 @@ __all__ = [
     "SalesforceClient",
 ]
 
+# What the client's errors, results and transport are, importable from here (error messages
+# and the docs name them as authkit.salesforce.X).
+__all__ += ["ApiError", "SessionExpiredError", "SObject", "ApiUsage", "retrying_adapter"]
+
 # The client is imported on first use, so the auth flows import without it.
 _LAZY = {"SalesforceClient": "authkit.salesforce.client"}
+_LAZY.update(dict.fromkeys(("SObject", "ApiUsage", "retrying_adapter"), "authkit.salesforce.client"))
 
 
 def __getattr__(name: str) -> Any:
