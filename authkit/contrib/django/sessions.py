@@ -62,7 +62,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     >>> s = SessionStore()
     >>> s["cart"] = [1, 2]
     >>> s.save()
-    >>> SessionStore(s.session_key)["cart"]
+    >>> SessionStore(s.session_key).get("cart")
     [1, 2]
     """
 
