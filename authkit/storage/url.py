@@ -11,6 +11,10 @@ URL                                     backend
 ``unix:///path/redis.sock``
 ======================================  =====================================
 
+``memory://`` is a store private to its object: it takes no host or path, and
+its ``prefix`` and ``create_schema`` are checked like any backend's and need
+nothing more (the store is its own namespace, with no schema to create).
+
 Options: ``prefix`` (table or key prefix), ``create_schema`` (default True),
 ``clock``, backend-specific ones (see each backend), and ``encryption_keys``:
 a list of keys (or set ``AUTHKIT_ENCRYPTION_KEYS``, comma-separated) wraps the
@@ -50,6 +54,9 @@ def _open_backend(url: str, scheme: str, options: dict[str, Any]) -> AuthStorage
         unknown = set(options) - {"clock", "prefix", "create_schema"}
         if unknown:
             raise TypeError(f"unknown option(s) for memory://: {', '.join(sorted(unknown))}")
+        if url.partition("://")[2]:
+            raise ConfigurationError("memory:// takes no host, path or query: every memory store is private")
+        _check_memory_options(options)
         return MemoryStorage(clock=options.get("clock"))
     if scheme in _SQL_SCHEMES:
         from authkit.storage.sql import SqlStorage
@@ -68,6 +75,25 @@ def _open_backend(url: str, scheme: str, options: dict[str, Any]) -> AuthStorage
     raise ConfigurationError(
         f"unknown storage scheme {scheme!r}; expected memory, sqlite, postgresql, mysql, mariadb, redis, rediss or unix"
     )
+
+
+def _check_memory_options(options: dict[str, Any]) -> None:
+    """The options a memory store honours trivially are still checked, never silently dropped.
+
+    A memory store is private to its object, so it is a namespace of its own:
+    a ``prefix`` has nothing more to separate and there is no schema to create.
+    Values another backend would refuse are refused here too, so a test on
+    ``memory://`` fails where production would.
+    """
+    prefix = options.get("prefix")
+    if prefix is not None:
+        if not isinstance(prefix, str):
+            raise TypeError("prefix must be a str")
+        if not prefix or len(prefix) > 64 or not prefix.isprintable() or prefix.strip() != prefix:
+            raise ValueError("prefix must be 1-64 printable characters without surrounding spaces")
+    create_schema = options.get("create_schema", True)
+    if not isinstance(create_schema, bool):
+        raise TypeError("create_schema must be a bool")
 
 
 def open_storage(url: str, **options: Any) -> AuthStorage:
