@@ -62,6 +62,14 @@ T = TypeVar("T")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+
+
+def _check_sqlite_directory(database: str) -> None:
+    """SQLite creates a missing file but not a missing directory: say which, before it says
+    "unable to open database file" (a configuration mistake, not a server that is down)."""
+    directory = os.path.dirname(os.path.abspath(database))
+    if not os.path.isdir(directory):
+        raise ConfigurationError(f"the SQLite database's directory {directory} does not exist; create it first")
 _IN_CHUNK = 500  # ids per "IN (...)" statement in bulk deletes
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 _SQLITE_MMAP_BYTES = 256 * 1024 * 1024
@@ -302,6 +310,8 @@ class SqlStorage(AuthStorage):
                 self._in_memory = True
                 settings["poolclass"] = StaticPool
                 self._serial = threading.RLock()
+            elif not url.database.startswith("file:"):
+                _check_sqlite_directory(url.database)
         else:
             connect_args.setdefault("connect_timeout", 10)
             settings["pool_recycle"] = 3600
@@ -500,8 +510,9 @@ class SqlStorage(AuthStorage):
                 with self._engine.connect() as conn:
                     if not sa.inspect(conn).has_table(meta.name):
                         raise ConfigurationError(
-                            f"the authkit tables with prefix {self._prefix!r} do not exist in {self._label}; "
-                            "create them with create_schema=True or `authkit init`"
+                            f"the authkit tables with prefix {self._prefix!r} do not exist in {self._label} "
+                            "(a wrong database or prefix?); create them with `authkit init` "
+                            "(flask authkit init, manage.py authkit_init; in code, create_schema=True)"
                         )
                     version = conn.execute(sa.select(meta.c.value).where(meta.c.name == "schema_version")).scalar()
         except sa_exc.DBAPIError as exc:
