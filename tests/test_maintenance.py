@@ -381,3 +381,45 @@ def test_revoke_bad_input_is_one_line_and_exit_2_in_every_shell(shell: Shell, ar
     line = one_line(err, out)
     assert line == f"authkit: error: {message}" or (
         message.endswith("from ") and line.startswith(f"authkit: error: {message}"))
+
+
+# -- misconfiguration caught, not mistaken for an empty store -----------------------------
+
+
+def test_a_missing_sqlite_directory_names_the_directory_exit_2_in_every_shell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'a.db'}"
+    for name in SHELLS:
+        status, out, err = Shell(name, url, capsys)("init")
+        assert status == 2, (name, err)
+        assert one_line(err, out) == (f"authkit: error: bad storage configuration: the SQLite database's directory "
+                                      f"{tmp_path / 'no' / 'such' / 'dir'} does not exist; create it first")
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_mistyped_redis_prefix_or_database_is_refused_not_reported_empty(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.services import REDIS_URL, require, unique_prefix
+
+    url = require(REDIS_URL, "Redis")
+    prefix = unique_prefix("m").rstrip("_") + ":"
+    shell = Shell("authkit", url, capsys)
+    try:
+        for command in (["stats"], ["cleanup"], ["init", "--check"]):
+            status, out, err = shell(*command, "--json", options={"prefix": prefix})
+            assert status == 2, (command, err)
+            assert one_line(err, out).startswith(
+                f"authkit: error: bad storage configuration: no authkit store with prefix {prefix!r} at Redis ")
+        status, out, err = shell("init", options={"prefix": prefix})
+        assert status == 0, err
+        status, out, err = shell("stats", "--json", options={"prefix": prefix})
+        assert status == 0 and json.loads(out)["kv_live"] == 0
+    finally:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        for name in client.scan_iter(match=prefix + "*"):
+            client.delete(name)
+        client.close()
