@@ -197,6 +197,13 @@ def _cmd_salesforce_check(args: argparse.Namespace, out: IO[str], err: IO[str], 
             info = _userinfo(client, auth, token)
         except AuthenticationError as exc:
             raise _Failure(_auth_failure(exc, flow)) from exc
+        except ApiError as exc:
+            if flow == "static" and exc.status_code in (401, 403):
+                # userinfo answers a dead token with 403 "Bad_OAuth_Token": nothing to mint a new one with.
+                raise _Failure(f"Salesforce refused the access token ({exc.status_code} {exc.error_code or ''}".rstrip()
+                               + "): it expired or was revoked (hint: get a new SF_ACCESS_TOKEN, e.g. "
+                               "`sf org display`, or use a flow that mints tokens: JWT, refresh token, ...)") from exc
+            raise
         except requests.RequestException as exc:
             raise _Failure(f"cannot reach Salesforce: {type(exc).__name__}") from exc
         instance = auth.instance_url

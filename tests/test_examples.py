@@ -92,6 +92,15 @@ def test_jwt_shared_store_logs_in_once_across_runs(tmp_path: Path) -> None:
     assert app.private_key_pem not in first + second
 
 
+def test_jwt_shared_store_without_settings_says_what_to_set_and_creates_nothing(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(EXAMPLES / "jwt_shared_store.py")], cwd=tmp_path, env=_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == ("jwt_shared_store.py: set SF_CLIENT_ID, SF_USERNAME, SF_PRIVATE_KEY_FILE (see the top "
+                             "of this file); to try authkit without a Salesforce org, run examples/quickstart.py\n")
+    assert list(tmp_path.iterdir()) == []  # no authkit.db left behind
+
+
 covers("crontab")
 
 
