@@ -82,3 +82,33 @@ def test_this_interpreter_is_a_supported_one() -> None:
 @pytest.mark.parametrize("extra", ["postgres", "mysql", "redis", "flask", "django", "docs", "test", "dev"])
 def test_every_extra_named_in_the_docs_exists(extra: str) -> None:
     assert extra in SETUP["options.extras_require"]
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_package_and_the_metadata_the_index_shows(tmp_path: Path) -> None:
+    """What ``pip install authkit-sf`` gets (CI also installs it into a fresh virtualenv and runs the quickstart)."""
+    import email
+    import subprocess
+    import zipfile
+
+    pytest.importorskip("build", reason="the wheel test needs the dev extra's `build`")
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True, timeout=600)
+    [wheel] = tmp_path.glob("*.whl")
+    assert wheel.name.startswith("authkit_sf-")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        [meta_name] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = email.message_from_bytes(archive.read(meta_name))
+        [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        entry_text = archive.read(entry_points).decode()
+    assert meta["Name"] == "authkit-sf" and meta["Requires-Python"] == ">=3.10"
+    assert [c for c in meta.get_all("Classifier") if c.startswith("Programming Language :: Python :: 3.")] == [
+        f"Programming Language :: Python :: {v}" for v in SUPPORTED]
+    assert meta["Description-Content-Type"] == "text/markdown"
+    assert "](docs/" not in (meta.get_payload() or "")  # the README's links work on the index page
+    for required in ("authkit/__init__.py", "authkit/py.typed", "authkit/maintenance.py", "authkit/testing/clock.py",
+                     "authkit/contrib/django/management/commands/authkit_cleanup.py"):
+        assert required in names
+    assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "examples/"))]
+    assert "authkit = authkit.cli:main" in entry_text and "authkit = authkit.testing.pytest_plugin" in entry_text
