@@ -423,3 +423,20 @@ def test_a_mistyped_redis_prefix_or_database_is_refused_not_reported_empty(
         for name in client.scan_iter(match=prefix + "*"):
             client.delete(name)
         client.close()
+
+
+def test_call_command_runs_the_same_code_and_raises_command_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from django.core import management
+    from django.core.management.base import CommandError
+
+    storage = MemoryStorage()
+    storage.store_session("s1", SessionData("s1", "u1"))
+    with override_settings(AUTHKIT_STORAGE=storage):
+        management.call_command("authkit_sessions", "revoke", "--user", "u1", "--json")
+        assert json.loads(capsys.readouterr().out) == {"status": "ok", "user": "u1", "deleted": 1, "kept": False}
+        with pytest.raises(CommandError, match="nothing to re-encrypt") as info:
+            management.call_command("authkit_reencrypt", "--json")
+        assert info.value.returncode == 2
+        assert json.loads(capsys.readouterr().out)["status"] == "error"
+        with pytest.raises(CommandError, match="--lock-ttl"):
+            management.call_command("authkit_cleanup", "--lock-ttl", "0")
