@@ -1,4 +1,4 @@
-"""What the Flask and Django integrations share: the session lock, Salesforce settings."""
+"""What the Flask and Django integrations share: Salesforce settings."""
 
 from __future__ import annotations
 
@@ -6,23 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from authkit.contrib import build_salesforce_auth, build_salesforce_client, session_lock
-from authkit.errors import ConfigurationError, StorageError
+from authkit.contrib import build_salesforce_auth, build_salesforce_client
+from authkit.errors import ConfigurationError
 from authkit.salesforce import ClientCredentialsAuth, JwtAuth, PasswordAuth, RefreshTokenAuth, StaticTokenAuth
 from authkit.storage import MemoryStorage
-
-
-def test_session_lock_is_per_session_and_times_out_as_storage_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import authkit.contrib as contrib
-
-    storage = MemoryStorage()
-    monkeypatch.setattr(contrib, "_SESSION_LOCK_TIMEOUT", 0.05)
-    with session_lock(storage, "a" * 255):
-        with session_lock(storage, "b"):  # another session: no waiting
-            pass
-        with pytest.raises(StorageError, match="session"):
-            with session_lock(storage, "a" * 255):
-                pass
 
 
 def test_flows_from_settings(tmp_path: Path) -> None:

@@ -1,20 +1,18 @@
 """Framework integrations: :mod:`authkit.contrib.flask` and :mod:`authkit.contrib.django`.
 
-This package holds what both share: the per-session lock and the code that
-turns a settings mapping into a :class:`~authkit.salesforce.SalesforceClient`.
+This package holds what both share: the code that turns a settings mapping
+into a :class:`~authkit.salesforce.SalesforceClient`.
 Their maintenance commands (``flask authkit ...``, ``manage.py authkit_...``)
 are shells over :mod:`authkit.maintenance`.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from authkit.errors import ConfigurationError, StorageError
+from authkit.errors import ConfigurationError
 from authkit.maintenance import CLEANUP_LOCK as CLEANUP_LOCK  # where the framework shells' users look for it
 from authkit.maintenance import run_cleanup as run_cleanup
 from authkit.storage.base import AuthStorage
@@ -25,40 +23,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANONYMOUS_USER_ID",
-    "session_lock",
     "build_salesforce_auth",
     "build_salesforce_client",
 ]
 
 ANONYMOUS_USER_ID = "anonymous"
 """``SessionData.user_id`` of a session nobody has logged in to yet."""
-
-
-# A session save is a read and a write; nobody holds this lock for long.
-_SESSION_LOCK_TIMEOUT = 10.0
-_SESSION_LOCK_TTL = 30.0
-
-
-@contextmanager
-def session_lock(storage: AuthStorage, session_id: str) -> Iterator[None]:
-    """Hold the per-session lock around a read-check-write of one session.
-
-    Saving an existing session must not bring it back after a logout in a
-    concurrent request deleted it, and creating one must not overwrite another;
-    the storage contract has no insert-if-absent or update-if-present, so the
-    Flask and Django session stores check and write under this lock (and
-    delete under it too).  Sessions never wait on each other's locks: the name
-    is derived from the id (hashed, so any valid id fits the name limit).
-    A lock that cannot be had in time is a :class:`~authkit.errors.StorageError`.
-    """
-    digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(storage.lock(f"authkit:session:{digest}", timeout=_SESSION_LOCK_TIMEOUT,
-                                             ttl=_SESSION_LOCK_TTL))
-        except TimeoutError as exc:
-            raise StorageError("timed out waiting for a session's lock") from exc
-        yield
 
 
 # -- Salesforce ------------------------------------------------------------
