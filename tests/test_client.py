@@ -46,7 +46,7 @@ def org() -> Iterator[FakeSalesforce]:
 def rest(org: FakeSalesforce) -> FakeRestApi:
     """A fresh, empty data API for each test (the org and its JWT app are shared by the module)."""
     org.rest = FakeRestApi(page_size=5)
-    org._injected.clear()
+    org.clear_injected_errors()
     return org.rest
 
 
@@ -254,7 +254,7 @@ def test_transient_5xx_not_retried_for_post_or_patch(org: FakeSalesforce, rest: 
         with pytest.raises(ApiError) as info:
             sf.request(method, "sobjects/Account", json={"Name": "x"})
         assert info.value.status_code == 503 and org.api_requests == before + 1
-        org._injected.clear()
+        assert org.clear_injected_errors() == 2  # the POST and PATCH were not retried
     assert rest.records("Account") == []
 
 
@@ -267,7 +267,8 @@ def test_retries_are_bounded(org: FakeSalesforce, auth: JwtAuth) -> None:
             client.get("limits")
         assert info.value.status_code == 503 and info.value.error_code == "SERVER_UNAVAILABLE"
         assert org.api_requests == before + 3  # the first try and 2 retries
-    org._injected.clear()
+    assert org.pending_injected_errors == 7
+    assert org.clear_injected_errors() == 7 and org.pending_injected_errors == 0
 
 
 @pytest.mark.parametrize("off", [0, None])

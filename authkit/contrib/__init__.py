@@ -1,23 +1,18 @@
 """Framework integrations: :mod:`authkit.contrib.flask` and :mod:`authkit.contrib.django`.
 
-This package holds what both share: the cron-safe cleanup they run from their
-commands (``flask authkit cleanup``, ``manage.py authkit_cleanup``) and the
-code that turns a settings mapping into a :class:`~authkit.salesforce.SalesforceClient`.
-
->>> from authkit.contrib import run_cleanup
->>> report = run_cleanup(storage, batch_size=500)      # None if another run holds the lock
+This package holds what both share: the code that turns a settings mapping
+into a :class:`~authkit.salesforce.SalesforceClient`.
+Their maintenance commands (``flask authkit ...``, ``manage.py authkit_...``)
+are shells over :mod:`authkit.maintenance`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Mapping
-from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
-from authkit.models import CleanupReport
+from authkit.maintenance import CLEANUP_LOCK as CLEANUP_LOCK  # where the framework shells' users look for it
+from authkit.maintenance import run_cleanup as run_cleanup
 from authkit.storage.base import AuthStorage
 
 if TYPE_CHECKING:
@@ -25,99 +20,13 @@ if TYPE_CHECKING:
     from authkit.salesforce.client import SalesforceClient
 
 __all__ = [
-    "CLEANUP_LOCK",
     "ANONYMOUS_USER_ID",
-    "run_cleanup",
-    "format_report",
-    "format_failure",
     "build_salesforce_auth",
     "build_salesforce_client",
 ]
 
-CLEANUP_LOCK = "authkit-cleanup"
-"""The lock every cleanup holds (the ``authkit`` command, Flask, Django), so
-overlapping cron runs from any of them never work at the same time.
-The same name as ``authkit.cli.CLEANUP_LOCK``."""
-
 ANONYMOUS_USER_ID = "anonymous"
 """``SessionData.user_id`` of a session nobody has logged in to yet."""
-
-# A cleanup of millions of rows can take minutes; the lock must outlive it.
-# The holder refreshes nothing, so the TTL is the longest a run may take
-# before a second run may start; a crashed run frees the lock after it.
-# The authkit command's default, so every cleanup behaves alike.
-_CLEANUP_LOCK_TTL = 600.0
-
-
-def run_cleanup(
-    storage: AuthStorage,
-    *,
-    batch_size: int | None = None,
-    wait: float = 0.0,
-    progress: Callable[[CleanupReport], None] | None = None,
-) -> CleanupReport | None:
-    """Delete expired tokens, sessions and kv entries under :data:`CLEANUP_LOCK`.
-
-    Returns the :class:`~authkit.models.CleanupReport`, or ``None`` when
-    another cleanup held the lock for longer than ``wait`` seconds (the
-    default ``0`` gives up at once: the other run is doing the work).
-    """
-    if not isinstance(wait, (int, float)) or isinstance(wait, bool):
-        raise TypeError("wait must be a number of seconds")
-    if not math.isfinite(wait) or wait < 0:
-        raise ValueError("wait must be a finite number of seconds >= 0")
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(storage.lock(CLEANUP_LOCK, timeout=float(wait), ttl=_CLEANUP_LOCK_TTL))
-        except TimeoutError:
-            # Only failing to get the lock means "skip"; an error from the
-            # work itself propagates.
-            return None
-        return storage.cleanup_expired(batch_size=batch_size, progress=progress)
-    raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
-
-
-def format_report(report: CleanupReport | None, *, seconds: float | None = None, as_json: bool = False) -> str:
-    """The one summary line a cleanup command prints, worded as ``authkit cleanup`` words it.
-
-    >>> format_report(CleanupReport(tokens=1, sessions=2, kv=0), seconds=0.25)
-    'cleanup: deleted 3 expired records (tokens 1, sessions 2, kv 0) in 0.25 s'
-    >>> format_report(None)
-    'skipped: another cleanup is running'
-    """
-    if report is None:
-        if as_json:
-            return json.dumps({"status": "skipped", "reason": "another cleanup is running"}, sort_keys=True)
-        return "skipped: another cleanup is running"
-    if as_json:
-        data: dict[str, Any] = {"status": "ok", "tokens": report.tokens, "sessions": report.sessions,
-                                "kv": report.kv, "total": report.total}
-        if seconds is not None:
-            data["seconds"] = round(seconds, 3)
-        return json.dumps(data, sort_keys=True)
-    took = "" if seconds is None else f" in {seconds:.2f} s"
-    return (
-        f"cleanup: deleted {report.total} expired records "
-        f"(tokens {report.tokens}, sessions {report.sessions}, kv {report.kv}){took}"
-    )
-
-
-def format_failure(exc: BaseException, storage_url: str | None = None) -> str:
-    """``cleanup failed: <Error>: <message>`` on one line, with the storage URL's password masked.
-
-    authkit's messages hold no secrets on purpose; a driver's quoted message
-    might echo a DSN, so the password is masked as written and percent-decoded.
-    """
-    text = " ".join(f"cleanup failed: {type(exc).__name__}: {exc}".split())
-    if storage_url:
-        try:
-            password = urlsplit(storage_url).password
-        except ValueError:
-            password = None
-        for secret in {password, unquote(password) if password else None}:
-            if secret and len(secret) >= 4:  # shorter would mask ordinary words
-                text = text.replace(secret, "***")
-    return text
 
 
 # -- Salesforce ------------------------------------------------------------

@@ -24,6 +24,7 @@ driver's as ``__cause__``.
 from __future__ import annotations
 
 import inspect
+import os
 import random
 import threading
 import time
@@ -88,6 +89,14 @@ def describe(url: URL) -> str:
     return f"{kind} at {host}{port}/{url.database or ''}"
 
 
+def _check_sqlite_directory(database: str) -> None:
+    """SQLite creates a missing file but not a missing directory: say which, before it says
+    "unable to open database file" (a configuration mistake, not a server that is down)."""
+    directory = os.path.dirname(os.path.abspath(database))
+    if not os.path.isdir(directory):
+        raise ConfigurationError(f"the SQLite database's directory {directory} does not exist; create it first")
+
+
 def check_timeout(timeout: object) -> float:
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
         raise TypeError("timeout must be a number of seconds")
@@ -129,6 +138,8 @@ def make_engine(url_or_str: str | URL, options: dict[str, Any], timeout: float) 
             # One connection, kept for the storage's life: the database lives in it.
             in_memory = True
             settings["poolclass"] = StaticPool
+        elif not url.database.startswith("file:"):
+            _check_sqlite_directory(url.database)
     else:
         settings["pool_recycle"] = 3600
         settings["pool_timeout"] = timeout  # waiting for a pooled connection
@@ -156,7 +167,7 @@ def make_engine(url_or_str: str | URL, options: dict[str, Any], timeout: float) 
     try:
         engine = sa.create_engine(url, **settings)
     except ImportError as exc:
-        message = f"{url.get_backend_name()}:// needs its driver: pip install 'authkit[{extra}]'"
+        message = f"{url.get_backend_name()}:// needs its driver: pip install 'authkit-sf[{extra}]'"
         raise ConfigurationError(message) from exc
     except sa_exc.ArgumentError as exc:
         raise TypeError(f"bad engine option: {exc}") from None

@@ -538,6 +538,11 @@ def _ms(seconds: float) -> bytes:
     return str(max(1, int(seconds * 1000 + 0.999))).encode()
 
 
+# The marker key: its presence says "an authkit store lives under this prefix in this database".
+_MARKER = b"schema"
+_MARKER_VALUE = b"authkit redis store, layout 1"
+
+
 class _Errors:
     """``with storage._errors:`` turns redis-py exceptions into authkit's, cause attached."""
 
@@ -595,6 +600,12 @@ class RedisStorage(AuthStorage):
     (``None``: never).  A client passed in is the caller's to close (unless
     ``owns_client=True``); one built by :meth:`from_url` is closed by :meth:`close`.
 
+    Like the SQL tables, a storage has a marker key (``<prefix>{...}:schema``):
+    ``create_schema=True`` (the default) writes it if missing; with
+    ``create_schema=False`` a missing marker is a :class:`ConfigurationError`,
+    so a mistyped prefix or database number is refused instead of looking
+    like an empty store (``authkit init`` writes it).
+
     >>> storage = RedisStorage(redis.Redis(), prefix="myapp:")
     """
 
@@ -606,6 +617,7 @@ class RedisStorage(AuthStorage):
         clock: Clock | None = None,
         token_retention: float | timedelta | None = None,
         owns_client: bool = False,
+        create_schema: bool = True,
     ) -> None:
         super().__init__(clock=clock)
         if not isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
@@ -650,6 +662,24 @@ class RedisStorage(AuthStorage):
         self._cleanup_lua = register(_CLEANUP)
         self._stats_lua = register(_STATS)
         self._release_lua = register(_RELEASE_LOCK)
+        self._check_marker(create_schema)
+
+    def _check_marker(self, create: bool) -> None:
+        """Write the marker key (``create``), or refuse a store without one, as SQL refuses missing tables."""
+        if not isinstance(create, bool):
+            raise TypeError("create_schema must be a bool")
+        marker = self._b + _MARKER
+        with self._errors:
+            if create:
+                self._client.set(marker, _MARKER_VALUE, nx=True)
+                return
+            present = self._client.exists(marker)
+        if not present:
+            raise ConfigurationError(
+                f"no authkit store with prefix {self.prefix!r} at Redis {self._where} "
+                "(a wrong database or prefix?); create it with `authkit init` "
+                "(flask authkit init, manage.py authkit_init; in code, create_schema=True)"
+            )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStorage:
@@ -657,8 +687,8 @@ class RedisStorage(AuthStorage):
 
         Options: ``prefix``, ``clock``, ``token_retention``, ``cluster=True``
         (a :class:`redis.cluster.RedisCluster` seeded from the URL's node),
-        ``create_schema`` (accepted for :func:`open_storage`; Redis needs no
-        schema); anything else goes to redis-py's ``from_url`` (e.g.
+        ``create_schema`` (write the marker key, or with ``False`` refuse a
+        store without one); anything else goes to redis-py's ``from_url`` (e.g.
         ``socket_timeout``, ``ssl_ca_certs``).  ``redis+sentinel://`` and
         ``rediss+sentinel://`` URLs give a client on the master Redis Sentinel names
         (see :mod:`authkit.storage._redis_sentinel` for the URL form).
@@ -667,8 +697,7 @@ class RedisStorage(AuthStorage):
         """
         if not isinstance(url, str):
             raise TypeError("url must be a str")
-        own = {k: options.pop(k) for k in ("prefix", "clock", "token_retention") if k in options}
-        options.pop("create_schema", None)
+        own = {k: options.pop(k) for k in ("prefix", "clock", "token_retention", "create_schema") if k in options}
         cluster = bool(options.pop("cluster", False))
         options.setdefault("socket_connect_timeout", 5.0)
         options.setdefault("socket_timeout", 30.0)

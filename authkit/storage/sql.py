@@ -59,7 +59,7 @@ try:
     from sqlalchemy.dialects import sqlite as sa_sqlite
     from sqlalchemy.engine import URL, Dialect, Engine
 except ImportError as _exc:  # pragma: no cover - SQLAlchemy is a runtime dependency
-    raise ConfigurationError("SqlStorage needs SQLAlchemy 2: pip install authkit") from _exc
+    raise ConfigurationError("SqlStorage needs SQLAlchemy 2: pip install authkit-sf") from _exc
 
 from authkit.storage._sql_engine import (
     DEFAULT_TIMEOUT,
@@ -79,6 +79,8 @@ __all__ = ["SqlStorage", "SCHEMA_VERSION"]
 T = TypeVar("T")
 
 _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+
+
 _IN_CHUNK = 500  # ids per "IN (...)" statement in bulk deletes
 # PyMySQL sends bytes as hex, doubling them: a kv value above this size goes to
 # MySQL in pieces, so 8 MiB fits the default 16 MiB max_allowed_packet.
@@ -270,8 +272,9 @@ class SqlStorage(AuthStorage):
                 with self._engine.connect() as conn:
                     if not sa.inspect(conn).has_table(meta.name):
                         raise ConfigurationError(
-                            f"the authkit tables with prefix {self._prefix!r} do not exist in {self._label}; "
-                            "create them with create_schema=True or `authkit init`"
+                            f"the authkit tables with prefix {self._prefix!r} do not exist in {self._label} "
+                            "(a wrong database or prefix?); create them with `authkit init` "
+                            "(flask authkit init, manage.py authkit_init; in code, create_schema=True)"
                         )
                     version = conn.execute(sa.select(meta.c.value).where(meta.c.name == "schema_version")).scalar()
         except sa_exc.DBAPIError as exc:

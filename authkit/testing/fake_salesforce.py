@@ -486,6 +486,26 @@ class FakeSalesforce:
         with self._mutex:
             self._drop_token_connections += count
 
+    def clear_injected_errors(self) -> int:
+        """Forget every error and dropped connection injected but not served yet; return how many.
+
+        For a test that injected more failures than its code consumed (a retry
+        it expected did not happen), before the next step of the test.
+        """
+        with self._mutex:
+            pending = self.pending_injected_errors
+            self._injected.clear()
+            self._token_injected.clear()
+            self._drop_token_connections = 0
+        return pending
+
+    @property
+    def pending_injected_errors(self) -> int:
+        """How many injected errors and dropped connections are still to be served."""
+        with self._mutex:
+            return (sum(i.count for i in self._injected) + sum(i.count for i in self._token_injected)
+                    + self._drop_token_connections)
+
     # -- conveniences: an AuthSession against this org ----------------------
 
     def _app_for_tests(self) -> ConnectedApp:
