@@ -17,9 +17,11 @@ from authkit.salesforce.auth import (
     RefreshTokenAuth,
     StaticTokenAuth,
 )
+from authkit.salesforce.soql import format_soql, format_sosl
 
 if TYPE_CHECKING:
     from authkit.salesforce.client import SalesforceClient
+    from authkit.salesforce.query import QueryResult
 
 __all__ = [
     "AuthSession",
@@ -29,10 +31,13 @@ __all__ = [
     "ClientCredentialsAuth",
     "PasswordAuth",
     "SalesforceClient",
+    "QueryResult",
+    "format_soql",
+    "format_sosl",
 ]
 
 # The client is imported on first use, so the auth flows import without it.
-_LAZY = {"SalesforceClient": "authkit.salesforce.client"}
+_LAZY = {"SalesforceClient": "authkit.salesforce.client", "QueryResult": "authkit.salesforce.query"}
 
 
 def __getattr__(name: str) -> Any:

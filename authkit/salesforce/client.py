@@ -49,7 +49,7 @@ import io
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -73,6 +73,7 @@ from authkit.errors import (
 )
 from authkit.salesforce.auth import AuthSession
 from authkit.salesforce.oauth import Timeout, _check_timeout
+from authkit.salesforce.query import QueryResult
 
 __all__ = ["SalesforceClient", "SObject", "ApiUsage", "retrying_adapter"]
 
@@ -462,42 +463,33 @@ class SalesforceClient:
 
     # -- the data API ------------------------------------------------------------------
 
-    def query(self, soql: str, *, include_deleted: bool = False) -> Iterator[dict[str, Any]]:
-        """Every record ``soql`` selects, fetched one page at a time as you iterate.
+    def query(self, soql: str, *, include_deleted: bool = False) -> QueryResult:
+        """Every record ``soql`` selects, as a :class:`~authkit.salesforce.query.QueryResult`:
+        an iterator fetching one page at a time, with ``.total_size``.
 
-        Nothing is sent until the first record is asked for; the next page is
-        fetched (``nextRecordsUrl``) only when the current one is used up, and only
-        that page is held, so memory stays flat however many records match.
-        ``include_deleted=True`` uses the ``queryAll`` resource: deleted records
-        still in the recycle bin and archived records are included (``IsDeleted``
-        tells them apart) — the same as :meth:`query_all`.
+        Nothing is sent until the first record (or ``total_size``) is asked for;
+        the next page is fetched (``nextRecordsUrl``) only when the current one is
+        used up, and only that page is held, so memory stays flat however many
+        records match.  ``sf.query("SELECT COUNT() FROM Account").total_size`` is
+        the count.  Put user input in with
+        :func:`~authkit.salesforce.format_soql`.  ``include_deleted=True`` uses
+        the ``queryAll`` resource: deleted records still in the recycle bin and
+        archived records are included (``IsDeleted`` tells them apart) — the
+        same as :meth:`query_all`.
         """
         if not isinstance(soql, str):
             raise TypeError("soql must be a str")
         if not soql.strip():
             raise ValueError("soql must not be empty")
-        return self._records("queryAll" if include_deleted else "query", soql)
+        return QueryResult(self.get, "queryAll" if include_deleted else "query", soql)
 
-    def query_all(self, soql: str) -> Iterator[dict[str, Any]]:
+    def query_all(self, soql: str) -> QueryResult:
         """:meth:`query` through ``queryAll``: deleted and archived records included, still lazy.
 
         (Not "all pages into a list": :meth:`query` already returns every record;
         wrap either in ``list()`` when you do want them all in memory.)
         """
         return self.query(soql, include_deleted=True)
-
-    def _records(self, resource: str, soql: str) -> Iterator[dict[str, Any]]:
-        page = self.get(resource, params={"q": soql})
-        while True:
-            records: list[dict[str, Any]] = page.get("records") or []
-            next_url = page.get("nextRecordsUrl")
-            page = None  # hold nothing but the records not yet handed out
-            records.reverse()
-            while records:
-                yield records.pop()
-            if not next_url:
-                return
-            page = self.get(next_url)
 
     def sobject(self, name: str) -> SObject:
         """The record operations of one sObject type: ``sf.sobject("Account").create({...})``."""

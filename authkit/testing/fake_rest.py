@@ -49,6 +49,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from authkit.testing._fake_soql import QueryError, parse_soql
+
 __all__ = ["FakeRestApi", "ApexHandler", "DEFAULT_VERSIONS"]
 
 #: ``(version, label)`` pairs served by ``GET /services/data/``, oldest first.
@@ -529,7 +531,10 @@ class FakeRestApi:
     # -- SOQL -----------------------------------------------------------------------
 
     def _query(self, soql: str, version: str, *, include_deleted: bool) -> dict[str, Any]:
-        parsed = _parse_soql(soql)
+        try:
+            parsed = parse_soql(soql)
+        except QueryError as exc:
+            raise _RestError(400, "MALFORMED_QUERY", str(exc)) from None
         sobj = self._types.get(parsed.sobject.lower())
         if sobj is None:
             raise _RestError(400, "INVALID_TYPE",
@@ -551,7 +556,7 @@ class FakeRestApi:
         rows: list[dict[str, Any]] = list(self._records[sobj.name].values())
         if include_deleted:
             rows += list(self._deleted[sobj.name].values())
-        rows = [r for r in rows if parsed.matches(r, sobj)]
+        rows = [r for r in rows if parsed.matches(r, sobj.field_name)]
         if parsed.order_by is not None:
             key = sobj.field_name(parsed.order_by)
             if key is None:
@@ -712,210 +717,3 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     if isinstance(value, (int, float)):
         return (1, value)
     return (2, "" if value is None else str(value).lower())
-
-
-# -- a small SOQL parser ------------------------------------------------------------------
-
-_TOKEN_RE = re.compile(r"""\s*(?:('(?:[^'\\]|\\.)*')|(<=|>=|!=|<>|[=<>(),])|([A-Za-z0-9_.:\-+]+))""")
-
-
-@dataclass
-class _Condition:
-    field: str
-    op: str
-    value: Any  # a scalar, or a list for IN / NOT IN
-
-
-@dataclass
-class _Soql:
-    sobject: str
-    fields: list[str]
-    count: bool
-    conditions: list[_Condition]
-    joins: list[str]  # "AND" / "OR" between consecutive conditions, evaluated left to right
-    order_by: str | None
-    descending: bool
-    limit: int | None
-    offset: int
-
-    def matches(self, record: dict[str, Any], sobj: _SObjectType) -> bool:
-        if not self.conditions:
-            return True
-        result = _compare(record, self.conditions[0], sobj)
-        for join, cond in zip(self.joins, self.conditions[1:], strict=True):
-            hit = _compare(record, cond, sobj)
-            result = (result and hit) if join == "AND" else (result or hit)
-        return bool(result)
-
-
-def _malformed(soql: str, why: str) -> _RestError:
-    return _RestError(400, "MALFORMED_QUERY", f"\n{soql}\n^\nERROR at Row:1:Column:1\n{why}")
-
-
-def _tokens(soql: str) -> list[str]:
-    out: list[str] = []
-    pos = 0
-    while pos < len(soql):
-        if soql[pos:].strip() == "":
-            break
-        match = _TOKEN_RE.match(soql, pos)
-        if match is None or match.end() == pos:
-            raise _malformed(soql, f"unexpected token: '{soql[pos:].strip()[:20]}'")
-        out.append(next(g for g in match.groups() if g is not None))
-        pos = match.end()
-    return out
-
-
-def _literal(soql: str, token: str) -> Any:
-    if token.startswith("'"):
-        return re.sub(r"\\(.)", r"\1", token[1:-1])
-    lowered = token.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered == "null":
-        return None
-    try:
-        return int(token)
-    except ValueError:
-        pass
-    try:
-        return float(token)
-    except ValueError:
-        pass
-    if re.match(r"^\d{4}-\d{2}-\d{2}", token):  # date / datetime literals compare as text
-        return token
-    raise _malformed(soql, f"unexpected token: '{token}'")
-
-
-def _parse_soql(soql: str) -> _Soql:
-    if not soql.strip():
-        raise _malformed(soql, "unexpected token: <EOF>")
-    tokens = _tokens(soql)
-    pos = 0
-
-    def peek(word: str) -> bool:
-        return pos < len(tokens) and tokens[pos].upper() == word
-
-    def take() -> str:
-        nonlocal pos
-        if pos >= len(tokens):
-            raise _malformed(soql, "unexpected token: <EOF>")
-        pos += 1
-        return tokens[pos - 1]
-
-    if not peek("SELECT"):
-        raise _malformed(soql, f"unexpected token: '{tokens[0]}'")
-    take()
-    fields: list[str] = []
-    count = False
-    while True:
-        name = take()
-        if name.upper() == "COUNT" and peek("("):
-            take()
-            if take() != ")":
-                raise _malformed(soql, "COUNT() takes no field here")
-            count = True
-        elif _NAME_RE.match(name):
-            if "." in name:
-                raise _malformed(soql, "relationship queries are not supported by FakeSalesforce")
-            fields.append(name)
-        else:
-            raise _malformed(soql, f"unexpected token: '{name}'")
-        if peek(","):
-            take()
-            continue
-        break
-    if count and fields:
-        raise _malformed(soql, "COUNT() cannot be combined with fields")
-    if not peek("FROM"):
-        raise _malformed(soql, f"unexpected token: '{tokens[pos] if pos < len(tokens) else '<EOF>'}'")
-    take()
-    sobject = take()
-    if not _NAME_RE.match(sobject):
-        raise _malformed(soql, f"unexpected token: '{sobject}'")
-    conditions: list[_Condition] = []
-    joins: list[str] = []
-    if peek("WHERE"):
-        take()
-        while True:
-            field_name = take()
-            if not _NAME_RE.match(field_name):
-                raise _malformed(soql, f"unexpected token: '{field_name}'")
-            op = take().upper()
-            if op == "NOT" and peek("IN"):
-                take()
-                op = "NOT IN"
-            if op in ("IN", "NOT IN"):
-                if take() != "(":
-                    raise _malformed(soql, "expecting '('")
-                values = [_literal(soql, take())]
-                while peek(","):
-                    take()
-                    values.append(_literal(soql, take()))
-                if take() != ")":
-                    raise _malformed(soql, "expecting ')'")
-                conditions.append(_Condition(field_name, op, values))
-            elif op in ("=", "!=", "<>", "<", "<=", ">", ">=", "LIKE"):
-                conditions.append(_Condition(field_name, "!=" if op == "<>" else op, _literal(soql, take())))
-            else:
-                raise _malformed(soql, f"unexpected token: '{op}'")
-            if peek("AND") or peek("OR"):
-                joins.append(take().upper())
-                continue
-            break
-    order_by: str | None = None
-    descending = False
-    if peek("ORDER"):
-        take()
-        if take().upper() != "BY":
-            raise _malformed(soql, "expecting BY")
-        order_by = take()
-        if peek("ASC") or peek("DESC"):
-            descending = take().upper() == "DESC"
-    limit: int | None = None
-    offset = 0
-    if peek("LIMIT"):
-        take()
-        text = take()
-        if not text.isdigit():
-            raise _malformed(soql, f"unexpected token: '{text}'")
-        limit = int(text)
-    if peek("OFFSET"):
-        take()
-        text = take()
-        if not text.isdigit():
-            raise _malformed(soql, f"unexpected token: '{text}'")
-        offset = int(text)
-    if pos != len(tokens):
-        raise _malformed(soql, f"unexpected token: '{tokens[pos]}'")
-    return _Soql(sobject, fields, count, conditions, joins, order_by, descending, limit, offset)
-
-
-def _compare(record: dict[str, Any], cond: _Condition, sobj: _SObjectType) -> bool:
-    name = sobj.field_name(cond.field) or cond.field
-    value = record.get(name)
-    if cond.op == "IN":
-        return value in cond.value
-    if cond.op == "NOT IN":
-        return value not in cond.value
-    if cond.op == "=":
-        return bool(value == cond.value)
-    if cond.op == "!=":
-        return bool(value != cond.value)
-    if cond.op == "LIKE":
-        if value is None or not isinstance(cond.value, str):
-            return False
-        pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in cond.value)
-        return re.fullmatch(pattern, str(value), re.IGNORECASE | re.DOTALL) is not None
-    if value is None or cond.value is None:
-        return False
-    try:
-        if cond.op == "<":
-            return bool(value < cond.value)
-        if cond.op == "<=":
-            return bool(value <= cond.value)
-        if cond.op == ">":
-            return bool(value > cond.value)
-        return bool(value >= cond.value)
-    except TypeError:
-        return False
