@@ -141,7 +141,8 @@ class _Formatter(string.Formatter):
         if "." in field_name or "[" in field_name:
             # {0.__class__} would read attributes of a caller's object into the query.
             raise ValueError(f"placeholder {{{field_name}}} may only name an argument")
-        return super().get_field(field_name, args, kwargs)
+        found: tuple[Any, str] = super().get_field(field_name, args, kwargs)
+        return found
 
     def convert_field(self, value: Any, conversion: str | None) -> Any:
         if conversion is not None:

@@ -367,7 +367,9 @@ def parse_sosl(sosl: str) -> Sosl:
 
 
 def _split_returning(text: str) -> list[str]:
-    items, depth, current = [], 0, []
+    items: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1
