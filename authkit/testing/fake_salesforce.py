@@ -597,7 +597,8 @@ class FakeSalesforce:
         return {"Sforce-Limit-Info": f"api-usage={self.api_requests}/{self.api_limit}"}
 
     def _data(
-        self, method: str, path: str, query: dict[str, list[str]], body: bytes, authorization: str | None
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes, authorization: str | None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         if self._session(authorization) is None:
             return 401, {"WWW-Authenticate": "Token"}, json.dumps(_INVALID_SESSION).encode()
@@ -610,7 +611,7 @@ class FakeSalesforce:
         if self.rest is None:
             missing = [{"message": "FakeRestApi is not available", "errorCode": "NOT_FOUND"}]
             return 404, headers, json.dumps(missing).encode()
-        status, extra, payload = self.rest.handle(method, path, query, body, self.instance_url)
+        status, extra, payload = self.rest.handle(method, path, query, body, self.instance_url, headers)
         return status, {**headers, **extra}, payload
 
     def _userinfo(self, authorization: str | None) -> tuple[int, dict[str, str], bytes]:
@@ -721,7 +722,8 @@ class _Handler(BaseHTTPRequestHandler):
                 org.revoke(token)
                 result = (200, {}, b"")
             elif path.startswith(("/services/data", "/services/apexrest")):
-                result = org._data(method, path, parse_qs(parts.query, keep_blank_values=True), body, auth)
+                result = org._data(method, path, parse_qs(parts.query, keep_blank_values=True), body, auth,
+                                   dict(self.headers.items()))
             else:
                 error = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
                 result = (404, {}, json.dumps(error).encode())
