@@ -83,4 +83,7 @@ class Tooling:
             raise TypeError("apex must be a str")
         if not apex.strip():
             raise ValueError("apex must not be empty")
-        return dict(self._client.get("tooling/executeAnonymous/", params={"anonymousBody": apex}))
+        # A GET, but not idempotent: the Apex may write, so a 500 is not resent.
+        response = self._client._request("GET", "tooling/executeAnonymous/", frozenset(), idempotent=False,
+                                         params={"anonymousBody": apex})
+        return dict(response.json())
