@@ -194,3 +194,15 @@ def test_hooks_and_emit_rules(caplog: pytest.LogCaptureFixture) -> None:
         events.remove_hook(broken)
     events.emit(events.TOKEN_INVALIDATED, flow="JwtAuth")
     assert len(seen) == 1  # removed: nothing more arrives
+
+
+def test_auth_flows_report_mints_and_invalidations(org: FakeSalesforce, rest: FakeRestApi) -> None:
+    auth = org.jwt_auth()
+    with events.recording() as seen:
+        token = auth.access_token()
+        auth.invalidate("not the current token")  # a stale one: nothing dropped, nothing reported
+        auth.invalidate(token)
+        auth.access_token()
+    assert [e.name for e in seen] == [events.TOKEN_MINTED, events.TOKEN_INVALIDATED, events.TOKEN_MINTED]
+    assert seen[0].fields == {"flow": "JwtAuth", "instance_url": org.instance_url}
+    assert token not in repr(seen)

@@ -49,6 +49,7 @@ import requests
 
 from authkit.errors import AuthenticationError, ConfigurationError
 from authkit.models import AuthToken, utcnow
+from authkit.salesforce import events
 from authkit.salesforce.oauth import Timeout, TokenEndpoint, TokenResponse, normalize_url
 from authkit.salesforce.token_store import SharedToken
 from authkit.storage.base import AuthStorage, Clock
@@ -265,6 +266,7 @@ class _MintingSession(AuthSession):
             if self._shared is not None:
                 self._shared.invalidate(stale_token)
         logger.debug("%s: token invalidated after a rejection", type(self).__name__)
+        events.emit(events.TOKEN_INVALIDATED, flow=type(self).__name__)
 
     # -- obtaining a token -------------------------------------------------------
 
@@ -305,6 +307,7 @@ class _MintingSession(AuthSession):
         if self._shared is not None:
             self._shared.write(self._as_stored(response, issued_at))
         logger.info("%s: obtained a Salesforce token for %s", type(self).__name__, response.instance_url)
+        events.emit(events.TOKEN_MINTED, flow=type(self).__name__, instance_url=response.instance_url)
         fresh_until = None if self._max_token_age is None else (issued_at + self._max_token_age).timestamp()
         rotated = response.refresh_token if response.refresh_token not in (None, previous) else None
         return _Entry(response.access_token, response.instance_url, fresh_until), rotated
