@@ -243,6 +243,8 @@ def _tree_insert(api: FakeRestApi, sobj: _SObjectType, records: list[Any], paren
             raise _TreeError(ref, exc) from None
         created.append({"referenceId": ref, "id": new_id})
         for child_records in children:
+            if not child_records:
+                continue
             first = child_records[0] if child_records and isinstance(child_records[0], dict) else {}
             child_type = (first.get("attributes") or {}).get("type", "")
             try:

@@ -598,7 +598,7 @@ class FakeSalesforce:
 
     def _data(
         self, method: str, path: str, query: dict[str, list[str]], body: bytes, authorization: str | None,
-        headers: dict[str, str] | None = None,
+        request_headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         if self._session(authorization) is None:
             return 401, {"WWW-Authenticate": "Token"}, json.dumps(_INVALID_SESSION).encode()
@@ -611,7 +611,7 @@ class FakeSalesforce:
         if self.rest is None:
             missing = [{"message": "FakeRestApi is not available", "errorCode": "NOT_FOUND"}]
             return 404, headers, json.dumps(missing).encode()
-        status, extra, payload = self.rest.handle(method, path, query, body, self.instance_url, headers)
+        status, extra, payload = self.rest.handle(method, path, query, body, self.instance_url, request_headers)
         return status, {**headers, **extra}, payload
 
     def _userinfo(self, authorization: str | None) -> tuple[int, dict[str, str], bytes]:
