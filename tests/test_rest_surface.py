@@ -1,4 +1,4 @@
-"""Search, describes, sObject extras, blobs, composite batch/tree/graph, Tooling and Apex REST against FakeSalesforce."""
+"""Search, describes, sObject extras, blobs, composite batch/tree/graph, Tooling, Apex REST against the fake org."""
 
 from __future__ import annotations
 
