@@ -168,6 +168,7 @@ class FakeRestApi:
         self.define_sobject("ContentVersion", {"Title": text, "PathOnClient": text, "Description": "textarea",
                                                "VersionData": "base64", "ContentDocumentId": "reference"},
                             required=["PathOnClient"], key_prefix="068")
+        self.define_sobject("ContentDocument", {"Title": text}, key_prefix="069")
         self.define_sobject("Document", {"Name": text, "FolderId": "reference", "Body": "base64",
                                          "Description": "textarea"}, required=["Name"], key_prefix="015")
         self.define_sobject("Attachment", {"Name": text, "ParentId": "reference", "Body": "base64",
@@ -654,6 +655,11 @@ class FakeRestApi:
         record = {"Id": self._new_id(sobj), "IsDeleted": False, "CreatedDate": now, "LastModifiedDate": now,
                   "SystemModstamp": now, **clean}
         self._check_unique(sobj, record)
+        if sobj.name == "ContentVersion" and not record.get("ContentDocumentId"):
+            # A first version creates its document, as Salesforce does.
+            document = self._types["contentdocument"]
+            record["ContentDocumentId"] = self._create(document, {"Title": record.get("Title") or
+                                                                  record.get("PathOnClient")})
         self._records[sobj.name][record["Id"]] = record
         return str(record["Id"])
 
@@ -683,6 +689,11 @@ class FakeRestApi:
     def _delete(self, sobj: _SObjectType, record: dict[str, Any]) -> None:
         del self._records[sobj.name][record["Id"]]
         self._deleted[sobj.name][record["Id"]] = {**record, "IsDeleted": True, "LastModifiedDate": _now()}
+        if sobj.name == "ContentDocument":  # a document goes with all its versions
+            versions = self._types["contentversion"]
+            for version in list(self._records[versions.name].values()):
+                if version.get("ContentDocumentId") == record["Id"]:
+                    self._delete(versions, version)
 
     def _by_external_id(
         self, method: str, sobj: _SObjectType, field_name: str, value: str, query: dict[str, list[str]],
