@@ -55,17 +55,19 @@ class Collections:
 
     def create(self, records: Iterable[Mapping[str, Any]], all_or_none: bool = False) -> list[dict[str, Any]]:
         """Create ``records`` (each with ``attributes.type``, no ``Id``); one result per record."""
+        known: set[str] = set()  # names already checked: records of one call share their fields
         results: list[dict[str, Any]] = []
         for chunk in _chunks(records, CHUNK_SIZE, all_or_none):
-            body = {"allOrNone": bool(all_or_none), "records": [_record(r, need_id=False) for r in chunk]}
+            body = {"allOrNone": bool(all_or_none), "records": [_record(r, known, need_id=False) for r in chunk]}
             results += _results(self._client.post("composite/sobjects", json=body), len(chunk))
         return results
 
     def update(self, records: Iterable[Mapping[str, Any]], all_or_none: bool = False) -> list[dict[str, Any]]:
         """Update ``records`` (each with ``attributes.type`` and ``Id``); one result per record."""
+        known: set[str] = set()  # names already checked: records of one call share their fields
         results: list[dict[str, Any]] = []
         for chunk in _chunks(records, CHUNK_SIZE, all_or_none):
-            body = {"allOrNone": bool(all_or_none), "records": [_record(r, need_id=True) for r in chunk]}
+            body = {"allOrNone": bool(all_or_none), "records": [_record(r, known, need_id=True) for r in chunk]}
             results += _results(self._client.patch("composite/sobjects", json=body), len(chunk))
         return results
 
@@ -77,11 +79,12 @@ class Collections:
         check_name(sobject, "sObject")
         check_name(external_id_field, "external id field")
         path = f"composite/sobjects/{sobject}/{external_id_field}"
+        known: set[str] = set()  # names already checked: records of one call share their fields
         results: list[dict[str, Any]] = []
         for chunk in _chunks(records, CHUNK_SIZE, all_or_none):
             rows = []
             for record in chunk:
-                row = _record(record, need_id=False, default_type=sobject)
+                row = _record(record, known, need_id=False, default_type=sobject)
                 if row.get(external_id_field) in (None, ""):
                     raise ValueError(f"every upserted record needs a value for {external_id_field}")
                 rows.append(row)
@@ -95,8 +98,9 @@ class Collections:
             raise TypeError("ids must be a list of record ids, not a str")
         results: list[dict[str, Any]] = []
         for chunk in _chunks(ids, CHUNK_SIZE, all_or_none):
-            params = {"ids": ",".join(check_id(i) for i in chunk), "allOrNone": "true" if all_or_none else "false"}
-            results += _results(self._client.delete("composite/sobjects", params=params), len(chunk))
+            # Checked ids are letters and digits only: the query string needs no encoding.
+            query = f"ids={','.join(check_id(i) for i in chunk)}&allOrNone={'true' if all_or_none else 'false'}"
+            results += _results(self._client.delete(f"composite/sobjects?{query}"), len(chunk))
         return results
 
     def get(self, sobject: str, ids: Iterable[str], fields: Iterable[str]) -> list[dict[str, Any] | None]:
@@ -144,7 +148,9 @@ def _chunks(items: Iterable[Any], size: int, all_or_none: bool) -> Iterator[list
 _END = object()
 
 
-def _record(record: Mapping[str, Any], *, need_id: bool, default_type: str | None = None) -> dict[str, Any]:
+def _record(
+    record: Mapping[str, Any], known: set[str], *, need_id: bool, default_type: str | None = None
+) -> dict[str, Any]:
     if not isinstance(record, Mapping):
         raise TypeError("each record must be a mapping of field name to value")
     row = dict(record)
@@ -153,11 +159,15 @@ def _record(record: Mapping[str, Any], *, need_id: bool, default_type: str | Non
         attributes = {"type": default_type}
     if not isinstance(attributes, Mapping) or not isinstance(attributes.get("type"), str):
         raise ValueError('each record needs "attributes": {"type": "<sObject>"}')
-    check_name(attributes["type"], "sObject")
+    kind = attributes["type"]
+    if "." + kind not in known:  # "." cannot start a field name: type names and field names never clash
+        check_name(kind, "sObject")
+        known.add("." + kind)
     row["attributes"] = dict(attributes)
     for name in row:
-        if name != "attributes":
+        if name not in known and name != "attributes":
             check_name(name, "field")
+            known.add(name)
     if need_id:
         check_id(row.get("Id"))
     elif "Id" in row:
