@@ -206,3 +206,12 @@ def test_auth_flows_report_mints_and_invalidations(org: FakeSalesforce, rest: Fa
     assert [e.name for e in seen] == [events.TOKEN_MINTED, events.TOKEN_INVALIDATED, events.TOKEN_MINTED]
     assert seen[0].fields == {"flow": "JwtAuth", "instance_url": org.instance_url}
     assert token not in repr(seen)
+
+
+def test_adapter_retries_are_reported(org: FakeSalesforce, sf: SalesforceClient) -> None:
+    org.inject_error(503, "SERVER_UNAVAILABLE", path_prefix=V + "/limits")
+    with events.recording() as seen:
+        assert sf.get("limits", params={"q": "secret filter"})
+    retries = [e for e in seen if e.name == events.TRANSIENT_RETRY]
+    assert [(e["status"], e["source"], e["attempt"]) for e in retries] == [(503, "adapter", 1)]
+    assert retries[0]["path"] == V + "/limits?q=..."

@@ -8,6 +8,7 @@
             ...
         new = sf.sobject("Account").create({"Name": "Acme"})
         sf.sobject("Account").update(new["id"], {"Industry": "Energy"})
+        sf.collections.create(records)                            # 200 per request, results in order
         sf.get("limits")                                          # /services/data/v62.0/limits
         print(sf.api_usage)                                       # ApiUsage(used=25, limit=15000, ...)
 
@@ -30,6 +31,10 @@ What it does on every request:
   requests that never reached the server for every method, the others for
   idempotent methods only (GET, HEAD, PUT, DELETE, OPTIONS) — a POST or PATCH
   is never sent twice;
+- resends a request that failed with ``UNABLE_TO_LOCK_ROW`` (any method: the write was not
+  applied) or ``500`` (idempotent methods only), with jittered backoff, up to ``retries`` times;
+- sends ``User-Agent: authkit/<version> python-requests/<version>`` and reports retries and API
+  usage as :mod:`authkit.salesforce.events`;
 - turns REST error bodies into :class:`~authkit.errors.ApiError` subclasses
   (see ``_ERROR_CLASSES``) and transport failures into
   :class:`~authkit.errors.SalesforceConnectionError`;

@@ -15,24 +15,32 @@ What it serves (``vXX.X`` is any version :meth:`versions` lists):
 
 - ``GET /services/data/`` (versions), ``GET /services/data/vXX.X/`` (resources);
 - ``GET query?q=`` / ``queryAll?q=`` with ``nextRecordsUrl`` pages
-  (``/services/data/vXX.X/query/<locator>-<offset>``); the SOQL subset is
-  ``SELECT f, ... | COUNT() FROM T [WHERE c [AND|OR c] ...] [ORDER BY f [ASC|DESC]]
-  [LIMIT n] [OFFSET n]`` with ``= != <> < <= > >= LIKE IN (...)`` comparisons;
-- ``GET sobjects`` (describe global), ``GET|POST sobjects/T``, ``GET sobjects/T/describe``,
-  ``GET|PATCH|DELETE sobjects/T/<Id>`` (``?fields=``), ``GET|PATCH|DELETE
-  sobjects/T/<ExternalIdField>/<value>`` (PATCH is an upsert);
-- ``POST composite`` (``allOrNone``, ``@{ref.field}`` references, 25 subrequests);
+  (``/services/data/vXX.X/query/<locator>-<offset>``) — the SOQL subset of
+  :mod:`authkit.testing._fake_soql`;
+- ``GET search?q=`` (SOSL subset) and ``GET|POST parameterizedSearch``;
+- ``GET sobjects`` (describe global), ``GET|POST sobjects/T`` (POST as JSON or multipart with a
+  blob), ``GET sobjects/T/describe`` (both describes answer ``304`` to an ``If-Modified-Since``
+  at or after :attr:`metadata_modified`), ``GET sobjects/T/updated|deleted?start=&end=``,
+  ``GET|PATCH|DELETE sobjects/T/<Id>`` (``?fields=``), ``GET sobjects/T/<Id>/<BlobField>``,
+  ``GET|PATCH|DELETE sobjects/T/<ExternalIdField>/<value>`` (PATCH is an upsert);
+- ``POST composite`` (``allOrNone``, ``collateSubrequests``, ``@{ref.field}`` references, 25
+  subrequests), ``composite/batch``, ``composite/tree/T``, ``composite/graph`` and sObject
+  Collections ``composite/sobjects[/T[/ExternalIdField]]`` — see :mod:`authkit.testing._fake_composite`;
+- ``tooling/query``, ``tooling/sobjects/...`` (Tooling types such as ApexClass) and
+  ``tooling/executeAnonymous``;
 - ``GET limits``;
 - ``/services/apexrest/...`` routes registered with :meth:`add_apex_route`.
 
 Errors are Salesforce's: ``NOT_FOUND`` / ``ENTITY_IS_DELETED`` (404),
-``MALFORMED_QUERY``, ``INVALID_FIELD``, ``INVALID_TYPE``, ``REQUIRED_FIELD_MISSING``,
-``DUPLICATE_VALUE``, ``INVALID_FIELD_FOR_INSERT_UPDATE``, ``JSON_PARSER_ERROR``,
-``INVALID_QUERY_LOCATOR`` (400), ``MULTIPLE_CHOICES`` (300),
-``METHOD_NOT_ALLOWED`` (405).
+``MALFORMED_QUERY``, ``MALFORMED_SEARCH``, ``INVALID_FIELD``, ``INVALID_TYPE``,
+``REQUIRED_FIELD_MISSING``, ``DUPLICATE_VALUE``, ``INVALID_FIELD_FOR_INSERT_UPDATE``,
+``JSON_PARSER_ERROR``, ``INVALID_QUERY_LOCATOR``, ``EXCEEDED_ID_LIMIT``,
+``INVALID_BATCH_REQUEST``, ``INVALID_MULTIPART_REQUEST``, ``INVALID_REPLICATION_DATE`` (400),
+``MULTIPLE_CHOICES`` (300), ``METHOD_NOT_ALLOWED`` (405).
 
 Known types are Account, Contact, Opportunity, Lead and Case (each with an
-``External_Id__c`` external-id field); :meth:`define_sobject` adds more, and
+``External_Id__c`` external-id field), ContentVersion, ContentDocument, Document,
+Attachment, EventLogFile and the Tooling type ApexClass; :meth:`define_sobject` adds more, and
 :meth:`insert` of an unknown type defines an open one that accepts any field.
 """
 
