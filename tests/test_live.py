@@ -158,6 +158,8 @@ def test_composites(sf: SalesforceClient, tag: str, made: list[str]) -> None:
 
 def test_tooling_and_apex(sf: SalesforceClient) -> None:
     assert sf.tooling.query("SELECT COUNT() FROM ApexClass").total_size >= 0
+    # The Tooling guide lists no queryAll resource: this line is how we learn whether orgs serve it.
+    assert sf.tooling.query_all("SELECT COUNT() FROM ApexClass").total_size >= 0
     result = sf.tooling.execute_anonymous("System.debug('authkit live check');")
     assert result["compiled"] and result["success"]
     broken = sf.tooling.execute_anonymous("System.debug(")

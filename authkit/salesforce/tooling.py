@@ -62,7 +62,11 @@ class Tooling:
         return QueryResult(self._client.get, "tooling/queryAll" if include_deleted else "tooling/query", soql)
 
     def query_all(self, soql: str) -> QueryResult:
-        """:meth:`query` through ``queryAll`` (deleted records included)."""
+        """:meth:`query` through ``tooling/queryAll`` (deleted records included).
+
+        The Tooling API guide lists only ``query``; the live check (``pytest -m live``) tells
+        whether an org serves ``queryAll`` — prefer :meth:`query` unless you need deleted rows.
+        """
         return self.query(soql, include_deleted=True)
 
     def sobject(self, name: str) -> SObject:
