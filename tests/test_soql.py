@@ -198,3 +198,27 @@ def test_query_result_total_size_and_count(org: FakeSalesforce, sf: SalesforceCl
     assert result.total_size == 7
     assert "total_size=7" in repr(result)
     assert sf.query_all("SELECT COUNT() FROM Account").total_size == 7
+
+
+def test_fake_parser_module() -> None:
+    from authkit.testing._fake_soql import QueryError, parse_soql, parse_sosl
+    from authkit.testing.fake_rest import _parse_soql, _RestError
+
+    parsed = parse_soql("SELECT Name FROM Account WHERE name LIKE 'a\\_%' AND NumberOfEmployees > 3")
+    rest = FakeRestApi()
+    account = rest._types["account"]
+    # The WHERE clause resolves field names through a function or an sObject type alike.
+    assert parsed.matches({"Name": "a_b", "NumberOfEmployees": 4}, account)
+    assert parsed.matches({"Name": "a_b", "NumberOfEmployees": 4}, account.field_name)
+    assert not parsed.matches({"Name": "axb", "NumberOfEmployees": 4}, account)
+    with pytest.raises(QueryError):
+        parse_soql("SELECT Name FROM Account WHERE Name = 'bad \\q escape'")
+    with pytest.raises(_RestError) as info:
+        _parse_soql("SELEC Name FROM Account")
+    assert info.value.error_code == "MALFORMED_QUERY"
+    sosl = parse_sosl("FIND {a\\-b*} IN NAME FIELDS RETURNING Account(Id, Name), Contact LIMIT 5")
+    assert sosl.returning == [("Account", ["Id", "Name"]), ("Contact", [])] and sosl.limit == 5
+    assert sosl.term.search("xx A-Bcd")
+    for bad in ("FIND x", "FIND {a}", "FIND {a & b}", "FIND {ab} RETURNING 1x"):
+        with pytest.raises(QueryError):
+            parse_sosl(bad)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["QueryError", "Soql", "Sosl", "parse_soql", "parse_sosl", "decode_string", "like_regex"]
 
@@ -31,6 +31,12 @@ _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "'"
 
 #: ``resolve(field) -> canonical field name or None`` (field names are case-insensitive).
 Resolver = Callable[[str], "str | None"]
+
+
+class _Typed(Protocol):
+    """An sObject type that knows its fields' canonical spelling (the fake's ``_SObjectType``)."""
+
+    def field_name(self, name: str) -> str | None: ...
 
 
 class QueryError(Exception):
@@ -100,9 +106,13 @@ class Soql:
     limit: int | None
     offset: int
 
-    def matches(self, record: dict[str, Any], resolve: Resolver) -> bool:
+    def matches(self, record: dict[str, Any], resolve: Resolver | _Typed) -> bool:
+        """Whether ``record`` meets the ``WHERE`` clause; ``resolve`` maps a field name to its
+        canonical spelling (a function, or an sObject type with ``field_name``)."""
         if not self.conditions:
             return True
+        if not callable(resolve):
+            resolve = resolve.field_name
         result = _compare(record, self.conditions[0], resolve)
         for join, cond in zip(self.joins, self.conditions[1:], strict=True):
             hit = _compare(record, cond, resolve)

@@ -67,7 +67,7 @@ from authkit.testing._fake_errors import fields_body as _fields_body
 from authkit.testing._fake_errors import json_result as _json
 from authkit.testing._fake_errors import not_found as _not_found
 from authkit.testing._fake_errors import parse_body as _parse_body
-from authkit.testing._fake_soql import QueryError, parse_soql, parse_sosl
+from authkit.testing._fake_soql import QueryError, Soql, parse_soql, parse_sosl
 
 __all__ = ["FakeRestApi", "ApexHandler", "DEFAULT_VERSIONS"]
 
@@ -781,10 +781,7 @@ class FakeRestApi:
     # -- SOQL -----------------------------------------------------------------------
 
     def _query(self, soql: str, version: str, *, include_deleted: bool, tooling: bool = False) -> dict[str, Any]:
-        try:
-            parsed = parse_soql(soql)
-        except QueryError as exc:
-            raise _RestError(400, "MALFORMED_QUERY", str(exc)) from None
+        parsed = _parse_soql(soql)
         sobj = self._types.get(parsed.sobject.lower())
         if sobj is not None and (sobj.name.lower() in self._tooling_types) != tooling:
             sobj = None  # a Tooling type is not in the data API, nor the other way round
@@ -887,3 +884,12 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 def _payload(part: Any) -> bytes:
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
+
+
+def _parse_soql(soql: str) -> Soql:
+    """:func:`~authkit.testing._fake_soql.parse_soql`, a bad query being the REST ``MALFORMED_QUERY``
+    error (the fake's other APIs, e.g. Bulk, parse through this)."""
+    try:
+        return parse_soql(soql)
+    except QueryError as exc:
+        raise _RestError(400, "MALFORMED_QUERY", str(exc)) from None
