@@ -352,3 +352,16 @@ def test_apex(rest: FakeRestApi, sf: SalesforceClient) -> None:
     for bad in ("https://evil.example/x", "/services/data/v62.0/limits"):
         with pytest.raises(ValueError):
             sf.apex("GET", bad)
+
+
+def test_fake_graph_and_composite_limits(sf: SalesforceClient) -> None:
+    node = {"method": "GET", "url": f"{V}/limits", "referenceId": "n"}
+    with pytest.raises(ApiError) as info:
+        sf.post("composite/graph", json={"graphs": [{"graphId": "g", "compositeRequest": [node] * 501}]})
+    assert info.value.status_code == 400
+    with pytest.raises(ApiError) as info:
+        sf.post("composite", json={"compositeRequest": [node] * 26})
+    assert info.value.error_code == "INVALID_BATCH_REQUEST"
+    with pytest.raises(ApiError) as info:
+        sf.post("composite", json={"compositeRequest": [node], "collateSubrequests": "yes"})
+    assert info.value.error_code == "JSON_PARSER_ERROR"
