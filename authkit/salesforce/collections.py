@@ -150,38 +150,45 @@ _END = object()
 
 def _record(
     record: Mapping[str, Any], known: set[str], *, need_id: bool, default_type: str | None = None
-) -> dict[str, Any]:
-    if not isinstance(record, Mapping):
+) -> Mapping[str, Any]:
+    """``record`` checked (names, type, Id) and ready to send: the caller's own mapping when it
+    needs no change (it is only read, by the JSON encoder), else a copy with the type added."""
+    if type(record) is not dict and not isinstance(record, Mapping):  # type() first: the ABC check is slow
         raise TypeError("each record must be a mapping of field name to value")
-    row = dict(record)
-    attributes = row.get("attributes")
+    attributes = record.get("attributes")
     if attributes is None and default_type is not None:
         attributes = {"type": default_type}
-    if not isinstance(attributes, Mapping) or not isinstance(attributes.get("type"), str):
+        record = {**record, "attributes": attributes}
+    if type(attributes) is not dict and not isinstance(attributes, Mapping):
         raise ValueError('each record needs "attributes": {"type": "<sObject>"}')
-    kind = attributes["type"]
-    if "." + kind not in known:  # "." cannot start a field name: type names and field names never clash
+    kind = attributes.get("type")
+    if "." + str(kind) not in known:  # "." starts no field name: type and field names never clash
+        if not isinstance(kind, str):
+            raise ValueError('each record needs "attributes": {"type": "<sObject>"}')
         check_name(kind, "sObject")
         known.add("." + kind)
-    row["attributes"] = dict(attributes)
-    for name in row:
+    for name in record:
         if name not in known and name != "attributes":
             check_name(name, "field")
             known.add(name)
     if need_id:
-        check_id(row.get("Id"))
-    elif "Id" in row:
+        check_id(record.get("Id"))
+    elif "Id" in record:
         raise ValueError("a record to create must not have an Id")
-    return row
+    if type(record) is not dict or type(attributes) is not dict:
+        record = {**record, "attributes": dict(attributes)}  # a custom mapping: make it JSON-encodable
+    return record
 
 
 def _results(answer: Any, expected: int) -> list[dict[str, Any]]:
     if not isinstance(answer, list) or len(answer) != expected:
         raise TypeError("unexpected sObject Collections answer: not one result per record")
-    results = []
-    for item in answer:
-        result = dict(item) if isinstance(item, dict) else {"success": False, "errors": []}
-        result.setdefault("id", None)
-        result.setdefault("errors", [])
-        results.append(result)
-    return results
+    for n, item in enumerate(answer):
+        # The answer was parsed for this call alone: its dicts can be completed in place.
+        if type(item) is not dict:
+            answer[n] = item = {"success": False, "errors": []}
+        if "id" not in item:
+            item["id"] = None
+        if "errors" not in item:
+            item["errors"] = []
+    return answer
