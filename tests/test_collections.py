@@ -170,3 +170,20 @@ def test_bad_arguments(sf: SalesforceClient) -> None:
     with pytest.raises(ValueError):
         sf.collections.create([{"attributes": {"type": "Account"}, "Name; DROP": "x"}])
     assert sf.collections.create([]) == []
+
+
+def test_records_are_not_changed_and_any_mapping_works(rest: FakeRestApi, sf: SalesforceClient) -> None:
+    import copy
+    from types import MappingProxyType
+
+    records = accounts(3)
+    before = copy.deepcopy(records)
+    sf.collections.create(records)
+    assert records == before
+    frozen = MappingProxyType({"attributes": MappingProxyType({"type": "Account"}), "Name": "read-only"})
+    assert sf.collections.create([frozen])[0]["success"]
+    upserts = [{"External_Id__c": "K-1", "Name": "k"}]
+    sf.collections.upsert("Account", "External_Id__c", upserts)
+    assert upserts == [{"External_Id__c": "K-1", "Name": "k"}]  # the type was added to a copy
+    assert sorted(r["Name"] for r in rest.records("Account")) == ["acct-00000", "acct-00001", "acct-00002", "k",
+                                                                   "read-only"]
