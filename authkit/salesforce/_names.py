@@ -19,6 +19,8 @@ def check_name(name: object, what: str) -> str:
 
 def check_id(record_id: object) -> str:
     """``record_id`` if it is a 15- or 18-character record id; ``TypeError``/``ValueError`` otherwise."""
+    if type(record_id) is str and len(record_id) in (15, 18) and record_id.isascii() and record_id.isalnum():
+        return record_id  # the common case, without the regex (collections check thousands per call)
     if not isinstance(record_id, str):
         raise TypeError("record id must be a str")
     if not _ID_RE.match(record_id):
