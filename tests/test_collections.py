@@ -187,3 +187,21 @@ def test_records_are_not_changed_and_any_mapping_works(rest: FakeRestApi, sf: Sa
     assert upserts == [{"External_Id__c": "K-1", "Name": "k"}]  # the type was added to a copy
     assert sorted(r["Name"] for r in rest.records("Account")) == ["acct-00000", "acct-00001", "acct-00002", "k",
                                                                    "read-only"]
+
+
+def test_threads_share_one_client(org: FakeSalesforce, rest: FakeRestApi, sf: SalesforceClient) -> None:
+    from tests.threads import run_threads
+
+    results: dict[int, list[dict[str, Any]]] = {}
+
+    def worker(n: int) -> None:
+        created = sf.collections.create(accounts(250, start=n * 1000))
+        assert [r["success"] for r in created] == [True] * 250
+        found = sf.collections.get("Account", [r["id"] for r in created], ["Id", "Name"])
+        assert [f["Name"] for f in found if f] == [f"acct-{i:05d}" for i in range(n * 1000, n * 1000 + 250)]
+        results[n] = created
+
+    org.expire_sessions()  # every thread meets the 401 on its first request: one re-login for all
+    run_threads(worker, 6)
+    assert len(rest.records("Account")) == 1500
+    assert sorted(results) == list(range(6))
