@@ -324,6 +324,10 @@ def test_tooling(rest: FakeRestApi, sf: SalesforceClient) -> None:
         list(sf.query("SELECT Id FROM ApexClass"))  # a Tooling type, not in the data API
     with pytest.raises(ApiError):
         list(sf.tooling.query("SELECT Id FROM Account"))
+    with pytest.raises(ResourceNotFoundError):
+        sf.sobject("ApexClass").get(created["id"])
+    with pytest.raises(ResourceNotFoundError):
+        sf.tooling.sobject("Account").describe()
     ok = sf.tooling.execute_anonymous("System.debug('hi');")
     assert ok["compiled"] and ok["success"]
     broken = sf.tooling.execute_anonymous("System.debug('hi'")

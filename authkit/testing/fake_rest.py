@@ -382,6 +382,8 @@ class FakeRestApi:
             return 200, {"encoding": "UTF-8", "maxBatchSize": 200,
                          "sobjects": [self._describe_brief(t, version) for t in types]}
         sobj = self._type(parts[0])
+        if (sobj.name.lower() in self._tooling_types) != tooling:
+            raise _not_found()  # a Tooling type is not in the data API, nor the other way round
         if len(parts) == 1:
             self._allow(method, "GET", "POST")
             if method == "POST":
