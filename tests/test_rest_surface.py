@@ -10,9 +10,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import requests
+from requests.adapters import BaseAdapter
 
 from authkit.errors import ApiError, MalformedQueryError, ResourceNotFoundError
-from authkit.salesforce import SalesforceClient, format_sosl
+from authkit.salesforce import SalesforceClient, StaticTokenAuth, format_sosl
 from authkit.testing import FakeSalesforce
 from authkit.testing.fake_rest import FakeRestApi
 
@@ -369,3 +371,112 @@ def test_fake_graph_and_composite_limits(sf: SalesforceClient) -> None:
     with pytest.raises(ApiError) as info:
         sf.post("composite", json={"compositeRequest": [node], "collateSubrequests": "yes"})
     assert info.value.error_code == "JSON_PARSER_ERROR"
+
+
+# -- uploads stream ---------------------------------------------------------------------------------
+
+
+class _Drain(BaseAdapter):
+    """Reads each request body a chunk at a time and keeps only its size, head and tail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+        self.head = self.tail = b""
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: object = None,
+             verify: object = True, cert: object = None, proxies: object = None) -> requests.Response:
+        body: Any = request.body
+        size, last = 0, b""
+        while True:
+            chunk = body.read(65536)
+            if not chunk:
+                break
+            if size == 0:
+                self.head = chunk[:2048]
+            size += len(chunk)
+            last = (last + chunk)[-64:]
+        self.sizes.append(size)
+        self.tail = last
+        assert int(request.headers["Content-Length"]) == size
+        response = requests.Response()
+        response.status_code = 201
+        response._content = b'{"id": "0680000000000001AAA", "success": true, "errors": []}'
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        return None
+
+
+def test_create_with_blob_streams_a_file_in_bounded_memory(tmp_path: Any) -> None:
+    size = 24 * 1024 * 1024
+    path = tmp_path / "big.bin"
+    with open(path, "wb") as out:
+        for _ in range(size // (1024 * 1024)):
+            out.write(b"z" * (1024 * 1024))
+    drain = _Drain()
+    session = requests.Session()
+    session.mount("http://", drain)
+    sf = SalesforceClient(StaticTokenAuth("00Dx!token", "http://127.0.0.1:9"), session=session)
+    with open(path, "rb") as data:
+        tracemalloc.start()
+        try:
+            result = sf.sobject("ContentVersion").create_with_blob({"PathOnClient": "big.bin"}, "VersionData",
+                                                                   data, "big.bin")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert result["success"]
+    assert drain.sizes[0] > size and b'name="entity_content"' in drain.head
+    assert b'name="VersionData"; filename="big.bin"' in drain.head and drain.tail.endswith(b"--\r\n")
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes for a {size}-byte upload"
+
+
+def test_multipart_body_reads_and_rewinds() -> None:
+    from authkit.salesforce._multipart import MultipartBody
+
+    data = io.BytesIO(b"skip" + bytes(range(256)) * 40)
+    data.seek(4)  # a file is sent from where it stands
+    body = MultipartBody("entity_content", '{"Title": "t"}', "VersionData", "f.bin", "application/pdf", data)
+    whole = body.read()
+    assert len(whole) == len(body) and body.read() == b""
+    body.seek(0)
+    pieces = []
+    while piece := body.read(777):
+        pieces.append(piece)
+    assert b"".join(pieces) == whole
+    assert bytes(range(256)) * 40 in whole and b"skip" not in whole
+    assert whole.startswith(f"--{body.boundary}\r\n".encode()) and whole.endswith(f"--{body.boundary}--\r\n".encode())
+    body.seek(-10, io.SEEK_END)
+    assert body.read() == whole[-10:]
+    assert body.tell() == len(body)
+
+
+class _Pipe(io.RawIOBase):
+    """A stream that cannot seek, like a pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_blob_upload_is_resent_whole_after_a_401(org: FakeSalesforce, rest: FakeRestApi, sf: SalesforceClient,
+                                                 tmp_path: Any) -> None:
+    path = tmp_path / "doc.bin"
+    path.write_bytes(b"0123456789" * 5000)
+    sf.get("limits")
+    for source in ("file", "pipe"):
+        org.expire_sessions()
+        with open(path, "rb") as handle:
+            data: Any = handle if source == "file" else _Pipe(handle.read())
+            created = sf.sobject("ContentVersion").create_with_blob({"PathOnClient": "doc.bin"}, "VersionData",
+                                                                    data, "doc.bin")
+        assert sf.download(f"sobjects/ContentVersion/{created['id']}/VersionData") == path.read_bytes(), source

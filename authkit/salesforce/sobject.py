@@ -26,6 +26,7 @@ from email.utils import format_datetime
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from authkit.salesforce._multipart import MultipartBody
 from authkit.salesforce._names import check_id, check_name
 
 if TYPE_CHECKING:
@@ -117,9 +118,10 @@ class SObject:
         """Create a record with a binary field (ContentVersion ``VersionData``, Document ``Body``,
         Attachment ``Body``) in one multipart request: ``{"id", "success", "errors"}``.
 
-        ``data`` is bytes or a binary file; requests encodes the multipart body
-        in memory, so the file is read whole (use it for what fits in memory —
-        Salesforce takes up to 2 GB this way, 37.5 MB base64 in plain JSON).
+        ``data`` is bytes or a binary file. A seekable file (one opened with
+        ``open(path, "rb")``) is streamed from where it stands, in bounded memory —
+        Salesforce takes up to 2 GB this way (37.5 MB base64 in plain JSON); a pipe
+        is read into memory first, so that a resend after a 401 sends all of it.
         """
         check_name(blob_field, "blob field")
         if not isinstance(filename, str) or not filename or any(c in filename for c in '"\r\n'):
@@ -128,12 +130,9 @@ class SObject:
             raise ValueError("content_type must be a single-line str")
         if not isinstance(data, (bytes, bytearray)) and not hasattr(data, "read"):
             raise TypeError("data must be bytes or a binary file object")
-        entity = json.dumps(_fields(fields))
-        files = [
-            (blob_part_name(self.name), (None, entity, "application/json")),
-            (blob_field, (filename, data, content_type)),
-        ]
-        return dict(self._client.post(self._path, files=files))
+        body = MultipartBody(blob_part_name(self.name), json.dumps(_fields(fields)), blob_field, filename,
+                             content_type, data)
+        return dict(self._client.post(self._path, data=body, headers={"Content-Type": body.content_type}))
 
     def _external_path(self, field: str, value: str | int) -> str:
         check_name(field, "external id field")
