@@ -222,3 +222,20 @@ def test_fake_parser_module() -> None:
     for bad in ("FIND x", "FIND {a}", "FIND {a & b}", "FIND {ab} RETURNING 1x"):
         with pytest.raises(QueryError):
             parse_sosl(bad)
+
+
+def test_random_strings_round_trip_through_the_parser() -> None:
+    """Whatever the string, the quoted literal parses back to exactly it, as one token."""
+    import random
+
+    from authkit.testing._fake_soql import parse_soql
+
+    rng = random.Random(12)
+    alphabet = "ab' \"\\%_\n\r\t\b\f()=,;é✓🙂{}"
+    for _ in range(500):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        parsed = parse_soql(format_soql("SELECT Id FROM Account WHERE Name = {} AND Phone != {}", value, value))
+        assert [(c.field, c.op, c.value) for c in parsed.conditions] == [("Name", "=", value), ("Phone", "!=", value)]
+        like = parse_soql(format_soql("SELECT Id FROM Account WHERE Name LIKE {:like}", value))
+        assert like.conditions[0].value.fullmatch(value) is not None
+        assert value == "" or like.conditions[0].value.fullmatch(value + "x") is None
