@@ -71,6 +71,12 @@ def test_query_count_and_format_soql(sf: SalesforceClient, tag: str, made: list[
     assert sf.query(like).total_size == 1
     assert sf.query(format_soql("SELECT COUNT() FROM Account WHERE Name = {}", name)).total_size == 1
     assert sf.query_all(format_soql("SELECT COUNT() FROM Account WHERE Name = {}", name)).total_size == 1
+    # A datetime with milliseconds, a date, a list for IN, None and a bool: each quoted as SOQL reads it.
+    soon = datetime.now(timezone.utc).replace(microsecond=123456) + timedelta(days=1)
+    soql = format_soql("SELECT COUNT() FROM Account WHERE Name IN {names} AND CreatedDate < {soon} AND "
+                       "CreatedDate > {day} AND Industry = {none} AND IsDeleted = {no}", names=[name, "x'y"],
+                       soon=soon, day=(soon - timedelta(days=3)).date(), none=None, no=False)
+    assert sf.query(soql).total_size == 1
 
 
 def test_collections(sf: SalesforceClient, tag: str, made: list[str]) -> None:
