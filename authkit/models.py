@@ -1,5 +1,6 @@
-"""The records authkit stores: :class:`AuthToken`, :class:`SessionData`, and
-the :class:`CleanupReport` that ``cleanup_expired`` returns.
+"""The records authkit stores: :class:`AuthToken`, :class:`SessionData`,
+:class:`KvEntry` (what ``get_kv_entry`` returns), and the :class:`CleanupReport`
+that ``cleanup_expired`` returns.
 
 They are plain dataclasses.  Every datetime is timezone-aware (a naive one is
 a :class:`ValueError`; an aware one in another zone is converted to UTC).
@@ -14,7 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["AuthToken", "SessionData", "CleanupReport", "utcnow", "check_json"]
+__all__ = ["AuthToken", "SessionData", "KvEntry", "CleanupReport", "utcnow", "check_json"]
+
+MAX_JSON_DEPTH = 200
+"""How deeply ``metadata``/``data`` may nest: deeper is a ``ValueError`` (JSON encoders and
+decoders recurse, and would fail with ``RecursionError`` somewhere later)."""
 
 
 def utcnow() -> datetime:
@@ -28,7 +33,10 @@ def as_utc(value: datetime, name: str) -> datetime:
         raise TypeError(f"{name} must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise ValueError(f"{name} must be timezone-aware (UTC), got a naive datetime")
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31 23:00 at UTC-5 is in the year 10000 in UTC
+        raise ValueError(f"{name} is outside the years 1..9999 in UTC") from None
 
 
 def _as_optional_utc(value: datetime | None, name: str) -> datetime | None:
@@ -39,27 +47,110 @@ def check_json(value: Any, name: str) -> None:
     """Raise ``TypeError`` unless ``value`` is a JSON value that round-trips.
 
     Dict keys must be strings and floats finite: ``json.dumps`` would silently
-    turn ``{1: x}`` into ``{"1": x}`` and write ``NaN``, which is not JSON.
+    turn ``{1: x}`` into ``{"1": x}`` and write ``NaN``, which is not JSON.  A
+    value that contains itself, or nests deeper than :data:`MAX_JSON_DEPTH`,
+    is a ``ValueError`` — found without recursion, in time linear in the value.
     """
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
+    # Level by level, remembering every container: in a tree (the usual case) no
+    # container comes twice, and a level's number is its nesting depth.  A container
+    # seen twice is a cycle or a shared sub-value; the path-tracking walk tells which.
+    level: list[Any] = [value]
+    seen: set[int] = set()
+    depth = 0
+    while level:
+        depth += 1
+        below: list[Any] = []
+        for item in level:
+            if item is None or isinstance(item, (str, bool, int)):
+                continue
+            if isinstance(item, float):
+                if not math.isfinite(item):
+                    raise TypeError(f"{name} holds a non-finite float, which is not JSON")
+                continue
+            if isinstance(item, list):
+                below.extend(item)
+            elif isinstance(item, dict):
+                for key in item:
+                    if not isinstance(key, str):
+                        raise TypeError(f"{name} has a non-string key {type(key).__name__}; JSON keys are strings")
+                below.extend(item.values())
+            else:
+                raise TypeError(f"{name} holds a {type(item).__name__}, which is not a JSON value")
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
+            size = len(seen)
+            seen.add(id(item))
+            if len(seen) == size:
+                _check_json_paths(value, name)
+                return
+        level = below
+
+
+_MAX_SHARED_NODES = 1 << 24
+_END = object()
+
+
+def _check_json_paths(value: Any, name: str) -> None:
+    """:func:`check_json` for a value with shared containers.
+
+    Depth-first and iterative, remembering each finished container's height
+    and expanded size, so a container shared many times is walked once (a
+    doubling chain ``a = [a, a]`` costs its length, not ``2**length``); a
+    container met again while still open is a cycle.  Shared containers are
+    written out once per reference, so the expanded size is bounded too.
+    """
+    done: dict[int, tuple[int, int]] = {}  # id -> (height, nodes), for finished containers
+    open_ids: set[int] = set()
+    # Frames: (container, its children still to visit, height so far, nodes so far).
+    stack: list[list[Any]] = []
+
+    def enter(item: Any) -> tuple[int, int] | None:
+        """A scalar's or finished container's (height, nodes); None if a frame was pushed."""
         if item is None or isinstance(item, (str, bool, int)):
-            continue
+            return 0, 1
         if isinstance(item, float):
             if not math.isfinite(item):
                 raise TypeError(f"{name} holds a non-finite float, which is not JSON")
-            continue
-        if isinstance(item, list):
-            stack.extend(item)
-            continue
+            return 0, 1
+        if not isinstance(item, (list, dict)):
+            raise TypeError(f"{name} holds a {type(item).__name__}, which is not a JSON value")
+        ident = id(item)
+        if ident in done:
+            return done[ident]
+        if ident in open_ids:
+            raise ValueError(f"{name} contains itself, which JSON cannot represent")
+        if len(stack) >= MAX_JSON_DEPTH:
+            raise ValueError(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(item, dict):
-            for key, child in item.items():
+            for key in item:
                 if not isinstance(key, str):
                     raise TypeError(f"{name} has a non-string key {type(key).__name__}; JSON keys are strings")
-                stack.append(child)
-            continue
-        raise TypeError(f"{name} holds a {type(item).__name__}, which is not a JSON value")
+            children = iter(item.values())
+        else:
+            children = iter(item)
+        open_ids.add(ident)
+        stack.append([item, children, 0, 1])
+        return None
+
+    result = enter(value)
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], _END)
+        if child is not _END:
+            result = enter(child)
+            if result is None:
+                continue
+        else:
+            stack.pop()
+            ident = id(frame[0])
+            open_ids.discard(ident)
+            result = done[ident] = (frame[2], frame[3])
+        if stack:
+            parent = stack[-1]
+            parent[2] = max(parent[2], result[0] + 1)
+            parent[3] += result[1]
+            if parent[3] > _MAX_SHARED_NODES:
+                raise ValueError(f"{name} repeats shared values into more than {_MAX_SHARED_NODES:,} JSON values")
 
 
 @dataclass
@@ -131,6 +222,19 @@ class SessionData:
             f"last_activity={self.last_activity!r}, ip_address={self.ip_address!r}, "
             f"user_agent={self.user_agent!r}, data=<{len(self.data)} keys>)"
         )
+
+
+@dataclass(frozen=True)
+class KvEntry:
+    """A live kv entry as ``get_kv_entry`` returns it: the value and when it expires.
+
+    >>> storage.store_kv("k", b"v", ttl=60)
+    >>> storage.get_kv_entry("k")
+    KvEntry(value=b'v', expires_at=datetime.datetime(...))
+    """
+
+    value: bytes
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,15 @@ Access tokens are looked up through a *blind index*: the inner store's
 index key derived (HKDF) from the encryption key, and the ciphertext lives in
 the inner token's ``metadata`` under :data:`ENVELOPE_FIELD` (standard base64).
 
+Counters (``incr_kv``) are the one exception to "every kv value is
+sealed": the inner store must add to them in one atomic step, which it
+cannot do to a ciphertext, so a counter is kept in the inner store as plain
+ASCII decimal (``b"42"``) and read back as it is.  A sealed value never looks
+like one (it starts with a version byte), so a value stored with ``store_kv``
+or ``add_kv`` stays sealed, and ``incr_kv`` on it is a ``ValueError`` like
+on any value that is not a counter.  Keep secrets out of counters: their
+value is readable, and not authenticated, in the inner store.
+
 Key rotation: put the new key first.  The first key encrypts (and indexes)
 every write; every key decrypts, and a lookup tries each key's blind index,
 newest first.  :meth:`EncryptedStorage.reencrypt` moves every record to the
@@ -37,11 +46,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -51,6 +59,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from authkit.errors import ConfigurationError, EncryptionError
 from authkit.models import AuthToken, SessionData
+from authkit.storage._codec import dumps, loads, micros, moment, parse_counter
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
 from authkit.storage.wrapper import WrappingStorage
 
@@ -64,12 +73,8 @@ _KEY_ID_SIZE = 4
 _NONCE_SIZE = 12
 _HEADER_SIZE = 1 + _KEY_ID_SIZE
 _MIN_ENVELOPE = _HEADER_SIZE + _NONCE_SIZE + 16  # + the GCM tag
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _KV_NO_EXPIRY = b"\x00"
 _KV_EXPIRY = b"\x01"
-# One encoder for every call: json.dumps() with options builds a new one each time.
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_JSON_DECODE = json.JSONDecoder().decode
 
 
 def generate_key() -> str:
@@ -337,7 +342,7 @@ class EncryptedStorage(WrappingStorage):
         if expires_at is None:
             header = _KV_NO_EXPIRY
         else:
-            header = _KV_EXPIRY + struct.pack(">q", (expires_at - _EPOCH) // timedelta(microseconds=1))
+            header = _KV_EXPIRY + struct.pack(">q", micros(expires_at))
         return self._seal(header + value, _identity("kv", key))
 
     def _open_kv(self, key: str, envelope: bytes) -> tuple[bytes, datetime | None, bytes]:
@@ -345,8 +350,8 @@ class EncryptedStorage(WrappingStorage):
         if plaintext[:1] == _KV_NO_EXPIRY:
             return plaintext[1:], None, key_id
         if plaintext[:1] == _KV_EXPIRY and len(plaintext) >= 9:
-            (micros,) = struct.unpack(">q", plaintext[1:9])
-            return plaintext[9:], _EPOCH + timedelta(microseconds=micros), key_id
+            (micros_,) = struct.unpack(">q", plaintext[1:9])
+            return plaintext[9:], moment(micros_), key_id
         raise EncryptionError("a stored kv value decrypted to malformed data")
 
     def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None:
@@ -356,8 +361,25 @@ class EncryptedStorage(WrappingStorage):
         entry = self._inner._get_kv_entry(key, now)
         if entry is None:
             return None
-        value, expires_at, _ = self._open_kv(key, entry[0])
-        return value, expires_at
+        if parse_counter(entry[0]) is not None:
+            return entry  # an incr_kv counter, kept in clear (see the module doc)
+        value, _, _ = self._open_kv(key, entry[0])
+        # The inner store's expiry, not the sealed copy: touch_kv moves only the former.
+        return value, entry[1]
+
+    # -- atomic primitives --------------------------------------------------
+
+    def _create_session(self, session: SessionData, now: datetime) -> bool:
+        return self._inner._create_session(self._seal_session(session), now)
+
+    def _replace_session(self, session: SessionData, now: datetime) -> bool:
+        return self._inner._replace_session(self._seal_session(session), now)
+
+    def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
+        return self._inner._add_kv(key, self._seal_kv(key, value, expires_at), expires_at, now)
+
+    # _touch_session, _touch_kv, _incr_kv and the per-user deletes go to the
+    # inner store unchanged (WrappingStorage): they move no secret.
 
     # -- maintenance ------------------------------------------------------
 
@@ -421,11 +443,11 @@ class EncryptedStorage(WrappingStorage):
             rewritten = 0
             for key in keys:
                 entry = self._inner._get_kv_entry(key, now)
-                if entry is None:
-                    continue
-                value, expires_at, key_id = self._open_kv(key, entry[0])
+                if entry is None or parse_counter(entry[0]) is not None:
+                    continue  # gone, or a counter (kept in clear)
+                value, _, key_id = self._open_kv(key, entry[0])
                 if key_id != current:
-                    self._store_kv(key, value, expires_at)
+                    self._store_kv(key, value, entry[1])
                     rewritten += 1
             report(rewritten)
         return done
@@ -458,7 +480,7 @@ def _pack(first: str | None, second: str | None, obj: dict[str, Any]) -> bytes:
             raw = text.encode("utf-8")
             parts += [_U32.pack(len(raw)), raw]
     if obj:
-        parts.append(_JSON.encode(obj).encode("utf-8"))
+        parts.append(dumps(obj).encode("utf-8"))
     return b"".join(parts)
 
 
@@ -476,5 +498,5 @@ def _unpack(plaintext: bytes) -> tuple[str | None, str | None, Any]:
             raise ValueError("truncated")
         texts.append(plaintext[pos:pos + size].decode("utf-8"))
         pos += size
-    obj = _JSON_DECODE(plaintext[pos:].decode("utf-8")) if pos < len(plaintext) else {}
+    obj = loads(plaintext[pos:].decode("utf-8")) if pos < len(plaintext) else {}
     return texts[0], texts[1], obj
