@@ -20,6 +20,7 @@ from authkit.salesforce.auth import (
 from authkit.salesforce.soql import format_soql, format_sosl
 
 if TYPE_CHECKING:
+    from authkit.salesforce.budget import RequestBudget
     from authkit.salesforce.client import SalesforceClient
     from authkit.salesforce.query import QueryResult
 
@@ -34,10 +35,12 @@ __all__ = [
     "QueryResult",
     "format_soql",
     "format_sosl",
+    "RequestBudget",
 ]
 
 # The client is imported on first use, so the auth flows import without it.
-_LAZY = {"SalesforceClient": "authkit.salesforce.client", "QueryResult": "authkit.salesforce.query"}
+_LAZY = {"SalesforceClient": "authkit.salesforce.client", "QueryResult": "authkit.salesforce.query",
+         "RequestBudget": "authkit.salesforce.budget"}
 
 
 def __getattr__(name: str) -> Any:

@@ -49,6 +49,7 @@ and the auth session is single-flight.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import io
 import logging
@@ -82,6 +83,7 @@ from authkit.errors import (
 from authkit.salesforce import composite as _composite
 from authkit.salesforce import events
 from authkit.salesforce.auth import AuthSession
+from authkit.salesforce.budget import RequestBudget
 from authkit.salesforce.collections import Collections
 from authkit.salesforce.oauth import Timeout, _check_timeout
 from authkit.salesforce.query import QueryResult
@@ -270,6 +272,9 @@ class SalesforceClient:
     bundle, custom adapters) the client uses it exactly as configured, never
     mounts anything on it and never closes it; passing the adapter options too is
     a ``ValueError`` — mount :func:`retrying_adapter` on your session instead.
+
+    ``budget``: a :class:`~authkit.salesforce.RequestBudget` shared by the fleet; every request
+    sent holds one request of it (see :mod:`authkit.salesforce.budget`).
     """
 
     def __init__(
@@ -283,6 +288,7 @@ class SalesforceClient:
         backoff_factor: float | _Default = _DEFAULT,
         max_retry_after: float | _Default = _DEFAULT,
         pool_maxsize: int | _Default = _DEFAULT,
+        budget: RequestBudget | None = None,
     ) -> None:
         if not isinstance(auth, AuthSession):
             raise TypeError("auth must be an authkit.salesforce.AuthSession")
@@ -317,6 +323,9 @@ class SalesforceClient:
         self._timeout = timeout
         self._closed = False
         self._limit_info: tuple[str, ApiUsage | None] | None = None
+        if budget is not None and not isinstance(budget, RequestBudget):
+            raise TypeError("budget must be an authkit.salesforce.RequestBudget")
+        self._budget = budget  # every send holds one request of it (see authkit.salesforce.budget)
         # UNABLE_TO_LOCK_ROW and 500 are retried here (urllib3 cannot read an error body):
         # the same bound and backoff as the adapter's retries.
         retries_given = given.get("retries", 3)
@@ -484,7 +493,8 @@ class SalesforceClient:
         prepared.headers["Authorization"] = f"Bearer {token}"
         started = time.perf_counter()
         try:
-            response = self._session.send(prepared, **settings)
+            with self._budget.acquire() if self._budget is not None else contextlib.nullcontext():
+                response = self._session.send(prepared, **settings)
         except requests.RequestException as exc:
             logger.debug("%s %s -> %s (%.1f ms)", method, safe, type(exc).__name__,
                          (time.perf_counter() - started) * 1000)

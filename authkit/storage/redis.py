@@ -7,6 +7,7 @@ Usage::
 
     storage = open_storage("redis://localhost:6379/0", prefix="myapp:")
     storage = open_storage("redis://node1:7000", cluster=True)          # a Redis Cluster
+    storage = open_storage("redis+sentinel://:pw@s1,s2,s3/mymaster/0")  # the master Sentinel names
     storage = RedisStorage(redis.Redis(host="localhost"), prefix="myapp:")
 
     storage.store_kv("greeting", b"hello", ttl=60)
@@ -51,10 +52,12 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.cluster
+import redis.sentinel
 from redis import exceptions as redis_errors
 
 from authkit.errors import ConfigurationError, NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage import _redis_sentinel as _sentinel
 from authkit.storage._codec import counter_overflow, digest, dumps, live, loads, micros, moment, ttl_seconds
 from authkit.storage.base import AuthStorage, Clock
 
@@ -573,7 +576,12 @@ def _where(client: Any) -> str:
         cluster: Any = client  # get_nodes() has no type hints
         nodes = sorted(f"{n.host}:{n.port}" for n in cluster.get_nodes())
         return "cluster " + ",".join(nodes[:3]) + (",…" if len(nodes) > 3 else "")
-    kwargs = client.connection_pool.connection_kwargs
+    pool = client.connection_pool
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        sentinels = pool.sentinel_manager.sentinels
+        where = ",".join(_where(s).rsplit("/", 1)[0] for s in sentinels)
+        return f"sentinel {pool.service_name} via {where}/{pool.connection_kwargs.get('db', 0)}"
+    kwargs = pool.connection_kwargs
     if kwargs.get("path"):
         return f"unix:{kwargs['path']}"
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
@@ -617,6 +625,7 @@ class RedisStorage(AuthStorage):
             raise ValueError("token_retention must be at most 100 years")
         self._client: Any = client  # redis-py's return types are sync/async unions: checked here, not by mypy
         self._owns_client = owns_client
+        self._sentinel: Any = None  # the redis.sentinel.Sentinel from_url built, closed with the client
         self.prefix = prefix
         base = self._b = _base(prefix)
         self._tx, self._ti, self._to, self._sx, self._si, self._so, self._kx = (
@@ -653,7 +662,9 @@ class RedisStorage(AuthStorage):
         (a :class:`redis.cluster.RedisCluster` seeded from the URL's node),
         ``create_schema`` (accepted for :func:`open_storage`; Redis needs no
         schema); anything else goes to redis-py's ``from_url`` (e.g.
-        ``socket_timeout``, ``ssl_ca_certs``).
+        ``socket_timeout``, ``ssl_ca_certs``).  ``redis+sentinel://`` and
+        ``rediss+sentinel://`` URLs give a client on the master Redis Sentinel names
+        (see :mod:`authkit.storage._redis_sentinel` for the URL form).
 
         >>> storage = RedisStorage.from_url("redis://:secret@localhost:6379/0", prefix="myapp:")
         """
@@ -669,10 +680,15 @@ class RedisStorage(AuthStorage):
         except ValueError as exc:  # e.g. a port that is not a number
             raise ConfigurationError("malformed Redis URL") from exc
         errors = _Errors(url.split("://", 1)[0] + "://…", None if password is None else unquote(password))
+        sentinel: Any = None
         try:
             with errors:
                 client: redis.Redis | redis.cluster.RedisCluster
-                if cluster:
+                if url.split("://", 1)[0].lower() in _sentinel.SCHEMES:
+                    if cluster:
+                        raise ConfigurationError("cluster=True and a redis+sentinel:// URL exclude each other")
+                    client, sentinel = _sentinel.sentinel_client(url, options)
+                elif cluster:
                     client = redis.cluster.RedisCluster.from_url(url, **options)
                 else:
                     client = redis.Redis.from_url(url, **options)
@@ -683,10 +699,12 @@ class RedisStorage(AuthStorage):
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL or option: {errors._text(exc)}") from exc
         try:
-            return cls(client, owns_client=True, **own)
+            storage = cls(client, owns_client=True, **own)
         except BaseException:
             client.close()
             raise
+        storage._sentinel = sentinel
+        return storage
 
     def __repr__(self) -> str:
         return f"RedisStorage({self._where!r}, prefix={self.prefix!r})"
@@ -695,6 +713,9 @@ class RedisStorage(AuthStorage):
         """Close the client if this storage built it (:meth:`from_url`)."""
         if self._owns_client:
             self._client.close()
+            if self._sentinel is not None:  # the connections to the sentinels themselves
+                for client in self._sentinel.sentinels:
+                    client.close()
 
     # -- helpers ------------------------------------------------------------
 

@@ -9,6 +9,8 @@ URL                                     backend
 ``mysql://…``, ``mariadb://…``          :class:`SqlStorage` on PyMySQL (``pip install 'authkit[mysql]'``)
 ``redis://…``, ``rediss://…``,          :class:`RedisStorage` (``pip install 'authkit[redis]'``)
 ``unix:///path/redis.sock``
+``redis+sentinel://s1,s2,s3/svc/0``     :class:`RedisStorage` on the master Redis Sentinel names
+``rediss+sentinel://…``                 (the same over TLS; see docs/scaling.md)
 ======================================  =====================================
 
 Options: ``prefix`` (table or key prefix), ``create_schema`` (default True),
