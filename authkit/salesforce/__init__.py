@@ -21,11 +21,13 @@ from authkit.salesforce.auth import (
     TokenExchangeAuth,
     WebServerFlow,
 )
+from authkit.salesforce.soql import format_soql, format_sosl
 
 if TYPE_CHECKING:
     from authkit.salesforce.budget import RequestBudget
     from authkit.salesforce.bulk import Bulk, BulkJobError, BulkResult
     from authkit.salesforce.client import ApiUsage, SalesforceClient, SObject, retrying_adapter
+    from authkit.salesforce.query import QueryResult
 
 __all__ = [
     "AuthSession",
@@ -38,6 +40,9 @@ __all__ = [
     "WebServerFlow",
     "FlowOptions",
     "SalesforceClient",
+    "QueryResult",
+    "format_soql",
+    "format_sosl",
     "RequestBudget",
     "Bulk",
     "BulkResult",
@@ -49,7 +54,8 @@ __all__ = [
 __all__ += ["ApiError", "SessionExpiredError", "SObject", "ApiUsage", "retrying_adapter"]
 
 # The client is imported on first use, so the auth flows import without it.
-_LAZY = {"SalesforceClient": "authkit.salesforce.client", "RequestBudget": "authkit.salesforce.budget"}
+_LAZY = {"SalesforceClient": "authkit.salesforce.client", "QueryResult": "authkit.salesforce.query",
+         "RequestBudget": "authkit.salesforce.budget"}
 _LAZY.update(dict.fromkeys(("Bulk", "BulkResult", "BulkJobError"), "authkit.salesforce.bulk"))
 _LAZY.update(dict.fromkeys(("SObject", "ApiUsage", "retrying_adapter"), "authkit.salesforce.client"))
 

@@ -8,6 +8,7 @@
             ...
         new = sf.sobject("Account").create({"Name": "Acme"})
         sf.sobject("Account").update(new["id"], {"Industry": "Energy"})
+        sf.collections.create(records)                            # 200 per request, results in order
         sf.get("limits")                                          # /services/data/v62.0/limits
         print(sf.api_usage)                                       # ApiUsage(used=25, limit=15000, ...)
 
@@ -30,6 +31,10 @@ What it does on every request:
   requests that never reached the server for every method, the others for
   idempotent methods only (GET, HEAD, PUT, DELETE, OPTIONS) — a POST or PATCH
   is never sent twice;
+- resends a request that failed with ``UNABLE_TO_LOCK_ROW`` (any method: the write was not
+  applied) or ``500`` (idempotent methods only), with jittered backoff, up to ``retries`` times;
+- sends ``User-Agent: authkit/<version> python-requests/<version>`` and reports retries and API
+  usage as :mod:`authkit.salesforce.events`;
 - turns REST error bodies into :class:`~authkit.errors.ApiError` subclasses
   (see ``_ERROR_CLASSES``) and transport failures into
   :class:`~authkit.errors.SalesforceConnectionError`;
@@ -48,19 +53,22 @@ import contextlib
 import enum
 import io
 import logging
+import random
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from typing import IO, TYPE_CHECKING, Any, overload
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
+from authkit import __version__
 from authkit.errors import (
     ApiError,
     DuplicateValueError,
@@ -72,14 +80,20 @@ from authkit.errors import (
     SalesforceConnectionError,
     SessionExpiredError,
 )
+from authkit.salesforce import composite as _composite
+from authkit.salesforce import events
 from authkit.salesforce.auth import AuthSession
 from authkit.salesforce.budget import RequestBudget
+from authkit.salesforce.collections import Collections
 from authkit.salesforce.oauth import Timeout, _check_timeout
+from authkit.salesforce.query import QueryResult
+from authkit.salesforce.sobject import SObject, http_date
+from authkit.salesforce.tooling import Tooling
 
 if TYPE_CHECKING:
     from authkit.salesforce.bulk import Bulk
 
-__all__ = ["SalesforceClient", "SObject", "ApiUsage", "retrying_adapter"]
+__all__ = ["SalesforceClient", "SObject", "ApiUsage", "QueryResult", "retrying_adapter", "USER_AGENT"]
 
 logger = logging.getLogger("authkit.salesforce")
 
@@ -106,11 +120,15 @@ _METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS"
 _REQUEST_OPTIONS = frozenset({"params", "data", "json", "files", "headers", "timeout", "stream"})
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _VERSION_RE = re.compile(r"^\d{2,3}\.\d$")
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_ID_RE = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
+#: Methods safe to send twice: a 500 on them is retried (a POST or PATCH that got a 500 may have been applied).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+#: Salesforce did not apply a write that failed with these: resending is safe whatever the method.
+_RETRY_CODES = frozenset({"UNABLE_TO_LOCK_ROW"})
+_MAX_BACKOFF = 30.0
+USER_AGENT = f"authkit/{__version__} python-requests/{requests.__version__}"
+_NO_STATUSES: frozenset[int] = frozenset()
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_MAX_COMPOSITE = 25
 
 
 class _Default(enum.Enum):
@@ -148,7 +166,14 @@ class _Retry(Retry):
                 wait = None
             if wait is not None and wait > self.max_retry_after:
                 raise MaxRetryError(kwargs.get("_pool"), url or "", None)  # type: ignore[arg-type]
-        return super().increment(method, url, *args, **kwargs)
+        retry = super().increment(method, url, *args, **kwargs)
+        # Reached only when urllib3 will send again (it raised otherwise): report the retry.
+        error = kwargs.get("error")
+        events.emit(events.TRANSIENT_RETRY, method=method, path=_safe_path(url or ""),
+                    status=response.status if response is not None else None,
+                    error_code=type(error).__name__ if error is not None else None,
+                    attempt=len(retry.history), delay=retry.get_backoff_time(), source="adapter")
+        return retry
 
 
 def retrying_adapter(
@@ -304,6 +329,15 @@ class SalesforceClient:
         if budget is not None and not isinstance(budget, RequestBudget):
             raise TypeError("budget must be an authkit.salesforce.RequestBudget")
         self._budget = budget  # every send holds one request of it (see authkit.salesforce.budget)
+        # UNABLE_TO_LOCK_ROW and 500 are retried here (urllib3 cannot read an error body):
+        # the same bound and backoff as the adapter's retries.
+        retries_given = given.get("retries", 3)
+        self._retries: int = 0 if retries_given is None else int(retries_given)
+        self._backoff: float = float(given.get("backoff_factor", 0.5))
+        self.collections = Collections(self)
+        """sObject Collections: many records per request (see :mod:`authkit.salesforce.collections`)."""
+        self.tooling = Tooling(self)
+        """The Tooling API (see :mod:`authkit.salesforce.tooling`)."""
 
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ""
@@ -362,6 +396,15 @@ class SalesforceClient:
         :class:`~authkit.errors.AuthenticationError` when no token can be had.
         Redirects are not followed.
         """
+        return self._request(method, path, _NO_STATUSES, **kwargs)
+
+    def _request(
+        self, method: str, path: str, accept: frozenset[int], *, idempotent: bool | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """:meth:`request`, also returning (not raising) a response whose status is in ``accept``.
+
+        ``idempotent=False`` keeps a GET that has side effects (anonymous Apex) from being resent on a 500.
+        """
         if self._closed:
             raise ValueError("SalesforceClient is closed")
         if not isinstance(method, str) or not isinstance(path, str):
@@ -377,9 +420,12 @@ class SalesforceClient:
         data = _replayable(kwargs.get("data"))
         # A seekable file body is streamed; remember where it starts so a retry re-sends all of it.
         body_start = data.tell() if hasattr(data, "read") else None
+        headers = {"User-Agent": USER_AGENT}
+        if kwargs.get("headers"):
+            headers.update(kwargs["headers"])
         prepared = self._session.prepare_request(requests.Request(
             method, url, params=kwargs.get("params"), data=data, json=kwargs.get("json"),
-            files=kwargs.get("files"), headers=kwargs.get("headers"),
+            files=kwargs.get("files"), headers=headers,
         ))
         settings: dict[str, Any] = dict(
             self._session.merge_environment_settings(prepared.url, {}, kwargs.get("stream"), None, None)
@@ -387,30 +433,62 @@ class SalesforceClient:
         settings["timeout"] = kwargs.get("timeout", self._timeout)
         settings["allow_redirects"] = False  # never carry the bearer token anywhere else
         safe = _safe_path(prepared.url or url)
+        if idempotent is None:
+            idempotent = method in _IDEMPOTENT
 
-        response = self._send(prepared, token, settings, method, safe)
-        if response.status_code == 401:
-            _discard(response)
-            self._auth.invalidate(token)
-            fresh = self._auth.access_token()
-            if fresh == token:
-                raise SessionExpiredError(
-                    f"{method} {safe}: 401 INVALID_SESSION_ID and the auth session has no new token "
-                    f"({type(self._auth).__name__} cannot refresh)"
-                )
+        attempt = 0
+        while True:
+            response, token, prepared, url = self._authorized(
+                prepared, token, settings, method, safe, path, url, data, body_start, kwargs.get("params"))
+            if response.status_code < 300 or response.status_code in accept:
+                return response
+            error = _api_error(response)
+            transient = error.error_code in _RETRY_CODES or (response.status_code == 500 and idempotent)
+            if not transient or attempt >= self._retries:
+                raise error
+            attempt += 1
+            delay = min(self._backoff * 2 ** (attempt - 1), _MAX_BACKOFF) * random.uniform(0.5, 1.5)
+            events.emit(events.TRANSIENT_RETRY, method=method, path=safe, status=response.status_code,
+                        error_code=error.error_code, attempt=attempt, delay=delay, source="client")
+            logger.debug("%s %s: %s, retrying in %.2f s", method, safe, error.error_code or response.status_code,
+                         delay)
+            if delay > 0:
+                time.sleep(delay)
             if body_start is not None:
                 data.seek(body_start)
-            retry = prepared.copy()
-            new_url = self._url(path)
-            if new_url != url:  # the new token belongs to another instance (org migration, My Domain change)
-                retry.prepare_url(new_url, kwargs.get("params"))
-            response = self._send(retry, fresh, settings, method, safe)
-            if response.status_code == 401:
-                _discard(response)
-                raise SessionExpiredError(f"{method} {safe}: 401 INVALID_SESSION_ID again with a new token")
-        if response.status_code >= 300:
-            raise _api_error(response)
-        return response
+            prepared = prepared.copy()
+            token = self._auth.access_token()
+
+    def _authorized(
+        self, prepared: requests.PreparedRequest, token: str, settings: dict[str, Any], method: str, safe: str,
+        path: str, url: str, data: Any, body_start: int | None, params: Any,
+    ) -> tuple[requests.Response, str, requests.PreparedRequest, str]:
+        """Send once; on a 401 invalidate ``token`` and send once more with a new one.
+
+        Returns the response and the token, request and URL that got it (a retry may change them)."""
+        response = self._send(prepared, token, settings, method, safe)
+        if response.status_code != 401:
+            return response, token, prepared, url
+        _discard(response)
+        self._auth.invalidate(token)
+        fresh = self._auth.access_token()
+        if fresh == token:
+            raise SessionExpiredError(
+                f"{method} {safe}: 401 INVALID_SESSION_ID and the auth session has no new token "
+                f"({type(self._auth).__name__} cannot refresh)"
+            )
+        events.emit(events.UNAUTHORIZED_RETRY, method=method, path=safe)
+        if body_start is not None:
+            data.seek(body_start)
+        retry = prepared.copy()
+        new_url = self._url(path)
+        if new_url != url:  # the new token belongs to another instance (org migration, My Domain change)
+            retry.prepare_url(new_url, params)
+        response = self._send(retry, fresh, settings, method, safe)
+        if response.status_code == 401:
+            _discard(response)
+            raise SessionExpiredError(f"{method} {safe}: 401 INVALID_SESSION_ID again with a new token")
+        return response, fresh, retry, new_url
 
     def _send(
         self, prepared: requests.PreparedRequest, token: str, settings: dict[str, Any], method: str, safe: str
@@ -434,7 +512,11 @@ class SalesforceClient:
         if header:
             info = self._limit_info
             if info is None or info[0] != header:
-                self._limit_info = (header, _parse_usage(header))
+                usage = _parse_usage(header)
+                self._limit_info = (header, usage)
+                if usage is not None:
+                    events.emit(events.API_USAGE, used=usage.used, limit=usage.limit, app_used=usage.app_used,
+                                app_limit=usage.app_limit, app_name=usage.app_name)
         return response
 
     def _url(self, path: str) -> str:
@@ -475,42 +557,33 @@ class SalesforceClient:
 
     # -- the data API ------------------------------------------------------------------
 
-    def query(self, soql: str, *, include_deleted: bool = False) -> Iterator[dict[str, Any]]:
-        """Every record ``soql`` selects, fetched one page at a time as you iterate.
+    def query(self, soql: str, *, include_deleted: bool = False) -> QueryResult:
+        """Every record ``soql`` selects, as a :class:`~authkit.salesforce.query.QueryResult`:
+        an iterator fetching one page at a time, with ``.total_size``.
 
-        Nothing is sent until the first record is asked for; the next page is
-        fetched (``nextRecordsUrl``) only when the current one is used up, and only
-        that page is held, so memory stays flat however many records match.
-        ``include_deleted=True`` uses the ``queryAll`` resource: deleted records
-        still in the recycle bin and archived records are included (``IsDeleted``
-        tells them apart) — the same as :meth:`query_all`.
+        Nothing is sent until the first record (or ``total_size``) is asked for;
+        the next page is fetched (``nextRecordsUrl``) only when the current one is
+        used up, and only that page is held, so memory stays flat however many
+        records match.  ``sf.query("SELECT COUNT() FROM Account").total_size`` is
+        the count.  Put user input in with
+        :func:`~authkit.salesforce.format_soql`.  ``include_deleted=True`` uses
+        the ``queryAll`` resource: deleted records still in the recycle bin and
+        archived records are included (``IsDeleted`` tells them apart) — the
+        same as :meth:`query_all`.
         """
         if not isinstance(soql, str):
             raise TypeError("soql must be a str")
         if not soql.strip():
             raise ValueError("soql must not be empty")
-        return self._records("queryAll" if include_deleted else "query", soql)
+        return QueryResult(self.get, "queryAll" if include_deleted else "query", soql)
 
-    def query_all(self, soql: str) -> Iterator[dict[str, Any]]:
+    def query_all(self, soql: str) -> QueryResult:
         """:meth:`query` through ``queryAll``: deleted and archived records included, still lazy.
 
         (Not "all pages into a list": :meth:`query` already returns every record;
         wrap either in ``list()`` when you do want them all in memory.)
         """
         return self.query(soql, include_deleted=True)
-
-    def _records(self, resource: str, soql: str) -> Iterator[dict[str, Any]]:
-        page = self.get(resource, params={"q": soql})
-        while True:
-            records: list[dict[str, Any]] = page.get("records") or []
-            next_url = page.get("nextRecordsUrl")
-            page = None  # hold nothing but the records not yet handed out
-            records.reverse()
-            while records:
-                yield records.pop()
-            if not next_url:
-                return
-            page = self.get(next_url)
 
     @property
     def bulk(self) -> Bulk:
@@ -523,30 +596,134 @@ class SalesforceClient:
         """The record operations of one sObject type: ``sf.sobject("Account").create({...})``."""
         return SObject(self, name)
 
-    def composite(self, requests: Iterable[Mapping[str, Any]], all_or_none: bool = False) -> list[dict[str, Any]]:
+    def describe(self, if_modified_since: datetime | None = None) -> dict[str, Any] | None:
+        """The global describe: every sObject type of the org (``{"sobjects": [...], ...}``).
+
+        With ``if_modified_since`` (an aware datetime) Salesforce answers ``304 Not
+        Modified`` when no type changed since, and this returns ``None``.
+        """
+        return self._describe("sobjects", if_modified_since)
+
+    def _describe(self, path: str, if_modified_since: datetime | None) -> dict[str, Any] | None:
+        if if_modified_since is None:
+            return dict(self.get(path))
+        headers = {"If-Modified-Since": http_date(if_modified_since)}
+        response = self._request("GET", path, frozenset({304}), headers=headers)
+        if response.status_code == 304:
+            _discard(response)
+            return None
+        return dict(_body(response))
+
+    def search(self, sosl: str) -> list[dict[str, Any]]:
+        """The records a SOSL search finds (its ``searchRecords``).
+
+        Put user input in with :func:`~authkit.salesforce.format_sosl`::
+
+            sf.search(format_sosl("FIND {{{}}} IN NAME FIELDS RETURNING Account(Id, Name)", term))
+        """
+        if not isinstance(sosl, str):
+            raise TypeError("sosl must be a str")
+        if not sosl.strip():
+            raise ValueError("sosl must not be empty")
+        return _search_records(self.get("search", params={"q": sosl}))
+
+    def parameterized_search(self, q: str, **options: Any) -> list[dict[str, Any]]:
+        """A search without SOSL syntax (``POST parameterizedSearch``): the ``searchRecords``.
+
+        ``q`` is the plain search text (Salesforce escapes it); ``options`` are the
+        request body's fields in snake_case: ``sobjects=[{"name": "Account",
+        "fields": ["Id", "Name"]}]``, ``fields=["Id"]``, ``overall_limit=100``,
+        ``default_limit=10``, ``in_="NAME"`` (``in``), ``offset=``,
+        ``spell_correction=``, ``updateable=``, ``data_categories=``,
+        ``division=``, ``network_ids=``, ``order_by=``, ``pricebook_id=``,
+        ``snippet=``, ``metadata=``.  Values go in Salesforce's own shape.
+        """
+        if not isinstance(q, str):
+            raise TypeError("q must be a str")
+        if len(q.strip()) < 2:
+            raise ValueError("q must have at least two characters")
+        body: dict[str, Any] = {"q": q}
+        for name, value in options.items():
+            body[_search_option(name)] = value
+        return _search_records(self.post("parameterizedSearch", json=body))
+
+    @overload
+    def download(self, path: str, file: None = None, *, chunk_size: int = ...) -> bytes: ...
+
+    @overload
+    def download(self, path: str, file: IO[bytes], *, chunk_size: int = ...) -> int: ...
+
+    def download(self, path: str, file: IO[bytes] | None = None, *, chunk_size: int = 64 * 1024) -> bytes | int:
+        """Stream a binary resource to ``file`` and return the number of bytes written, or
+        return the bytes when ``file`` is None::
+
+            with open("log.csv", "wb") as out:
+                sf.download(f"sobjects/EventLogFile/{log_id}/LogFile", out)
+            data = sf.download(f"sobjects/ContentVersion/{version_id}/VersionData")
+
+        With a file, memory stays at one ``chunk_size`` however large the body.
+        """
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+            raise ValueError("chunk_size must be an int >= 1")
+        if file is not None and not hasattr(file, "write"):
+            raise TypeError("file must be a binary file object (opened with 'wb')")
+        response = self.request("GET", path, stream=True)
+        try:
+            if file is None:
+                return response.content
+            written = 0
+            try:
+                for chunk in response.iter_content(chunk_size):
+                    file.write(chunk)
+                    written += len(chunk)
+            except requests.RequestException as exc:
+                raise SalesforceConnectionError(
+                    f"GET {_safe_path(response.url)} failed mid-body: {type(exc).__name__}") from exc
+            return written
+        finally:
+            response.close()
+
+    def apex(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call an Apex REST resource under ``/services/apexrest/``: parsed JSON (or text) back.
+
+        ``sf.apex("POST", "orders/submit", json={...})``; ``kwargs`` as for :meth:`request`.
+        """
+        if not isinstance(path, str):
+            raise TypeError("path must be a str")
+        if _URL_RE.match(path) or path.startswith("/services/"):
+            raise ValueError("apex() takes the path under /services/apexrest/, e.g. 'orders/submit'")
+        return _body(self.request(method, "/services/apexrest/" + path.lstrip("/"), **kwargs))
+
+    def composite(
+        self, requests: Iterable[Mapping[str, Any]], all_or_none: bool = False, collate_subrequests: bool = False
+    ) -> list[dict[str, Any]]:
         """Up to 25 subrequests in one round trip; the ``compositeResponse`` list.
 
         Each subrequest is ``{"method", "url", "referenceId", "body"?}``; a later one
         may use an earlier result as ``@{referenceId.id}``.  ``url`` may be relative
         (``"sobjects/Account"``) like any path here.  Subrequest failures do not
         raise: read each item's ``httpStatusCode``.  ``all_or_none=True`` rolls
-        everything back if one fails.
+        everything back if one fails; ``collate_subrequests=True`` lets Salesforce
+        run independent subrequests together.  See :mod:`authkit.salesforce.composite`.
         """
-        subrequests = []
-        for sub in requests:
-            if not isinstance(sub, Mapping):
-                raise TypeError("each composite subrequest must be a mapping")
-            missing = {"method", "url", "referenceId"} - set(sub)
-            if missing:
-                raise ValueError(f"composite subrequest lacks {', '.join(sorted(missing))}")
-            url = str(sub["url"])
-            if not url.startswith("/"):
-                url = self._data_path + url
-            subrequests.append({**sub, "url": url})
-        if not 1 <= len(subrequests) <= _MAX_COMPOSITE:
-            raise ValueError(f"composite takes 1 to {_MAX_COMPOSITE} subrequests, got {len(subrequests)}")
-        result = self.post("composite", json={"allOrNone": bool(all_or_none), "compositeRequest": subrequests})
-        return list(result["compositeResponse"])
+        return _composite.composite(self, requests, all_or_none, collate_subrequests)
+
+    def composite_batch(
+        self, requests: Iterable[Mapping[str, Any]], halt_on_error: bool = False
+    ) -> list[dict[str, Any]]:
+        """Up to 25 independent subrequests (``{"method", "url", "richInput"?}``) in one round trip;
+        the ``results`` list (``{"statusCode", "result"}`` each)."""
+        return _composite.composite_batch(self, requests, halt_on_error)
+
+    def composite_tree(self, sobject: str, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Create up to 200 records with their children in one all-or-nothing request;
+        the ``results`` list (``{"referenceId", "id"}``, or ``{"referenceId", "errors"}`` when it failed)."""
+        return _composite.composite_tree(self, sobject, records)
+
+    def composite_graph(self, graphs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Several composite graphs (``{"graphId", "compositeRequest"}``), each all-or-nothing,
+        in one request; the ``graphs`` list (``{"graphId", "graphResponse", "isSuccessful"}``)."""
+        return _composite.composite_graph(self, graphs)
 
     def limits(self) -> dict[str, Any]:
         """The org's limits: ``{"DailyApiRequests": {"Max": ..., "Remaining": ...}, ...}``."""
@@ -555,73 +732,6 @@ class SalesforceClient:
     def versions(self) -> list[dict[str, Any]]:
         """The API versions the instance serves: ``[{"version": "62.0", "label": ..., "url": ...}, ...]``."""
         return list(self.get("/services/data/"))
-
-
-class SObject:
-    """Record operations on one sObject type (from :meth:`SalesforceClient.sobject`)::
-
-        accounts = sf.sobject("Account")
-        result = accounts.create({"Name": "Acme"})          # {"id": "001...", "success": True, ...}
-        accounts.get(result["id"], fields=["Name"])
-        accounts.update(result["id"], {"Industry": "Energy"})
-        accounts.upsert("External_Id__c", "ACME-1", {"Name": "Acme"})   # {"id", "created": bool, ...}
-        accounts.delete(result["id"])
-        accounts.describe()["fields"]
-    """
-
-    def __init__(self, client: SalesforceClient, name: str) -> None:
-        if not isinstance(name, str):
-            raise TypeError("sObject name must be a str")
-        if not _NAME_RE.match(name):
-            raise ValueError(f"invalid sObject name {name!r}")
-        self._client = client
-        self.name = name
-        self._path = f"sobjects/{name}"
-
-    def __repr__(self) -> str:
-        return f"SObject({self.name!r})"
-
-    def create(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Create a record: ``{"id": ..., "success": True, "errors": []}``."""
-        return dict(self._client.post(self._path, json=_fields(fields)))
-
-    def get(self, record_id: str, fields: Iterable[str] | None = None) -> dict[str, Any]:
-        """The record ``record_id`` (all fields, or just ``fields``)."""
-        params = None
-        if fields is not None:
-            if isinstance(fields, str):
-                raise TypeError("fields must be a list of field names, not a str")
-            names = list(fields)
-            for name in names:
-                _check_name(name, "field")
-            params = {"fields": ",".join(names)}
-        return dict(self._client.get(f"{self._path}/{_check_id(record_id)}", params=params))
-
-    def update(self, record_id: str, fields: Mapping[str, Any]) -> None:
-        """Change some fields of ``record_id``."""
-        self._client.patch(f"{self._path}/{_check_id(record_id)}", json=_fields(fields))
-
-    def upsert(self, ext_id_field: str, value: str | int, fields: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Update the record whose ``ext_id_field`` is ``value``, or create it.
-
-        Returns ``{"id": ..., "created": True|False, ...}`` (``None`` from API versions
-        that answer an update with 204).  More than one match is an ``ApiError``
-        with status 300 and ``error_code`` ``"MULTIPLE_CHOICES"``.
-        """
-        _check_name(ext_id_field, "ext_id_field")
-        if not isinstance(value, (str, int)) or isinstance(value, bool) or value == "":
-            raise ValueError("value must be a non-empty str or an int")
-        path = f"{self._path}/{ext_id_field}/{quote(str(value), safe='')}"
-        result = self._client.patch(path, json=_fields(fields))
-        return dict(result) if result is not None else None
-
-    def delete(self, record_id: str) -> None:
-        """Delete ``record_id`` (it goes to the recycle bin: ``query_all`` still finds it)."""
-        self._client.delete(f"{self._path}/{_check_id(record_id)}")
-
-    def describe(self) -> dict[str, Any]:
-        """The type's metadata: fields, their types, what may be created and updated."""
-        return dict(self._client.get(f"{self._path}/describe"))
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -712,25 +822,20 @@ def _api_error(response: requests.Response) -> ApiError:
     return cls(message, status_code=status, error_code=code, fields=fields, response=response)
 
 
-def _fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(fields, Mapping):
-        raise TypeError("fields must be a mapping of field name to value")
-    for name in fields:
-        _check_name(name, "field")
-    return dict(fields)
+_SEARCH_OPTIONS = {"in_": "in", "network_ids": "netWorkIds"}
 
 
-def _check_name(name: object, what: str) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"{what} name must be a str")
-    if not _NAME_RE.match(name):
-        raise ValueError(f"invalid {what} name {name!r}")
-    return name
+def _search_option(name: str) -> str:
+    """A parameterizedSearch body field from its snake_case name (``overall_limit`` -> ``overallLimit``)."""
+    if name in _SEARCH_OPTIONS:
+        return _SEARCH_OPTIONS[name]
+    if name == "q":
+        raise TypeError("q is the first argument, not an option")
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-def _check_id(record_id: object) -> str:
-    if not isinstance(record_id, str):
-        raise TypeError("record id must be a str")
-    if not _ID_RE.match(record_id):
-        raise ValueError(f"invalid record id {record_id!r}: expected 15 or 18 letters and digits")
-    return record_id
+def _search_records(answer: Any) -> list[dict[str, Any]]:
+    # API versions before 36.0 answered a bare list.
+    records = answer.get("searchRecords", []) if isinstance(answer, dict) else answer or []
+    return [dict(r) for r in records]

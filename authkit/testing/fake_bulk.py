@@ -58,7 +58,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from authkit.testing.fake_rest import FakeRestApi, _parse_soql, _RestError, _SObjectType
+from authkit.testing._fake_errors import RestError as _RestError
+from authkit.testing.fake_rest import FakeRestApi, _parse_soql, _SObjectType
 
 __all__ = ["FakeBulkApi", "JOBS_PATH_RE", "DEFAULT_UPLOAD_LIMIT"]
 

@@ -15,39 +15,59 @@ What it serves (``vXX.X`` is any version :meth:`versions` lists):
 
 - ``GET /services/data/`` (versions), ``GET /services/data/vXX.X/`` (resources);
 - ``GET query?q=`` / ``queryAll?q=`` with ``nextRecordsUrl`` pages
-  (``/services/data/vXX.X/query/<locator>-<offset>``); the SOQL subset is
-  ``SELECT f, ... | COUNT() FROM T [WHERE c [AND|OR c] ...] [ORDER BY f [ASC|DESC]]
-  [LIMIT n] [OFFSET n]`` with ``= != <> < <= > >= LIKE IN (...)`` comparisons;
-- ``GET sobjects`` (describe global), ``GET|POST sobjects/T``, ``GET sobjects/T/describe``,
-  ``GET|PATCH|DELETE sobjects/T/<Id>`` (``?fields=``), ``GET|PATCH|DELETE
-  sobjects/T/<ExternalIdField>/<value>`` (PATCH is an upsert);
-- ``POST composite`` (``allOrNone``, ``@{ref.field}`` references, 25 subrequests);
+  (``/services/data/vXX.X/query/<locator>-<offset>``) — the SOQL subset of
+  :mod:`authkit.testing._fake_soql`;
+- ``GET search?q=`` (SOSL subset) and ``GET|POST parameterizedSearch``;
+- ``GET sobjects`` (describe global), ``GET|POST sobjects/T`` (POST as JSON or multipart with a
+  blob), ``GET sobjects/T/describe`` (both describes answer ``304`` to an ``If-Modified-Since``
+  at or after :attr:`metadata_modified`), ``GET sobjects/T/updated|deleted?start=&end=``,
+  ``GET|PATCH|DELETE sobjects/T/<Id>`` (``?fields=``), ``GET sobjects/T/<Id>/<BlobField>``,
+  ``GET|PATCH|DELETE sobjects/T/<ExternalIdField>/<value>`` (PATCH is an upsert);
+- ``POST composite`` (``allOrNone``, ``collateSubrequests``, ``@{ref.field}`` references, 25
+  subrequests), ``composite/batch``, ``composite/tree/T``, ``composite/graph`` and sObject
+  Collections ``composite/sobjects[/T[/ExternalIdField]]`` — see :mod:`authkit.testing._fake_composite`;
+- ``tooling/query``, ``tooling/sobjects/...`` (Tooling types such as ApexClass) and
+  ``tooling/executeAnonymous``;
 - ``GET limits``;
 - ``/services/apexrest/...`` routes registered with :meth:`add_apex_route`.
 
 Errors are Salesforce's: ``NOT_FOUND`` / ``ENTITY_IS_DELETED`` (404),
-``MALFORMED_QUERY``, ``INVALID_FIELD``, ``INVALID_TYPE``, ``REQUIRED_FIELD_MISSING``,
-``DUPLICATE_VALUE``, ``INVALID_FIELD_FOR_INSERT_UPDATE``, ``JSON_PARSER_ERROR``,
-``INVALID_QUERY_LOCATOR`` (400), ``MULTIPLE_CHOICES`` (300),
-``METHOD_NOT_ALLOWED`` (405).
+``MALFORMED_QUERY``, ``MALFORMED_SEARCH``, ``INVALID_FIELD``, ``INVALID_TYPE``,
+``REQUIRED_FIELD_MISSING``, ``DUPLICATE_VALUE``, ``INVALID_FIELD_FOR_INSERT_UPDATE``,
+``JSON_PARSER_ERROR``, ``INVALID_QUERY_LOCATOR``, ``EXCEEDED_ID_LIMIT``,
+``INVALID_BATCH_REQUEST``, ``INVALID_MULTIPART_REQUEST``, ``INVALID_REPLICATION_DATE`` (400),
+``MULTIPLE_CHOICES`` (300), ``METHOD_NOT_ALLOWED`` (405).
 
 Known types are Account, Contact, Opportunity, Lead and Case (each with an
-``External_Id__c`` external-id field); :meth:`define_sobject` adds more, and
+``External_Id__c`` external-id field), ContentVersion, ContentDocument, Document,
+Attachment, EventLogFile and the Tooling type ApexClass; :meth:`define_sobject` adds more, and
 :meth:`insert` of an unknown type defines an open one that accepts any field.
 """
 
 from __future__ import annotations
 
-import json
+import email.policy
 import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from email.parser import BytesParser
+from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
+
+from authkit.salesforce.sobject import blob_part_name
+from authkit.testing import _fake_composite
+from authkit.testing._fake_errors import Raw, Result
+from authkit.testing._fake_errors import RestError as _RestError
+from authkit.testing._fake_errors import fields_body as _fields_body
+from authkit.testing._fake_errors import json_result as _json
+from authkit.testing._fake_errors import not_found as _not_found
+from authkit.testing._fake_errors import parse_body as _parse_body
+from authkit.testing._fake_soql import QueryError, Soql, parse_soql, parse_sosl
 
 __all__ = ["FakeRestApi", "ApexHandler", "DEFAULT_VERSIONS"]
 
@@ -64,31 +84,10 @@ DEFAULT_VERSIONS: tuple[tuple[str, str], ...] = (
 #: ``handler(method, path, query, body) -> (status, JSON-able body)`` for an Apex REST route.
 ApexHandler = Callable[[str, str, dict[str, list[str]], bytes], tuple[int, Any]]
 
-Result = tuple[int, dict[str, str], bytes]
-
 _SYSTEM_FIELDS = ("Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp")
 _ID_RE = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_MAX_COMPOSITE = 25
 _MAX_CURSORS = 1000  # open query locators kept; the oldest is dropped, as Salesforce drops idle ones
-
-
-class _RestError(Exception):
-    """One REST error answer: ``status`` and a Salesforce error body."""
-
-    def __init__(self, status: int, error_code: str, message: str, fields: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_code = error_code
-        self.message = message
-        self.fields = list(fields)
-
-    def body(self) -> list[dict[str, Any]]:
-        return [{"message": self.message, "errorCode": self.error_code, "fields": self.fields}]
-
-
-def _not_found() -> _RestError:
-    return _RestError(404, "NOT_FOUND", "The requested resource does not exist")
 
 
 @dataclass
@@ -118,10 +117,6 @@ class _Cursor:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
-
-
-def _json(status: int, value: Any) -> Result:
-    return status, {}, json.dumps(value).encode()
 
 
 class FakeRestApi:
@@ -154,6 +149,12 @@ class FakeRestApi:
         self._deleted: dict[str, dict[str, dict[str, Any]]] = {}  # the recycle bin, for queryAll
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
         self._apex: dict[tuple[str, str], ApexHandler] = {}
+        self._blobs: dict[str, bytes] = {}  # "Type/Id/Field" -> the binary field's data
+        self._headers: dict[str, str] = {}  # the headers of the request being answered (lower-case names)
+        #: When the org's metadata last changed: ``If-Modified-Since`` on a describe is answered 304 after it.
+        self.metadata_modified = datetime.now(timezone.utc).replace(microsecond=0)
+        #: Every anonymous Apex body run through ``tooling/executeAnonymous``, in order.
+        self.executed_apex: list[str] = []
         text = "string"
         self.define_sobject("Account", {"Name": text, "Industry": text, "AccountNumber": text, "Phone": text,
                                         "Website": text, "NumberOfEmployees": "int", "AnnualRevenue": "currency",
@@ -172,6 +173,20 @@ class FakeRestApi:
         self.define_sobject("Case", {"Subject": text, "Status": "picklist", "Priority": "picklist",
                                      "AccountId": "reference", "External_Id__c": text},
                             external_ids=["External_Id__c"], key_prefix="500")
+        self.define_sobject("ContentVersion", {"Title": text, "PathOnClient": text, "Description": "textarea",
+                                               "VersionData": "base64", "ContentDocumentId": "reference"},
+                            required=["PathOnClient"], key_prefix="068")
+        self.define_sobject("ContentDocument", {"Title": text}, key_prefix="069")
+        self.define_sobject("Document", {"Name": text, "FolderId": "reference", "Body": "base64",
+                                         "Description": "textarea"}, required=["Name"], key_prefix="015")
+        self.define_sobject("Attachment", {"Name": text, "ParentId": "reference", "Body": "base64",
+                                           "ContentType": text}, required=["Name"], key_prefix="00P")
+        self.define_sobject("EventLogFile", {"EventType": text, "LogDate": "datetime", "LogFile": "base64",
+                                             "LogFileLength": "double"}, key_prefix="0AT")
+        # Tooling API types share the store (a fake keeps one namespace; tooling/* serves them).
+        self.define_sobject("ApexClass", {"Name": text, "Body": "textarea", "Status": text, "ApiVersion": "double"},
+                            required=["Name"], key_prefix="01p")
+        self._tooling_types = {"apexclass"}
 
     def __repr__(self) -> str:
         with self._mutex:
@@ -243,6 +258,16 @@ class FakeRestApi:
                 found += list(self._deleted[sobj.name].values())
             return [dict(r) for r in found]
 
+    def set_blob(self, sobject: str, record_id: str, field_name: str, data: bytes) -> None:
+        """Give record ``record_id`` a binary field (test setup), served at ``sobjects/T/Id/Field``."""
+        with self._mutex:
+            sobj = self._type(sobject)
+            record = self._get(sobj, record_id)
+            known = sobj.field_name(field_name)
+            if known is None or sobj.fields[known] != "base64":
+                raise ValueError(f"{field_name!r} is not a base64 field of {sobj.name}")
+            self._store_blob(sobj, record, known, data)
+
     def add_apex_route(self, method: str, path: str, handler: ApexHandler) -> None:
         """Serve ``method /services/apexrest<path>`` with ``handler`` (an Apex REST class stand-in)."""
         if not path.startswith("/"):
@@ -259,21 +284,27 @@ class FakeRestApi:
     # -- the request entry point ------------------------------------------------
 
     def handle(
-        self, method: str, path: str, query: dict[str, list[str]], body: bytes, instance_url: str
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes, instance_url: str,
+        headers: Mapping[str, str] | None = None,
     ) -> Result:
         """Answer one authenticated request under /services/data (path without the host,
-        e.g. "/services/data/v62.0/query", query from urllib.parse.parse_qs). Returns
-        (status, extra headers, body bytes). Thread-safe."""
+        e.g. "/services/data/v62.0/query", query from urllib.parse.parse_qs, ``headers`` the
+        request's). Returns (status, extra headers, body bytes). Thread-safe."""
         with self._mutex:
             self.handled_requests += 1
+            self._headers = {k.lower(): v for k, v in (headers or {}).items()}
             try:
                 if path.startswith("/services/apexrest"):
                     return self._apex_request(method, path[len("/services/apexrest"):], query, body)
                 status, value = self._route(method.upper(), path, query, body)
             except _RestError as exc:
                 return _json(exc.status, exc.body())
-            if status == 204:
-                return 204, {}, b""
+            finally:
+                self._headers = {}
+            if status in (204, 304):
+                return status, {}, b""
+            if isinstance(value, Raw):
+                return status, {"Content-Type": value.content_type}, value.data
             return _json(status, value)
 
     # -- routing ------------------------------------------------------------------
@@ -304,9 +335,17 @@ class FakeRestApi:
             return 200, self._query(soql, version, include_deleted=head == "queryAll")
         if head == "sobjects":
             return self._sobjects(method, parts[1:], query, body, version)
-        if head == "composite" and len(parts) == 1:
-            self._allow(method, "POST")
-            return 200, self._composite(_parse_body(body), version)
+        if head == "composite":
+            return self._composite(method, parts[1:], query, body, version)
+        if head == "search" and len(parts) == 1:
+            self._allow(method, "GET")
+            return 200, self._search((query.get("q") or [""])[-1], version)
+        if head == "parameterizedSearch" and len(parts) == 1:
+            self._allow(method, "GET", "POST")
+            payload = _parse_body(body) if method == "POST" else {k: v[-1] for k, v in query.items()}
+            return 200, self._parameterized_search(payload, version)
+        if head == "tooling":
+            return self._tooling(method, parts[1:], query, body, version)
         if head == "limits" and len(parts) == 1:
             self._allow(method, "GET")
             used = self.handled_requests
@@ -332,16 +371,24 @@ class FakeRestApi:
         return sobj
 
     def _sobjects(
-        self, method: str, parts: list[str], query: dict[str, list[str]], body: bytes, version: str
+        self, method: str, parts: list[str], query: dict[str, list[str]], body: bytes, version: str,
+        tooling: bool = False,
     ) -> tuple[int, Any]:
         if not parts:
             self._allow(method, "GET")
+            if self._not_modified():
+                return 304, None
+            types = [t for t in self._types.values() if (t.name.lower() in self._tooling_types) == tooling]
             return 200, {"encoding": "UTF-8", "maxBatchSize": 200,
-                         "sobjects": [self._describe_brief(t, version) for t in self._types.values()]}
+                         "sobjects": [self._describe_brief(t, version) for t in types]}
         sobj = self._type(parts[0])
+        if (sobj.name.lower() in self._tooling_types) != tooling:
+            raise _not_found()  # a Tooling type is not in the data API, nor the other way round
         if len(parts) == 1:
             self._allow(method, "GET", "POST")
             if method == "POST":
+                if self._headers.get("content-type", "").lower().startswith("multipart/"):
+                    return 201, self._create_multipart(sobj, body)
                 new_id = self._create(sobj, _fields_body(body))
                 return 201, {"id": new_id, "success": True, "errors": []}
             recent = [self._project(r, ["Id", *(["Name"] if "Name" in sobj.fields else [])], sobj, version)
@@ -349,7 +396,12 @@ class FakeRestApi:
             return 200, {"objectDescribe": self._describe_brief(sobj, version), "recentItems": recent}
         if len(parts) == 2 and parts[1] == "describe":
             self._allow(method, "GET")
+            if self._not_modified():
+                return 304, None
             return 200, self._describe(sobj, version)
+        if len(parts) == 2 and parts[1] in ("updated", "deleted"):
+            self._allow(method, "GET")
+            return 200, self._changes(sobj, parts[1], query)
         if len(parts) == 2:
             self._allow(method, "GET", "PATCH", "DELETE")
             record_id = parts[1]
@@ -362,9 +414,201 @@ class FakeRestApi:
             self._delete(sobj, self._get(sobj, record_id))
             return 204, None
         if len(parts) == 3:
+            blob_field = sobj.field_name(parts[2])
+            if _ID_RE.match(parts[1]) and blob_field is not None and sobj.fields[blob_field] == "base64":
+                self._allow(method, "GET")
+                record = self._get(sobj, parts[1])
+                data = self._blobs.get(f"{sobj.name}/{record['Id']}/{blob_field}")
+                if data is None:
+                    raise _not_found()
+                return 200, Raw(data)
             self._allow(method, "GET", "PATCH", "DELETE")
             return self._by_external_id(method, sobj, parts[1], parts[2], query, body, version)
         raise _not_found()
+
+    def _not_modified(self) -> bool:
+        """Whether the request's ``If-Modified-Since`` is at or after the last metadata change."""
+        header = self._headers.get("if-modified-since")
+        if not header:
+            return False
+        try:
+            since = parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return False
+        if since.tzinfo is None:
+            return False
+        return since >= self.metadata_modified
+
+    def _changes(self, sobj: _SObjectType, kind: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        """``sobjects/T/updated`` and ``sobjects/T/deleted``: what changed in ``[start, end]``."""
+        window = []
+        for name in ("start", "end"):
+            text = (query.get(name) or [""])[-1]
+            try:
+                value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise _RestError(400, "MISSING_ARGUMENT" if not text else "INVALID_DATE_FORMAT",
+                                 f"{name} must be an ISO 8601 date and time: {text!r}") from None
+            if value.tzinfo is None:
+                raise _RestError(400, "INVALID_DATE_FORMAT", f"{name} must have a time zone")
+            window.append(value)
+        start, end = window
+        if start > end:
+            raise _RestError(400, "INVALID_REPLICATION_DATE", "startDate must chronologically precede endDate")
+        covered = end.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:00.000+0000")
+
+        def within(stamp: str) -> bool:
+            moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.000+0000").replace(tzinfo=timezone.utc)
+            return start <= moment <= end
+
+        if kind == "updated":
+            ids = [r["Id"] for r in self._records[sobj.name].values() if within(r["LastModifiedDate"])]
+            return {"ids": ids, "latestDateCovered": covered}
+        gone = [{"id": r["Id"], "deletedDate": r["LastModifiedDate"]} for r in self._deleted[sobj.name].values()
+                if within(r["LastModifiedDate"])]
+        return {"deletedRecords": gone, "earliestDateAvailable": self.metadata_modified.strftime(
+            "%Y-%m-%dT%H:%M:00.000+0000"), "latestDateCovered": covered}
+
+    def _store_blob(self, sobj: _SObjectType, record: dict[str, Any], field_name: str, data: bytes) -> None:
+        key = f"{sobj.name}/{record['Id']}/{field_name}"
+        self._blobs[key] = data
+        url = f"/services/data/v{self.api_versions[-1][0]}/sobjects/{key}"
+        self._records[sobj.name][record["Id"]] = {**record, field_name: url}
+
+    def _create_multipart(self, sobj: _SObjectType, body: bytes) -> dict[str, Any]:
+        """A multipart insert: the JSON part (``entity_content``, ``entity_document``, ...) first,
+        then the binary part named after the base64 field, with a filename."""
+        content_type = self._headers.get("content-type", "")
+        if "boundary=" not in content_type:
+            raise _RestError(400, "INVALID_MULTIPART_REQUEST", "Multipart message must have a boundary")
+        message = BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        parts = list(message.iter_parts()) if message.is_multipart() else []
+        if len(parts) != 2:
+            raise _RestError(400, "INVALID_MULTIPART_REQUEST",
+                             "Multipart message must have exactly two parts: the JSON entity, then the binary data")
+        entity, blob = parts
+        expected = blob_part_name(sobj.name)
+        if entity.get_param("name", header="content-disposition") != expected:
+            raise _RestError(400, "INVALID_MULTIPART_REQUEST", f"The first part must be named {expected}")
+        if entity.get_content_type() != "application/json":
+            raise _RestError(400, "INVALID_MULTIPART_REQUEST", "The first part must be application/json")
+        fields = _fields_body(_payload(entity))
+        field_name = sobj.field_name(str(blob.get_param("name", header="content-disposition") or ""))
+        if field_name is None or sobj.fields[field_name] != "base64":
+            raise _RestError(400, "INVALID_MULTIPART_REQUEST", f"The binary part must be named after a base64 field "
+                                                               f"of {sobj.name}")
+        if not blob.get_filename():
+            raise _RestError(400, "INVALID_MULTIPART_REQUEST", "The binary part must have a filename")
+        if any(name.lower() == field_name.lower() for name in fields):
+            raise _RestError(400, "INVALID_MULTIPART_REQUEST", f"{field_name} is in both parts")
+        new_id = self._create(sobj, fields)
+        self._store_blob(sobj, self._records[sobj.name][new_id], field_name, _payload(blob))
+        return {"id": new_id, "success": True, "errors": []}
+
+    # -- composite, search, tooling ----------------------------------------------------------
+
+    def _composite(
+        self, method: str, parts: list[str], query: dict[str, list[str]], body: bytes, version: str
+    ) -> tuple[int, Any]:
+        if not parts:
+            self._allow(method, "POST")
+            return 200, _fake_composite.composite(self, _parse_body(body), version)
+        if parts == ["batch"]:
+            self._allow(method, "POST")
+            return 200, _fake_composite.batch(self, _parse_body(body))
+        if parts == ["graph"]:
+            self._allow(method, "POST")
+            return 200, _fake_composite.graph(self, _parse_body(body), version)
+        if parts[0] == "tree" and len(parts) == 2:
+            self._allow(method, "POST")
+            return _fake_composite.tree(self, parts[1], _parse_body(body))
+        if parts[0] == "sobjects":
+            payload = _parse_body(body) if method in ("POST", "PATCH") else None
+            return _fake_composite.collections(self, method, parts[1:], query, payload, version)
+        raise _not_found()
+
+    def _search(self, sosl: str, version: str) -> dict[str, Any]:
+        try:
+            parsed = parse_sosl(sosl)
+        except QueryError as exc:
+            raise _RestError(400, "MALFORMED_SEARCH", str(exc)) from None
+        returning = parsed.returning or [(t.name, []) for t in self._types.values()
+                                         if t.name.lower() not in self._tooling_types]
+        return {"searchRecords": self._find(parsed.term, returning, parsed.limit, version)}
+
+    def _find(self, term: re.Pattern[str], returning: list[tuple[str, list[str]]], limit: int | None,
+              version: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for type_name, names in returning:
+            sobj = self._types.get(type_name.lower())
+            if sobj is None:
+                raise _RestError(400, "INVALID_TYPE", f"sObject type '{type_name}' is not supported.")
+            fields = self._fields_param(sobj, {"fields": [",".join(names)]}) if names else ["Id"]
+            text_fields = [f for f, kind in sobj.fields.items()
+                           if kind in ("string", "textarea", "email", "phone", "picklist", "url")]
+            for record in self._records[sobj.name].values():
+                if any(isinstance(record.get(f), str) and term.search(record[f]) for f in text_fields):
+                    found.append(self._project(record, fields, sobj, version))
+        return found[:limit] if limit is not None else found
+
+    def _parameterized_search(self, payload: Any, version: str) -> dict[str, Any]:
+        if not isinstance(payload, dict) or not isinstance(payload.get("q"), str) or not payload["q"].strip():
+            raise _RestError(400, "MISSING_ARGUMENT", "q is required")
+        term = re.compile(re.escape(payload["q"].strip()).replace("\\*", ".*"), re.IGNORECASE)
+        default_fields = payload.get("fields")
+        returning: list[tuple[str, list[str]]] = []
+        for item in payload.get("sobjects") or []:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise _RestError(400, "INVALID_INPUT", "each sobjects entry needs a name")
+            returning.append((item["name"], list(item.get("fields") or default_fields or [])))
+        if not returning:
+            returning = [(t.name, list(default_fields or [])) for t in self._types.values()
+                         if t.name.lower() not in self._tooling_types]
+        limit = payload.get("overallLimit")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise _RestError(400, "INVALID_INPUT", "overallLimit must be a positive integer")
+        return {"searchRecords": self._find(term, returning, limit, version)}
+
+    def _tooling(
+        self, method: str, parts: list[str], query: dict[str, list[str]], body: bytes, version: str
+    ) -> tuple[int, Any]:
+        if not parts:
+            raise _not_found()
+        head = parts[0]
+        if head in ("query", "queryAll"):
+            self._allow(method, "GET")
+            if len(parts) == 2:
+                return 200, self._next_page(parts[1])
+            soql = (query.get("q") or [""])[-1]
+            return 200, self._query(soql, version, include_deleted=head == "queryAll", tooling=True)
+        if head == "sobjects":
+            if len(parts) > 1 and parts[1].lower() not in self._tooling_types:
+                raise _not_found()
+            return self._sobjects(method, parts[1:], query, body, version, tooling=True)
+        if head == "executeAnonymous" and len(parts) == 1:
+            self._allow(method, "GET")
+            return 200, self._execute_anonymous((query.get("anonymousBody") or [""])[-1])
+        raise _not_found()
+
+    def _execute_anonymous(self, apex: str) -> dict[str, Any]:
+        """Anonymous Apex, as far as a fake can: it 'compiles' when it ends in ``;`` or ``}`` with
+        balanced brackets, and 'throws' on a ``throw`` statement."""
+        if not apex.strip():
+            raise _RestError(400, "MISSING_ARGUMENT", "anonymousBody is required")
+        self.executed_apex.append(apex)
+        result: dict[str, Any] = {"line": -1, "column": -1, "compiled": True, "success": True,
+                                  "compileProblem": None, "exceptionStackTrace": None, "exceptionMessage": None}
+        text = apex.strip()
+        balanced = all(text.count(a) == text.count(b) for a, b in ("()", "{}", "[]"))
+        if not balanced or text[-1] not in ";}":
+            lines = apex.splitlines() or [""]
+            result.update(line=len(lines), column=len(lines[-1]) + 1, compiled=False, success=False,
+                          compileProblem="Unexpected token '<EOF>'.")
+        elif re.search(r"\bthrow\b", text):
+            result.update(success=False, exceptionMessage="System.HandledException: thrown by anonymous Apex",
+                          exceptionStackTrace="AnonymousBlock: line 1, column 1")
+        return result
 
     # -- records ------------------------------------------------------------------
 
@@ -421,6 +665,11 @@ class FakeRestApi:
         record = {"Id": self._new_id(sobj), "IsDeleted": False, "CreatedDate": now, "LastModifiedDate": now,
                   "SystemModstamp": now, **clean}
         self._check_unique(sobj, record)
+        if sobj.name == "ContentVersion" and not record.get("ContentDocumentId"):
+            # A first version creates its document, as Salesforce does.
+            document = self._types["contentdocument"]
+            record["ContentDocumentId"] = self._create(document, {"Title": record.get("Title") or
+                                                                  record.get("PathOnClient")})
         self._records[sobj.name][record["Id"]] = record
         return str(record["Id"])
 
@@ -450,6 +699,11 @@ class FakeRestApi:
     def _delete(self, sobj: _SObjectType, record: dict[str, Any]) -> None:
         del self._records[sobj.name][record["Id"]]
         self._deleted[sobj.name][record["Id"]] = {**record, "IsDeleted": True, "LastModifiedDate": _now()}
+        if sobj.name == "ContentDocument":  # a document goes with all its versions
+            versions = self._types["contentversion"]
+            for version in list(self._records[versions.name].values()):
+                if version.get("ContentDocumentId") == record["Id"]:
+                    self._delete(versions, version)
 
     def _by_external_id(
         self, method: str, sobj: _SObjectType, field_name: str, value: str, query: dict[str, list[str]],
@@ -528,9 +782,11 @@ class FakeRestApi:
 
     # -- SOQL -----------------------------------------------------------------------
 
-    def _query(self, soql: str, version: str, *, include_deleted: bool) -> dict[str, Any]:
+    def _query(self, soql: str, version: str, *, include_deleted: bool, tooling: bool = False) -> dict[str, Any]:
         parsed = _parse_soql(soql)
         sobj = self._types.get(parsed.sobject.lower())
+        if sobj is not None and (sobj.name.lower() in self._tooling_types) != tooling:
+            sobj = None  # a Tooling type is not in the data API, nor the other way round
         if sobj is None:
             raise _RestError(400, "INVALID_TYPE",
                              f"\n{soql}\n^\nERROR at Row:1:Column:1\nsObject type '{parsed.sobject}' is not "
@@ -551,7 +807,7 @@ class FakeRestApi:
         rows: list[dict[str, Any]] = list(self._records[sobj.name].values())
         if include_deleted:
             rows += list(self._deleted[sobj.name].values())
-        rows = [r for r in rows if parsed.matches(r, sobj)]
+        rows = [r for r in rows if parsed.matches(r, sobj.field_name)]
         if parsed.order_by is not None:
             key = sobj.field_name(parsed.order_by)
             if key is None:
@@ -590,57 +846,21 @@ class FakeRestApi:
             raise _RestError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
         return self._page(cursor, locator, int(offset))
 
-    # -- composite --------------------------------------------------------------------
+    # -- snapshots, for all-or-none rollbacks -----------------------------------------------
 
-    def _composite(self, payload: Any, version: str) -> dict[str, Any]:
-        if not isinstance(payload, dict) or not isinstance(payload.get("compositeRequest"), list):
-            raise _RestError(400, "JSON_PARSER_ERROR", "compositeRequest is required")
-        subrequests = payload["compositeRequest"]
-        if not subrequests or len(subrequests) > _MAX_COMPOSITE:
-            raise _RestError(400, "INVALID_BATCH_REQUEST",
-                             f"composite request must have 1 to {_MAX_COMPOSITE} subrequests")
-        all_or_none = bool(payload.get("allOrNone", False))
-        # Records are replaced, never mutated, so copying the two maps is a full snapshot.
-        saved_records = {k: dict(v) for k, v in self._records.items()}
-        saved_deleted = {k: dict(v) for k, v in self._deleted.items()}
-        results: dict[str, Any] = {}
-        responses: list[dict[str, Any]] = []
-        failed = False
-        for sub in subrequests:
-            ref = str(sub.get("referenceId", ""))
-            if failed and all_or_none:
-                responses.append(_sub_response(ref, 400, [{
-                    "errorCode": "PROCESSING_HALTED",
-                    "message": "The transaction was rolled back since another operation in the same transaction "
-                               "failed."}]))
-                continue
-            try:
-                method = str(sub.get("method", "")).upper()
-                url = _resolve(str(sub.get("url", "")), results)
-                body = _resolve_value(sub.get("body"), results)
-                parts = urlsplit(url)
-                if not parts.path.startswith("/services/data/"):
-                    raise _RestError(400, "INVALID_URL", f"Invalid URL: {url}")
-                status, value = self._route(method, parts.path, parse_qs(parts.query), json.dumps(body).encode()
-                                            if body is not None else b"")
-            except _RestError as exc:
-                status, value = exc.status, exc.body()
-            if status >= 300:
-                failed = True
-            else:
-                results[ref] = value
-            responses.append(_sub_response(ref, status, value))
-        if failed and all_or_none:
-            self._records.clear()
-            self._records.update(saved_records)
-            self._deleted.clear()
-            self._deleted.update(saved_deleted)
-            rolled_back = [{"errorCode": "PROCESSING_HALTED",
-                            "message": "The transaction was rolled back since another operation in the same "
-                                       "transaction failed."}]
-            responses = [r if r["httpStatusCode"] >= 300 else _sub_response(r["referenceId"], 400, rolled_back)
-                         for r in responses]
-        return {"compositeResponse": responses}
+    def _snapshot(self) -> tuple[Any, Any, Any]:
+        # Records are replaced, never mutated, so copying the maps is a full snapshot.
+        return ({k: dict(v) for k, v in self._records.items()}, {k: dict(v) for k, v in self._deleted.items()},
+                dict(self._blobs))
+
+    def _restore(self, saved: tuple[Any, Any, Any]) -> None:
+        records, deleted, blobs = saved
+        self._records.clear()
+        self._records.update(records)
+        self._deleted.clear()
+        self._deleted.update(deleted)
+        self._blobs.clear()
+        self._blobs.update(blobs)
 
     # -- Apex REST ----------------------------------------------------------------------
 
@@ -655,57 +875,6 @@ class FakeRestApi:
         return _json(status, value)
 
 
-def _sub_response(ref: str, status: int, value: Any) -> dict[str, Any]:
-    return {"body": value, "httpHeaders": {}, "httpStatusCode": status, "referenceId": ref}
-
-
-_REF_RE = re.compile(r"@\{([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+|\[\d+\])*)\}")
-
-
-def _lookup(results: dict[str, Any], ref: str, path: str) -> Any:
-    if ref not in results:
-        raise _RestError(400, "PROCESSING_HALTED",
-                         f"Invalid reference specified. No value for {ref}{path} found in {ref}. Provided "
-                         f"referenceId ('{ref}') must match the referenceId of a previous successful subrequest.")
-    value = results[ref]
-    for step in re.findall(r"\.([A-Za-z0-9_]+)|\[(\d+)\]", path):
-        try:
-            value = value[step[0]] if step[0] else value[int(step[1])]
-        except (KeyError, IndexError, TypeError):
-            raise _RestError(400, "PROCESSING_HALTED",
-                             f"Invalid reference specified. No value for {ref}{path} found in {ref}.") from None
-    return value
-
-
-def _resolve(text: str, results: dict[str, Any]) -> str:
-    return _REF_RE.sub(lambda m: str(_lookup(results, m.group(1), m.group(2))), text)
-
-
-def _resolve_value(value: Any, results: dict[str, Any]) -> Any:
-    if isinstance(value, str):
-        whole = _REF_RE.fullmatch(value)
-        return _lookup(results, whole.group(1), whole.group(2)) if whole else _resolve(value, results)
-    if isinstance(value, dict):
-        return {k: _resolve_value(v, results) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_value(v, results) for v in value]
-    return value
-
-
-def _parse_body(body: bytes) -> Any:
-    try:
-        return json.loads(body.decode("utf-8")) if body else None
-    except (UnicodeDecodeError, ValueError):
-        raise _RestError(400, "JSON_PARSER_ERROR", "Unexpected character in the request body") from None
-
-
-def _fields_body(body: bytes) -> dict[str, Any]:
-    value = _parse_body(body)
-    if not isinstance(value, dict):
-        raise _RestError(400, "JSON_PARSER_ERROR", "The request body must be a JSON object of field values")
-    return value
-
-
 def _sort_key(value: Any) -> tuple[int, Any]:
     if isinstance(value, bool):
         return (0, int(value))
@@ -714,208 +883,15 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return (2, "" if value is None else str(value).lower())
 
 
-# -- a small SOQL parser ------------------------------------------------------------------
-
-_TOKEN_RE = re.compile(r"""\s*(?:('(?:[^'\\]|\\.)*')|(<=|>=|!=|<>|[=<>(),])|([A-Za-z0-9_.:\-+]+))""")
-
-
-@dataclass
-class _Condition:
-    field: str
-    op: str
-    value: Any  # a scalar, or a list for IN / NOT IN
+def _payload(part: Any) -> bytes:
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
 
 
-@dataclass
-class _Soql:
-    sobject: str
-    fields: list[str]
-    count: bool
-    conditions: list[_Condition]
-    joins: list[str]  # "AND" / "OR" between consecutive conditions, evaluated left to right
-    order_by: str | None
-    descending: bool
-    limit: int | None
-    offset: int
-
-    def matches(self, record: dict[str, Any], sobj: _SObjectType) -> bool:
-        if not self.conditions:
-            return True
-        result = _compare(record, self.conditions[0], sobj)
-        for join, cond in zip(self.joins, self.conditions[1:], strict=True):
-            hit = _compare(record, cond, sobj)
-            result = (result and hit) if join == "AND" else (result or hit)
-        return bool(result)
-
-
-def _malformed(soql: str, why: str) -> _RestError:
-    return _RestError(400, "MALFORMED_QUERY", f"\n{soql}\n^\nERROR at Row:1:Column:1\n{why}")
-
-
-def _tokens(soql: str) -> list[str]:
-    out: list[str] = []
-    pos = 0
-    while pos < len(soql):
-        if soql[pos:].strip() == "":
-            break
-        match = _TOKEN_RE.match(soql, pos)
-        if match is None or match.end() == pos:
-            raise _malformed(soql, f"unexpected token: '{soql[pos:].strip()[:20]}'")
-        out.append(next(g for g in match.groups() if g is not None))
-        pos = match.end()
-    return out
-
-
-def _literal(soql: str, token: str) -> Any:
-    if token.startswith("'"):
-        return re.sub(r"\\(.)", r"\1", token[1:-1])
-    lowered = token.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered == "null":
-        return None
+def _parse_soql(soql: str) -> Soql:
+    """:func:`~authkit.testing._fake_soql.parse_soql`, a bad query being the REST ``MALFORMED_QUERY``
+    error (the fake's other APIs, e.g. Bulk, parse through this)."""
     try:
-        return int(token)
-    except ValueError:
-        pass
-    try:
-        return float(token)
-    except ValueError:
-        pass
-    if re.match(r"^\d{4}-\d{2}-\d{2}", token):  # date / datetime literals compare as text
-        return token
-    raise _malformed(soql, f"unexpected token: '{token}'")
-
-
-def _parse_soql(soql: str) -> _Soql:
-    if not soql.strip():
-        raise _malformed(soql, "unexpected token: <EOF>")
-    tokens = _tokens(soql)
-    pos = 0
-
-    def peek(word: str) -> bool:
-        return pos < len(tokens) and tokens[pos].upper() == word
-
-    def take() -> str:
-        nonlocal pos
-        if pos >= len(tokens):
-            raise _malformed(soql, "unexpected token: <EOF>")
-        pos += 1
-        return tokens[pos - 1]
-
-    if not peek("SELECT"):
-        raise _malformed(soql, f"unexpected token: '{tokens[0]}'")
-    take()
-    fields: list[str] = []
-    count = False
-    while True:
-        name = take()
-        if name.upper() == "COUNT" and peek("("):
-            take()
-            if take() != ")":
-                raise _malformed(soql, "COUNT() takes no field here")
-            count = True
-        elif _NAME_RE.match(name):
-            if "." in name:
-                raise _malformed(soql, "relationship queries are not supported by FakeSalesforce")
-            fields.append(name)
-        else:
-            raise _malformed(soql, f"unexpected token: '{name}'")
-        if peek(","):
-            take()
-            continue
-        break
-    if count and fields:
-        raise _malformed(soql, "COUNT() cannot be combined with fields")
-    if not peek("FROM"):
-        raise _malformed(soql, f"unexpected token: '{tokens[pos] if pos < len(tokens) else '<EOF>'}'")
-    take()
-    sobject = take()
-    if not _NAME_RE.match(sobject):
-        raise _malformed(soql, f"unexpected token: '{sobject}'")
-    conditions: list[_Condition] = []
-    joins: list[str] = []
-    if peek("WHERE"):
-        take()
-        while True:
-            field_name = take()
-            if not _NAME_RE.match(field_name):
-                raise _malformed(soql, f"unexpected token: '{field_name}'")
-            op = take().upper()
-            if op == "NOT" and peek("IN"):
-                take()
-                op = "NOT IN"
-            if op in ("IN", "NOT IN"):
-                if take() != "(":
-                    raise _malformed(soql, "expecting '('")
-                values = [_literal(soql, take())]
-                while peek(","):
-                    take()
-                    values.append(_literal(soql, take()))
-                if take() != ")":
-                    raise _malformed(soql, "expecting ')'")
-                conditions.append(_Condition(field_name, op, values))
-            elif op in ("=", "!=", "<>", "<", "<=", ">", ">=", "LIKE"):
-                conditions.append(_Condition(field_name, "!=" if op == "<>" else op, _literal(soql, take())))
-            else:
-                raise _malformed(soql, f"unexpected token: '{op}'")
-            if peek("AND") or peek("OR"):
-                joins.append(take().upper())
-                continue
-            break
-    order_by: str | None = None
-    descending = False
-    if peek("ORDER"):
-        take()
-        if take().upper() != "BY":
-            raise _malformed(soql, "expecting BY")
-        order_by = take()
-        if peek("ASC") or peek("DESC"):
-            descending = take().upper() == "DESC"
-    limit: int | None = None
-    offset = 0
-    if peek("LIMIT"):
-        take()
-        text = take()
-        if not text.isdigit():
-            raise _malformed(soql, f"unexpected token: '{text}'")
-        limit = int(text)
-    if peek("OFFSET"):
-        take()
-        text = take()
-        if not text.isdigit():
-            raise _malformed(soql, f"unexpected token: '{text}'")
-        offset = int(text)
-    if pos != len(tokens):
-        raise _malformed(soql, f"unexpected token: '{tokens[pos]}'")
-    return _Soql(sobject, fields, count, conditions, joins, order_by, descending, limit, offset)
-
-
-def _compare(record: dict[str, Any], cond: _Condition, sobj: _SObjectType) -> bool:
-    name = sobj.field_name(cond.field) or cond.field
-    value = record.get(name)
-    if cond.op == "IN":
-        return value in cond.value
-    if cond.op == "NOT IN":
-        return value not in cond.value
-    if cond.op == "=":
-        return bool(value == cond.value)
-    if cond.op == "!=":
-        return bool(value != cond.value)
-    if cond.op == "LIKE":
-        if value is None or not isinstance(cond.value, str):
-            return False
-        pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in cond.value)
-        return re.fullmatch(pattern, str(value), re.IGNORECASE | re.DOTALL) is not None
-    if value is None or cond.value is None:
-        return False
-    try:
-        if cond.op == "<":
-            return bool(value < cond.value)
-        if cond.op == "<=":
-            return bool(value <= cond.value)
-        if cond.op == ">":
-            return bool(value > cond.value)
-        return bool(value >= cond.value)
-    except TypeError:
-        return False
+        return parse_soql(soql)
+    except QueryError as exc:
+        raise _RestError(400, "MALFORMED_QUERY", str(exc)) from None

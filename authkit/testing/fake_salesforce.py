@@ -804,6 +804,7 @@ class FakeSalesforce:
     def _data(
         self, method: str, path: str, query: dict[str, list[str]], body: bytes, authorization: str | None,
         content_type: str | None = None,
+        request_headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         if self._session(authorization) is None:
             return 401, {"WWW-Authenticate": "Token"}, json.dumps(_INVALID_SESSION).encode()
@@ -819,7 +820,7 @@ class FakeSalesforce:
         if self.bulk is not None and path.split("/")[4:5] == ["jobs"]:  # /services/data/vXX.X/jobs/...
             status, extra, payload = self.bulk.handle(method, path, query, body, content_type)
         else:
-            status, extra, payload = self.rest.handle(method, path, query, body, self.instance_url)
+            status, extra, payload = self.rest.handle(method, path, query, body, self.instance_url, request_headers)
         return status, {**headers, **extra}, payload
 
     def _userinfo(self, authorization: str | None) -> tuple[int, dict[str, str], bytes]:
@@ -939,7 +940,7 @@ class _Handler(BaseHTTPRequestHandler):
                 result = org._authorize(parse_qs(parts.query, keep_blank_values=True))
             elif path.startswith(("/services/data", "/services/apexrest")):
                 result = org._data(method, path, parse_qs(parts.query, keep_blank_values=True), body, auth,
-                                   self.headers.get("Content-Type"))
+                                   self.headers.get("Content-Type"), dict(self.headers.items()))
             else:
                 error = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
                 result = (404, {}, json.dumps(error).encode())

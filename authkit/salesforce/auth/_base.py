@@ -24,6 +24,7 @@ from typing import Any, TypedDict
 import requests
 
 from authkit.models import AuthToken, utcnow
+from authkit.salesforce import events
 from authkit.salesforce.oauth import Timeout, TokenEndpoint, TokenResponse, check_timeout
 from authkit.salesforce.token_store import SharedToken
 from authkit.storage.base import AuthStorage, Clock
@@ -274,6 +275,7 @@ class _MintingSession(AuthSession):
             if self._shared is not None:
                 self._shared.invalidate(stale_token)
         logger.debug("%s: token invalidated after a rejection", type(self).__name__)
+        events.emit(events.TOKEN_INVALIDATED, flow=type(self).__name__)
 
     def revoke(self) -> bool:
         """Revoke the current token at Salesforce (RFC 7009) and forget it everywhere.
@@ -317,6 +319,7 @@ class _MintingSession(AuthSession):
         if not refresh and access is None:
             return False
         logger.info("%s: token revoked", type(self).__name__)
+        events.emit(events.TOKEN_REVOKED, flow=type(self).__name__, refresh_revoked=bool(refresh))
         return True
 
     def _after_refresh_token_revoked(self) -> None:
@@ -366,6 +369,7 @@ class _MintingSession(AuthSession):
         if self._shared is not None:
             self._shared.write(self._as_stored(response, issued_at))
         logger.info("%s: obtained a Salesforce token for %s", type(self).__name__, response.instance_url)
+        events.emit(events.TOKEN_MINTED, flow=type(self).__name__, instance_url=response.instance_url)
         fresh_until = None if self._max_token_age is None else (issued_at + self._max_token_age).timestamp()
         rotated = response.refresh_token if response.refresh_token not in (None, previous) else None
         return _Entry(response.access_token, response.instance_url, fresh_until), rotated
