@@ -32,11 +32,8 @@ from authkit.cli import (
     EXIT_OK,
     EXIT_USAGE,
     _auth_failure,
-    _build_auth,
-    _detect_flow,
-    _env,
+    _client_for,
     _Failure,
-    _opened,
     _positive_int,
     _Progress,
     _Scrubber,
@@ -112,23 +109,8 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def _client(args: argparse.Namespace, scrub: _Scrubber) -> Iterator[Any]:
-    from authkit.salesforce.client import SalesforceClient
-
-    flow = _detect_flow(args)
     with ExitStack() as stack:
-        store = stack.enter_context(_opened(args, scrub, create=True)) if args.token_store else None
-        try:
-            auth = _build_auth(args, flow, scrub, store)
-        except (ValueError, TypeError) as exc:
-            raise _Failure(f"bad Salesforce setting: {exc}", EXIT_USAGE) from exc
-        options: dict[str, Any] = {}
-        api_version = args.api_version or _env("SF_API_VERSION")
-        if api_version:
-            options["api_version"] = api_version
-        try:
-            client = stack.enter_context(SalesforceClient(auth, **options))
-        except ValueError as exc:
-            raise _Failure(f"bad Salesforce setting: {exc}", EXIT_USAGE) from exc
+        flow, auth, client = _client_for(args, scrub, stack)
         try:
             scrub.add(auth.access_token())
             yield client

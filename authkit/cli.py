@@ -174,28 +174,37 @@ def _build_auth(args: argparse.Namespace, flow: str, scrub: _Scrubber, token_sto
         raise _Failure(str(exc), EXIT_USAGE) from None
 
 
-def _cmd_salesforce_check(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
-    flow = _detect_flow(args)
-    import requests
+def _client_for(args: argparse.Namespace, scrub: _Scrubber, stack: ExitStack) -> tuple[str, Any, Any]:
+    """The flow, auth session and client that the options and ``SF_*`` variables name; ``stack`` closes them.
 
+    Shared by ``salesforce check`` and the bulk commands: bad settings are a usage failure.
+    """
     from authkit.salesforce.client import SalesforceClient
 
+    flow = _detect_flow(args)
+    # Only a shared-store command touches the storage: a plain one must not
+    # leave an authkit.db behind in the current directory.
+    store = stack.enter_context(_opened(args, scrub, create=True)) if args.token_store else None
+    try:
+        auth = _build_auth(args, flow, scrub, store)
+    except (ValueError, TypeError) as exc:
+        raise _Failure(f"bad Salesforce setting: {exc}", EXIT_USAGE) from exc
+    client_options: dict[str, Any] = {}
+    api_version = args.api_version or _env("SF_API_VERSION")
+    if api_version:
+        client_options["api_version"] = api_version
+    try:
+        client = stack.enter_context(SalesforceClient(auth, **client_options))
+    except (ValueError, TypeError) as exc:
+        raise _Failure(f"bad Salesforce setting: {exc}", EXIT_USAGE) from exc
+    return flow, auth, client
+
+
+def _cmd_salesforce_check(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
+    import requests
+
     with ExitStack() as stack:
-        # Only a shared-store check touches the storage: a plain check must not
-        # leave an authkit.db behind in the current directory.
-        store = stack.enter_context(_opened(args, scrub, create=True)) if args.token_store else None
-        try:
-            auth = _build_auth(args, flow, scrub, store)
-        except (ValueError, TypeError) as exc:
-            raise _Failure(f"bad Salesforce setting: {exc}", EXIT_USAGE) from exc
-        client_options: dict[str, Any] = {}
-        api_version = args.api_version or _env("SF_API_VERSION")
-        if api_version:
-            client_options["api_version"] = api_version
-        try:
-            client = stack.enter_context(SalesforceClient(auth, **client_options))
-        except (ValueError, TypeError) as exc:
-            raise _Failure(f"bad Salesforce setting: {exc}", EXIT_USAGE) from exc
+        flow, auth, client = _client_for(args, scrub, stack)
         try:
             started = time.monotonic()
             token = auth.access_token()  # the login (or the token shared through the store)
