@@ -208,6 +208,17 @@ def test_auth_flows_report_mints_and_invalidations(org: FakeSalesforce, rest: Fa
     assert token not in repr(seen)
 
 
+def test_auth_flows_report_revokes(org: FakeSalesforce) -> None:
+    auth = org.jwt_auth()
+    token = auth.access_token()
+    with events.recording() as seen:
+        assert auth.revoke()
+        assert not auth.revoke()  # nothing held any more: nothing revoked, nothing reported
+    assert [e.name for e in seen] == [events.TOKEN_REVOKED]
+    assert seen[0].fields == {"flow": "JwtAuth", "refresh_revoked": False}
+    assert token not in repr(seen)
+
+
 def test_adapter_retries_are_reported(org: FakeSalesforce, sf: SalesforceClient) -> None:
     org.inject_error(503, "SERVER_UNAVAILABLE", path_prefix=V + "/limits")
     with events.recording() as seen:
