@@ -524,7 +524,9 @@ def test_maintenance_delegates_to_the_inner_store(clock: FakeClock, key: str) ->
     storage.store_session("s1", secret_session(expires_at=clock() + timedelta(seconds=5)))
     storage.store_kv("k", b"v", ttl=5)
     assert storage.count_active_sessions() == inner.count_active_sessions() == 1
-    assert storage.stats() == inner.stats()
+    # The inner store also counts the encryption marker, which the wrapper hides.
+    assert storage.stats() == {**inner.stats(), "kv_live": inner.stats()["kv_live"] - 1}
+    assert storage.list_kv_keys() == ["k"] and sorted(inner.list_kv_keys()) == ["authkit:encrypted-store", "k"]
     clock.advance(6)
     assert storage.cleanup_expired().total == 2
     assert inner.stats()["sessions_expired"] == 0
@@ -556,7 +558,10 @@ def test_open_storage_with_the_environment_variable(monkeypatch: pytest.MonkeyPa
         assert repr(storage).endswith("keys=<2>)")
         storage.store_kv("k", b"v")
         assert storage.get_kv("k") == b"v"
-    monkeypatch.setenv(ENCRYPTION_KEYS_ENV, "")
+    monkeypatch.setenv(ENCRYPTION_KEYS_ENV, "")  # set but empty: an unrendered secret, never "no encryption"
+    with pytest.raises(ConfigurationError, match="holds no key"):
+        open_storage("memory://")
+    monkeypatch.delenv(ENCRYPTION_KEYS_ENV)
     assert isinstance(open_storage("memory://"), MemoryStorage)
 
 
@@ -624,15 +629,19 @@ def test_authentic_but_malformed_plaintext_is_an_encryption_error(
     storage: EncryptedStorage, inner: MemoryStorage
 ) -> None:
     # Only a holder of the key can produce this; the reader still refuses it cleanly.
-    from authkit.storage.encrypted import _identity
+    from authkit.storage.encrypted import _identity, _token_ad
 
     none = b"\xff\xff\xff\xff"
     for plaintext in (b"\x00\x00\x00\x10ab", b"\x00\x00", none + none + b"[1]", none + none, b"\x00\x00\x00\x01\xff"):
-        envelope = storage._seal(plaintext, _identity("token", "t1", "user-1"))
-        sealed = {ENVELOPE_FIELD: base64.b64encode(envelope).decode()}
-        inner.store_token(AuthToken("t1", "user-1", "x", metadata=sealed))
+        token = AuthToken("t1", "user-1", "x")
+        envelope = storage._seal(plaintext, _token_ad(token))
+        token.metadata = {ENVELOPE_FIELD: base64.b64encode(envelope).decode()}
+        inner.store_token(token)
         with pytest.raises(EncryptionError, match="malformed"):
             storage.get_token("t1")
-    inner.store_kv("k", storage._seal(b"\x07junk", _identity("kv", "k")))
+    # A version 1 kv plaintext started with an expiry header; junk there is malformed.
+    key = storage._keys[0]
+    header, nonce = bytes([1]) + key.key_id, os.urandom(12)
+    inner.store_kv("k", header + nonce + key.aead.encrypt(nonce, b"\x07junk", header + _identity("kv", "k")))
     with pytest.raises(EncryptionError, match="malformed"):
         storage.get_kv("k")

@@ -184,8 +184,17 @@ class AuthStorage(abc.ABC):
     time instead of sleeping.
     """
 
+    # A backend holds records; a wrapper (WrappingStorage) only passes them on.
+    _holds_records = True
+
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or utcnow
+        if self._holds_records:
+            # The first storage call checks that this is not an encrypted store
+            # (see _marker): a storage without keys must never read or write one.
+            from authkit.storage._marker import install_gate
+
+            install_gate(self)
 
     def now(self) -> datetime:
         """The storage's idea of the current time (aware UTC)."""

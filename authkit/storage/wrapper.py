@@ -20,6 +20,8 @@ __all__ = ["WrappingStorage"]
 class WrappingStorage(AuthStorage):
     """Delegates every storage hook to ``inner``; subclasses override what they change."""
 
+    _holds_records = False  # the inner storage has its own gate (see _marker)
+
     def __init__(self, inner: AuthStorage) -> None:
         if not isinstance(inner, AuthStorage):
             raise TypeError(f"inner must be an AuthStorage, not {type(inner).__name__}")
