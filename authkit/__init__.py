@@ -26,7 +26,7 @@ from authkit.errors import (
     StorageError,
     StorageUnavailableError,
 )
-from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.models import AuthToken, CleanupReport, KvEntry, SessionData
 from authkit.storage import AuthStorage, MemoryStorage, open_storage
 
 __version__ = "0.1.0"
@@ -35,6 +35,7 @@ __all__ = [
     "__version__",
     "AuthToken",
     "SessionData",
+    "KvEntry",
     "CleanupReport",
     "AuthStorage",
     "MemoryStorage",

@@ -1,5 +1,6 @@
-"""The records authkit stores: :class:`AuthToken`, :class:`SessionData`, and
-the :class:`CleanupReport` that ``cleanup_expired`` returns.
+"""The records authkit stores: :class:`AuthToken`, :class:`SessionData`,
+:class:`KvEntry` (what ``get_kv_entry`` returns), and the :class:`CleanupReport`
+that ``cleanup_expired`` returns.
 
 They are plain dataclasses.  Every datetime is timezone-aware (a naive one is
 a :class:`ValueError`; an aware one in another zone is converted to UTC).
@@ -14,7 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["AuthToken", "SessionData", "CleanupReport", "utcnow", "check_json"]
+__all__ = ["AuthToken", "SessionData", "KvEntry", "CleanupReport", "utcnow", "check_json"]
+
+MAX_JSON_DEPTH = 200
+"""How deeply ``metadata``/``data`` may nest: deeper is a ``ValueError`` (JSON encoders and
+decoders recurse, and would fail with ``RecursionError`` somewhere later)."""
 
 
 def utcnow() -> datetime:
@@ -39,25 +44,42 @@ def check_json(value: Any, name: str) -> None:
     """Raise ``TypeError`` unless ``value`` is a JSON value that round-trips.
 
     Dict keys must be strings and floats finite: ``json.dumps`` would silently
-    turn ``{1: x}`` into ``{"1": x}`` and write ``NaN``, which is not JSON.
+    turn ``{1: x}`` into ``{"1": x}`` and write ``NaN``, which is not JSON.  A
+    value that contains itself, or nests deeper than :data:`MAX_JSON_DEPTH`,
+    is a ``ValueError`` — found in one pass, without recursion.
     """
-    stack: list[Any] = [value]
+    # Depth-first with an explicit stack; a negative depth marks "leaving" the
+    # container whose id is the item, so ``on_path`` holds exactly the open
+    # containers: meeting one of them again is a cycle (a shared, acyclic
+    # sub-value is fine).
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    on_path: set[int] = set()
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if depth < 0:
+            on_path.discard(item)
+            continue
         if item is None or isinstance(item, (str, bool, int)):
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
                 raise TypeError(f"{name} holds a non-finite float, which is not JSON")
             continue
-        if isinstance(item, list):
-            stack.extend(item)
-            continue
-        if isinstance(item, dict):
+        if isinstance(item, (list, dict)):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
+            ident = id(item)
+            if ident in on_path:
+                raise ValueError(f"{name} contains itself, which JSON cannot represent")
+            on_path.add(ident)
+            stack.append((ident, -1))
+            if isinstance(item, list):
+                stack.extend((child, depth + 1) for child in item)
+                continue
             for key, child in item.items():
                 if not isinstance(key, str):
                     raise TypeError(f"{name} has a non-string key {type(key).__name__}; JSON keys are strings")
-                stack.append(child)
+                stack.append((child, depth + 1))
             continue
         raise TypeError(f"{name} holds a {type(item).__name__}, which is not a JSON value")
 
@@ -131,6 +153,19 @@ class SessionData:
             f"last_activity={self.last_activity!r}, ip_address={self.ip_address!r}, "
             f"user_agent={self.user_agent!r}, data=<{len(self.data)} keys>)"
         )
+
+
+@dataclass(frozen=True)
+class KvEntry:
+    """A live kv entry as ``get_kv_entry`` returns it: the value and when it expires.
+
+    >>> storage.store_kv("k", b"v", ttl=60)
+    >>> storage.get_kv_entry("k")
+    KvEntry(value=b'v', expires_at=datetime.datetime(...))
+    """
+
+    value: bytes
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)

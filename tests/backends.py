@@ -7,15 +7,48 @@ To make a new backend join the whole suite, add its factory to ``BACKENDS``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from authkit.storage import AuthStorage, MemoryStorage
 from tests.clock import FakeClock
 from tests.services import MYSQL_URL, POSTGRES_URL, REDIS_URL, require, unique_prefix
 
 Factory = Callable[[Path, FakeClock], AbstractContextManager[AuthStorage]]
+
+# How another process opens the same store as a storage this module made:
+# a picklable recipe for ``reopen()``.  Memory-only stores have none.
+_RECIPES: weakref.WeakKeyDictionary[AuthStorage, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+
+
+def recipe(storage: AuthStorage) -> tuple[Any, ...] | None:
+    """What :func:`reopen` needs to open ``storage``'s store in another process, or ``None``."""
+    return _RECIPES.get(storage)
+
+
+def reopen(how: tuple[Any, ...]) -> AuthStorage:
+    """A new storage on the same store (in a spawned process, say), from :func:`recipe`."""
+    kind = how[0]
+    if kind == "sql":
+        from authkit.storage.sql import SqlStorage
+
+        return SqlStorage(how[1], prefix=how[2], create_schema=False)
+    if kind == "redis":
+        from authkit.storage.redis import RedisStorage
+
+        return RedisStorage.from_url(how[1], prefix=how[2], cluster=how[3])
+    if kind == "encrypted":
+        from authkit.storage.encrypted import EncryptedStorage
+
+        return EncryptedStorage(reopen(how[1]), how[2])
+    if kind == "cached":
+        from authkit.storage.cached import CachedStorage
+
+        return CachedStorage(reopen(how[1]))
+    raise ValueError(f"unknown recipe {kind!r}")
 
 
 @contextmanager
@@ -31,6 +64,8 @@ def _sql(url: str, tmp_path: Path, clock: FakeClock) -> AbstractContextManager[A
     @contextmanager
     def factory() -> Iterator[AuthStorage]:
         storage = SqlStorage(url, prefix=unique_prefix("s"), clock=clock)
+        if not storage._in_memory:
+            _RECIPES[storage] = ("sql", url, storage.prefix)
         try:
             yield storage
         finally:
@@ -62,7 +97,12 @@ def _encrypted(inner: AbstractContextManager[AuthStorage]) -> Iterator[AuthStora
     from authkit.storage.encrypted import EncryptedStorage, generate_key
 
     with inner as storage:
-        yield EncryptedStorage(storage, [generate_key()])
+        key = generate_key()
+        encrypted = EncryptedStorage(storage, [key])
+        inner_recipe = recipe(storage)
+        if inner_recipe is not None:
+            _RECIPES[encrypted] = ("encrypted", inner_recipe, [key])
+        yield encrypted
 
 
 def encrypted_memory(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
@@ -78,7 +118,11 @@ def cached_sqlite(tmp_path: Path, clock: FakeClock) -> Iterator[AuthStorage]:
     from authkit.storage.cached import CachedStorage
 
     with sqlite_file(tmp_path, clock) as inner:
-        yield CachedStorage(inner)
+        cached = CachedStorage(inner)
+        inner_recipe = recipe(inner)
+        assert inner_recipe is not None
+        _RECIPES[cached] = ("cached", inner_recipe)
+        yield cached
 
 
 def drop_redis_keys(client: object, prefix: str) -> None:
@@ -108,6 +152,7 @@ def _redis(url: str, clock: FakeClock, **options: object) -> Iterator[AuthStorag
 
     prefix = unique_prefix("r").rstrip("_") + ":"
     storage = RedisStorage.from_url(url, prefix=prefix, clock=clock, **options)
+    _RECIPES[storage] = ("redis", url, prefix, bool(options.get("cluster")))
     try:
         yield storage
     finally:

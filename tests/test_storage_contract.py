@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from authkit.errors import NotFoundError
-from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.models import AuthToken, CleanupReport, KvEntry, SessionData
 from authkit.storage import AuthStorage
 from tests.clock import FakeClock
 from tests.threads import run_threads
@@ -713,3 +713,499 @@ def test_threads_share_one_storage(storage: AuthStorage) -> None:
 def test_context_manager(storage: AuthStorage) -> None:
     with storage as entered:
         assert entered is storage
+
+
+# -- atomic primitives (contract v2) -------------------------------------------
+
+
+def test_create_session_only_if_no_live_one(storage: AuthStorage, clock: FakeClock) -> None:
+    first = make_session(user_id="u1", data={"n": 1}, expires_at=clock() + timedelta(seconds=30))
+    assert storage.create_session("s1", first) is True
+    assert storage.get_session("s1") is not None  # a cached read, which the next writes must evict
+    assert storage.create_session("s1", make_session(user_id="u2", data={"n": 2})) is False
+    got = storage.get_session("s1")
+    assert got is not None and got.user_id == "u1" and got.data == {"n": 1}
+    assert [s.session_id for s in storage.list_user_sessions("u2")] == []
+    clock.advance(31)  # expired, still stored: create takes its place
+    assert storage.create_session("s1", make_session(user_id="u2", data={"n": 3})) is True
+    got = storage.get_session("s1")
+    assert got is not None and got.user_id == "u2" and got.data == {"n": 3}
+    assert [s.session_id for s in storage.list_user_sessions("u2")] == ["s1"]
+    assert storage.list_user_sessions("u1") == []
+
+
+def test_create_session_round_trips_every_field(storage: AuthStorage, clock: FakeClock) -> None:
+    now = clock()
+    session = SessionData(
+        session_id="s-full", user_id="user-ü", created_at=now.replace(microsecond=654321),
+        expires_at=now + timedelta(hours=2, microseconds=3), last_activity=now, ip_address="10.0.0.1",
+        user_agent="Mozilla/5.0", data={"cart": [1, 2, {"x": None}], "flag": True},
+    )
+    assert storage.create_session("s-full", session) is True
+    assert storage.get_session("s-full") == session
+
+
+def test_replace_session_only_if_live(storage: AuthStorage, clock: FakeClock) -> None:
+    assert storage.replace_session("s1", make_session(data={"n": 0})) is False
+    assert storage.get_session("s1") is None
+    assert storage.stats()["sessions_live"] == 0
+    storage.store_session("s1", make_session(user_id="u1", data={"n": 1}, expires_at=clock() + timedelta(seconds=30)))
+    assert storage.get_session("s1") is not None
+    assert storage.replace_session("s1", make_session(user_id="u2", data={"n": 2})) is True
+    got = storage.get_session("s1")
+    assert got is not None and got.data == {"n": 2} and got.user_id == "u2" and got.expires_at is None
+    assert storage.list_user_sessions("u1") == []
+    storage.store_session("s2", make_session(data={"n": 1}, expires_at=clock() + timedelta(seconds=30)))
+    clock.advance(31)
+    assert storage.replace_session("s2", make_session(data={"n": 2})) is False
+    assert storage.get_session("s2") is None  # not revived
+
+
+def test_touch_session_moves_expiry_only(storage: AuthStorage, clock: FakeClock) -> None:
+    start = clock()
+    session = make_session(
+        user_id="u1", data={"cart": [1, 2]}, ip_address="10.0.0.1", user_agent="ua",
+        created_at=start, last_activity=start, expires_at=start + timedelta(seconds=30),
+    )
+    storage.store_session("s1", session)
+    assert storage.get_session("s1") is not None
+    clock.advance(20)
+    later = start + timedelta(minutes=5, microseconds=17)
+    before = clock()
+    assert storage.touch_session("s1", later) is True
+    after = clock()
+    clock.advance(20)  # past the old expiry: still live
+    got = storage.get_session("s1")
+    assert got is not None and got.expires_at == later and got.data == {"cart": [1, 2]}
+    assert got.created_at == start and got.ip_address == "10.0.0.1" and got.user_agent == "ua"
+    assert before <= got.last_activity <= after  # default: the storage clock's now
+    assert [s.session_id for s in storage.list_user_sessions("u1")] == ["s1"]
+    assert storage.count_active_sessions() == 1
+    moment = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    assert storage.touch_session("s1", None, last_activity=moment) is True
+    got = storage.get_session("s1")
+    assert got is not None and got.expires_at is None and got.last_activity == moment
+    assert storage.touch_session("missing", later) is False
+    assert storage.get_session("missing") is None
+
+
+def test_touch_session_of_an_expired_session_is_false(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_session("s1", make_session(expires_at=clock() + timedelta(seconds=10)))
+    clock.advance(11)
+    assert storage.touch_session("s1", clock() + timedelta(hours=1)) is False
+    assert storage.get_session("s1") is None
+    report = storage.cleanup_expired()
+    assert report.sessions == 1
+
+
+def test_touch_session_shortens_too(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_session("s1", make_session(expires_at=clock() + timedelta(hours=1)))
+    assert storage.touch_session("s1", clock() + timedelta(seconds=5)) is True
+    clock.advance(6)
+    assert storage.get_session("s1") is None
+    assert storage.count_active_sessions() == 0
+
+
+def test_delete_user_sessions(storage: AuthStorage, clock: FakeClock) -> None:
+    for i in range(3):
+        storage.store_session(f"a{i}", make_session(user_id="u1"))
+    storage.store_session("old", make_session(user_id="u1", expires_at=clock() + timedelta(seconds=5)))
+    storage.store_session("b0", make_session(user_id="u2"))
+    assert storage.get_session("a1") is not None
+    clock.advance(6)
+    assert storage.delete_user_sessions("u1", keep="a1") == 3  # a0, a2 and the expired one
+    assert [s.session_id for s in storage.list_user_sessions("u1")] == ["a1"]
+    assert storage.get_session("a0") is None and storage.get_session("a1") is not None
+    assert storage.delete_user_sessions("u1") == 1
+    assert storage.get_session("a1") is None
+    assert storage.delete_user_sessions("u1") == 0
+    assert storage.delete_user_sessions("nobody", keep="b0") == 0
+    assert [s.session_id for s in storage.list_user_sessions("u2")] == ["b0"]
+    assert storage.stats()["sessions_expired"] == 0
+
+
+def test_delete_user_tokens(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_tokens_bulk([make_token(f"t{i}", user_id="u1") for i in range(3)])
+    storage.store_token(make_token("expired", user_id="u1", expires_at=clock() + timedelta(seconds=5)))
+    storage.store_token(make_token("other", user_id="u2"))
+    assert storage.get_token_by_access_token("access-t1") is not None
+    clock.advance(6)
+    assert storage.delete_user_tokens("u1") == 4
+    assert storage.list_user_tokens("u1") == []
+    assert storage.get_token("t1") is None and storage.get_token_by_access_token("access-t1") is None
+    assert storage.delete_user_tokens("u1") == 0
+    assert [t.token_id for t in storage.list_user_tokens("u2")] == ["other"]
+    assert storage.get_token_by_access_token("access-other") is not None
+    # The ids are free again, indexes included.
+    storage.store_token(make_token("t1", user_id="u3"))
+    assert storage.get_token_by_access_token("access-t1") is not None
+
+
+def test_add_kv_only_if_no_live_entry(storage: AuthStorage, clock: FakeClock) -> None:
+    assert storage.add_kv("k", b"first", ttl=30) is True
+    assert storage.get_kv("k") == b"first"
+    assert storage.add_kv("k", b"second") is False
+    entry = storage.get_kv_entry("k")
+    assert entry is not None and entry.value == b"first" and entry.expires_at is not None
+    clock.advance(31)
+    assert storage.add_kv("k", bytearray(b"third")) is True
+    assert storage.get_kv_entry("k") == KvEntry(b"third", None)
+    assert storage.list_kv_keys() == ["k"]
+
+
+def test_get_kv_entry(storage: AuthStorage, clock: FakeClock) -> None:
+    assert storage.get_kv_entry("missing") is None
+    storage.store_kv("forever", b"v")
+    assert storage.get_kv_entry("forever") == KvEntry(value=b"v", expires_at=None)
+    before = clock()
+    storage.store_kv("soon", memoryview(b"\x00\xff"), ttl=timedelta(seconds=10, microseconds=5))
+    entry = storage.get_kv_entry("soon")
+    assert entry is not None and entry.value == b"\x00\xff" and isinstance(entry.value, bytes)
+    assert entry.expires_at is not None and entry.expires_at.tzinfo is not None
+    assert before + timedelta(seconds=10, microseconds=5) <= entry.expires_at <= clock() + timedelta(seconds=11)
+    clock.advance(11)
+    assert storage.get_kv_entry("soon") is None
+
+
+def test_touch_kv(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_kv("k", b"v", ttl=10)
+    assert storage.get_kv("k") == b"v"
+    clock.advance(8)
+    assert storage.touch_kv("k", 10) is True
+    clock.advance(8)  # past the old expiry
+    entry = storage.get_kv_entry("k")
+    assert entry is not None and entry.value == b"v"
+    assert entry.expires_at is not None and entry.expires_at > clock()
+    assert storage.touch_kv("k", None) is True
+    clock.advance(3600)
+    assert storage.get_kv_entry("k") == KvEntry(b"v", None)
+    assert storage.touch_kv("missing", 10) is False
+    assert storage.get_kv("missing") is None
+    storage.store_kv("gone", b"v", ttl=1)
+    clock.advance(2)
+    assert storage.touch_kv("gone", 60) is False
+    assert storage.get_kv("gone") is None
+    assert storage.touch_kv("k", timedelta(seconds=1)) is True
+    clock.advance(2)
+    assert storage.get_kv("k") is None
+    with pytest.raises(ValueError):
+        storage.touch_kv("k", 0)
+
+
+def test_incr_kv_counts(storage: AuthStorage, clock: FakeClock) -> None:
+    assert storage.incr_kv("c") == 1
+    assert storage.incr_kv("c") == 2
+    assert storage.incr_kv("c", 5) == 7
+    assert storage.incr_kv("c", -10) == -3
+    assert storage.get_kv("c") == b"-3"
+    assert storage.incr_kv("c", 3) == 0
+    assert storage.get_kv("c") == b"0"
+    assert storage.incr_kv("c", 0) == 0
+    assert storage.get_kv_entry("c") == KvEntry(b"0", None)
+    assert storage.incr_kv("d", -2) == -2
+    assert storage.get_kv("d") == b"-2"
+
+
+def test_incr_kv_is_a_fixed_window(storage: AuthStorage, clock: FakeClock) -> None:
+    assert storage.incr_kv("rate", ttl=60) == 1
+    first = storage.get_kv_entry("rate")
+    assert first is not None and first.expires_at is not None
+    clock.advance(30)
+    assert storage.incr_kv("rate", ttl=60) == 2  # keeps the window's expiry
+    assert storage.incr_kv("rate", ttl=None) == 3
+    entry = storage.get_kv_entry("rate")
+    assert entry == KvEntry(b"3", first.expires_at)
+    clock.advance(31)  # the window is over: a new one starts at 0 with its own ttl
+    assert storage.get_kv("rate") is None
+    assert storage.incr_kv("rate", 4, ttl=60) == 4
+    entry = storage.get_kv_entry("rate")
+    assert entry is not None and entry.expires_at is not None and entry.expires_at > first.expires_at
+    assert storage.list_kv_keys() == ["rate"]
+
+
+def test_incr_kv_over_the_whole_int64_range(storage: AuthStorage) -> None:
+    top, bottom = 2**63 - 1, -(2**63)
+    assert storage.incr_kv("hi", top - 1) == top - 1
+    assert storage.incr_kv("hi") == top
+    assert storage.get_kv("hi") == str(top).encode()
+    with pytest.raises(ValueError):
+        storage.incr_kv("hi")
+    assert storage.get_kv("hi") == str(top).encode()  # nothing changed
+    assert storage.incr_kv("hi", bottom) == -1
+    assert storage.incr_kv("lo", bottom) == bottom
+    with pytest.raises(ValueError):
+        storage.incr_kv("lo", -1)
+    assert storage.get_kv("lo") == str(bottom).encode()
+    assert storage.incr_kv("lo", top) == -1
+    # Precision a float would lose: 2**53 + 1.
+    assert storage.incr_kv("exact", 2**53) == 2**53
+    assert storage.incr_kv("exact") == 2**53 + 1
+    assert storage.get_kv("exact") == b"9007199254740993"
+
+
+@pytest.mark.parametrize("value", [b"abc", b"1.5", b" 1", b"+1", b"01", b"-0", b"", b"9223372036854775808",
+                                   b"\xff\x00", b"1" * 30])
+def test_incr_kv_of_a_value_that_is_no_counter(storage: AuthStorage, clock: FakeClock, value: bytes) -> None:
+    storage.store_kv("k", value, ttl=60)
+    before = storage.get_kv_entry("k")
+    with pytest.raises(ValueError):
+        storage.incr_kv("k")
+    assert storage.get_kv_entry("k") == before
+
+
+def test_incr_kv_of_a_stored_number(storage: AuthStorage) -> None:
+    from authkit.storage.encrypted import EncryptedStorage
+
+    storage.store_kv("k", b"41")
+    if isinstance(storage, EncryptedStorage):
+        # store_kv seals the value; only incr_kv counters are kept in clear (docs/encryption.md).
+        with pytest.raises(ValueError):
+            storage.incr_kv("k")
+        assert storage.get_kv("k") == b"41"
+    else:
+        assert storage.incr_kv("k") == 42
+
+
+def test_incr_kv_arguments(storage: AuthStorage) -> None:
+    for bad_type in (1.0, "1", True, None, b"1"):
+        with pytest.raises(TypeError):
+            storage.incr_kv("k", bad_type)  # type: ignore[arg-type]
+    for bad_value in (2**63, -(2**63) - 1, 10**30):
+        with pytest.raises(ValueError):
+            storage.incr_kv("k", bad_value)
+    with pytest.raises(ValueError):
+        storage.incr_kv("k", ttl=0)
+    assert storage.get_kv("k") is None
+
+
+def test_primitives_check_their_arguments(storage: AuthStorage, clock: FakeClock) -> None:
+    for bad in BAD_IDS + ["\ud800"]:
+        calls = [
+            lambda: storage.create_session(bad, make_session()),
+            lambda: storage.create_session("ok", make_session(user_id=bad)),
+            lambda: storage.replace_session(bad, make_session()),
+            lambda: storage.touch_session(bad, None),
+            lambda: storage.delete_user_sessions(bad),
+            lambda: storage.delete_user_sessions("u1", keep=bad),
+            lambda: storage.delete_user_tokens(bad),
+            lambda: storage.add_kv(bad, b"v"),
+            lambda: storage.incr_kv(bad),
+            lambda: storage.get_kv_entry(bad),
+            lambda: storage.touch_kv(bad, 10),
+        ]
+        for call in calls:
+            with pytest.raises(ValueError):
+                call()
+    with pytest.raises(TypeError):
+        storage.add_kv("k", "text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        storage.create_session("s", {"user_id": "u"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        storage.touch_session("s", datetime(2030, 1, 1))  # naive
+    with pytest.raises(TypeError):
+        storage.touch_session("s", "tomorrow")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        storage.create_session("s1", make_session(session_id="s2"))
+    with pytest.raises(TypeError):
+        storage.delete_user_sessions("u1", "keep")  # type: ignore[misc]  # keep is keyword-only
+    assert storage.stats() == dict.fromkeys(
+        ["tokens_live", "tokens_expired", "sessions_live", "sessions_expired", "kv_live", "kv_expired"], 0
+    )
+
+
+# -- odd input: the same ValueError/TypeError on every backend, fast -------------
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a\udc80b"], ids=["high", "low"])
+def test_lone_surrogates_are_value_errors(storage: AuthStorage, text: str) -> None:
+    calls = [
+        lambda: storage.get_token(text),
+        lambda: storage.store_token(make_token(token_id=text)),
+        lambda: storage.store_token(make_token(access_token=text)),
+        lambda: storage.store_token(make_token(refresh_token=text)),
+        lambda: storage.store_token(make_token(scopes=[text])),
+        lambda: storage.store_token(make_token(client_id=text)),
+        lambda: storage.get_token_by_access_token(text),
+        lambda: storage.store_session(text, make_session()),
+        lambda: storage.store_session("s", make_session(ip_address=text)),
+        lambda: storage.get_session(text),
+        lambda: storage.store_kv(text, b"v"),
+        lambda: storage.get_kv(text),
+        lambda: storage.list_kv_keys(text),
+        lambda: storage.lock(text).__enter__(),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()
+    assert storage.stats()["tokens_live"] == 0 and storage.stats()["sessions_live"] == 0
+
+
+def test_json_with_lone_surrogates_round_trips(storage: AuthStorage) -> None:
+    data = {"s": "\udc80 odd", "emoji": "\U0001f600"}
+    storage.store_session("s1", make_session(data=data))
+    got = storage.get_session("s1")
+    assert got is not None and got.data == data
+
+
+def test_self_referencing_json_is_a_value_error(storage: AuthStorage) -> None:
+    loop: dict[str, object] = {"a": 1}
+    loop["self"] = loop
+    listed: list[object] = []
+    listed.append(listed)
+    storage.store_token(make_token(metadata={"ok": True}))
+    storage.store_session("s1", make_session(data={"ok": True}))
+    for value in (loop, {"l": listed}):
+        with pytest.raises(ValueError):
+            storage.store_token(make_token(metadata=value))
+        with pytest.raises(ValueError):
+            storage.store_session("s1", make_session(data=value))
+        with pytest.raises(ValueError):
+            storage.create_session("s2", make_session(data=value))
+    # A failed write leaves the old record intact.
+    got = storage.get_token("tok-1")
+    assert got is not None and got.metadata == {"ok": True}
+    got_session = storage.get_session("s1")
+    assert got_session is not None and got_session.data == {"ok": True}
+    # A value shared twice (not a cycle) is fine.
+    shared = {"x": [1, 2]}
+    storage.store_session("s3", make_session(data={"a": shared, "b": shared}))
+    got_session = storage.get_session("s3")
+    assert got_session is not None and got_session.data == {"a": {"x": [1, 2]}, "b": {"x": [1, 2]}}
+
+
+def test_deep_nesting_is_a_value_error(storage: AuthStorage) -> None:
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(ValueError):
+        storage.store_session("s1", make_session(data={"deep": deep}))
+    with pytest.raises(ValueError):
+        storage.store_token(make_token(metadata={"deep": deep}))
+    fine: list[object] = []
+    for _ in range(100):
+        fine = [fine]
+    storage.store_session("s1", make_session(data={"fine": fine}))
+    got = storage.get_session("s1")
+    assert got is not None and got.data == {"fine": fine}
+
+
+@pytest.mark.parametrize("ttl", [10**30, 1e300, timedelta.max, 2**1100], ids=["10**30", "1e300", "max", "huge-int"])
+def test_huge_ttls_are_value_errors(storage: AuthStorage, ttl: object) -> None:
+    for call in (
+        lambda: storage.store_kv("k", b"v", ttl=ttl),  # type: ignore[arg-type]
+        lambda: storage.add_kv("k", b"v", ttl=ttl),  # type: ignore[arg-type]
+        lambda: storage.incr_kv("k", ttl=ttl),  # type: ignore[arg-type]
+        lambda: storage.touch_kv("k", ttl),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ValueError):
+            call()
+    assert storage.get_kv("k") is None
+
+
+def test_huge_sizes_are_value_errors(storage: AuthStorage) -> None:
+    with pytest.raises(ValueError):
+        storage.cleanup_expired(batch_size=10**30)
+    with pytest.raises(ValueError):
+        list(storage.iter_token_ids(batch_size=2**64))
+    with pytest.raises(ValueError):
+        storage.lock("x", ttl=10**30).__enter__()
+    with pytest.raises(ValueError):
+        storage.lock("x", timeout=1e300).__enter__()
+    with storage.lock("x", timeout=0):
+        pass  # nothing was left held
+
+
+# -- races: threads and processes -------------------------------------------------
+
+
+def test_create_session_race_has_one_winner(storage: AuthStorage) -> None:
+    wins: list[int] = []
+    mutex = threading.Lock()
+
+    def racer(n: int) -> None:
+        for round_ in range(5):
+            if storage.create_session(f"race-{round_}", make_session(user_id=f"u{n}", data={"n": n})):
+                with mutex:
+                    wins.append(round_)
+
+    run_threads(racer, 8)
+    assert sorted(wins) == [0, 1, 2, 3, 4]
+    for round_ in range(5):
+        got = storage.get_session(f"race-{round_}")
+        assert got is not None and got.user_id == f"u{got.data['n']}"
+
+
+def test_add_kv_race_has_one_winner(storage: AuthStorage) -> None:
+    winners: list[int] = []
+    mutex = threading.Lock()
+
+    def racer(n: int) -> None:
+        for round_ in range(5):
+            if storage.add_kv(f"once-{round_}", str(n).encode(), ttl=60):
+                with mutex:
+                    winners.append(n)
+
+    run_threads(racer, 8)
+    assert len(winners) == 5
+    values = [storage.get_kv(f"once-{round_}") for round_ in range(5)]
+    assert values == [str(n).encode() for n in winners] or sorted(values) == sorted(  # type: ignore[type-var]
+        str(n).encode() for n in winners
+    )
+
+
+def test_incr_kv_race_is_exact(storage: AuthStorage) -> None:
+    threads, per_thread = 8, 25
+
+    def racer(_n: int) -> None:
+        for _ in range(per_thread):
+            storage.incr_kv("counter", ttl=600)
+            storage.incr_kv("down", -1)
+
+    run_threads(racer, threads)
+    assert storage.get_kv("counter") == str(threads * per_thread).encode()
+    assert storage.get_kv("down") == str(-threads * per_thread).encode()
+
+
+def _process_racer(how: tuple[object, ...], n: int, rounds: int, go: object, results: object) -> None:
+    from tests.backends import reopen
+
+    storage = reopen(how)
+    try:
+        go.wait(60)  # type: ignore[attr-defined]
+        created = [r for r in range(rounds) if storage.create_session(f"p-{r}", make_session(user_id=f"u{n}"))]
+        added = [r for r in range(rounds) if storage.add_kv(f"p-{r}", str(n).encode())]
+        for _ in range(rounds):
+            storage.incr_kv("p-counter")
+        results.put((n, created, added))  # type: ignore[attr-defined]
+    finally:
+        storage.close()
+
+
+def test_primitive_races_between_processes(storage: AuthStorage) -> None:
+    import multiprocessing
+
+    from tests.backends import recipe
+
+    how = recipe(storage)
+    if how is None:
+        pytest.skip("this store lives in one process's memory")
+    processes, rounds = 4, 10
+    context = multiprocessing.get_context("spawn")
+    go, results = context.Event(), context.Queue()
+    workers = [context.Process(target=_process_racer, args=(how, n, rounds, go, results)) for n in range(processes)]
+    for worker in workers:
+        worker.start()
+    try:
+        go.set()
+        outcome = [results.get(timeout=180) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0] * processes
+    created = sorted(r for _, rounds_created, _ in outcome for r in rounds_created)
+    added = sorted(r for _, _, rounds_added in outcome for r in rounds_added)
+    assert created == list(range(rounds))  # exactly one winner per id
+    assert added == list(range(rounds))
+    assert storage.get_kv("p-counter") == str(processes * rounds).encode()
+    winner_of = {r: n for n, _, rounds_added in outcome for r in rounds_added}
+    assert all(storage.get_kv(f"p-{r}") == str(winner_of[r]).encode() for r in range(rounds))

@@ -14,6 +14,16 @@ Usage::
         storage.get_kv("greeting")          # b"hello" for the next minute
         with storage.lock("nightly-cleanup", timeout=0):
             storage.cleanup_expired()
+
+The atomic primitives (``create_session``, ``replace_session``,
+``touch_session``, ``delete_user_sessions``, ``delete_user_tokens``,
+``add_kv``, ``incr_kv``, ``get_kv_entry``, ``touch_kv``) are each one step on
+the server — one statement, one Lua script, one critical section — so
+concurrent callers never need ``lock()`` around them::
+
+    if not storage.create_session(session_id, data):   # exactly one racer wins
+        raise CollisionError
+    hits = storage.incr_kv(f"rate:{ip}", ttl=60)         # a fixed-window rate limiter
 """
 
 from __future__ import annotations
@@ -27,34 +37,32 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from authkit.models import AuthToken, CleanupReport, SessionData, as_utc, check_json, utcnow
+from authkit.models import AuthToken, CleanupReport, KvEntry, SessionData, as_utc, check_json, utcnow
+from authkit.storage._codec import (
+    MAX_ID_LENGTH,
+    check_batch_size,
+    check_id,
+    check_int64,
+    check_text,
+    expires_after,
+    ttl_seconds,
+)
 
 __all__ = ["AuthStorage", "Clock", "MAX_ID_LENGTH", "DEFAULT_BATCH_SIZE", "check_id", "copy_token", "copy_session"]
 
 Clock = Callable[[], datetime]
 """A function returning the current aware UTC time; tests inject one to move time."""
 
-MAX_ID_LENGTH = 255
 DEFAULT_BATCH_SIZE = 1000
 KvValue = bytes | bytearray | memoryview
-
-
-def check_id(value: object, name: str = "id") -> str:
-    """Return ``value`` if it is a valid id or key, else raise ``TypeError``/``ValueError``."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-    if not value:
-        raise ValueError(f"{name} must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise ValueError(f"{name} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
-    if "\x00" in value:
-        raise ValueError(f"{name} must not contain a NUL character")
-    return value
+_ttl_seconds = ttl_seconds  # the name other modules imported before the codec existed
 
 
 def _check_optional_str(value: object, name: str) -> None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+    if value is not None:
+        check_text(value, name)
 
 
 def _copy_json(value: Any) -> Any:
@@ -97,12 +105,16 @@ def _checked_token(token: object) -> AuthToken:
         raise TypeError("access_token must be a str")
     if not token.access_token:
         raise ValueError("access_token must not be empty")
+    check_text(token.access_token, "access_token")
     _check_optional_str(token.refresh_token, "refresh_token")
     if not isinstance(token.token_type, str):
         raise TypeError("token_type must be a str")
+    check_text(token.token_type, "token_type")
     _check_optional_str(token.client_id, "client_id")
     if not isinstance(token.scopes, list) or not all(isinstance(s, str) for s in token.scopes):
         raise TypeError("scopes must be a list of str")
+    for scope in token.scopes:
+        check_text(scope, "scopes")
     if not isinstance(token.metadata, dict):
         raise TypeError("metadata must be a dict")
     check_json(token.metadata, "metadata")
@@ -143,20 +155,6 @@ def _checked_value(value: object) -> bytes:
     return bytes(value)
 
 
-def _ttl_seconds(ttl: object) -> float | None:
-    if ttl is None:
-        return None
-    if isinstance(ttl, timedelta):
-        seconds = ttl.total_seconds()
-    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-        seconds = float(ttl)
-    else:
-        raise TypeError(f"ttl must be seconds (int/float), a timedelta or None, not {type(ttl).__name__}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError("ttl must be a positive, finite duration")
-    return seconds
-
-
 def _check_timeouts(timeout: object, ttl: object) -> tuple[float, float]:
     for name, value in (("timeout", timeout), ("ttl", ttl)):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -168,7 +166,12 @@ def _check_timeouts(timeout: object, ttl: object) -> tuple[float, float]:
         raise ValueError("timeout must be >= 0")
     if ttl <= 0:
         raise ValueError("ttl must be > 0")
+    if timeout > _MAX_WAIT or ttl > _MAX_WAIT:
+        raise ValueError("timeout and ttl must be at most a year")  # drivers overflow on more
     return float(timeout), float(ttl)
+
+
+_MAX_WAIT = 366 * 24 * 3600.0
 
 
 class AuthStorage(abc.ABC):
@@ -216,7 +219,7 @@ class AuthStorage(abc.ABC):
             raise TypeError("access_token must be a str")
         if not access_token:
             raise ValueError("access_token must not be empty")
-        return self._get_token_by_access_token(access_token, self.now())
+        return self._get_token_by_access_token(check_text(access_token, "access_token"), self.now())
 
     def update_token(self, token: AuthToken) -> None:
         """Replace a stored token; :class:`~authkit.errors.NotFoundError` if there is none."""
@@ -286,9 +289,7 @@ class AuthStorage(abc.ABC):
         """Store ``value`` (bytes-like) under ``key``, for ``ttl`` seconds or forever."""
         check_id(key, "key")
         data = _checked_value(value)
-        seconds = _ttl_seconds(ttl)
-        expires_at = None if seconds is None else self.now() + timedelta(seconds=seconds)
-        self._store_kv(key, data, expires_at)
+        self._store_kv(key, data, expires_after(self.now(), ttl))
 
     def get_kv(self, key: str) -> bytes | None:
         """The value as ``bytes``, or ``None`` if missing or expired."""
@@ -305,7 +306,79 @@ class AuthStorage(abc.ABC):
             raise TypeError("prefix must be a str")
         if "\x00" in prefix:
             raise ValueError("prefix must not contain a NUL character")
-        return sorted(self._list_kv_keys(prefix, self.now()))
+        return sorted(self._list_kv_keys(check_text(prefix, "prefix"), self.now()))
+
+    # -- atomic primitives ------------------------------------------------
+    #
+    # Each is one step on the server (one statement, one script, one critical
+    # section), so concurrent callers race safely without lock().
+
+    def create_session(self, session_id: str, data: SessionData) -> bool:
+        """Store the session only if no *live* session has this id; ``True`` if it stored.
+
+        An expired session under the id is replaced.  Among any number of
+        threads or processes racing on one id, exactly one gets ``True``.
+        """
+        return self._create_session(_checked_session(session_id, data), self.now())
+
+    def replace_session(self, session_id: str, data: SessionData) -> bool:
+        """Replace the session only if a live one has this id; ``False`` (nothing written) otherwise."""
+        return self._replace_session(_checked_session(session_id, data), self.now())
+
+    def touch_session(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime | None = None
+    ) -> bool:
+        """Move a live session's ``expires_at`` (and ``last_activity``, default now) without
+        rewriting its data; ``False`` if no live session has this id."""
+        check_id(session_id, "session_id")
+        expiry = None if expires_at is None else as_utc(expires_at, "expires_at")
+        now = self.now()
+        activity = now if last_activity is None else as_utc(last_activity, "last_activity")
+        return self._touch_session(session_id, expiry, activity, now)
+
+    def delete_user_sessions(self, user_id: str, *, keep: str | None = None) -> int:
+        """Delete every session of the user, live or expired, except the id ``keep``;
+        return how many were deleted ("log out everywhere [else]")."""
+        check_id(user_id, "user_id")
+        if keep is not None:
+            check_id(keep, "keep")
+        return self._delete_user_sessions(user_id, keep)
+
+    def delete_user_tokens(self, user_id: str) -> int:
+        """Delete every token of the user; return how many were deleted."""
+        return self._delete_user_tokens(check_id(user_id, "user_id"))
+
+    def add_kv(self, key: str, value: KvValue, ttl: float | timedelta | None = None) -> bool:
+        """Store ``value`` only if no live entry has this key; ``True`` if it stored."""
+        check_id(key, "key")
+        data = _checked_value(value)
+        now = self.now()
+        return self._add_kv(key, data, expires_after(now, ttl), now)
+
+    def incr_kv(self, key: str, amount: int = 1, ttl: float | timedelta | None = None) -> int:
+        """Add ``amount`` to the integer counter under ``key`` and return the new value.
+
+        A missing or expired counter starts at 0 and gets ``ttl``; an existing
+        one keeps its expiry (a fixed-window rate limiter).  Counters are
+        signed 64-bit and read back through :meth:`get_kv` as ASCII decimal
+        (``b"3"``).  A value that is not such a number, or a result outside
+        the 64-bit range, is a ``ValueError`` and changes nothing.
+        """
+        check_id(key, "key")
+        check_int64(amount, "amount")
+        now = self.now()
+        return self._incr_kv(key, amount, expires_after(now, ttl), now)
+
+    def get_kv_entry(self, key: str) -> KvEntry | None:
+        """The live entry's value and expiry, or ``None`` if missing or expired."""
+        entry = self._get_kv_entry(check_id(key, "key"), self.now())
+        return None if entry is None else KvEntry(entry[0], entry[1])
+
+    def touch_kv(self, key: str, ttl: float | timedelta | None) -> bool:
+        """Give a live entry a new ``ttl`` from now (``None``: no expiry); ``False`` if none is live."""
+        check_id(key, "key")
+        now = self.now()
+        return self._touch_kv(key, expires_after(now, ttl), now)
 
     # -- maintenance ------------------------------------------------------
 
@@ -321,10 +394,7 @@ class AuthStorage(abc.ABC):
         and other writers interleave.  ``progress`` is called after every batch
         with the running totals.
         """
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
-            raise TypeError("batch_size must be an int")
-        if batch_size <= 0:
-            raise ValueError("batch_size must be > 0")
+        check_batch_size(batch_size)
         now = self.now()
         total = CleanupReport()
         while True:
@@ -356,8 +426,7 @@ class AuthStorage(abc.ABC):
 
     @staticmethod
     def _walk(page: Callable[[str | None, int], tuple[list[str], str | None]], batch_size: int) -> Iterator[str]:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-            raise ValueError("batch_size must be a positive int")
+        check_batch_size(batch_size)
         cursor: str | None = None
         while True:
             ids, cursor = page(cursor, batch_size)
@@ -470,6 +539,47 @@ class AuthStorage(abc.ABC):
     @abc.abstractmethod
     def _lock(self, name: str, timeout: float, ttl: float) -> Any:
         """A context manager holding the lock; raises ``TimeoutError``."""
+
+    # The atomic primitives: each ONE step on the server, never lock + read + write.
+
+    def _create_session(self, session: SessionData, now: datetime) -> bool:
+        """Store ``session`` unless a session live at ``now`` has its id."""
+        raise self._not_yet()
+
+    def _replace_session(self, session: SessionData, now: datetime) -> bool:
+        """Store ``session`` only if a session live at ``now`` has its id."""
+        raise self._not_yet()
+
+    def _touch_session(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
+    ) -> bool:
+        """Set a live session's ``expires_at`` and ``last_activity``, nothing else."""
+        raise self._not_yet()
+
+    def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
+        raise self._not_yet()
+
+    def _delete_user_tokens(self, user_id: str) -> int:
+        raise self._not_yet()
+
+    def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
+        raise self._not_yet()
+
+    def _incr_kv(self, key: str, amount: int, expires_at: datetime | None, now: datetime) -> int:
+        """Add ``amount`` (the caller checked it is int64); ``expires_at`` applies to a new counter.
+
+        Raise ``ValueError`` (nothing changed) on a non-counter value or a
+        result outside int64 (see ``_codec.parse_counter``/``counter_bounds``).
+        """
+        raise self._not_yet()
+
+    def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
+        raise self._not_yet()
+
+    def _not_yet(self) -> NotImplementedError:
+        # Transitional (issue 9): backends gain the primitives one commit at a time;
+        # these hooks become abstract once every backend has them.
+        return NotImplementedError(f"{type(self).__name__} does not implement this primitive yet")
 
 
 def _as_list(items: object, name: str) -> list[Any]:

@@ -14,8 +14,11 @@ straight to the inner storage.
 Consistency:
 
 * This process's own writes and deletes (single, bulk, ``update_token``,
-  ``cleanup_expired``) evict what they touch, so this process reads its own
-  writes.
+  ``cleanup_expired``, and the atomic primitives ``create_session``,
+  ``replace_session``, ``touch_session``, ``add_kv``, ``incr_kv``,
+  ``touch_kv``) evict what they touch, so this process reads its own writes.
+  ``delete_user_sessions``/``delete_user_tokens`` do not know the ids they
+  delete, so they evict every cached session / token.
 * Another process's writes are seen at most ``ttl`` seconds late: an entry is
   served for at most ``ttl`` seconds after it was read from the inner store.
   Pick ``ttl`` for how stale a revoked token or a logged-out session may be.
@@ -38,6 +41,7 @@ from typing import Any
 from cachetools import TTLCache
 
 from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage._codec import live
 from authkit.storage.base import AuthStorage, copy_session, copy_token
 from authkit.storage.wrapper import WrappingStorage
 
@@ -49,8 +53,7 @@ _SESSION = "s"
 _KV = "k"
 
 
-def _live(expires_at: datetime | None, now: datetime) -> bool:
-    return expires_at is None or expires_at > now
+_live = live
 
 
 class CachedStorage(WrappingStorage):
@@ -125,6 +128,15 @@ class CachedStorage(WrappingStorage):
             self._generation[kind] += 1
             for key in keys:
                 self._cache.pop((kind, key), None)
+
+    def _evict_kind(self, kind: str) -> None:
+        """Forget every cached entry of one kind (a write whose ids we do not know)."""
+        with self._mutex:
+            self._generation[kind] += 1
+            for cache_key in [k for k in self._cache if isinstance(k, tuple) and k[0] == kind]:
+                self._cache.pop(cache_key, None)
+            if kind == _TOKEN:
+                self._access_by_id.clear()
 
     def _evict_tokens(self, token_ids: list[str], access_tokens: list[str]) -> None:
         with self._mutex:
@@ -227,6 +239,58 @@ class CachedStorage(WrappingStorage):
     def _delete_kv(self, key: str) -> None:
         try:
             self._inner._delete_kv(key)
+        finally:
+            self._evict(_KV, [key])
+
+    # -- atomic primitives: delegated, then evict what they touched ------------
+
+    def _create_session(self, session: SessionData, now: datetime) -> bool:
+        try:
+            return self._inner._create_session(session, now)
+        finally:
+            self._evict(_SESSION, [session.session_id])
+
+    def _replace_session(self, session: SessionData, now: datetime) -> bool:
+        try:
+            return self._inner._replace_session(session, now)
+        finally:
+            self._evict(_SESSION, [session.session_id])
+
+    def _touch_session(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
+    ) -> bool:
+        try:
+            return self._inner._touch_session(session_id, expires_at, last_activity, now)
+        finally:
+            self._evict(_SESSION, [session_id])
+
+    def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
+        try:
+            return self._inner._delete_user_sessions(user_id, keep)
+        finally:
+            self._evict_kind(_SESSION)
+
+    def _delete_user_tokens(self, user_id: str) -> int:
+        try:
+            return self._inner._delete_user_tokens(user_id)
+        finally:
+            self._evict_kind(_TOKEN)
+
+    def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
+        try:
+            return self._inner._add_kv(key, value, expires_at, now)
+        finally:
+            self._evict(_KV, [key])
+
+    def _incr_kv(self, key: str, amount: int, expires_at: datetime | None, now: datetime) -> int:
+        try:
+            return self._inner._incr_kv(key, amount, expires_at, now)
+        finally:
+            self._evict(_KV, [key])
+
+    def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
+        try:
+            return self._inner._touch_kv(key, expires_at, now)
         finally:
             self._evict(_KV, [key])
 

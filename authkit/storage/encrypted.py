@@ -35,6 +35,15 @@ keys refuses to work (:class:`~authkit.errors.ConfigurationError`).
 :meth:`EncryptedStorage.encrypt_existing` moves a plaintext store to sealed
 records in place, resumably, while readers keep working.
 
+Counters (``incr_kv``) are the one exception to "every kv value is
+sealed": the inner store must add to them in one atomic step, which it
+cannot do to a ciphertext, so a counter is kept in the inner store as plain
+ASCII decimal (``b"42"``) and read back as it is.  A sealed value never looks
+like one (it starts with a version byte), so a value stored with ``store_kv``
+or ``add_kv`` stays sealed, and ``incr_kv`` on it is a ``ValueError`` like
+on any value that is not a counter.  Keep secrets out of counters: their
+value is readable, and not authenticated, in the inner store.
+
 Key rotation: put the new key first.  The first key encrypts (and indexes)
 every write; every key decrypts, and a lookup tries each key's blind index,
 newest first.  :meth:`EncryptedStorage.reencrypt` moves every record to the
@@ -63,6 +72,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from authkit.errors import ConfigurationError, EncryptionError
 from authkit.models import AuthToken, SessionData
+from authkit.storage._codec import dumps, loads, parse_counter
 from authkit.storage._marker import MARKER_KEY, claim
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
 from authkit.storage.keys import KeySource, resolve_keys
@@ -307,7 +317,11 @@ class EncryptedStorage(WrappingStorage):
             if self._marked:
                 return
             if self._read_marker() is None:
-                self._write_marker(_ENCRYPTED, None)
+                # add_kv: a migration marked meanwhile by another process is kept.
+                try:
+                    self._inner._add_kv(MARKER_KEY, self._marker_value(_ENCRYPTED, None), None, self.now())
+                except NotImplementedError:  # a backend without the primitive yet
+                    self._inner._store_kv(MARKER_KEY, self._marker_value(_ENCRYPTED, None), None)
             self._marked = True
 
     def _legacy_ok(self) -> bool:
@@ -527,6 +541,9 @@ class EncryptedStorage(WrappingStorage):
         entry = self._inner._get_kv_entry(key, now)
         if entry is None:
             return None
+        if parse_counter(entry[0]) is not None:
+            return entry  # an incr_kv counter, kept in clear (see the module doc)
+        # The inner store's expiry: touch_kv moves it, and it is not bound (see the module doc).
         return self._open_kv(key, entry[0])[0], entry[1]
 
     def _delete_kv(self, key: str) -> None:
@@ -545,6 +562,57 @@ class EncryptedStorage(WrappingStorage):
             counts = dict(counts)
             counts["kv_live"] -= 1  # the marker is the store's, not the application's
         return counts
+
+    # -- atomic primitives --------------------------------------------------
+
+    def _create_session(self, session: SessionData, now: datetime) -> bool:
+        if not self._marked:
+            self._mark()
+        return self._inner._create_session(self._seal_session(session), now)
+
+    def _replace_session(self, session: SessionData, now: datetime) -> bool:
+        if not self._marked:
+            self._mark()
+        return self._inner._replace_session(self._seal_session(session), now)
+
+    def _touch_session(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
+    ) -> bool:
+        # expires_at is bound to the ciphertext, so moving it means a new envelope:
+        # read and verify the record, reseal it with the new expiry, and write it
+        # back with replace_session, which writes only if the session is still
+        # live (a session deleted or expired meanwhile stays gone).  See
+        # docs/encryption.md for the one race this leaves (a concurrent full write).
+        sealed = self._inner._get_session(session_id, now)
+        if sealed is None:
+            return False
+        session = self._open_session(sealed)
+        session.expires_at = expires_at
+        session.last_activity = last_activity
+        return self._replace_session(session, now)
+
+    def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
+        if key == MARKER_KEY:
+            self._check_key(key)
+        if not self._marked:
+            self._mark()
+        return self._inner._add_kv(key, self._seal_kv(key, value), expires_at, now)
+
+    def _incr_kv(self, key: str, amount: int, expires_at: datetime | None, now: datetime) -> int:
+        if key == MARKER_KEY:
+            self._check_key(key)
+        if not self._marked:
+            self._mark()
+        return self._inner._incr_kv(key, amount, expires_at, now)
+
+    def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
+        # A kv entry's expiry is not bound (it is the inner store's own TTL): one step on the server.
+        if key == MARKER_KEY:
+            self._check_key(key)
+        return self._inner._touch_kv(key, expires_at, now)
+
+    # _delete_user_sessions and _delete_user_tokens go to the inner store
+    # unchanged (WrappingStorage): they move no secret.
 
     # -- maintenance ------------------------------------------------------
 
@@ -606,8 +674,8 @@ class EncryptedStorage(WrappingStorage):
             rewritten = 0
             for key in keys:
                 entry = self._inner._get_kv_entry(key, now)
-                if entry is None:
-                    continue
+                if entry is None or parse_counter(entry[0]) is not None:
+                    continue  # gone, or a counter (kept in clear)
                 value, header = self._open_kv(key, entry[0])
                 if header != current:
                     self._store_kv(key, value, entry[1])
@@ -785,7 +853,7 @@ def _pack(first: str | None, second: str | None, obj: dict[str, Any]) -> bytes:
             raw = text.encode("utf-8")
             parts += [_U32.pack(len(raw)), raw]
     if obj:
-        parts.append(_JSON.encode(obj).encode("utf-8"))
+        parts.append(dumps(obj).encode("utf-8"))
     return b"".join(parts)
 
 
@@ -803,5 +871,5 @@ def _unpack(plaintext: bytes) -> tuple[str | None, str | None, Any]:
             raise ValueError("truncated")
         texts.append(plaintext[pos:pos + size].decode("utf-8"))
         pos += size
-    obj = _JSON_DECODE(plaintext[pos:].decode("utf-8")) if pos < len(plaintext) else {}
+    obj = loads(plaintext[pos:].decode("utf-8")) if pos < len(plaintext) else {}
     return texts[0], texts[1], obj

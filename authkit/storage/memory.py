@@ -16,13 +16,12 @@ from datetime import datetime
 
 from authkit.errors import NotFoundError
 from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage._codec import counter_bounds, counter_overflow, format_counter, live, parse_counter
 from authkit.storage.base import AuthStorage, Clock, copy_session, copy_token
 
 __all__ = ["MemoryStorage"]
 
-
-def _live(expires_at: datetime | None, now: datetime) -> bool:
-    return expires_at is None or expires_at > now
+_live = live
 
 
 def _id_page(records: Mapping[str, object], cursor: str | None, limit: int) -> tuple[list[str], str | None]:
@@ -170,6 +169,78 @@ class MemoryStorage(AuthStorage):
     def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
         with self._mutex:
             return [k for k, (_, exp) in self._kv.items() if k.startswith(prefix) and _live(exp, now)]
+
+    # -- atomic primitives: each one critical section under the mutex ------------
+
+    def _create_session(self, session: SessionData, now: datetime) -> bool:
+        with self._mutex:
+            old = self._sessions.get(session.session_id)
+            if old is not None and _live(old.expires_at, now):
+                return False
+            self._store_sessions([session])
+            return True
+
+    def _replace_session(self, session: SessionData, now: datetime) -> bool:
+        with self._mutex:
+            old = self._sessions.get(session.session_id)
+            if old is None or not _live(old.expires_at, now):
+                return False
+            self._store_sessions([session])
+            return True
+
+    def _touch_session(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
+    ) -> bool:
+        with self._mutex:
+            old = self._sessions.get(session_id)
+            if old is None or not _live(old.expires_at, now):
+                return False
+            # A new object, not a change in place: a reader may hold the old one.
+            touched = object.__new__(SessionData)
+            touched.__dict__.update(old.__dict__, expires_at=expires_at, last_activity=last_activity)
+            self._sessions[session_id] = touched
+            return True
+
+    def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
+        with self._mutex:
+            ids = [i for i in self._sessions_by_user.get(user_id, ()) if i != keep]
+            self._delete_sessions(ids)
+            return len(ids)
+
+    def _delete_user_tokens(self, user_id: str) -> int:
+        with self._mutex:
+            ids = list(self._tokens_by_user.get(user_id, ()))
+            self._delete_tokens(ids)
+            return len(ids)
+
+    def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
+        with self._mutex:
+            old = self._kv.get(key)
+            if old is not None and _live(old[1], now):
+                return False
+            self._kv[key] = (value, expires_at)
+            return True
+
+    def _incr_kv(self, key: str, amount: int, expires_at: datetime | None, now: datetime) -> int:
+        with self._mutex:
+            old = self._kv.get(key)
+            if old is None or not _live(old[1], now):
+                self._kv[key] = (format_counter(amount), expires_at)
+                return amount
+            current = parse_counter(old[0])
+            low, high = counter_bounds(amount)
+            if current is None or not low <= current <= high:
+                raise counter_overflow(key, amount)
+            self._kv[key] = (format_counter(current + amount), old[1])
+            return current + amount
+
+    def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
+        with self._mutex:
+            old = self._kv.get(key)
+            if old is None or not _live(old[1], now):
+                return False
+            self._kv[key] = (old[0], expires_at)
+            return True
 
     # -- maintenance ------------------------------------------------------
 

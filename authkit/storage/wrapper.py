@@ -96,3 +96,31 @@ class WrappingStorage(AuthStorage):
 
     def _lock(self, name: str, timeout: float, ttl: float) -> Any:
         return self._inner._lock(name, timeout, ttl)
+
+    # -- atomic primitives: still one step, on the inner storage ----------------
+
+    def _create_session(self, session: SessionData, now: datetime) -> bool:
+        return self._inner._create_session(session, now)
+
+    def _replace_session(self, session: SessionData, now: datetime) -> bool:
+        return self._inner._replace_session(session, now)
+
+    def _touch_session(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
+    ) -> bool:
+        return self._inner._touch_session(session_id, expires_at, last_activity, now)
+
+    def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
+        return self._inner._delete_user_sessions(user_id, keep)
+
+    def _delete_user_tokens(self, user_id: str) -> int:
+        return self._inner._delete_user_tokens(user_id)
+
+    def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
+        return self._inner._add_kv(key, value, expires_at, now)
+
+    def _incr_kv(self, key: str, amount: int, expires_at: datetime | None, now: datetime) -> int:
+        return self._inner._incr_kv(key, amount, expires_at, now)
+
+    def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
+        return self._inner._touch_kv(key, expires_at, now)
