@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import IO, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from authkit import __version__
 from authkit.errors import (
@@ -39,6 +38,7 @@ from authkit.errors import (
     AuthKitError,
     ConfigurationError,
 )
+from authkit.storage._redact import redact_url, url_secrets
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
 from authkit.storage.url import ENCRYPTION_KEYS_ENV, open_storage
 
@@ -81,17 +81,8 @@ class _Failure(Exception):
 
 
 def _redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, for printing."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable URL>"
-    if not password:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+    """``url`` with its password (user-info or ``?password=``) replaced by ``***``, for printing."""
+    return redact_url(url)
 
 
 class _Scrubber:
@@ -110,13 +101,10 @@ class _Scrubber:
             self._secrets.add(value)
 
     def add_url(self, url: str) -> None:
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            return
-        # A driver may quote the password as written in the URL or percent-decoded.
-        self.add(password)
-        self.add(unquote(password) if password else None)
+        # A driver may quote the password as written in the URL or percent-decoded;
+        # url_secrets() gives both, from the user-info and from the query.
+        for secret in url_secrets(url):
+            self.add(secret)
 
     def __call__(self, text: str) -> str:
         for secret in sorted(self._secrets, key=len, reverse=True):

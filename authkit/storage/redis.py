@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 import redis.cluster
@@ -56,6 +56,7 @@ from redis import exceptions as redis_errors
 
 from authkit.errors import ConfigurationError, NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage._redact import url_secrets
 from authkit.storage.base import AuthStorage, Clock, _ttl_seconds
 
 __all__ = ["RedisStorage"]
@@ -453,11 +454,11 @@ def _ms(seconds: float) -> bytes:
 class _Errors:
     """``with storage._errors:`` turns redis-py exceptions into authkit's, cause attached."""
 
-    __slots__ = ("_secret", "_where")
+    __slots__ = ("_secrets", "_where")
 
-    def __init__(self, where: str, secret: str | None) -> None:
+    def __init__(self, where: str, secrets: list[str]) -> None:
         self._where = where
-        self._secret = secret
+        self._secrets = secrets
 
     def __enter__(self) -> None:
         return None
@@ -474,8 +475,8 @@ class _Errors:
 
     def _text(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
-        if self._secret:  # never echo a password, whatever the driver put in its message
-            text = text.replace(self._secret, "***")
+        for secret in self._secrets:  # never echo a password, whatever the driver put in its message
+            text = text.replace(secret, "***")
         return text
 
 
@@ -535,7 +536,7 @@ class RedisStorage(AuthStorage):
         self._session_keys = [self._sx, self._si, self._so]
         password = client.get_connection_kwargs().get("password")
         self._where = _where(client)
-        self._errors = _Errors(self._where, password if isinstance(password, str) else None)
+        self._errors = _Errors(self._where, [password] if isinstance(password, str) and password else [])
         register = client.register_script
         self._store_tokens_lua = register(_STORE_TOKENS)
         self._delete_records_lua = register(_DELETE_RECORDS)
@@ -569,10 +570,11 @@ class RedisStorage(AuthStorage):
         options.setdefault("socket_connect_timeout", 5.0)
         options.setdefault("socket_timeout", 30.0)
         try:
-            password = urlsplit(url).password
-        except ValueError as exc:  # e.g. a port that is not a number
+            urlsplit(url)
+        except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
             raise ConfigurationError("malformed Redis URL") from exc
-        errors = _Errors(url.split("://", 1)[0] + "://…", None if password is None else unquote(password))
+        # Every secret of the URL (user-info and ?password=), masked out of any message.
+        errors = _Errors(url.split("://", 1)[0] + "://…", url_secrets(url))
         try:
             with errors:
                 client: redis.Redis | redis.cluster.RedisCluster

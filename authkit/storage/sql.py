@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from authkit.errors import ConfigurationError, NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage._redact import redact_url, url_secrets
 from authkit.storage.base import AuthStorage, Clock
 
 try:
@@ -242,7 +243,8 @@ class SqlStorage(AuthStorage):
         self._is_postgresql = self._dialect_name == "postgresql"
         self._dbapi: Any = self._engine.dialect.dbapi
         self._label = self._describe(self._engine.url)
-        self._password = self._engine.url.password
+        # Every secret of the URL (user-info and ?password=), masked out of messages.
+        self._secrets = url_secrets(self._engine.url.render_as_string(hide_password=False))
         self._tables = Tables(prefix, self._dialect_name)
         self._closed = False
         try:
@@ -360,7 +362,7 @@ class SqlStorage(AuthStorage):
         return f"{kind} at {host}{port}/{url.database or ''}"
 
     def __repr__(self) -> str:
-        safe = self._engine.url.render_as_string(hide_password=True)
+        safe = redact_url(self._engine.url.render_as_string(hide_password=False))
         return f"SqlStorage({safe!r}, prefix={self._prefix!r})"
 
     @property
@@ -408,8 +410,8 @@ class SqlStorage(AuthStorage):
         if unavailable:
             # Connection errors name host, port and user, never data; keep their first line.
             first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
-            if self._password:
-                first = first.replace(self._password, "***")
+            for secret in self._secrets:
+                first = first.replace(secret, "***")
             message = f"{self._label} is unavailable: {detail}" + (f": {first}" if first else "")
             return StorageUnavailableError(message)
         # Other messages may quote the data (a token, a value): name the error only.
