@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from authkit.errors import ConfigurationError, NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage._private_file import create_private_file
 from authkit.storage._redact import redact_url, url_secrets
 from authkit.storage.base import AuthStorage, Clock
 
@@ -304,6 +305,8 @@ class SqlStorage(AuthStorage):
                 self._in_memory = True
                 settings["poolclass"] = StaticPool
                 self._serial = threading.RLock()
+            elif not url.database.startswith("file:"):
+                create_private_file(url.database)  # 0600, and so its -wal and -shm too
         else:
             connect_args.setdefault("connect_timeout", 10)
             settings["pool_recycle"] = 3600
