@@ -6,6 +6,7 @@ Usage::
     authkit stats [--json]            # live and expired tokens, sessions, kv entries
     authkit cleanup [--json]          # delete expired records; safe to run from cron
     authkit reencrypt                 # move every record to the newest encryption key
+    authkit encrypt                   # encrypt a plaintext store in place (resumable)
     authkit salesforce check          # log in with SF_* variables and print org, user, instance
 
 The storage comes from ``--storage URL`` or ``AUTHKIT_STORAGE_URL`` (default
@@ -40,6 +41,7 @@ from authkit.errors import (
 )
 from authkit.storage._redact import redact_url, url_secrets
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
+from authkit.storage.keys import ENCRYPTION_KEY_FILE_ENV, keys_from_environment
 from authkit.storage.url import ENCRYPTION_KEYS_ENV, open_storage
 
 __all__ = ["main", "STORAGE_URL_ENV", "DEFAULT_STORAGE_URL", "CLEANUP_LOCK", "REENCRYPT_LOCK"]
@@ -294,9 +296,9 @@ def _cmd_cleanup(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _S
 
 
 def _cmd_reencrypt(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
-    if not os.environ.get(ENCRYPTION_KEYS_ENV, "").strip():
-        raise _Failure(f"reencrypt needs the keys in {ENCRYPTION_KEYS_ENV} (newest first, comma-separated)",
-                       EXIT_USAGE)
+    if keys_from_environment() is None:
+        raise _Failure(f"reencrypt needs the keys in {ENCRYPTION_KEYS_ENV} (newest first, comma-separated) "
+                       f"or {ENCRYPTION_KEY_FILE_ENV}", EXIT_USAGE)
     from authkit.storage.encrypted import EncryptedStorage
 
     with _opened(args, scrub, create=False) as storage:
@@ -316,6 +318,46 @@ def _cmd_reencrypt(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: 
             seconds = time.monotonic() - started
     _emit(out, args, f"reencrypt: {done} records moved to the newest key in {seconds:.2f} s",
           {"status": "ok", "records": done, "seconds": round(seconds, 3)})
+    return EXIT_OK
+
+
+def _cmd_encrypt(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
+    """Thin: the work, its batches, resumption and summary are EncryptedStorage.encrypt_existing()."""
+    if keys_from_environment() is None:
+        raise _Failure(f"encrypt needs the keys in {ENCRYPTION_KEYS_ENV} or {ENCRYPTION_KEY_FILE_ENV}", EXIT_USAGE)
+    from authkit.storage.encrypted import EncryptedStorage
+
+    with _opened(args, scrub, create=False) as storage:
+        assert isinstance(storage, EncryptedStorage)  # keys are set: open_storage() wrapped it
+        # The reencrypt lock: the two walks must not interleave.
+        with _exclusive(storage, REENCRYPT_LOCK, args.wait, args.lock_ttl) as held:
+            if not held:
+                _emit(out, args, "skipped: another encrypt or reencrypt is running",
+                      {"status": "skipped", "reason": "another encrypt or reencrypt is running"})
+                return EXIT_OK
+            if args.start:
+                storage.begin_encrypt_existing()
+                _emit(out, args, "encrypt: migration marked in progress; readers with keys accept plaintext "
+                      "until `authkit encrypt` completes", {"status": "started"})
+                return EXIT_OK
+            total = sum(storage.stats().values()) if _isatty(err) else None
+            progress = _Progress(err, "encrypt", total)
+            started = time.monotonic()
+            try:
+                summary = storage.encrypt_existing(batch_size=args.batch_size, progress=progress.update)
+            except KeyboardInterrupt:
+                raise _Failure("interrupted; run `authkit encrypt` again to continue where it stopped",
+                               EXIT_INTERRUPTED) from None
+            finally:
+                progress.finish()
+            seconds = time.monotonic() - started
+    sealed = summary["tokens"] + summary["sessions"] + summary["kv"]
+    _emit(out, args,
+          f"encrypt: sealed {sealed} records (tokens {summary['tokens']}, sessions {summary['sessions']}, "
+          f"kv {summary['kv']}; {summary['already_sealed']} already sealed) in {seconds:.2f} s"
+          + ("; resumed an interrupted run" if summary["resumed"] else ""),
+          {"status": "ok", **summary, "sealed": sealed, "seconds": round(seconds, 3),
+           "longest_write_seconds": round(summary["longest_write_seconds"], 4)})
     return EXIT_OK
 
 
@@ -588,6 +630,13 @@ def _parser() -> argparse.ArgumentParser:
                                     help=f"re-encrypt every record with the first key in ${ENCRYPTION_KEYS_ENV}")
     _lock_options(reencrypt, "reencrypt", 3600.0)
     reencrypt.set_defaults(handler=_cmd_reencrypt)
+
+    encrypt = commands.add_parser("encrypt", parents=[common],
+                                  help="encrypt a plaintext store in place (resumable; readers keep working)")
+    _lock_options(encrypt, "encrypt", 3600.0)
+    encrypt.add_argument("--start", action="store_true",
+                         help="only mark the migration as started (then roll the keys out, then run without it)")
+    encrypt.set_defaults(handler=_cmd_encrypt)
 
     salesforce = commands.add_parser("salesforce", help="Salesforce commands")
     sf_commands = salesforce.add_subparsers(dest="sf_command", metavar="COMMAND", required=True)

@@ -334,6 +334,10 @@ class SqlStorage(AuthStorage):
                     # WAL lets readers and a writer work at once; busy_timeout makes a
                     # writer wait for another process's write instead of failing.
                     cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+                    # Overwrite deleted and replaced rows with zeros, so a token or a
+                    # plaintext record replaced by `authkit encrypt` does not linger in
+                    # free pages (Debian builds SQLite this way; other builds do not).
+                    cursor.execute("PRAGMA secure_delete = ON")
                     if not in_memory:
                         cursor.execute("PRAGMA journal_mode = WAL")
                         # NORMAL is durable across application crashes in WAL mode; only an OS
