@@ -576,6 +576,13 @@ class AuthStorage(abc.ABC):
     def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
         raise self._not_yet()
 
+    def _drop_old_copies(self) -> None:  # noqa: B027 - most backends keep none
+        """After a bulk rewrite (``encrypt_existing``, ``reencrypt``): drop the old versions
+        of rewritten records that the backend itself still keeps (SQLite's WAL).
+
+        Best effort; the default does nothing.
+        """
+
     def _not_yet(self) -> NotImplementedError:
         # Transitional (issue 9): backends gain the primitives one commit at a time;
         # these hooks become abstract once every backend has them.

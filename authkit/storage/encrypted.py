@@ -681,6 +681,7 @@ class EncryptedStorage(WrappingStorage):
                     self._store_kv(key, value, entry[1])
                     rewritten += 1
             report(rewritten)
+        self._inner._drop_old_copies()
         return done
 
     def begin_encrypt_existing(self) -> None:
@@ -816,6 +817,7 @@ class EncryptedStorage(WrappingStorage):
         self._inner.cleanup_expired(batch_size=batch_size)
         with self._mutex:
             self._write_marker(_ENCRYPTED, None)
+        self._inner._drop_old_copies()
         return summary
 
 

@@ -967,6 +967,16 @@ class SqlStorage(AuthStorage):
 
     # -- lock -----------------------------------------------------------------------
 
+    def _drop_old_copies(self) -> None:
+        # The WAL still holds the pages as they were before a rewrite (plaintext,
+        # before `authkit encrypt`) until a checkpoint copies the new ones over
+        # them (secure_delete zeroes what they freed) and TRUNCATE empties it.
+        # Readers in the middle of a transaction can make it partial: best effort.
+        if self._is_sqlite and not self._in_memory:
+            with self._cursor() as cursor:
+                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                cursor.fetchall()
+
     def _lock(self, name: str, timeout: float, ttl: float) -> AbstractContextManager[None]:
         if self._is_postgresql:
             key = int.from_bytes(self._lock_hash(name)[:8], "big", signed=True)

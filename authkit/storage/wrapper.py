@@ -97,6 +97,9 @@ class WrappingStorage(AuthStorage):
     def _lock(self, name: str, timeout: float, ttl: float) -> Any:
         return self._inner._lock(name, timeout, ttl)
 
+    def _drop_old_copies(self) -> None:
+        self._inner._drop_old_copies()
+
     # -- atomic primitives: still one step, on the inner storage ----------------
 
     def _create_session(self, session: SessionData, now: datetime) -> bool:
