@@ -174,8 +174,7 @@ def _identity(kind: str, record_id: str, user_id: str = "") -> bytes:
     return f"authkit\x00{kind}\x00{record_id}\x00{user_id}".encode()
 
 
-def _iso(moment: datetime | None) -> str:
-    return "-" if moment is None else moment.isoformat()
+_US = timedelta(microseconds=1)
 
 
 def _token_ad(token: AuthToken) -> bytes:
@@ -183,19 +182,23 @@ def _token_ad(token: AuthToken) -> bytes:
 
     ``repr()`` of the free-text fields quotes and escapes them, so no two
     different field sets encode alike (a NUL in a scope cannot shift a field).
+    Datetimes as exact microseconds since 1970 (several times cheaper than
+    ``isoformat()``, which was most of this function's time).
     """
+    expires = token.expires_at
     return (
         f"authkit\x00token\x00{token.token_id}\x00{token.user_id}\x00"
         f"{token.client_id!r}\x00{token.token_type!r}\x00{token.scopes!r}\x00"
-        f"{_iso(token.issued_at)}\x00{_iso(token.expires_at)}"
+        f"{(token.issued_at - _EPOCH) // _US}\x00{'-' if expires is None else (expires - _EPOCH) // _US}"
     ).encode()
 
 
 def _session_ad(session: SessionData) -> bytes:
     """Version 2 associated data of a session: identity, owner, creation and expiry."""
+    expires = session.expires_at
     return (
         f"authkit\x00session\x00{session.session_id}\x00{session.user_id}\x00"
-        f"{_iso(session.created_at)}\x00{_iso(session.expires_at)}"
+        f"{(session.created_at - _EPOCH) // _US}\x00{'-' if expires is None else (expires - _EPOCH) // _US}"
     ).encode()
 
 
