@@ -645,3 +645,47 @@ def test_authentic_but_malformed_plaintext_is_an_encryption_error(
     inner.store_kv("k", header + nonce + key.aead.encrypt(nonce, b"\x07junk", header + _identity("kv", "k")))
     with pytest.raises(EncryptionError, match="malformed"):
         storage.get_kv("k")
+
+
+# -- atomic primitives through the wrapper -----------------------------------------
+
+
+def test_primitives_seal_what_they_write(storage: EncryptedStorage, inner: MemoryStorage) -> None:
+    session = SessionData("", "u1", ip_address="10.9.8.7", data={"secret": "s3cr3t"})
+    assert storage.create_session("s1", session) is True
+    assert storage.replace_session("s1", dataclasses.replace(session, data={"secret": "other"})) is True
+    sealed = inner.get_session("s1")
+    assert sealed is not None and set(sealed.data) == {ENVELOPE_FIELD} and sealed.ip_address is None
+    got = storage.get_session("s1")
+    assert got is not None and got.data == {"secret": "other"} and got.ip_address == "10.9.8.7"
+    assert storage.add_kv("k", b"plain-secret") is True
+    raw = inner.get_kv("k")
+    assert raw is not None and b"plain-secret" not in raw
+    assert storage.get_kv("k") == b"plain-secret"
+
+
+def test_counters_are_kept_in_clear_and_survive_reencrypt(inner: MemoryStorage, clock: FakeClock) -> None:
+    old_key, new_key = generate_key(), generate_key()
+    old = EncryptedStorage(inner, [old_key])
+    assert old.incr_kv("hits", 41, ttl=60) == 41
+    old.store_kv("secret", b"42")
+    assert inner.get_kv("hits") == b"41"  # in clear: the inner store adds to it
+    sealed = inner.get_kv("secret")
+    assert sealed is not None and sealed != b"42"
+    with pytest.raises(ValueError):  # a sealed value is no counter, even if its plaintext is a number
+        old.incr_kv("secret")
+    rotated = EncryptedStorage(inner, [new_key, old_key])
+    assert rotated.reencrypt() == 1  # "secret"; the counter has nothing to re-encrypt
+    assert rotated.incr_kv("hits") == 42
+    entry = rotated.get_kv_entry("hits")
+    assert entry is not None and entry.value == b"42" and entry.expires_at is not None
+    assert EncryptedStorage(inner, [new_key]).get_kv("secret") == b"42"
+
+
+def test_touch_kv_through_the_wrapper_moves_the_expiry(storage: EncryptedStorage, clock: FakeClock) -> None:
+    storage.store_kv("k", b"v", ttl=10)
+    assert storage.touch_kv("k", 100) is True
+    clock.advance(50)
+    entry = storage.get_kv_entry("k")
+    assert entry is not None and entry.value == b"v" and entry.expires_at is not None
+    assert entry.expires_at > clock()

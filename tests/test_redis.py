@@ -601,3 +601,41 @@ def test_cluster_node_killed_and_restarted() -> None:
                 time.sleep(0.1)
         assert storage.get_kv("again") == b"2"
         storage.close()
+
+
+def test_a_refused_token_write_leaves_the_old_token_intact(store: RedisStorage) -> None:
+    store.store_token(token("t1", "u1", access_token="old-access"))
+    # Bypass the argument checks to make Redis refuse the write inside the script
+    # (PX 0 is an invalid expire time): nothing of the old token may be unindexed.
+    new = token("t1", "u2", access_token="new-access")
+    arg = store._token_arg(new, store.now())
+    parts = arg.split(b"\0", 4)
+    parts[3] = b"0"
+    with pytest.raises(StorageError), store._errors:
+        store._store_tokens_lua(keys=store._token_keys, args=[store._b, b"0", b"\0".join(parts)])
+    got = store.get_token_by_access_token("old-access")
+    assert got is not None and got.user_id == "u1"
+    assert [t.token_id for t in store.list_user_tokens("u1")] == ["t1"]
+    check_indexes(store)
+
+
+def test_touch_session_keeps_odd_user_ids_and_data(store: RedisStorage, clock: FakeClock) -> None:
+    user = 'u"\\,[1,2],\\"'
+    data = {"a,b": 'x"],[', "n": [1, 2.5, None]}
+    store.store_session("s1", SessionData("", user, data=data, expires_at=clock() + timedelta(seconds=10)))
+    later = clock() + timedelta(hours=1)
+    assert store.touch_session("s1", later) is True
+    got = store.get_session("s1")
+    assert got is not None and got.user_id == user and got.data == data and got.expires_at == later
+    assert [s.session_id for s in store.list_user_sessions(user)] == ["s1"]
+    check_indexes(store)
+
+
+def test_incr_kv_leaves_no_scratch_key(store: RedisStorage) -> None:
+    store.incr_kv("c")
+    store.incr_kv("c", 2**62)
+    store.store_kv("text", b"abc")
+    with pytest.raises(ValueError):
+        store.incr_kv("text")
+    assert not store._client.exists(store._b + b"incr")
+    assert store.get_kv("c") == str(2**62 + 1).encode()

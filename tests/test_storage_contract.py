@@ -978,24 +978,28 @@ def test_incr_kv_arguments(storage: AuthStorage) -> None:
     assert storage.get_kv("k") is None
 
 
-def test_primitives_check_their_arguments(storage: AuthStorage, clock: FakeClock) -> None:
-    for bad in BAD_IDS + ["\ud800"]:
-        calls = [
-            lambda: storage.create_session(bad, make_session()),
-            lambda: storage.create_session("ok", make_session(user_id=bad)),
-            lambda: storage.replace_session(bad, make_session()),
-            lambda: storage.touch_session(bad, None),
-            lambda: storage.delete_user_sessions(bad),
-            lambda: storage.delete_user_sessions("u1", keep=bad),
-            lambda: storage.delete_user_tokens(bad),
-            lambda: storage.add_kv(bad, b"v"),
-            lambda: storage.incr_kv(bad),
-            lambda: storage.get_kv_entry(bad),
-            lambda: storage.touch_kv(bad, 10),
-        ]
-        for call in calls:
-            with pytest.raises(ValueError):
-                call()
+@pytest.mark.parametrize("bad", [*BAD_IDS, "\ud800"], ids=["empty", "256-chars", "nul", "surrogate"])
+def test_primitives_reject_bad_ids(storage: AuthStorage, bad: str) -> None:
+    calls = [
+        lambda: storage.create_session(bad, make_session()),
+        lambda: storage.create_session("ok", make_session(user_id=bad)),
+        lambda: storage.replace_session(bad, make_session()),
+        lambda: storage.touch_session(bad, None),
+        lambda: storage.delete_user_sessions(bad),
+        lambda: storage.delete_user_sessions("u1", keep=bad),
+        lambda: storage.delete_user_tokens(bad),
+        lambda: storage.add_kv(bad, b"v"),
+        lambda: storage.incr_kv(bad),
+        lambda: storage.get_kv_entry(bad),
+        lambda: storage.touch_kv(bad, 10),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()
+    assert storage.stats()["sessions_live"] == 0 and storage.stats()["kv_live"] == 0
+
+
+def test_primitives_check_their_arguments(storage: AuthStorage) -> None:
     with pytest.raises(TypeError):
         storage.add_kv("k", "text")  # type: ignore[arg-type]
     with pytest.raises(TypeError):

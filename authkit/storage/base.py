@@ -542,39 +542,39 @@ class AuthStorage(abc.ABC):
 
     # The atomic primitives: each ONE step on the server, never lock + read + write.
 
+    @abc.abstractmethod
     def _create_session(self, session: SessionData, now: datetime) -> bool:
         """Store ``session`` unless a session live at ``now`` has its id."""
-        raise self._not_yet()
 
+    @abc.abstractmethod
     def _replace_session(self, session: SessionData, now: datetime) -> bool:
         """Store ``session`` only if a session live at ``now`` has its id."""
-        raise self._not_yet()
 
+    @abc.abstractmethod
     def _touch_session(
         self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
     ) -> bool:
         """Set a live session's ``expires_at`` and ``last_activity``, nothing else."""
-        raise self._not_yet()
 
-    def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
-        raise self._not_yet()
+    @abc.abstractmethod
+    def _delete_user_sessions(self, user_id: str, keep: str | None) -> int: ...
 
-    def _delete_user_tokens(self, user_id: str) -> int:
-        raise self._not_yet()
+    @abc.abstractmethod
+    def _delete_user_tokens(self, user_id: str) -> int: ...
 
-    def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
-        raise self._not_yet()
+    @abc.abstractmethod
+    def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool: ...
 
+    @abc.abstractmethod
     def _incr_kv(self, key: str, amount: int, expires_at: datetime | None, now: datetime) -> int:
         """Add ``amount`` (the caller checked it is int64); ``expires_at`` applies to a new counter.
 
         Raise ``ValueError`` (nothing changed) on a non-counter value or a
         result outside int64 (see ``_codec.parse_counter``/``counter_bounds``).
         """
-        raise self._not_yet()
 
-    def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
-        raise self._not_yet()
+    @abc.abstractmethod
+    def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool: ...
 
     def _drop_old_copies(self) -> None:  # noqa: B027 - most backends keep none
         """After a bulk rewrite (``encrypt_existing``, ``reencrypt``): drop the old versions
@@ -582,11 +582,6 @@ class AuthStorage(abc.ABC):
 
         Best effort; the default does nothing.
         """
-
-    def _not_yet(self) -> NotImplementedError:
-        # Transitional (issue 9): backends gain the primitives one commit at a time;
-        # these hooks become abstract once every backend has them.
-        return NotImplementedError(f"{type(self).__name__} does not implement this primitive yet")
 
 
 def _as_list(items: object, name: str) -> list[Any]:

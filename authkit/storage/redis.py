@@ -37,15 +37,13 @@ with the storage's clock; Redis's own TTLs only reclaim memory.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import struct
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,17 +54,17 @@ from redis import exceptions as redis_errors
 
 from authkit.errors import ConfigurationError, NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage._codec import counter_overflow, digest, dumps, live, loads, micros, moment, ttl_seconds
 from authkit.storage._redact import url_secrets
-from authkit.storage.base import AuthStorage, Clock, _ttl_seconds
+from authkit.storage.base import AuthStorage, Clock
 
 __all__ = ["RedisStorage"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 _HEADER = struct.Struct(">q")  # the kv expiry in microseconds; -1 = never
 _NO_EXPIRY = -1
 _FORMAT = 1  # first element of every stored JSON record, so the layout can evolve
 _SCAN_COUNT = 1000
+_MAX_RETENTION = 100 * 366 * 24 * 3600.0
 
 # Errors that mean "the server cannot be reached (now)"; every other redis-py
 # error is a plain StorageError.  RedisClusterException is not a RedisError:
@@ -147,6 +145,23 @@ local function zadd_all(adds)
     each_chunk(members, 2, function(...) redis.call('ZADD', key, ...) end)
   end
 end
+-- Is session `id` live at `now` (microseconds)?  Its record must exist (Redis may
+-- have expired it) and its expiry index score be later than now.
+local function session_live(base, sx, id, now)
+  if redis.call('EXISTS', base .. 's:' .. id) == 0 then return false end
+  local score = redis.call('ZSCORE', sx, id)
+  return score ~= false and (score == 'inf' or tonumber(score) > tonumber(now))
+end
+-- Is the kv value (8-byte big-endian expiry header, all ones = never) live at `now`?
+-- Expiries below 2^53 microseconds (year 2255) are exact as Lua numbers; later
+-- ones only round, and stay later than any `now`.
+local function kv_live(value, now)
+  local header = string.sub(value, 1, 8)
+  if header == '\255\255\255\255\255\255\255\255' then return true end
+  local expires = 0
+  for k = 1, 8 do expires = expires * 256 + string.byte(header, k) end
+  return expires > tonumber(now)
+end
 local function push(t, key, score, member)
   local list = t[key]
   if not list then list = {}; t[key] = list end
@@ -178,16 +193,21 @@ local olds = hmget(to, ids)
 local records, access, pairs_, byscore, byid, users = {}, {}, {}, {}, {}, {}
 local nr, k = 0, 0
 local tkey, akey, ukey = base .. 't:', base .. 'ta:', base .. 'tu:'
+-- The records first: a write that fails (e.g. a refused PX) then leaves every
+-- old index entry in place, never a token half unindexed.
+for j = 1, n do
+  if pxs[j] == '' then
+    records[nr + 1], records[nr + 2] = tkey .. ids[j], jsons[j]
+    nr = nr + 2
+  else
+    redis.call('SET', tkey .. ids[j], jsons[j], 'PX', pxs[j])
+  end
+end
+each_chunk(records, 2, function(...) redis.call('MSET', ...) end)
 for j = 1, n do
   local id, owner, score = ids[j], owners[j], scores[j]
   local old = olds[j]
   if old ~= owner then unindex_token(base, id, old, sub(owner, 1, 64), sub(owner, 65)) end
-  if pxs[j] == '' then
-    records[nr + 1], records[nr + 2] = tkey .. id, jsons[j]
-    nr = nr + 2
-  else
-    redis.call('SET', tkey .. id, jsons[j], 'PX', pxs[j])
-  end
   access[k + 1], access[k + 2] = akey .. sub(owner, 1, 64), id
   pairs_[k + 1], pairs_[k + 2] = id, owner
   byscore[k + 1], byscore[k + 2] = score, id
@@ -199,7 +219,6 @@ for j = 1, n do
   list[#list + 1] = score
   list[#list + 1] = id
 end
-each_chunk(records, 2, function(...) redis.call('MSET', ...) end)
 each_chunk(access, 2, function(...) redis.call('MSET', ...) end)
 each_chunk(pairs_, 2, function(...) redis.call('HSET', to, ...) end)
 each_chunk(byscore, 2, function(...) redis.call('ZADD', tx, ...) end)
@@ -232,36 +251,75 @@ for i, id in ipairs(ids) do out[i] = redis.call('GET', ARGV[1] .. 't:' .. id) en
 return out
 """
 
-# KEYS: sx, si, so.  ARGV: base, then one per session: "id NUL user NUL score NUL px NUL json".
+# KEYS: sx, si, so.  ARGV: base, mode, now, then one per session: "id NUL user NUL
+# score NUL px NUL json".  Mode '' stores; 'c' (create_session) stores only if the
+# one session is not live, 'r' (replace_session) only if it is; returns 1 if stored.
 _STORE_SESSIONS = _LUA_LIB + r"""
 local base, sx, si, so = ARGV[1], KEYS[1], KEYS[2], KEYS[3]
 local sessions, ids = {}, {}
-for i = 2, #ARGV do
+for i = 4, #ARGV do
   local s = fields(ARGV[i], 5)
   sessions[#sessions + 1] = s
   ids[#ids + 1] = s[1]
 end
+if ARGV[2] ~= '' then
+  local live = session_live(base, sx, ids[1], ARGV[3])
+  if live == (ARGV[2] == 'c') then return 0 end
+end
+for _, s in ipairs(sessions) do  -- the records first (see the token store)
+  local name = base .. 's:' .. s[1]
+  if s[4] == '' then redis.call('SET', name, s[5]) else redis.call('SET', name, s[5], 'PX', s[4]) end
+end
 local olds = hmget(so, ids)
-local records, owners, adds = {}, {}, {}
+local owners, adds = {}, {}
 for n, s in ipairs(sessions) do
-  local id, user, score, px, json = s[1], s[2], s[3], s[4], s[5]
+  local id, user, score = s[1], s[2], s[3]
   unindex_session(base, id, olds[n], user)
-  if px == '' then
-    records[#records + 1] = base .. 's:' .. id
-    records[#records + 1] = json
-  else
-    redis.call('SET', base .. 's:' .. id, json, 'PX', px)
-  end
   owners[#owners + 1] = id
   owners[#owners + 1] = user
   push(adds, base .. 'su:' .. user, score, id)
   push(adds, sx, score, id)
   push(adds, si, '0', id)
 end
-each_chunk(records, 2, function(...) redis.call('MSET', ...) end)
 each_chunk(owners, 2, function(...) redis.call('HSET', so, ...) end)
 zadd_all(adds)
 return 1
+"""
+
+# KEYS: s:<id>, sx, so.  ARGV: base, id, now, score, px, expires, last (JSON numbers
+# or 'null').  Rewrites only the two times inside the stored record: the record is
+# [1,"user",created,expires,last,...] (compact JSON), and the user id is a JSON
+# string, which is skipped honouring its escapes.
+_TOUCH_SESSION = _LUA_LIB + r"""
+local base, id = ARGV[1], ARGV[2]
+if not session_live(base, KEYS[2], id, ARGV[3]) then return 0 end
+local record = redis.call('GET', KEYS[1])
+local find, sub = string.find, string.sub
+local i = find(record, '"', 1, true) + 1
+while true do
+  local c = find(record, '["\\]', i)
+  if sub(record, c, c) == '\\' then i = c + 2 else i = c + 1; break end
+end
+local a = find(record, ',', i + 1, true)  -- after created
+local b = find(record, ',', a + 1, true)  -- after expires
+local c = find(record, ',', b + 1, true)  -- after last_activity
+local touched = sub(record, 1, a) .. ARGV[6] .. ',' .. ARGV[7] .. sub(record, c)
+if ARGV[5] == '' then redis.call('SET', KEYS[1], touched) else redis.call('SET', KEYS[1], touched, 'PX', ARGV[5]) end
+local user = redis.call('HGET', KEYS[3], id)
+redis.call('ZADD', KEYS[2], ARGV[4], id)
+if user then redis.call('ZADD', base .. 'su:' .. user, ARGV[4], id) end
+return 1
+"""
+
+# Tokens or sessions of one user.  KEYS: tu:<user> / su:<user>, then the kind's
+# expiry, id and owner indexes.  ARGV: base, kind, keep ('' = none).  The count deleted.
+_DELETE_USER = _LUA_LIB + r"""
+local doomed = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if id ~= ARGV[3] then doomed[#doomed + 1] = id end
+end
+drop(ARGV[1], ARGV[2], KEYS[2], KEYS[3], KEYS[4], doomed)
+return #doomed
 """
 
 # KEYS: su:<user>.  ARGV: base, now.  id, JSON, id, JSON, ... of every session
@@ -280,6 +338,48 @@ return out
 _STORE_KV = r"""
 if ARGV[4] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4]) end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
+# KEYS: kv:<key>, kx.  ARGV: header+value, key, score, px, now.  Stores only if
+# no live entry has the key; 1 if it stored.
+_ADD_KV = _LUA_LIB + r"""
+local old = redis.call('GET', KEYS[1])
+if old and kv_live(old, ARGV[5]) then return 0 end
+if ARGV[4] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4]) end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
+# KEYS: kv:<key>, kx, a scratch key.  ARGV: key, amount, header, score, px, now.
+# The new value as decimal text, or false if the live value is not a counter or
+# the sum leaves int64.  Lua numbers are doubles, so the sum is Redis's own exact
+# INCRBY on the scratch key (in this storage's slot), deleted before returning.
+_INCR_KV = _LUA_LIB + r"""
+local old = redis.call('GET', KEYS[1])
+if not old or not kv_live(old, ARGV[6]) then
+  local value = ARGV[3] .. ARGV[2]
+  if ARGV[5] == '' then redis.call('SET', KEYS[1], value) else redis.call('SET', KEYS[1], value, 'PX', ARGV[5]) end
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+  return ARGV[2]
+end
+redis.call('SET', KEYS[3], string.sub(old, 9))
+local done = redis.pcall('INCRBY', KEYS[3], ARGV[2])
+local total = false
+if type(done) ~= 'table' or not done.err then total = redis.call('GET', KEYS[3]) end
+redis.call('DEL', KEYS[3])
+if total then redis.call('SET', KEYS[1], string.sub(old, 1, 8) .. total, 'KEEPTTL') end
+return total
+"""
+
+# KEYS: kv:<key>, kx.  ARGV: key, header, score, px, now.  A new expiry for a live
+# entry: its 8-byte header and native TTL change, the value is not copied.
+_TOUCH_KV = _LUA_LIB + r"""
+local old = redis.call('GET', KEYS[1])
+if not old or not kv_live(old, ARGV[5]) then return 0 end
+redis.call('SETRANGE', KEYS[1], 0, ARGV[2])
+if ARGV[4] == '' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
@@ -334,30 +434,22 @@ def _dec(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
 
 
-def _micros(moment: datetime) -> int:
-    """Microseconds since 1970 (exact: integers, not floats)."""
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _moment(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
+# The encoding rules are the codec's (one place for every backend).
+_micros, _moment, _live = micros, moment, live
 
 
 def _score(expires_at: datetime | None) -> bytes:
     return b"+inf" if expires_at is None else str(_micros(expires_at)).encode()
 
 
-# Not ensure_ascii: 8 MiB of "ü" stays 8 MiB instead of 24.  One encoder for
-# every record: json.dumps() with options builds a new one per call.
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def _dumps(value: Any) -> bytes:
-    return _enc(_JSON.encode(value))
+    # UTF-8, not ASCII escapes: 8 MiB of "ü" stays 8 MiB instead of 24.  A lone
+    # surrogate in a JSON value is escaped (the codec), so Redis holds valid UTF-8.
+    return dumps(value).encode("utf-8")
 
 
 def _digest(access_token: str) -> bytes:
-    return hashlib.sha256(_enc(access_token)).hexdigest().encode()
+    return digest(access_token).hex().encode()
 
 
 def _token_record(token: AuthToken) -> bytes:
@@ -381,9 +473,8 @@ def _token_from(data: bytes) -> AuthToken:
 
 
 def _parse_token(data: bytes) -> AuthToken:
-    (_, token_id, user_id, access, refresh, token_type, scopes, issued, expires, client_id, metadata) = json.loads(
-        _dec(data)
-    )
+    record = loads(_dec(data))
+    (_, token_id, user_id, access, refresh, token_type, scopes, issued, expires, client_id, metadata) = record
     return AuthToken(
         token_id=token_id, user_id=user_id, access_token=access, refresh_token=refresh, token_type=token_type,
         scopes=scopes, issued_at=_moment(issued), expires_at=None if expires is None else _moment(expires),
@@ -407,16 +498,12 @@ def _session_from(session_id: str, data: bytes) -> SessionData:
 
 
 def _parse_session(session_id: str, data: bytes) -> SessionData:
-    (_, user_id, created, expires, last, ip, agent, payload) = json.loads(_dec(data))
+    (_, user_id, created, expires, last, ip, agent, payload) = loads(_dec(data))
     return SessionData(
         session_id=session_id, user_id=user_id, created_at=_moment(created),
         expires_at=None if expires is None else _moment(expires), last_activity=_moment(last),
         ip_address=ip, user_agent=agent, data=payload,
     )
-
-
-def _live(expires_at: datetime | None, now: datetime) -> bool:
-    return expires_at is None or expires_at > now
 
 
 def _glob_escape(data: bytes) -> bytes:
@@ -524,7 +611,10 @@ class RedisStorage(AuthStorage):
             raise TypeError("prefix must be a str")
         if not prefix or "\x00" in prefix:
             raise ValueError("prefix must be a non-empty str without NUL")
-        self._retention = _ttl_seconds(token_retention)
+        self._retention = ttl_seconds(token_retention)
+        if self._retention is not None and self._retention > _MAX_RETENTION:
+            # Redis refuses a PX this large, and would refuse it inside the store script.
+            raise ValueError("token_retention must be at most 100 years")
         self._client: Any = client  # redis-py's return types are sync/async unions: checked here, not by mypy
         self._owns_client = owns_client
         self.prefix = prefix
@@ -545,6 +635,11 @@ class RedisStorage(AuthStorage):
         self._store_sessions_lua = register(_STORE_SESSIONS)
         self._user_sessions_lua = register(_USER_SESSIONS)
         self._store_kv_lua = register(_STORE_KV)
+        self._touch_session_lua = register(_TOUCH_SESSION)
+        self._delete_user_lua = register(_DELETE_USER)
+        self._add_kv_lua = register(_ADD_KV)
+        self._incr_kv_lua = register(_INCR_KV)
+        self._touch_kv_lua = register(_TOUCH_KV)
         self._delete_kv_lua = register(_DELETE_KV)
         self._cleanup_lua = register(_CLEANUP)
         self._stats_lua = register(_STATS)
@@ -673,12 +768,15 @@ class RedisStorage(AuthStorage):
     # -- sessions ---------------------------------------------------------
 
     def _store_sessions(self, sessions: list[SessionData]) -> None:
-        now = self.now()
-        args = [self._b]
+        self._write_sessions(sessions, b"", self.now())
+
+    def _write_sessions(self, sessions: list[SessionData], mode: bytes, now: datetime) -> bool:
+        """Store sessions; with ``mode`` ``c``/``r`` one session, only if it is not / is live."""
+        args: list[Any] = [self._b, mode, _micros(now)]
         args += (b"\0".join((_enc(s.session_id), _enc(s.user_id), _score(s.expires_at), self._px(s.expires_at, now),
                              _session_record(s))) for s in sessions)
         with self._errors:
-            self._store_sessions_lua(keys=self._session_keys, args=args)
+            return bool(self._store_sessions_lua(keys=self._session_keys, args=args))
 
     def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
         with self._errors:
@@ -752,6 +850,66 @@ class RedisStorage(AuthStorage):
         cutoff = _micros(now)
         # A key SCAN saw is listed only if the expiry index says it is live now.
         return [_dec(m) for m, s in zip(members, scores, strict=True) if s is not None and s > cutoff]
+
+    # -- atomic primitives: one script each --------------------------------
+
+    def _create_session(self, session: SessionData, now: datetime) -> bool:
+        return self._write_sessions([session], b"c", now)
+
+    def _replace_session(self, session: SessionData, now: datetime) -> bool:
+        return self._write_sessions([session], b"r", now)
+
+    def _touch_session(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
+    ) -> bool:
+        name = _enc(session_id)
+        args: list[Any] = [self._b, name, _micros(now), _score(expires_at), self._px(expires_at, now),
+                b"null" if expires_at is None else str(_micros(expires_at)).encode(),
+                str(_micros(last_activity)).encode()]
+        with self._errors:
+            return bool(self._touch_session_lua(keys=[self._b + b"s:" + name, self._sx, self._so], args=args))
+
+    def _delete_user(self, kind: bytes, user_id: str, keep: str | None) -> int:
+        index = self._key(kind + b"u:", user_id)
+        keys = [index, *(self._token_keys if kind == b"t" else self._session_keys)]
+        with self._errors:
+            return int(self._delete_user_lua(keys=keys, args=[self._b, kind, b"" if keep is None else _enc(keep)]))
+
+    def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
+        return self._delete_user(b"s", user_id, keep)
+
+    def _delete_user_tokens(self, user_id: str) -> int:
+        return self._delete_user(b"t", user_id, None)
+
+    def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
+        header = _HEADER.pack(_NO_EXPIRY if expires_at is None else _micros(expires_at))
+        name = _enc(key)
+        with self._errors:
+            return bool(self._add_kv_lua(
+                keys=[self._b + b"kv:" + name, self._kx],
+                args=[header + value, name, _score(expires_at), self._px(expires_at, now), _micros(now)],
+            ))
+
+    def _incr_kv(self, key: str, amount: int, expires_at: datetime | None, now: datetime) -> int:
+        header = _HEADER.pack(_NO_EXPIRY if expires_at is None else _micros(expires_at))
+        name = _enc(key)
+        with self._errors:
+            total = self._incr_kv_lua(
+                keys=[self._b + b"kv:" + name, self._kx, self._b + b"incr"],
+                args=[name, amount, header, _score(expires_at), self._px(expires_at, now), _micros(now)],
+            )
+        if total is None:
+            raise counter_overflow(key, amount)
+        return int(total)
+
+    def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
+        header = _HEADER.pack(_NO_EXPIRY if expires_at is None else _micros(expires_at))
+        name = _enc(key)
+        with self._errors:
+            return bool(self._touch_kv_lua(
+                keys=[self._b + b"kv:" + name, self._kx],
+                args=[name, header, _score(expires_at), self._px(expires_at, now), _micros(now)],
+            ))
 
     # -- maintenance ------------------------------------------------------
 

@@ -25,7 +25,6 @@ and operational notes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -34,11 +33,24 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 from authkit.errors import ConfigurationError, NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage._codec import (
+    INT64_MAX,
+    counter_bounds,
+    counter_overflow,
+    digest,
+    dumps,
+    format_counter,
+    loads,
+    micros,
+    moment,
+    optional_micros,
+    optional_moment,
+)
 from authkit.storage._private_file import create_private_file
 from authkit.storage._redact import redact_url, url_secrets
 from authkit.storage.base import AuthStorage, Clock
@@ -55,14 +67,13 @@ try:
 except ImportError as _exc:  # pragma: no cover - SQLAlchemy is a runtime dependency
     raise ConfigurationError("SqlStorage needs SQLAlchemy 2: pip install authkit") from _exc
 
+from authkit.storage._sql_primitives import SESSION_COLUMNS, PrimitiveStatements
 from authkit.storage._sql_schema import MYSQL_DIALECTS, SCHEMA_VERSION, Tables
 
 __all__ = ["SqlStorage", "SCHEMA_VERSION"]
 
 T = TypeVar("T")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
 _IN_CHUNK = 500  # ids per "IN (...)" statement in bulk deletes
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -85,57 +96,17 @@ _TOKEN_COLUMNS = (
     "token_id", "user_id", "access_token", "refresh_token", "token_type",
     "scopes", "issued_at", "expires_at", "client_id", "metadata",
 )
-_SESSION_COLUMNS = (
-    "session_id", "user_id", "created_at", "expires_at", "last_activity", "ip_address", "user_agent", "data",
-)
+_SESSION_COLUMNS = SESSION_COLUMNS
 
 
-def _micros(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _optional_micros(moment: datetime | None) -> int | None:
-    return None if moment is None else (moment - _EPOCH) // _MICROSECOND
-
-
-def _moment(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def _optional_moment(micros: int | None) -> datetime | None:
-    return None if micros is None else _EPOCH + timedelta(microseconds=micros)
+# The encoding rules are the codec's (one place for every backend).
+_micros, _optional_micros, _moment, _optional_moment = micros, optional_micros, moment, optional_moment
+_dumps, _loads, _digest = dumps, loads, digest
 
 
 def _text(value: str | bytes) -> str:
     # MySQL returns VARBINARY ids as bytes; the others return str.
     return value.decode() if isinstance(value, bytes) else value
-
-
-# Encoders built once: json.dumps() with arguments builds a new encoder per call.
-_encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _dumps(value: Any) -> str:
-    """Compact JSON kept as UTF-8 (8 MiB of text stays 8 MiB, not 6x as ``\\u`` escapes).
-
-    A lone surrogate cannot be encoded as UTF-8, so a value holding one falls
-    back to ASCII escapes, which round-trip it.
-    """
-    text = _encode_utf8(value)
-    if not text.isascii():
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            return _encode_ascii(value)
-    return text
-
-
-_loads = json.JSONDecoder().decode
-
-
-def _digest(access_token: str) -> bytes:
-    return hashlib.sha256(access_token.encode("utf-8", "surrogatepass")).digest()
 
 
 def _next_prefix(prefix: str) -> str | None:
@@ -667,6 +638,7 @@ class SqlStorage(AuthStorage):
                     f"SELECT {key} FROM {t} ORDER BY {key} LIMIT {limit_p}",  # noqa: S608
                     f"SELECT {key} FROM {t} WHERE {key} > {cursor_p} ORDER BY {key} LIMIT {limit_p}",  # noqa: S608
                 )
+        self._primitives = PrimitiveStatements(tables, self._dialect_name, sql)
         if tables.locks is not None:
             locks = tables.locks
             self._sql_lock_expire = sql(
@@ -924,6 +896,101 @@ class SqlStorage(AuthStorage):
         # The range is exact; this check only guards against a database whose
         # collation was changed behind our back.
         return [k for k in keys if k.startswith(prefix)]
+
+    # -- atomic primitives: one statement each (see _sql_primitives) ---------------------
+
+    def _write_unless_live(self, sql: str, params: dict[str, Any]) -> bool:
+        """Run an insert-unless-live statement: did it write?"""
+        try:
+            with self._cursor() as cursor:
+                cursor.execute(sql, params)
+                return int(cursor.rowcount) > 0
+        except StorageError as exc:
+            if self._primitives.mysql and self._is_integrity_error(exc):
+                return False  # MySQL's guard refused: a live row stands
+            raise
+
+    def _create_session(self, session: SessionData, now: datetime) -> bool:
+        params = self._session_params(session)
+        params["now"] = _micros(now)
+        return self._write_unless_live(self._primitives.create_session, params)
+
+    def _replace_session(self, session: SessionData, now: datetime) -> bool:
+        params = self._session_params(session)
+        params["id"] = params.pop("session_id")
+        params["now"] = _micros(now)
+        with self._cursor() as cursor:
+            cursor.execute(self._primitives.replace_session, params)
+            return int(cursor.rowcount) > 0
+
+    def _touch_session(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
+    ) -> bool:
+        params = {"id": session_id, "expires_at": _optional_micros(expires_at),
+                  "last_activity": _micros(last_activity), "now": _micros(now)}
+        with self._cursor() as cursor:
+            cursor.execute(self._primitives.touch_session, params)
+            return int(cursor.rowcount) > 0
+
+    def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
+        with self._cursor() as cursor:
+            if keep is None:
+                cursor.execute(self._primitives.delete_user_sessions, {"user": user_id})
+            else:
+                cursor.execute(self._primitives.delete_user_sessions_keep, {"user": user_id, "keep": keep})
+            return max(int(cursor.rowcount), 0)
+
+    def _delete_user_tokens(self, user_id: str) -> int:
+        with self._cursor() as cursor:
+            cursor.execute(self._primitives.delete_user_tokens, {"user": user_id})
+            return max(int(cursor.rowcount), 0)
+
+    def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
+        params = {"name": key, "value": value, "expires_at": _optional_micros(expires_at), "now": _micros(now)}
+        if not (self._is_mysql and len(value) > _MYSQL_CHUNK):
+            return self._write_unless_live(self._primitives.add_kv, params)
+        # Too big for one MySQL packet: the first piece decides, in a transaction
+        # with the rest, so no reader ever sees a partial value.
+        params["value"] = value[:_MYSQL_CHUNK]
+        try:
+            with self._cursor(transaction=True) as cursor:
+                cursor.execute(self._primitives.add_kv, params)
+                for start in range(_MYSQL_CHUNK, len(value), _MYSQL_CHUNK):
+                    cursor.execute(self._sql_append_kv, {"id": key, "chunk": value[start:start + _MYSQL_CHUNK]})
+            return True
+        except StorageError as exc:
+            if self._is_integrity_error(exc):
+                return False
+            raise
+
+    def _incr_kv(self, key: str, amount: int, expires_at: datetime | None, now: datetime) -> int:
+        low, high = counter_bounds(amount)
+        params = {"name": key, "value": format_counter(amount), "expires_at": _optional_micros(expires_at),
+                  "now": _micros(now), "amount": amount, "lo": low, "hi": high}
+        try:
+            with self._cursor() as cursor:
+                cursor.execute(self._primitives.incr_kv, params)
+                if self._primitives.mysql:
+                    # LAST_INSERT_ID(total) arrives as lastrowid, unsigned.  A plain insert sets
+                    # none (0): the counter is then `amount`; a changed row (2) always sets it.
+                    reported = int(cursor.lastrowid or 0)
+                    if reported == 0 and int(cursor.rowcount) != 2:
+                        return amount
+                    return reported - 2**64 if reported > INT64_MAX else reported
+                row = cursor.fetchone()
+        except StorageError as exc:
+            if self._primitives.mysql and self._is_integrity_error(exc):
+                raise counter_overflow(key, amount) from None
+            raise
+        if row is None:  # the WHERE refused: not a counter, or no room for the addition
+            raise counter_overflow(key, amount)
+        return int(bytes(row[0]))
+
+    def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
+        with self._cursor() as cursor:
+            cursor.execute(self._primitives.touch_kv,
+                           {"id": key, "expires_at": _optional_micros(expires_at), "now": _micros(now)})
+            return int(cursor.rowcount) > 0
 
     # -- maintenance ----------------------------------------------------------------
 
