@@ -416,22 +416,6 @@ def test_touch_session_through_the_wrapper_reseals_the_expiry(site: Site, key: s
     assert_no_secret(site.raw())
 
 
-def test_a_version_1_record_still_reads_and_reencrypt_upgrades_it(key: str, clock: FakeClock) -> None:
-    from authkit.storage.encrypted import _identity
-
-    inner = MemoryStorage(clock=clock)
-    storage = EncryptedStorage(inner, [key])
-    storage.store_session("s1", _session())
-    k = storage._keys[0]
-    header, nonce = bytes([1]) + k.key_id, os.urandom(12)
-    # A version 1 kv value (expiry header inside), as authkit 0.x wrote it.
-    inner.store_kv("old", header + nonce + k.aead.encrypt(nonce, b"\x00old value", header + _identity("kv", "old")))
-    assert storage.get_kv("old") == b"old value"
-    assert storage.reencrypt() == 1
-    value = inner.get_kv("old")
-    assert value is not None and value[0] == 2 and storage.get_kv("old") == b"old value"
-
-
 # -- 2. encrypting an existing store in place -------------------------------------------------
 
 
