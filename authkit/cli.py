@@ -42,7 +42,7 @@ from authkit.errors import (
 from authkit.storage._redact import redact_url, url_secrets
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
 from authkit.storage.keys import ENCRYPTION_KEY_FILE_ENV, keys_from_environment
-from authkit.storage.url import ENCRYPTION_KEYS_ENV, open_storage
+from authkit.storage.url import ENCRYPTION_KEYS_ENV, _open_storage
 
 __all__ = ["main", "STORAGE_URL_ENV", "DEFAULT_STORAGE_URL", "CLEANUP_LOCK", "REENCRYPT_LOCK"]
 
@@ -171,7 +171,8 @@ def _storage_url(args: argparse.Namespace) -> str:
 
 
 @contextmanager
-def _opened(args: argparse.Namespace, scrub: _Scrubber, *, create: bool) -> Iterator[AuthStorage]:
+def _opened(args: argparse.Namespace, scrub: _Scrubber, *, create: bool,
+            maintenance: bool = False) -> Iterator[AuthStorage]:
     """The storage the options name, closed afterwards; bad URLs become a usage failure.
 
     Only ``init`` (and a check that plays the application) creates the schema:
@@ -189,7 +190,9 @@ def _opened(args: argparse.Namespace, scrub: _Scrubber, *, create: bool) -> Iter
     if not create:
         _check_sqlite_file(url)
     try:
-        storage = open_storage(url, **options)
+        # maintenance: cleanup and stats work on an encrypted store without the keys
+        # (they read no secret and write no record), so cron needs no keys.
+        storage = _open_storage(url, maintenance=maintenance, **options)
     except ConfigurationError as exc:
         raise _Failure(f"bad storage configuration: {exc}", EXIT_USAGE) from exc
     except (ValueError, TypeError) as exc:
@@ -256,7 +259,7 @@ def _cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scru
 
 
 def _cmd_stats(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
-    with _opened(args, scrub, create=False) as storage:
+    with _opened(args, scrub, create=False, maintenance=True) as storage:
         counts = storage.stats()
     if args.json:
         out.write(json.dumps(counts, sort_keys=True) + "\n")
@@ -269,7 +272,7 @@ def _cmd_stats(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scr
 
 
 def _cmd_cleanup(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
-    with (_opened(args, scrub, create=False) as storage,
+    with (_opened(args, scrub, create=False, maintenance=True) as storage,
           _exclusive(storage, CLEANUP_LOCK, args.wait, args.lock_ttl) as held):
         if not held:
             _emit(out, args, "skipped: another cleanup is running",

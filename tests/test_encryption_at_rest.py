@@ -553,9 +553,15 @@ def test_authkit_encrypt_in_a_real_process(tmp_path: Path, clock: FakeClock, key
                           env={**env, ENCRYPTION_KEYS_ENV: key}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "sealed 15 records" in done.stdout, done.stdout + done.stderr
     assert_no_secret(site.raw())
-    keyless = subprocess.run([sys.executable, "-m", "authkit", "stats", "--storage", site.url],
+    keyless = subprocess.run([sys.executable, "-m", "authkit", "init", "--check", "--storage", site.url],
                              env=env, capture_output=True, text=True, timeout=60)
     assert keyless.returncode == 2 and "encrypted" in keyless.stderr
+    # Cron's cleanup and stats need no keys: they read no secret and write no record.
+    for command in ("cleanup", "stats"):
+        result = subprocess.run([sys.executable, "-m", "authkit", command, "--json", "--storage", site.url],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["kv_live"] == 5  # the marker is not counted
 
 
 # -- raw scans after every kind of write --------------------------------------------------
@@ -840,3 +846,25 @@ def test_no_secret_in_memory_after_the_atomic_primitives(key: str, clock: FakeCl
     assert session is not None and session.data["n"] == 2 and session.expires_at == now + timedelta(hours=3)
     assert storage.get_kv("a1") == KV_SECRET and storage.get_kv("counter") == b"1"
     assert_no_secret(repr(vars(inner)).encode())
+
+
+def test_maintenance_without_keys_cleans_and_counts_but_reads_nothing(tmp_path: Path, clock: FakeClock,
+                                                                    key: str) -> None:
+    from authkit.storage.url import _open_storage
+
+    site = _site("sqlite", tmp_path, clock)
+    with site.open(encryption_keys=[key]) as storage:
+        storage.store_kv("short", KV_SECRET, ttl=1)
+        storage.store_kv("long", KV_SECRET, ttl=3600)
+    clock.advance(5)
+    with _open_storage(site.url, maintenance=True, clock=clock) as maintenance:
+        assert maintenance.stats()["kv_live"] == 1 and maintenance.stats()["kv_expired"] == 1
+        assert maintenance.cleanup_expired().kv == 1
+        with maintenance.lock("job", timeout=0):
+            pass
+        for call in (lambda: maintenance.get_kv("long"), lambda: maintenance.store_kv("x", b"plain"),
+                     lambda: maintenance.list_kv_keys()):
+            with pytest.raises(ConfigurationError, match="encrypted"):
+                call()
+    with site.open(encryption_keys=[key]) as storage:
+        assert storage.list_kv_keys() == ["long"] and storage.get_kv("long") == KV_SECRET

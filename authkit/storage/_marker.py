@@ -27,7 +27,7 @@ from authkit.errors import ConfigurationError, StorageUnavailableError
 if TYPE_CHECKING:
     from authkit.storage.base import AuthStorage
 
-__all__ = ["MARKER_KEY", "install_gate", "claim", "check_plain_open"]
+__all__ = ["MARKER_KEY", "MAINTENANCE_HOOKS", "install_gate", "claim", "check_plain_open", "allow_maintenance"]
 
 MARKER_KEY = "authkit:encrypted-store"
 """The reserved kv key holding an encrypted store's marker (hidden by ``EncryptedStorage``)."""
@@ -39,6 +39,13 @@ REFUSAL = (
 )
 
 _GATE = "_authkit_gate"
+
+MAINTENANCE_HOOKS = frozenset({
+    "_cleanup_batch", "_stats", "_lock", "_count_active_sessions", "_drop_old_copies",
+})
+"""What a storage without keys may still do on an encrypted store when opened for
+maintenance (``authkit cleanup``/``stats``): delete expired records, count, lock.
+None of it reads a secret or writes a record, so cron needs no keys."""
 
 
 @functools.cache
@@ -63,6 +70,7 @@ class _Gate:
         self._names = names
         self._mutex = threading.Lock()
         self.refused = False
+        self.maintenance = False  # allow MAINTENANCE_HOOKS on an encrypted store
 
     def check(self) -> None:
         """Read the marker once; open the gate, or refuse for good."""
@@ -87,10 +95,21 @@ class _Gate:
 
 def _gated(gate: _Gate, name: str) -> Callable[..., Any]:
     def hook(*args: Any, **kwargs: Any) -> Any:
+        if gate.maintenance and name in MAINTENANCE_HOOKS:
+            original = getattr(type(gate._storage), name)
+            if name == "_stats":
+                return _stats_without_marker(gate._storage, original(gate._storage, *args, **kwargs))
+            return original(gate._storage, *args, **kwargs)
         gate.check()
         return getattr(gate._storage, name)(*args, **kwargs)
 
     return hook
+
+
+def _stats_without_marker(storage: AuthStorage, counts: dict[str, int]) -> dict[str, int]:
+    if counts.get("kv_live", 0) and type(storage)._get_kv_entry(storage, MARKER_KEY, storage.now()) is not None:
+        counts = {**counts, "kv_live": counts["kv_live"] - 1}
+    return counts
 
 
 def install_gate(storage: AuthStorage) -> None:
@@ -111,6 +130,19 @@ def claim(storage: AuthStorage) -> None:
             gate.open()
         nxt = getattr(seen, "_inner", None)
         seen = nxt if nxt is not seen else None
+
+
+def allow_maintenance(storage: AuthStorage) -> bool:
+    """Let ``storage`` (opened without keys) clean up, count and lock on an encrypted store.
+
+    Every other call is still refused there.  Returns whether ``storage``
+    holds such a gate (a wrapped or already checked storage does not).
+    """
+    gate = storage.__dict__.get(_GATE)
+    if isinstance(gate, _Gate):
+        gate.maintenance = True
+        return True
+    return False
 
 
 def check_plain_open(storage: AuthStorage) -> None:

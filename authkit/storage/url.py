@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from authkit.errors import ConfigurationError
-from authkit.storage._marker import check_plain_open
+from authkit.storage._marker import allow_maintenance, check_plain_open
 from authkit.storage.base import AuthStorage
 from authkit.storage.keys import ENCRYPTION_KEY_FILE_ENV, ENCRYPTION_KEYS_ENV, keys_from_environment, resolve_keys
 
@@ -75,6 +75,12 @@ def _open_backend(url: str, scheme: str, options: dict[str, Any]) -> AuthStorage
 
 def open_storage(url: str, **options: Any) -> AuthStorage:
     """Open the storage ``url`` names; see the module docstring for schemes and options."""
+    return _open_storage(url, maintenance=False, **options)
+
+
+def _open_storage(url: str, *, maintenance: bool, **options: Any) -> AuthStorage:
+    """``open_storage``; with ``maintenance`` and no keys, an encrypted store opens for
+    cleanup, counts and locks only (``authkit cleanup``/``stats`` from cron, without keys)."""
     if not isinstance(url, str):
         raise TypeError("url must be a str")
     scheme = _scheme(url)
@@ -86,6 +92,8 @@ def open_storage(url: str, **options: Any) -> AuthStorage:
     storage = _open_backend(url, scheme, options)
     try:
         if keys is None:
+            if maintenance and allow_maintenance(storage):
+                return storage
             check_plain_open(storage)  # an encrypted store without keys: refused now, at open
             return storage
         from authkit.storage.encrypted import EncryptedStorage
