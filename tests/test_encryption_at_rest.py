@@ -175,14 +175,6 @@ def _session(**fields: Any) -> SessionData:
     return SessionData(**values)
 
 
-def _primitive(call: Callable[[], Any]) -> Any:
-    """Run an atomic primitive; skip while a backend does not have it yet (issue 9 lands them)."""
-    try:
-        return call()
-    except NotImplementedError:
-        pytest.skip("this backend does not implement the atomic primitives yet")
-
-
 # -- 1. an encrypted store knows it is encrypted ------------------------------------------
 
 
@@ -392,7 +384,7 @@ def test_touch_session_through_the_wrapper_reseals_the_expiry(site: Site, key: s
         start = site.clock()
         storage.store_session("s1", _session(expires_at=start + timedelta(minutes=5)))
         later = start + timedelta(hours=2)
-        assert _primitive(lambda: storage.touch_session("s1", later, last_activity=start + timedelta(minutes=1)))
+        assert storage.touch_session("s1", later, last_activity=start + timedelta(minutes=1))
         session = storage.get_session("s1")
         assert session is not None and session.expires_at == later and session.data == {"secret": SESSION_SECRET}
         assert session.ip_address == IP and session.last_activity == start + timedelta(minutes=1)
@@ -409,7 +401,7 @@ def test_touch_session_through_the_wrapper_reseals_the_expiry(site: Site, key: s
             storage.get_session("s1")
         # touch_kv: one step on the server (a kv expiry is the store's own TTL, not bound).
         storage.store_kv("k", KV_SECRET, ttl=60)
-        assert _primitive(lambda: storage.touch_kv("k", 7200))
+        assert storage.touch_kv("k", 7200)
         entry = storage.get_kv_entry("k")
         assert entry is not None and entry.value == KV_SECRET
         assert entry.expires_at is not None and entry.expires_at > site.clock() + timedelta(seconds=7000)
@@ -568,14 +560,6 @@ def test_authkit_encrypt_in_a_real_process(tmp_path: Path, clock: FakeClock, key
 
 
 def test_no_secret_in_clear_after_every_kind_of_write(site: Site, key: str) -> None:
-    missing = []
-
-    def primitive(call: Callable[[], Any]) -> None:
-        try:
-            call()
-        except NotImplementedError:  # this backend has not got the atomic primitives yet (issue 9)
-            missing.append(call)
-
     with site.open(encryption_keys=[key]) as storage:
         now = site.clock()
         storage.store_token(_token("t1", expires_at=now + timedelta(hours=1)))
@@ -585,18 +569,18 @@ def test_no_secret_in_clear_after_every_kind_of_write(site: Site, key: str) -> N
         storage.store_sessions_bulk([(f"sb{i}", _session()) for i in range(3)])
         storage.store_kv("k1", KV_SECRET, ttl=60)
         storage.store_kv("k2", KV_SECRET)
-        primitive(lambda: storage.create_session("c1", _session(expires_at=now + timedelta(hours=1))))
-        primitive(lambda: storage.replace_session("c1", _session(data={"secret": SESSION_SECRET, "n": 2},
-                                                                  expires_at=now + timedelta(hours=1))))
-        primitive(lambda: storage.touch_session("c1", now + timedelta(hours=3)))
-        primitive(lambda: storage.add_kv("a1", KV_SECRET, ttl=60))
-        primitive(lambda: storage.touch_kv("a1", 120))
+        assert storage.create_session("c1", _session(expires_at=now + timedelta(hours=1)))
+        assert storage.replace_session("c1", _session(data={"secret": SESSION_SECRET, "n": 2},
+                                                      expires_at=now + timedelta(hours=1)))
+        assert storage.touch_session("c1", now + timedelta(hours=3))
+        assert storage.add_kv("a1", KV_SECRET, ttl=60) and storage.touch_kv("a1", 120)
+        assert storage.incr_kv("counter", 2) == 2
         assert storage.get_token_by_access_token(ACCESS) is not None
+        session = storage.get_session("c1")
+        assert session is not None and session.data["n"] == 2
         blob = site.raw()
     assert b"t1" in blob or b"sb1" in blob  # the ids are there: we read the right place
     assert_no_secret(blob)
-    if missing:
-        pytest.skip(f"{len(missing)} atomic primitives not on this backend yet; the other writes were checked")
 
 
 # -- 3. keys from where operators keep them ---------------------------------------------------

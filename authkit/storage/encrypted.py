@@ -317,10 +317,7 @@ class EncryptedStorage(WrappingStorage):
                 return
             if self._read_marker() is None:
                 # add_kv: a migration marked meanwhile by another process is kept.
-                try:
-                    self._inner._add_kv(MARKER_KEY, self._marker_value(_ENCRYPTED, None), None, self.now())
-                except NotImplementedError:  # a backend without the primitive yet
-                    self._inner._store_kv(MARKER_KEY, self._marker_value(_ENCRYPTED, None), None)
+                self._inner._add_kv(MARKER_KEY, self._marker_value(_ENCRYPTED, None), None, self.now())
             self._marked = True
 
     def _legacy_ok(self) -> bool:
