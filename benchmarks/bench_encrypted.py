@@ -89,7 +89,7 @@ def _compare(table: Table, label: str, plain: AuthStorage, encrypted: AuthStorag
         ("store_kv (256 B)", lambda s: lambda i: s.store_kv(f"kv-{i % records}", b"v" * 256, ttl=3600)),
         ("get_kv (256 B)", lambda s: lambda i: s.get_kv(f"kv-{i % records}")),
     ]
-    per_round = 50
+    per_round = 100
     for name, make in operations:
         ours, base = make(encrypted), make(plain)
         _round(base, per_round)  # warm both (statement caches, connections)
