@@ -852,3 +852,41 @@ def test_maintenance_without_keys_cleans_and_counts_but_reads_nothing(tmp_path: 
                 call()
     with site.open(encryption_keys=[key]) as storage:
         assert storage.list_kv_keys() == ["long"] and storage.get_kv("long") == KV_SECRET
+
+
+def test_readers_and_writers_with_keys_work_throughout_a_migration(tmp_path: Path, clock: FakeClock,
+                                                                   key: str) -> None:
+    """One thread migrates while others read every record and write new ones, all with keys."""
+    from tests.threads import run_threads
+
+    site = _site("sqlite", tmp_path, clock)
+    n = 60
+    with site.open() as plain:
+        _fill_plain(plain, n, clock)
+    storages = [site.open(encryption_keys=[key]) for _ in range(3)]
+    migrator = storages[0]
+    assert isinstance(migrator, EncryptedStorage)
+    migrator.begin_encrypt_existing()
+    migrated = []
+
+    def work(worker: int) -> None:
+        if worker == 0:
+            migrated.append(migrator.encrypt_existing(batch_size=7))
+            return
+        storage = storages[worker]
+        for round_ in range(3):
+            for i in range(n):
+                token = storage.get_token_by_access_token(f"{ACCESS}{i}")
+                assert token is not None and token.refresh_token == REFRESH
+                session = storage.get_session(f"s{i}")
+                assert session is not None and session.data == {"secret": SESSION_SECRET}
+                assert storage.get_kv(f"k{i}") == KV_SECRET + str(i).encode()
+            storage.store_kv(f"new-{worker}-{round_}", KV_SECRET)
+
+    run_threads(work, 3)
+    assert migrated[0]["tokens"] + migrated[0]["already_sealed"] >= n
+    for storage in storages:
+        storage.close()
+    assert_no_secret(site.raw())
+    with site.open(encryption_keys=[key]) as storage:
+        assert len(storage.list_kv_keys("new-")) == 6 and storage.get_kv("new-1-2") == KV_SECRET
