@@ -33,7 +33,10 @@ def as_utc(value: datetime, name: str) -> datetime:
         raise TypeError(f"{name} must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise ValueError(f"{name} must be timezone-aware (UTC), got a naive datetime")
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31 23:00 at UTC-5 is in the year 10000 in UTC
+        raise ValueError(f"{name} is outside the years 1..9999 in UTC") from None
 
 
 def _as_optional_utc(value: datetime | None, name: str) -> datetime | None:
@@ -46,42 +49,108 @@ def check_json(value: Any, name: str) -> None:
     Dict keys must be strings and floats finite: ``json.dumps`` would silently
     turn ``{1: x}`` into ``{"1": x}`` and write ``NaN``, which is not JSON.  A
     value that contains itself, or nests deeper than :data:`MAX_JSON_DEPTH`,
-    is a ``ValueError`` — found in one pass, without recursion.
+    is a ``ValueError`` — found without recursion, in time linear in the value.
     """
-    # Depth-first with an explicit stack; a negative depth marks "leaving" the
-    # container whose id is the item, so ``on_path`` holds exactly the open
-    # containers: meeting one of them again is a cycle (a shared, acyclic
-    # sub-value is fine).
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    on_path: set[int] = set()
-    while stack:
-        item, depth = stack.pop()
-        if depth < 0:
-            on_path.discard(item)
-            continue
+    # Level by level, remembering every container: in a tree (the usual case) no
+    # container comes twice, and a level's number is its nesting depth.  A container
+    # seen twice is a cycle or a shared sub-value; the path-tracking walk tells which.
+    level: list[Any] = [value]
+    seen: set[int] = set()
+    depth = 0
+    while level:
+        depth += 1
+        below: list[Any] = []
+        for item in level:
+            if item is None or isinstance(item, (str, bool, int)):
+                continue
+            if isinstance(item, float):
+                if not math.isfinite(item):
+                    raise TypeError(f"{name} holds a non-finite float, which is not JSON")
+                continue
+            if isinstance(item, list):
+                below.extend(item)
+            elif isinstance(item, dict):
+                for key in item:
+                    if not isinstance(key, str):
+                        raise TypeError(f"{name} has a non-string key {type(key).__name__}; JSON keys are strings")
+                below.extend(item.values())
+            else:
+                raise TypeError(f"{name} holds a {type(item).__name__}, which is not a JSON value")
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
+            size = len(seen)
+            seen.add(id(item))
+            if len(seen) == size:
+                _check_json_paths(value, name)
+                return
+        level = below
+
+
+_MAX_SHARED_NODES = 1 << 24
+_END = object()
+
+
+def _check_json_paths(value: Any, name: str) -> None:
+    """:func:`check_json` for a value with shared containers.
+
+    Depth-first and iterative, remembering each finished container's height
+    and expanded size, so a container shared many times is walked once (a
+    doubling chain ``a = [a, a]`` costs its length, not ``2**length``); a
+    container met again while still open is a cycle.  Shared containers are
+    written out once per reference, so the expanded size is bounded too.
+    """
+    done: dict[int, tuple[int, int]] = {}  # id -> (height, nodes), for finished containers
+    open_ids: set[int] = set()
+    # Frames: (container, its children still to visit, height so far, nodes so far).
+    stack: list[list[Any]] = []
+
+    def enter(item: Any) -> tuple[int, int] | None:
+        """A scalar's or finished container's (height, nodes); None if a frame was pushed."""
         if item is None or isinstance(item, (str, bool, int)):
-            continue
+            return 0, 1
         if isinstance(item, float):
             if not math.isfinite(item):
                 raise TypeError(f"{name} holds a non-finite float, which is not JSON")
-            continue
-        if isinstance(item, (list, dict)):
-            if depth > MAX_JSON_DEPTH:
-                raise ValueError(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
-            ident = id(item)
-            if ident in on_path:
-                raise ValueError(f"{name} contains itself, which JSON cannot represent")
-            on_path.add(ident)
-            stack.append((ident, -1))
-            if isinstance(item, list):
-                stack.extend((child, depth + 1) for child in item)
-                continue
-            for key, child in item.items():
+            return 0, 1
+        if not isinstance(item, (list, dict)):
+            raise TypeError(f"{name} holds a {type(item).__name__}, which is not a JSON value")
+        ident = id(item)
+        if ident in done:
+            return done[ident]
+        if ident in open_ids:
+            raise ValueError(f"{name} contains itself, which JSON cannot represent")
+        if len(stack) >= MAX_JSON_DEPTH:
+            raise ValueError(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, dict):
+            for key in item:
                 if not isinstance(key, str):
                     raise TypeError(f"{name} has a non-string key {type(key).__name__}; JSON keys are strings")
-                stack.append((child, depth + 1))
-            continue
-        raise TypeError(f"{name} holds a {type(item).__name__}, which is not a JSON value")
+            children = iter(item.values())
+        else:
+            children = iter(item)
+        open_ids.add(ident)
+        stack.append([item, children, 0, 1])
+        return None
+
+    result = enter(value)
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], _END)
+        if child is not _END:
+            result = enter(child)
+            if result is None:
+                continue
+        else:
+            stack.pop()
+            ident = id(frame[0])
+            open_ids.discard(ident)
+            result = done[ident] = (frame[2], frame[3])
+        if stack:
+            parent = stack[-1]
+            parent[2] = max(parent[2], result[0] + 1)
+            parent[3] += result[1]
+            if parent[3] > _MAX_SHARED_NODES:
+                raise ValueError(f"{name} repeats shared values into more than {_MAX_SHARED_NODES:,} JSON values")
 
 
 @dataclass

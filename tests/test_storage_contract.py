@@ -854,6 +854,9 @@ def test_add_kv_only_if_no_live_entry(storage: AuthStorage, clock: FakeClock) ->
 
 
 def test_get_kv_entry(storage: AuthStorage, clock: FakeClock) -> None:
+    import authkit
+
+    assert authkit.KvEntry is KvEntry
     assert storage.get_kv_entry("missing") is None
     storage.store_kv("forever", b"v")
     assert storage.get_kv_entry("forever") == KvEntry(value=b"v", expires_at=None)
@@ -1008,6 +1011,8 @@ def test_primitives_check_their_arguments(storage: AuthStorage) -> None:
         storage.touch_session("s", datetime(2030, 1, 1))  # naive
     with pytest.raises(TypeError):
         storage.touch_session("s", "tomorrow")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):  # the year 10000 in UTC
+        storage.touch_session("s", datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))))
     with pytest.raises(ValueError):
         storage.create_session("s1", make_session(session_id="s2"))
     with pytest.raises(TypeError):
@@ -1085,6 +1090,11 @@ def test_deep_nesting_is_a_value_error(storage: AuthStorage) -> None:
         storage.store_session("s1", make_session(data={"deep": deep}))
     with pytest.raises(ValueError):
         storage.store_token(make_token(metadata={"deep": deep}))
+    doubling: list[object] = []
+    for _ in range(64):
+        doubling = [doubling, doubling]  # 2**64 values once written out, found at once
+    with pytest.raises(ValueError):
+        storage.store_session("s1", make_session(data={"d": doubling}))
     fine: list[object] = []
     for _ in range(100):
         fine = [fine]
@@ -1213,3 +1223,10 @@ def test_primitive_races_between_processes(storage: AuthStorage) -> None:
     assert storage.get_kv("p-counter") == str(processes * rounds).encode()
     winner_of = {r: n for n, _, rounds_added in outcome for r in rounds_added}
     assert all(storage.get_kv(f"p-{r}") == str(winner_of[r]).encode() for r in range(rounds))
+
+
+def test_add_kv_of_a_large_value(storage: AuthStorage) -> None:
+    big = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MiB: MySQL sends it in pieces
+    assert storage.add_kv("big", big) is True
+    assert storage.add_kv("big", b"small") is False
+    assert storage.get_kv("big") == big

@@ -52,6 +52,7 @@ __all__ = [
     "check_json",
     "check_text",
     "counter_bounds",
+    "counter_overflow",
     "digest",
     "dumps",
     "expires_after",

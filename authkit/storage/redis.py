@@ -28,6 +28,7 @@ Layout (``B`` is the prefix plus one hash tag, e.g. ``authkit:{authkit}:``)::
     B kv:<key>            string  8-byte expiry header + value, with a native TTL (PX)
     B kx                  zset    kv keys scored by expiry
     B lock:<name>         string  a lock holder's random token, with a PX TTL
+    B incr                string  incr_kv's scratch key, only while its script runs
 
 Every write that touches more than one key is one Lua script, so a record and
 its indexes change together (atomically, also on a cluster: every key of one

@@ -898,6 +898,10 @@ class SqlStorage(AuthStorage):
         return [k for k in keys if k.startswith(prefix)]
 
     # -- atomic primitives: one statement each (see _sql_primitives) ---------------------
+    #
+    # Not idempotent: a create_session/add_kv re-run after the first run committed answers
+    # False to the caller who won, and an incr_kv re-run counts twice.  None of them may be
+    # re-sent once it may have reached the server (replace/touch/delete_user_* may).
 
     def _write_unless_live(self, sql: str, params: dict[str, Any]) -> bool:
         """Run an insert-unless-live statement: did it write?"""
