@@ -58,3 +58,59 @@ class Table:
         print(f"\n## {self.title}")
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+class Versus:
+    """Throughput of ours against a peer's from interleaved rounds: medians and spread.
+
+    ``ratios`` are per round (ours / peer, so above 1 is faster); rounds
+    alternate which side runs first, so a slow phase of a shared machine
+    hits both sides alike.
+    """
+
+    def __init__(self, ours: list[float], peer: list[float]) -> None:
+        self.ours = ours
+        self.peer = peer
+        self.ratios = [o / p for o, p in zip(ours, peer, strict=True)]
+
+    @staticmethod
+    def _median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    @property
+    def ratio(self) -> float:
+        """The median of the per-round throughput ratios (ours / peer)."""
+        return self._median(self.ratios)
+
+    def cells(self) -> tuple[str, str, str]:
+        """``(ours/s, peer/s, "1.23x (1.10-1.31)")``: medians, and the ratio's range over the rounds."""
+        spread = f"{min(self.ratios):.2f}-{max(self.ratios):.2f}"
+        return (f"{self._median(self.ours):,.0f}/s", f"{self._median(self.peer):,.0f}/s",
+                f"{self.ratio:.2f}x ({spread})")
+
+
+def versus(
+    ours: Callable[[], Callable[[int], object]],
+    peer: Callable[[], Callable[[int], object]],
+    n: int,
+    rounds: int = 5,
+) -> Versus:
+    """Run ``rounds`` interleaved rounds of ``n`` operations of each side.
+
+    ``ours`` and ``peer`` are called (untimed) before each round and return the
+    operation ``fn(i)`` to time for ``i`` in ``range(n)``: a round that consumes
+    something (sessions to delete) prepares it there.
+    """
+    ours_rates: list[float] = []
+    peer_rates: list[float] = []
+    for round_ in range(rounds):
+        sides = [(ours, ours_rates), (peer, peer_rates)]
+        for prepare, rates in sides if round_ % 2 == 0 else reversed(sides):
+            fn = prepare()
+            start = time.perf_counter()
+            for i in range(n):
+                fn(i)
+            rates.append(n / (time.perf_counter() - start))
+    return Versus(ours_rates, peer_rates)

@@ -28,6 +28,7 @@ from typing import Any
 from flask import Flask, jsonify, request, session
 
 from authkit.contrib.flask import AuthKit, regenerate_session
+from authkit.contrib.session_ids import stored_session_id
 
 authkit = AuthKit()
 
@@ -108,9 +109,9 @@ def selftest() -> None:
         logged_in = client.get_cookie("session")
         assert logged_in is not None and logged_in.value != anonymous.value
         print("session id changed at login:", logged_in.value != anonymous.value,
-              "| old session deleted:", storage.get_session(anonymous.value) is None)
+              "| old session deleted:", storage.get_session(stored_session_id(anonymous.value)) is None)
         print("GET /            ->", client.get("/").json)
-        record = storage.get_session(logged_in.value)
+        record = storage.get_session(stored_session_id(logged_in.value))
         assert record is not None and record.expires_at is not None
         print(f"stored session   -> user_id={record.user_id!r}, data={record.data}, "
               f"expires in {round((record.expires_at - storage.now()).total_seconds() / 60)} min")
@@ -118,7 +119,7 @@ def selftest() -> None:
         client.get("/accounts")
         print("token requests to Salesforce:", org.token_requests, " (one login, shared by all requests)")
         print("POST /logout     ->", client.post("/logout").json)
-        print("session after logout:", storage.get_session(logged_in.value))
+        print("session after logout:", storage.get_session(stored_session_id(logged_in.value)))
         result = app.test_cli_runner().invoke(args=["authkit", "cleanup"])
         print("flask authkit cleanup ->", result.output.strip())
         assert result.exit_code == 0

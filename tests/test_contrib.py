@@ -14,7 +14,6 @@ from authkit.contrib import (
     format_failure,
     format_report,
     run_cleanup,
-    session_lock,
 )
 from authkit.errors import ConfigurationError, StorageError
 from authkit.models import CleanupReport
@@ -64,19 +63,6 @@ def test_format_failure_is_one_line_and_masks_the_url_password() -> None:
     decoded = format_failure(StorageError("password pa/ss-word refused"), "postgresql://app:pa%2Fss-word@db/app")
     assert "pa/ss-word" not in decoded
     assert format_failure(StorageError("x"), None) == "cleanup failed: StorageError: x"
-
-
-def test_session_lock_is_per_session_and_times_out_as_storage_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import authkit.contrib as contrib
-
-    storage = MemoryStorage()
-    monkeypatch.setattr(contrib, "_SESSION_LOCK_TIMEOUT", 0.05)
-    with session_lock(storage, "a" * 255):
-        with session_lock(storage, "b"):  # another session: no waiting
-            pass
-        with pytest.raises(StorageError, match="session"):
-            with session_lock(storage, "a" * 255):
-                pass
 
 
 def test_flows_from_settings(tmp_path: Path) -> None:

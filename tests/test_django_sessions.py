@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import django
 import pytest
@@ -40,11 +41,14 @@ from django.utils import timezone  # noqa: E402
 import authkit.contrib.django as authkit_django  # noqa: E402
 from authkit.contrib import ANONYMOUS_USER_ID, CLEANUP_LOCK  # noqa: E402
 from authkit.contrib.django.sessions import SessionStore  # noqa: E402
+from authkit.contrib.session_ids import stored_session_id  # noqa: E402
 from authkit.errors import ConfigurationError  # noqa: E402
 from authkit.models import SessionData  # noqa: E402
 from authkit.storage import AuthStorage, MemoryStorage  # noqa: E402
 from tests.backends import BACKENDS  # noqa: E402
 from tests.clock import FakeClock  # noqa: E402
+from tests.session_calls import Recording, django_session_turns  # noqa: E402
+from tests.store_contents import store_contents  # noqa: E402
 from tests.threads import run_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -418,7 +422,7 @@ def test_session_load_does_not_create_record(storage: AuthStorage) -> None:
     assert session.exists(session.session_key) is False
     # The provided unknown key was cycled, not reused.
     assert session.session_key != "someunknownkey"
-    assert storage.get_session("someunknownkey") is None
+    assert storage.get_session(stored_session_id("someunknownkey")) is None
 
 
 def test_session_save_does_not_resurrect_session_logged_out_in_other_context(storage: AuthStorage) -> None:
@@ -437,7 +441,7 @@ def test_session_save_does_not_resurrect_session_logged_out_in_other_context(sto
         # resurrect the session.
         s1.save()
     assert s1.load() == {}
-    assert storage.get_session(s2.session_key or "missing-key") is None
+    assert storage.get_session(stored_session_id(s2.session_key or "missing-key")) is None
 
 
 def test_save_must_create_on_existing_key_is_create_error(session: SessionStore) -> None:
@@ -464,12 +468,12 @@ def test_clearsessions_command(storage: AuthStorage, module_clock: FakeClock) ->
     past.save()
     before = storage.stats()["sessions_expired"]
     assert before >= 1
-    assert past.session_key in set(storage.iter_session_ids())
+    assert stored_session_id(past.session_key) in set(storage.iter_session_ids())
     management.call_command("clearsessions")
     assert storage.stats()["sessions_expired"] == 0
     ids = set(storage.iter_session_ids())
-    assert past.session_key not in ids
-    assert future.session_key in ids
+    assert stored_session_id(past.session_key) not in ids
+    assert stored_session_id(future.session_key) in ids
     future.delete()
 
 
@@ -502,7 +506,7 @@ def test_record_is_json_with_user_id_and_expiry(storage: AuthStorage) -> None:
     s["cart"] = (1, 2)  # Django's JSON serializer stores tuples as lists, as its db backend does
     s["nested"] = {"k": [True, None, 1.5]}
     s.save()
-    record = storage.get_session(s.session_key)
+    record = storage.get_session(stored_session_id(s.session_key))
     assert isinstance(record, SessionData)
     assert record.data == {"cart": [1, 2], "nested": {"k": [True, None, 1.5]}}
     assert record.user_id == ANONYMOUS_USER_ID
@@ -511,10 +515,10 @@ def test_record_is_json_with_user_id_and_expiry(storage: AuthStorage) -> None:
     assert settings.SESSION_COOKIE_AGE - 60 < age <= settings.SESSION_COOKIE_AGE
     s["_auth_user_id"] = "42"
     s.save()
-    record2 = storage.get_session(s.session_key)
+    record2 = storage.get_session(stored_session_id(s.session_key))
     assert record2 is not None and record2.user_id == "42"
     assert record2.created_at == record.created_at
-    assert [r.session_id for r in storage.list_user_sessions("42")] == [s.session_key]
+    assert [r.session_id for r in storage.list_user_sessions("42")] == [stored_session_id(s.session_key)]
     s.delete()
 
 
@@ -617,21 +621,21 @@ def test_middleware_round_trip_login_logout(storage: AuthStorage) -> None:
     assert "sessionid" not in response.cookies  # an unused session writes nothing
     response = client.get("/set", {"color": "blue"})
     first = response.cookies["sessionid"].value
-    assert storage.get_session(first) is not None
+    assert storage.get_session(stored_session_id(first)) is not None
     assert client.get("/get").json() == {"color": "blue"}
 
     response = client.get("/login", {"user": "7"})
     second = response.cookies["sessionid"].value
     assert second == response.json()["key"]
     assert second != first  # cycle_key on login: no session fixation
-    assert storage.get_session(first) is None
-    record = storage.get_session(second)
+    assert storage.get_session(stored_session_id(first)) is None
+    record = storage.get_session(stored_session_id(second))
     assert record is not None and record.user_id == "7"
     assert client.get("/get").json() == {"color": "blue", "_auth_user_id": "7"}
 
     response = client.get("/logout")
     assert response.cookies["sessionid"].value == ""  # deleted
-    assert storage.get_session(second) is None
+    assert storage.get_session(stored_session_id(second)) is None
     assert client.get("/get").json() == {}
 
 
@@ -653,7 +657,7 @@ def test_middleware_logout_elsewhere_interrupts_instead_of_resurrecting(storage:
     request.COOKIES[settings.SESSION_COOKIE_NAME] = key
     with pytest.raises(SessionInterrupted):
         SessionMiddleware(view)(request)
-    assert storage.get_session(key) is None
+    assert storage.get_session(stored_session_id(key)) is None
 
 
 def test_middleware_session_delete_on_end(storage: AuthStorage) -> None:
@@ -704,8 +708,8 @@ def test_authkit_cleanup_command(storage: AuthStorage, capsys: pytest.CaptureFix
     management.call_command("authkit_cleanup", "--batch-size", "1")
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("cleanup: deleted ")
-    assert storage.get_session(s.session_key) is None
-    assert s.session_key not in set(storage.iter_session_ids())
+    assert storage.get_session(stored_session_id(s.session_key)) is None
+    assert stored_session_id(s.session_key) not in set(storage.iter_session_ids())
     management.call_command("authkit_cleanup", "--json", "--batch-size", "2")
     summary = json.loads(capsys.readouterr().out)
     assert summary.pop("seconds") >= 0
@@ -796,9 +800,227 @@ def test_user_key_setting(storage: AuthStorage) -> None:
         s = SessionStore()
         s["user"] = "carol"
         s.save()
-    record = storage.get_session(s.session_key)
+    record = storage.get_session(stored_session_id(s.session_key))
     assert record is not None and record.user_id == "carol"
     s.delete()
+
+
+# -- lock-free saves on the atomic primitives, digests, round trips ----------------------
+
+
+def test_every_save_is_one_primitive_call_and_takes_no_lock() -> None:
+    storage = Recording()
+    with override_settings(AUTHKIT_STORAGE=storage):
+        s = SessionStore()
+        s["a"] = 1
+        s.save()
+        assert storage.take() == ["create"]  # no exists() probe for the new key
+        key = s.session_key
+        loaded = SessionStore(key)
+        assert loaded["a"] == 1
+        loaded.save()  # SESSION_SAVE_EVERY_REQUEST-style save of unchanged data
+        assert storage.take() == ["get", "touch"]
+        loaded["b"] = 2
+        loaded.save()
+        assert storage.take() == ["replace"]
+        loaded.save()
+        assert storage.take() == ["touch"]
+        loaded["nested"] = [1]
+        loaded.save()
+        storage.take()
+        loaded["nested"].append(2)  # not flagged as modified, but different from what is stored
+        loaded.save()
+        assert storage.take() == ["replace"]
+        assert SessionStore(key)["nested"] == [1, 2]
+        storage.take()
+        loaded.cycle_key()
+        assert storage.take() == ["create", "delete"]
+        assert loaded.exists(loaded.session_key)
+        assert storage.take() == ["get"]
+        loaded.delete()
+        assert storage.take() == ["delete"]
+        s.create()
+        assert storage.take() == ["create"]
+        s.delete()
+
+
+def test_saving_unchanged_data_of_a_deleted_session_is_update_error(storage: AuthStorage) -> None:
+    s = SessionStore()
+    s["a"] = 1
+    s.save()
+    loaded = SessionStore(s.session_key)
+    assert loaded["a"] == 1
+    SessionStore(s.session_key).delete()  # logout elsewhere
+    with pytest.raises(UpdateError):
+        loaded.save()  # touch_session finds nothing live
+    assert storage.get_session(stored_session_id(s.session_key or "missing-key")) is None
+
+
+def test_save_keeps_created_at_and_slides_the_expiry(storage: AuthStorage, module_clock: FakeClock) -> None:
+    s = SessionStore()
+    s["a"] = 1
+    s.save()
+    first = storage.get_session(stored_session_id(s.session_key))
+    assert first is not None and first.expires_at is not None
+    module_clock.advance(120)
+    loaded = SessionStore(s.session_key)
+    assert loaded["a"] == 1
+    loaded.save()  # unchanged: touch_session
+    second = storage.get_session(stored_session_id(s.session_key))
+    assert second is not None and second.expires_at is not None
+    assert second.created_at == first.created_at and second.data == first.data
+    # The fake clock moved 120 s (and real time a little): the expiry slid with it.
+    assert timedelta(seconds=120) <= second.expires_at - first.expires_at < timedelta(seconds=180)
+    assert timedelta(seconds=120) <= second.last_activity - first.last_activity < timedelta(seconds=180)
+    loaded.delete()
+
+
+def test_the_store_holds_a_digest_of_the_session_key_never_the_key(storage: AuthStorage) -> None:
+    client = Client()
+    client.get("/set", {"a": "1"})
+    anonymous = client.cookies[settings.SESSION_COOKIE_NAME].value
+    client.get("/login", {"user": "digest-user"})
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    client.get("/set", {"b": "2"})
+    contents = store_contents(storage)
+    assert anonymous not in contents and key not in contents
+    assert stored_session_id(key) in contents  # the scan does see the session
+    assert SessionStore(key).stored_session_id == stored_session_id(key)
+    assert SessionStore().stored_session_id is None
+    # A copy of the database opens nothing: the stored id, sent as a key, is no session.
+    assert SessionStore(stored_session_id(key)).load() == {}
+    assert storage.delete_user_sessions("digest-user", keep=stored_session_id(key)) == 0
+    assert storage.delete_user_sessions("digest-user") == 1
+    assert Client(cookies={settings.SESSION_COOKIE_NAME: key}).get("/get").json() == {}  # type: ignore[arg-type]
+
+
+def test_async_variants_use_the_same_primitives() -> None:
+    storage = Recording()
+
+    async def scenario() -> None:
+        s = SessionStore()
+        await s.aset("a", 1)
+        await s.asave()
+        assert storage.take() == ["create"]
+        key = s.session_key
+        assert key is not None
+        loaded = SessionStore(key)
+        assert await loaded.aget("a") == 1
+        await loaded.asave()
+        assert storage.take() == ["get", "touch"]
+        await loaded.aset("a", 2)
+        await loaded.asave()
+        assert storage.take() == ["replace"]
+        other = SessionStore(key)
+        await other.adelete()
+        with pytest.raises(UpdateError):
+            await loaded.asave()
+        storage.take()
+        fresh = SessionStore()
+        await fresh.acreate()
+        assert storage.take() == ["create"]
+        assert await fresh.aexists(fresh.session_key)
+        clash = SessionStore(fresh.session_key)
+        clash._session_cache = {}
+        with pytest.raises(CreateError):
+            await clash.asave(must_create=True)
+        await fresh.adelete()
+        assert storage.take() == ["get", "create", "delete"]
+        await SessionStore.aclear_expired()
+        assert storage.take() == ["lock authkit-cleanup"]  # clearsessions' cleanup, not a session save
+
+    with override_settings(AUTHKIT_STORAGE=storage):
+        asyncio.run(scenario())
+
+
+def test_round_trips_on_redis() -> None:
+    """At most 2 round trips per session write: 1 to create, 1 to save, 1 more to load first."""
+    from urllib.parse import urlsplit
+
+    from authkit.storage.redis import RedisStorage
+    from tests.backends import drop_redis_keys
+    from tests.services import REDIS_URL, require, unique_prefix
+    from tests.tcp_proxy import TcpProxy
+
+    parts = urlsplit(require(REDIS_URL, "Redis"))
+    prefix = unique_prefix("r").rstrip("_") + ":"
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        storage = RedisStorage.from_url(proxy.url(REDIS_URL), prefix=prefix)
+        try:
+            with override_settings(AUTHKIT_STORAGE=storage):
+                counts = django_session_turns(proxy, SessionStore)
+        finally:
+            drop_redis_keys(storage._client, prefix)
+            storage.close()
+    assert counts == {"create": 1, "save": 1, "load_save": 2, "delete": 1}, counts
+
+
+_DJANGO_DB_TURNS = """
+import json, sys
+from urllib.parse import urlsplit
+import django, psycopg
+from psycopg import sql
+from django.conf import settings
+from tests.tcp_proxy import TcpProxy
+from tests.session_calls import django_session_turns
+
+url, schema = sys.argv[1], sys.argv[2]
+parts = urlsplit(url)
+with psycopg.connect(url, autocommit=True) as admin:
+    admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+try:
+    with TcpProxy(parts.hostname, parts.port or 5432) as proxy:
+        settings.configure(
+            SECRET_KEY="authkit-tests-only", USE_TZ=True, INSTALLED_APPS=["django.contrib.sessions"],
+            DATABASES={"default": {
+                "ENGINE": "django.db.backends.postgresql", "NAME": parts.path.lstrip("/"),
+                "USER": parts.username or "", "PASSWORD": parts.password or "",
+                "HOST": "127.0.0.1", "PORT": proxy.port, "OPTIONS": {"options": f"-c search_path={schema}"}}},
+        )
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connections
+        from django.contrib.sessions.backends.db import SessionStore
+        call_command("migrate", "sessions", verbosity=0)
+        counts = django_session_turns(proxy, SessionStore)
+        connections.close_all()
+    print(json.dumps(counts))
+finally:
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+"""
+
+
+def test_fewer_round_trips_than_djangos_db_backend_on_postgresql() -> None:
+    """Through the same proxy: a create and a save cost fewer round trips than Django's db backend."""
+    from urllib.parse import urlsplit
+
+    from authkit.storage.sql import SqlStorage
+    from tests.services import POSTGRES_URL, require, unique_prefix
+    from tests.tcp_proxy import TcpProxy
+
+    url = require(POSTGRES_URL, "PostgreSQL")
+    result = subprocess.run([sys.executable, "-c", _DJANGO_DB_TURNS, url, unique_prefix("dj").rstrip("_")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    django_db = json.loads(result.stdout)
+    parts = urlsplit(url)
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        storage = SqlStorage(proxy.url(url), prefix=unique_prefix("s"))
+        try:
+            with override_settings(AUTHKIT_STORAGE=storage):
+                ours = django_session_turns(proxy, SessionStore)
+        finally:
+            storage.drop_schema()
+            storage.close()
+    print("round trips, authkit:", ours, "Django db backend:", django_db)
+    assert django_db["create"] >= 4, django_db  # SELECT (exists), BEGIN, INSERT, COMMIT
+    for operation in ("create", "save"):
+        assert ours[operation] < django_db[operation], (operation, ours, django_db)
+    # Loading first adds one read on both sides (and, while the pool pings before each
+    # statement, a ping on ours: at worst level).
+    assert ours["load_save"] <= django_db["load_save"], (ours, django_db)
+    assert ours["delete"] <= django_db["delete"], (ours, django_db)
 
 
 # -- the shared Salesforce client ----------------------------------------------------
@@ -890,3 +1112,21 @@ def test_example_project_tests_pass_under_djangos_test_runner(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Ran 5 tests" in result.stderr and "OK" in result.stderr
+
+
+@pytest.mark.parametrize("value", [
+    {"n": 1, "s": "x", "f": 1.5, "b": True, "none": None, "list": [1, [2, {"k": "v"}]], "d": {"a": {"b": []}}},
+    {"t": (1, (2, 3)), "intkey": {1: "a"}, "inf": float("inf"), "big": 10**30},
+    {"deep": [[[[[[["x"]]]]]]], "empty": {}, "emptylist": []},
+])
+def test_session_encoding_matches_djangos_json_serializer(value: dict[str, Any]) -> None:
+    """The fast paths give exactly what Django's JSON serializer's round trip gives."""
+    from django.core.signing import JSONSerializer
+
+    store = SessionStore()
+    stored = store._to_json(value)
+    expected = json.loads(JSONSerializer().dumps(value))
+    assert json.dumps(stored, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    loaded = store._from_json(stored)
+    assert repr(loaded) == repr(JSONSerializer().loads(json.dumps(stored).encode("latin-1")))
+    assert loaded is not stored

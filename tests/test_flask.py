@@ -29,11 +29,14 @@ from authkit.contrib.flask import (
     AuthKitSessionInterface,
     regenerate_session,
 )
+from authkit.contrib.session_ids import stored_session_id
 from authkit.errors import ConfigurationError, StorageUnavailableError
 from authkit.models import CleanupReport, SessionData
 from authkit.storage import AuthStorage, MemoryStorage
 from tests.backends import BACKENDS
 from tests.clock import FakeClock
+from tests.session_calls import Recording, quiet_reset, settled_turns
+from tests.store_contents import store_contents
 from tests.threads import run_threads
 
 SID = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
@@ -159,7 +162,7 @@ def test_set_then_read_stores_json_server_side(storage: AuthStorage) -> None:
     response = client.get("/set?color=blue")
     sid = sid_of(response)
     assert SID.match(sid)
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert isinstance(record, SessionData)
     assert record.data == {"color": "blue"}
     assert record.user_id == "anonymous"
@@ -200,14 +203,14 @@ def test_permanent_session_slides_with_each_request(storage: AuthStorage, module
     response = client.get("/permanent")
     sid = sid_of(response)
     assert "Expires=" in set_cookies(response)[0]
-    first = storage.get_session(sid)
+    first = storage.get_session(stored_session_id(sid))
     assert first is not None and first.expires_at is not None
     assert abs((first.expires_at - storage.now()) - timedelta(minutes=30)) < timedelta(seconds=5)
 
     module_clock.advance(20 * 60)
     response = client.get("/noop")  # untouched, but refreshed: SESSION_REFRESH_EACH_REQUEST
     assert sid_of(response) == sid
-    second = storage.get_session(sid)
+    second = storage.get_session(stored_session_id(sid))
     assert second is not None and second.expires_at is not None
     assert second.expires_at - first.expires_at >= timedelta(minutes=19)
     assert second.created_at == first.created_at
@@ -217,7 +220,7 @@ def test_permanent_session_slides_with_each_request(storage: AuthStorage, module
 
     module_clock.advance(31 * 60)  # idle longer than the lifetime
     assert client.get("/peek").json == {}
-    assert storage.get_session(sid) is None
+    assert storage.get_session(stored_session_id(sid)) is None
 
 
 def test_non_permanent_session_has_a_server_side_idle_lifetime(
@@ -226,13 +229,13 @@ def test_non_permanent_session_has_a_server_side_idle_lifetime(
     app = make_app(storage)
     client = app.test_client()
     sid = sid_of(client.get("/set?a=1"))
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert record is not None and record.expires_at is not None
     assert abs((record.expires_at - storage.now()) - DEFAULT_NON_PERMANENT_LIFETIME) < timedelta(seconds=5)
     module_clock.advance(3600)
     response = client.get("/noop")
     assert set_cookies(response) == []  # the record slides, the browser-session cookie is not re-sent
-    refreshed = storage.get_session(sid)
+    refreshed = storage.get_session(stored_session_id(sid))
     assert refreshed is not None and refreshed.expires_at is not None
     assert refreshed.expires_at - record.expires_at >= timedelta(minutes=59)
     module_clock.advance(DEFAULT_NON_PERMANENT_LIFETIME.total_seconds() + 1)
@@ -242,7 +245,7 @@ def test_non_permanent_session_has_a_server_side_idle_lifetime(
 def test_custom_non_permanent_lifetime(storage: AuthStorage) -> None:
     app = make_app(storage, AUTHKIT_SESSION_LIFETIME=600)
     sid = sid_of(app.test_client().get("/set?a=1"))
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert record is not None and record.expires_at is not None
     assert abs((record.expires_at - storage.now()) - timedelta(seconds=600)) < timedelta(seconds=5)
 
@@ -251,12 +254,12 @@ def test_no_refresh_each_request_writes_only_changes(storage: AuthStorage, modul
     app = make_app(storage, SESSION_REFRESH_EACH_REQUEST=False)
     client = app.test_client()
     sid = sid_of(client.get("/permanent"))
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     module_clock.advance(60)
     assert set_cookies(client.get("/peek")) == []
-    assert storage.get_session(sid) == record  # not written
+    assert storage.get_session(stored_session_id(sid)) == record  # not written
     assert sid_of(client.get("/set?b=2")) == sid
-    changed = storage.get_session(sid)
+    changed = storage.get_session(stored_session_id(sid))
     assert changed is not None and record is not None and changed.last_activity > record.last_activity
 
 
@@ -266,11 +269,11 @@ def test_regenerate_on_login_moves_the_session_and_deletes_the_old_record(storag
     response = client.get("/login?user=alice")
     after = sid_of(response)
     assert after != before and SID.match(after)
-    assert storage.get_session(before) is None
-    record = storage.get_session(after)
+    assert storage.get_session(stored_session_id(before)) is None
+    record = storage.get_session(stored_session_id(after))
     assert record is not None and record.user_id == "alice"
     assert record.data == {"cart": "3", "user_id": "alice"}
-    assert [s.session_id for s in storage.list_user_sessions("alice")] == [after]
+    assert [s.session_id for s in storage.list_user_sessions("alice")] == [stored_session_id(after)]
     assert client.get("/peek").json == {"cart": "3", "user_id": "alice"}
     # An attacker holding the old id gets nothing.
     other = make_app(storage).test_client()
@@ -281,7 +284,7 @@ def test_regenerate_on_login_moves_the_session_and_deletes_the_old_record(storag
 def test_regenerate_of_a_new_session(storage: AuthStorage) -> None:
     client = make_app(storage).test_client()
     sid = sid_of(client.get("/login?user=bob"))
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert record is not None and record.user_id == "bob"
 
 
@@ -301,7 +304,7 @@ def test_clear_deletes_record_and_cookie(storage: AuthStorage) -> None:
     response = client.get("/logout")
     (header,) = set_cookies(response)
     assert header.startswith("session=;") and ("Max-Age=0" in header or "1970" in header)
-    assert storage.get_session(sid) is None
+    assert storage.get_session(stored_session_id(sid)) is None
     assert client.get("/peek").json == {}
 
 
@@ -312,13 +315,13 @@ def test_logout_elsewhere_is_not_undone_by_a_concurrent_request(storage: AuthSto
     def slow_write() -> str:
         session["late"] = True
         # A logout in another request lands while this one runs.
-        storage.delete_session(request.cookies["session"])
+        storage.delete_session(stored_session_id(request.cookies["session"]))
         return "ok"
 
     client = app.test_client()
     sid = sid_of(client.get("/set?a=1"))
     response = client.get("/slow-write")
-    assert storage.get_session(sid) is None  # not resurrected
+    assert storage.get_session(stored_session_id(sid)) is None  # not resurrected
     (header,) = set_cookies(response)
     assert header.startswith("session=;")
 
@@ -327,7 +330,7 @@ def test_flask_values_round_trip_through_tagged_json(storage: AuthStorage) -> No
     client = make_app(storage).test_client()
     sid = sid_of(client.get("/types"))
     assert client.get("/types/check").json == {"tuple": True, "bytes": True, "when": True, "uuid": True}
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert record is not None
     json.dumps(record.data)  # stored as plain JSON, never pickled
 
@@ -359,7 +362,7 @@ def test_unknown_or_invalid_cookie_is_a_new_empty_session(storage: AuthStorage, 
 def test_user_id_key_setting(storage: AuthStorage) -> None:
     app = make_app(storage, AUTHKIT_SESSION_USER_KEY="uid")
     sid = sid_of(app.test_client().get("/set?uid=99"))
-    record = storage.get_session(sid)
+    record = storage.get_session(stored_session_id(sid))
     assert record is not None and record.user_id == "99"
 
 
@@ -522,7 +525,7 @@ def test_threaded_server_concurrent_clients_keep_their_own_sessions(server: str,
 
     run_threads(user, 8)
     assert len(set(sids.values())) == 8
-    assert all(storage.get_session(sid) is None for sid in sids.values())
+    assert all(storage.get_session(stored_session_id(sid)) is None for sid in sids.values())
 
 
 def test_threaded_server_logout_wins_over_concurrent_requests(server: str, storage: AuthStorage) -> None:
@@ -551,7 +554,7 @@ def test_threaded_server_logout_wins_over_concurrent_requests(server: str, stora
             for t in threads:
                 t.join()
             assert errors == []
-            assert storage.get_session(sid) is None
+            assert storage.get_session(stored_session_id(sid)) is None
 
 
 def test_storage_url_app_shares_one_storage_across_threads(tmp_path: Path) -> None:
@@ -577,6 +580,169 @@ def test_storage_url_app_shares_one_storage_across_threads(tmp_path: Path) -> No
         httpd.server_close()
     assert len(seen) == 6 and all(s is seen[0] for s in seen)
     ext.close(app)
+
+
+# -- lock-free saves on the atomic primitives, digests, round trips ----------------------
+
+
+def test_every_save_is_one_primitive_call_and_takes_no_lock() -> None:
+    storage = Recording()
+    app = make_app(storage)
+
+    @app.get("/append")
+    def append() -> str:
+        session["cart"].append(3)  # a change Flask's session does not notice
+        return "ok"
+
+    client = app.test_client()
+    client.get("/set?cart=x")
+    assert storage.take() == ["create"]  # no cookie: nothing to read
+    client.get("/peek")
+    assert storage.take() == ["get", "touch"]  # unchanged data: only the expiry slides
+    client.get("/set?cart=y")
+    assert storage.take() == ["get", "replace"]
+    client.get("/set?cart=y")  # set to what it was: nothing to rewrite
+    assert storage.take() == ["get", "touch"]
+    client.get("/login?user=ann")
+    assert storage.take() == ["get", "delete", "create"]  # the old id goes, a new one is made
+    sid = client.get_cookie("session")
+    assert sid is not None
+    record = storage.get_session(stored_session_id(sid.value))
+    assert record is not None
+    storage.replace_session(record.session_id, SessionData(session_id="", user_id="ann", data={"cart": [1]}))
+    storage.take()
+    client.get("/append")
+    assert storage.take() == ["get", "replace"]  # the data differs from what was read: rewritten
+    assert client.get("/peek").json == {"cart": [1, 3]}
+    storage.take()
+    client.get("/logout")
+    assert storage.take() == ["get", "delete"]
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = False
+    client.get("/set?a=1")
+    storage.take()
+    client.get("/peek")
+    assert storage.take() == ["get"]  # nothing changed, nothing to refresh: no write at all
+
+
+def test_a_session_expired_while_the_request_ran_is_not_brought_back(
+    storage: AuthStorage, module_clock: FakeClock
+) -> None:
+    app = make_app(storage, PERMANENT_SESSION_LIFETIME=timedelta(minutes=5))
+
+    @app.get("/outlive")
+    def outlive() -> str:
+        session.get("p")
+        module_clock.advance(6 * 60)  # the request outlives the session
+        return "ok"
+
+    client = app.test_client()
+    sid = sid_of(client.get("/permanent"))
+    (header,) = set_cookies(client.get("/outlive"))  # touch_session finds nothing live
+    assert header.startswith("session=;")
+    assert storage.get_session(stored_session_id(sid)) is None
+
+
+def test_the_store_holds_a_digest_of_the_session_id_never_the_cookie_value(storage: AuthStorage) -> None:
+    client = make_app(storage).test_client()
+    first = sid_of(client.get("/set?a=1"))
+    second = sid_of(client.get("/login?user=digest-user"))
+    client.get("/count")
+    contents = store_contents(storage)
+    assert first not in contents and second not in contents
+    assert stored_session_id(second) in contents  # the scan does see the sessions
+    assert [s.session_id for s in storage.list_user_sessions("digest-user")] == [stored_session_id(second)]
+    with make_app(storage).test_request_context(headers={"Cookie": f"session={second}"}):
+        assert isinstance(session._get_current_object(), AuthKitSession)  # type: ignore[attr-defined]
+        assert session.stored_id == stored_session_id(second)  # type: ignore[attr-defined]
+    # A copy of the database opens nothing: the stored id, sent as a cookie, is no session.
+    thief = make_app(storage).test_client()
+    thief.set_cookie("session", stored_session_id(second))
+    assert thief.get("/peek").json == {}
+
+
+def test_log_out_everywhere_else_keeps_this_session(storage: AuthStorage) -> None:
+    app = make_app(storage)
+
+    @app.get("/logout-elsewhere")
+    def logout_elsewhere() -> str:
+        current = session._get_current_object()  # type: ignore[attr-defined]
+        return str(storage.delete_user_sessions(session["user_id"], keep=current.stored_id))
+
+    browsers = [app.test_client() for _ in range(3)]
+    for browser in browsers:
+        browser.get("/login?user=everywhere")
+    assert browsers[0].get("/logout-elsewhere").text == "2"
+    assert browsers[0].get("/peek").json == {"user_id": "everywhere"}
+    assert browsers[1].get("/peek").json == {} and browsers[2].get("/peek").json == {}
+
+
+def test_round_trips_per_request_on_redis() -> None:
+    from urllib.parse import urlsplit
+
+    from authkit.storage.redis import RedisStorage
+    from tests.backends import drop_redis_keys
+    from tests.services import REDIS_URL, require, unique_prefix
+    from tests.tcp_proxy import TcpProxy
+
+    parts = urlsplit(require(REDIS_URL, "Redis"))
+    prefix = unique_prefix("r").rstrip("_") + ":"
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        storage = RedisStorage.from_url(proxy.url(REDIS_URL), prefix=prefix)
+        try:
+            client = make_app(storage).test_client()
+            client.get("/set?warm=up")
+            client.get("/logout")
+
+            def turns(path: str) -> int:
+                quiet_reset(proxy)
+                assert client.get(path).status_code == 200
+                return settled_turns(proxy)
+
+            assert turns("/set?a=1") == 1  # create_session
+            assert turns("/count") == 2  # read + replace_session
+            assert turns("/peek") == 2  # read + touch_session
+            assert turns("/login?user=rt") == 3  # read + delete the old id + create the new one
+            assert turns("/logout") == 2  # read + delete_session
+        finally:
+            drop_redis_keys(storage._client, prefix)
+            storage.close()
+
+
+def test_64_concurrent_requests_on_64_sessions_on_postgresql_all_answer() -> None:
+    """No lock in a save: 64 requests at once on default pool options all get 200 (no pool starvation)."""
+    from authkit.storage.sql import SqlStorage
+    from tests.services import POSTGRES_URL, require, unique_prefix
+
+    storage = SqlStorage(require(POSTGRES_URL, "PostgreSQL"), prefix=unique_prefix("s"))
+    app = make_app(storage)
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.server_port}"
+    try:
+        cookies = []
+        for n in range(64):
+            response = requests.get(f"{base}/login", params={"user": f"u{n}"}, timeout=60)
+            assert response.status_code == 200
+            cookies.append(response.cookies["session"])
+        statuses: list[int] = []
+        mutex = threading.Lock()
+
+        def request(n: int) -> None:
+            response = requests.get(f"{base}/count", cookies={"session": cookies[n]}, timeout=120)
+            with mutex:
+                statuses.append(response.status_code)
+            assert response.text == "1"
+
+        run_threads(request, 64)
+        assert statuses == [200] * 64
+        assert {s.user_id for s in storage.list_user_sessions("u7")} == {"u7"}
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
+        httpd.server_close()
+        storage.drop_schema()
+        storage.close()
 
 
 # -- the shared Salesforce client -------------------------------------------------------
@@ -746,5 +912,42 @@ def test_another_process_shares_the_sessions(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"user_id": "worker-a", "seen_by": "worker-b"}
     assert client.get("/peek").json == {"user_id": "worker-a", "seen_by": "worker-b"}
-    assert ext.get_storage(app).get_session(sid) is not None
+    assert ext.get_storage(app).get_session(stored_session_id(sid)) is not None
     ext.close(app)
+
+
+@pytest.mark.parametrize("value", [
+    {"n": 1, "s": "x", "f": 1.5, "b": True, "none": None, "list": [1, [2, {"k": "v"}]], "d": {"a": {"b": []}}},
+    {"t": (1, (2, 3)), "bytes": b"\x00", "when": datetime(2030, 1, 2, tzinfo=timezone.utc), "u": uuid.UUID(int=3)},
+    {" t": [1], "nested": {" di": {"x": 1}}, "lone": {" t": "not a tag"}},  # dicts that look like tags
+    {"inf": float("inf"), "nan_in_list": [float("nan")], "big": 10**30},
+    {"intkey": {1: "a", 2: "b"}},  # JSON turns the keys into strings
+    {"deep": [[[[[[["x"]]]]]]], "empty": {}, "emptylist": []},
+])
+def test_session_encoding_matches_flasks_tagged_json_round_trip(value: dict[str, Any]) -> None:
+    """The fast paths give exactly what TaggedJSONSerializer's text round trip gives."""
+    from flask.json.tag import TaggedJSONSerializer
+
+    serializer = TaggedJSONSerializer()
+    interface = AuthKitSessionInterface(MemoryStorage())
+    session_ = AuthKitSession(value)
+    expected_stored = json.loads(serializer.dumps(dict(session_)))
+    stored = interface._encode(session_)
+    assert json.dumps(stored, sort_keys=True) == json.dumps(expected_stored, sort_keys=True)
+    assert repr(interface._decode(stored)) == repr(serializer.loads(json.dumps(stored)))
+
+
+def test_a_taken_id_is_never_overwritten_a_new_one_is_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from authkit.errors import StorageError
+
+    storage = MemoryStorage()
+    app = make_app(storage)
+    draws = iter(["taken-id-0000", "taken-id-0000", "fresh-id-0001"] + ["taken-id-0000"] * 3)
+    monkeypatch.setattr("authkit.contrib.flask.secrets.token_urlsafe", lambda n: next(draws))
+    assert sid_of(app.test_client().get("/set?owner=first")) == "taken-id-0000"
+    # The second browser's first draw is taken: create_session refuses it, the next draw is used.
+    assert sid_of(app.test_client().get("/set?owner=second")) == "fresh-id-0001"
+    first = storage.get_session(stored_session_id("taken-id-0000"))
+    assert first is not None and first.data == {"owner": "first"}  # untouched
+    with pytest.raises(StorageError, match="random source"):
+        app.test_client().get("/set?owner=third")  # three taken draws in a row: something is broken

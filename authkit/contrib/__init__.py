@@ -10,16 +10,15 @@ code that turns a settings mapping into a :class:`~authkit.salesforce.Salesforce
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from authkit.errors import ConfigurationError, StorageError
+from authkit.errors import ConfigurationError
 from authkit.models import CleanupReport
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
 
@@ -33,7 +32,6 @@ __all__ = [
     "run_cleanup",
     "format_report",
     "format_failure",
-    "session_lock",
     "build_salesforce_auth",
     "build_salesforce_client",
 ]
@@ -122,33 +120,6 @@ def format_failure(exc: BaseException, storage_url: str | None = None) -> str:
             if secret and len(secret) >= 4:  # shorter would mask ordinary words
                 text = text.replace(secret, "***")
     return text
-
-
-# A session save is a read and a write; nobody holds this lock for long.
-_SESSION_LOCK_TIMEOUT = 10.0
-_SESSION_LOCK_TTL = 30.0
-
-
-@contextmanager
-def session_lock(storage: AuthStorage, session_id: str) -> Iterator[None]:
-    """Hold the per-session lock around a read-check-write of one session.
-
-    Saving an existing session must not bring it back after a logout in a
-    concurrent request deleted it, and creating one must not overwrite another;
-    the storage contract has no insert-if-absent or update-if-present, so the
-    Flask and Django session stores check and write under this lock (and
-    delete under it too).  Sessions never wait on each other's locks: the name
-    is derived from the id (hashed, so any valid id fits the name limit).
-    A lock that cannot be had in time is a :class:`~authkit.errors.StorageError`.
-    """
-    digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(storage.lock(f"authkit:session:{digest}", timeout=_SESSION_LOCK_TIMEOUT,
-                                             ttl=_SESSION_LOCK_TTL))
-        except TimeoutError as exc:
-            raise StorageError("timed out waiting for a session's lock") from exc
-        yield
 
 
 # -- Salesforce ------------------------------------------------------------

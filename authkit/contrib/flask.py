@@ -27,7 +27,11 @@ Usage::
 
 The browser holds only a random session id (``secrets.token_urlsafe(32)``);
 the data lives in the storage as a :class:`~authkit.models.SessionData` whose
-``data`` is JSON.  Values are encoded with Flask's own tagged JSON, so
+``data`` is JSON, under a digest of that id
+(:func:`~authkit.contrib.session_ids.stored_session_id`), so the storage
+never holds a cookie value.  A request costs one storage read if it sends a
+cookie and one write if it changes or refreshes its session, with no lock:
+the writes are the storage's atomic session primitives.  Values are encoded with Flask's own tagged JSON, so
 anything Flask's cookie session accepts works (JSON values, tuples, bytes,
 datetimes, UUIDs, ``Markup``); nothing is pickled.
 """
@@ -41,7 +45,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from flask import Flask, Request, Response, current_app, request
@@ -56,9 +60,10 @@ from authkit.contrib import (
     format_failure,
     format_report,
     run_cleanup,
-    session_lock,
 )
-from authkit.errors import AuthKitError, ConfigurationError
+from authkit.contrib._json import plain_json_copy
+from authkit.contrib.session_ids import stored_session_id
+from authkit.errors import AuthKitError, ConfigurationError, StorageError
 from authkit.models import SessionData
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage, check_id
 from authkit.storage.url import open_storage
@@ -82,6 +87,8 @@ The browser drops such a cookie when it closes, but the server never learns
 when that happens, so the record needs an idle timeout of its own."""
 
 _EXTENSION_KEY = "authkit"
+# Fresh ids drawn before a create gives up; more than one is never needed in practice.
+_CREATE_ATTEMPTS = 3
 _DEFAULT_STORAGE_URL = "sqlite:///authkit.db"
 
 
@@ -101,7 +108,8 @@ class AuthKitSession(SecureCookieSession):
     """The ``flask.session`` object: a dict that tracks changes, plus :meth:`regenerate`.
 
     ``sid`` is the session id the browser holds, ``None`` until the session is
-    first saved.  ``new`` is ``True`` when no stored session matched the request.
+    first saved; the storage keeps the session under :attr:`stored_id`, its
+    digest.  ``new`` is ``True`` when no stored session matched the request.
     """
 
     def __init__(
@@ -116,6 +124,14 @@ class AuthKitSession(SecureCookieSession):
         self.new = record is None
         self.record = record
         self.stale_sids: list[str] = []
+
+    @property
+    def stored_id(self) -> str | None:
+        """The id the storage keeps this session under (a digest of :attr:`sid`), or ``None``.
+
+        >>> storage.delete_user_sessions(session["user_id"], keep=session.stored_id)  # log out elsewhere
+        """
+        return None if self.sid is None else stored_session_id(self.sid)
 
     def regenerate(self) -> None:
         """Move the session to a new id when the response is saved, deleting the old record.
@@ -148,10 +164,13 @@ class AuthKitSessionInterface(SessionInterface):
     A permanent session lives ``PERMANENT_SESSION_LIFETIME`` after its last
     request; a non-permanent one ``non_permanent_lifetime`` on the server (its
     cookie ends with the browser).  With ``SESSION_REFRESH_EACH_REQUEST`` (the
-    default) every request that uses a session slides its expiry; without it,
-    only a changed session is written.  An untouched empty session writes
-    nothing: no record, no cookie.  A session emptied with ``session.clear()``
-    is deleted, and so is its cookie.
+    default) every request that uses a session slides its expiry (with
+    ``touch_session`` when the data is unchanged: nothing else is rewritten);
+    without it, only a changed session is written.  An untouched empty session
+    writes nothing: no record, no cookie.  A session emptied with
+    ``session.clear()`` is deleted, and so is its cookie.  A save never
+    brings back a session that a concurrent request deleted (a logout) or
+    that expired meanwhile: the response deletes the cookie instead.
 
     ``user_id_key`` names the session key whose value becomes the record's
     ``user_id`` (so ``storage.list_user_sessions(user_id)`` finds a user's
@@ -193,6 +212,11 @@ class AuthKitSessionInterface(SessionInterface):
     def _encode(self, session: AuthKitSession) -> dict[str, Any]:
         # Flask's tagged JSON turns tuples, bytes, datetimes... into plain JSON,
         # exactly as Flask's cookie sessions do; the storage then holds JSON.
+        # Tagging is what changes values; when the tagged session is plain JSON,
+        # the dumps + loads round trip that follows would change nothing.
+        tagged = plain_json_copy(self._serializer.tag(dict(session)))
+        if tagged is not None:
+            return cast(dict[str, Any], tagged)
         try:
             encoded: dict[str, Any] = json.loads(self._serializer.dumps(dict(session)))
         except TypeError as exc:
@@ -200,22 +224,36 @@ class AuthKitSessionInterface(SessionInterface):
         return encoded
 
     def _decode(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        decoded: dict[str, Any] = self._serializer.loads(json.dumps(data))
+        # What TaggedJSONSerializer.loads(json.dumps(data)) gives, without the
+        # text in between: untag every dict, innermost first (as its object_hook).
+        decoded: dict[str, Any] = self._untag(data)
         return decoded
+
+    def _untag(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return self._serializer.untag({key: self._untag(item) for key, item in value.items()})
+        if isinstance(value, list):
+            return [self._untag(item) for item in value]
+        return value
 
     # -- SessionInterface -------------------------------------------------
 
     def open_session(self, app: Flask, request: Request) -> AuthKitSession:
-        """The stored session the cookie names, or a new empty one."""
+        """The stored session the cookie names (one read), or a new empty one."""
         sid = request.cookies.get(self.get_cookie_name(app))
         if sid and _valid_sid(sid):
-            record = self.storage.get_session(sid)
+            record = self.storage.get_session(stored_session_id(sid))
             if record is not None:
                 return self.session_class(self._decode(record.data), sid=sid, record=record)
         return self.session_class()
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        """Store, refresh or delete the session and set or delete its cookie (see the class doc)."""
+        """Store, refresh or delete the session and set or delete its cookie (see the class doc).
+
+        One storage call and no lock: ``create_session`` for a new session,
+        ``replace_session`` for changed data, ``touch_session`` to slide the
+        expiry of unchanged data, ``delete_session`` for an emptied one.
+        """
         if not isinstance(session, AuthKitSession):
             raise TypeError("AuthKitSessionInterface saves only the AuthKitSession it opened")
         name = self.get_cookie_name(app)
@@ -229,14 +267,15 @@ class AuthKitSessionInterface(SessionInterface):
         }
         if session.accessed:
             response.vary.add("Cookie")
+        storage = self.storage
         for stale in session.stale_sids:
-            self._delete(stale)
+            storage.delete_session(stored_session_id(stale))
         session.stale_sids.clear()
 
         if not session:
             # Emptied (logout) or regenerated to nothing: forget it everywhere.
             if session.sid is not None:
-                self._delete(session.sid)
+                storage.delete_session(stored_session_id(session.sid))
                 session.sid = session.record = None
             if session.modified:
                 response.delete_cookie(name, **cookie)
@@ -245,52 +284,68 @@ class AuthKitSessionInterface(SessionInterface):
 
         if not (session.modified or app.config["SESSION_REFRESH_EACH_REQUEST"]):
             return
-        storage = self.storage
         now = storage.now()
         lifetime = app.permanent_session_lifetime if session.permanent else self.non_permanent_lifetime
-        if session.sid is None:
-            # 256 random bits: a new id never collides, so no lock is needed.
-            record = self._record(session, secrets.token_urlsafe(32), None, now, now + lifetime)
-            storage.store_session(record.session_id, record)
+        data = self._encode(session)
+        stored = session.record
+        if session.sid is None or stored is None:
+            sid, record = self._create(storage, session, data, now, now + lifetime)
         else:
-            with session_lock(storage, session.sid):
-                stored = storage.get_session(session.sid)
-                if stored is None:
-                    # Deleted by a concurrent request (logout) or expired while
-                    # this one ran: writing now would bring it back to life.
-                    session.sid = session.record = None
-                    response.delete_cookie(name, **cookie)
-                    response.vary.add("Cookie")
-                    return
-                record = self._record(session, session.sid, stored, now, now + lifetime)
-                storage.store_session(record.session_id, record)
+            sid = session.sid
+            record = self._record(session, sid, stored, data, now, now + lifetime)
+            if data == stored.data and record.user_id == stored.user_id:
+                # Only the expiry slides: no rewrite of data that did not change.
+                written = storage.touch_session(record.session_id, now + lifetime, last_activity=now)
+            else:
+                written = storage.replace_session(record.session_id, record)
+            if not written:
+                # Deleted by a concurrent request (logout) or expired while
+                # this one ran: writing now would bring it back to life.
+                session.sid = session.record = None
+                response.delete_cookie(name, **cookie)
+                response.vary.add("Cookie")
+                return
             if not self.should_set_cookie(app, session):
                 session.record = record
                 return
-        session.sid, session.record = record.session_id, record
+        session.sid, session.record = sid, record
         expires: datetime | None = now + lifetime if session.permanent else None
-        response.set_cookie(name, record.session_id, expires=expires, **cookie)
+        response.set_cookie(name, sid, expires=expires, **cookie)
         response.vary.add("Cookie")
 
-    def _delete(self, sid: str) -> None:
-        storage = self.storage
-        with session_lock(storage, sid):
-            storage.delete_session(sid)
+    def _create(
+        self, storage: AuthStorage, session: AuthKitSession, data: dict[str, Any], now: datetime, expires_at: datetime
+    ) -> tuple[str, SessionData]:
+        """Store a new session under a fresh id; its cookie value and its record."""
+        for _ in range(_CREATE_ATTEMPTS):
+            # 256 random bits: a taken id is as good as impossible, and
+            # create_session (never a blind write) makes sure of it.
+            sid = secrets.token_urlsafe(32)
+            record = self._record(session, sid, None, data, now, expires_at)
+            if storage.create_session(record.session_id, record):
+                return sid, record
+        raise StorageError(f"no free session id in {_CREATE_ATTEMPTS} random draws: is the random source broken?")
 
     def _record(
-        self, session: AuthKitSession, sid: str, stored: SessionData | None, now: datetime, expires_at: datetime
+        self,
+        session: AuthKitSession,
+        sid: str,
+        stored: SessionData | None,
+        data: dict[str, Any],
+        now: datetime,
+        expires_at: datetime,
     ) -> SessionData:
         user = session.get(self.user_id_key)
         user_id = str(user) if user is not None else ""
         return SessionData(
-            session_id=sid,
+            session_id=stored_session_id(sid),
             user_id=user_id if _valid_sid(user_id) else ANONYMOUS_USER_ID,
             created_at=stored.created_at if stored is not None else now,
             expires_at=expires_at,
             last_activity=now,
             ip_address=request.remote_addr if stored is None else stored.ip_address,
             user_agent=(request.user_agent.string or None) if stored is None else stored.user_agent,
-            data=self._encode(session),
+            data=data,
         )
 
 

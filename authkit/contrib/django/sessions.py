@@ -15,10 +15,17 @@ does not produce JSON is refused).  ``user_id`` is the logged-in user's id
 or the key ``AUTHKIT_SESSION_USER_KEY`` names), else ``"anonymous"``, so
 ``get_storage().list_user_sessions(str(user.pk))`` lists a user's sessions.
 
-The storage contract has no insert-if-absent or update-if-present, so
-``save`` and ``delete`` check and write under a per-session
-:meth:`~authkit.storage.AuthStorage.lock` (see :func:`authkit.contrib.session_lock`):
-a create never overwrites, an update never resurrects.
+The storage holds a digest of the session key, never the key itself
+(:func:`~authkit.contrib.session_ids.stored_session_id`): a copy of the
+database opens no session.  Every write is one atomic storage call and there
+is no lock: a create is ``create_session`` (``CreateError`` when the key is
+taken), a save ``replace_session`` (``UpdateError`` when the session is gone),
+a save of unchanged data ``touch_session`` (only the expiry moves), a delete
+``delete_session``.  A new key is not checked with ``exists()`` first (the
+create itself is the check), so creating a session is one round trip and
+saving one is one more.  The ``a*`` methods of Django 5 (``aload``,
+``asave``, ``acreate``, ``adelete``, ``aexists``, ``aclear_expired``) run the
+same code in a worker thread, as Django's own backends do.
 """
 
 from __future__ import annotations
@@ -26,15 +33,19 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, SessionBase, UpdateError
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signing import JSONSerializer
 from django.utils import timezone as dj_timezone
+from django.utils.crypto import get_random_string
 
-from authkit.contrib import ANONYMOUS_USER_ID, run_cleanup, session_lock
+from authkit.contrib import ANONYMOUS_USER_ID, run_cleanup
+from authkit.contrib._json import plain_json_copy
 from authkit.contrib.django import get_storage
+from authkit.contrib.session_ids import stored_session_id
 from authkit.models import SessionData
 from authkit.storage.base import AuthStorage, check_id
 
@@ -65,6 +76,13 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     [1, 2]
     """
 
+    _session_key: str | None  # Django's property; annotated only (no value here hides nothing)
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        # (key, record) as last loaded or written by this object; see save().
+        self._loaded: tuple[str | None, SessionData | None] = (None, None)
+
     @property
     def storage(self) -> AuthStorage:
         """The shared storage (looked up each time, so changed settings take effect)."""
@@ -75,7 +93,12 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     def _to_json(self, session_dict: dict[str, Any]) -> dict[str, Any]:
         # Round-trip through the configured serializer, so what is stored is
         # exactly what Django's own backends would store and load back
-        # (tuples become lists, non-string keys become strings).
+        # (tuples become lists, non-string keys become strings).  Django's
+        # JSON serializer changes nothing in plain JSON values: a copy will do.
+        if self.serializer is JSONSerializer:
+            copied = plain_json_copy(session_dict)
+            if copied is not None:
+                return cast(dict[str, Any], copied)
         raw = self.serializer().dumps(session_dict)
         try:
             data = json.loads(raw)
@@ -89,6 +112,12 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         return data
 
     def _from_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.serializer is JSONSerializer:
+            # The stored JSON is what Django's JSON serializer would load: a copy
+            # (never the stored record's own dict, see save()) will do.
+            copied = plain_json_copy(data)
+            if isinstance(copied, dict):
+                return copied
         try:
             decoded = self.serializer().loads(json.dumps(data).encode("latin-1"))
         except Exception:  # what Django's decode() does with unreadable data: an empty session
@@ -119,7 +148,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     def load(self) -> dict[str, Any]:
         """The stored session dict; ``{}`` (and no key) if it is unknown or expired."""
         key = self.session_key
-        record = self.storage.get_session(key) if _valid_key(key) else None
+        record = self.storage.get_session(stored_session_id(key)) if _valid_key(key) else None
+        # Remembered so that save() keeps created_at and, when the data did
+        # not change, moves only the expiry instead of rewriting the record.
+        self._loaded = (key, record)
         if record is None:
             # Unknown, expired or deleted: a new session with a new key later;
             # nothing is created now (creating on load would be a DoS vector).
@@ -129,10 +161,28 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
 
     def exists(self, session_key: str | None) -> bool:
         """True if a live session is stored under ``session_key``."""
-        return _valid_key(session_key) and self.storage.get_session(str(session_key)) is not None
+        return _valid_key(session_key) and self.storage.get_session(stored_session_id(str(session_key))) is not None
+
+    @property
+    def stored_session_id(self) -> str | None:
+        """The id the storage keeps this session under (a digest of the key), or ``None``.
+
+        >>> get_storage().delete_user_sessions(str(user.pk), keep=request.session.stored_session_id)
+        """
+        key = self.session_key
+        return stored_session_id(key) if _valid_key(key) else None
+
+    def _get_new_session_key(self) -> str:
+        # No exists() round trip: create_session refuses a taken key, and
+        # create() then draws again (Django's own loop, on CreateError).
+        key: str = get_random_string(32, VALID_KEY_CHARS)
+        return key
+
+    async def _aget_new_session_key(self) -> str:
+        return self._get_new_session_key()
 
     def create(self) -> None:
-        """Store a new, empty session under a fresh key (retrying on the rare collision)."""
+        """Store a new session under a fresh key (retrying on the rare collision)."""
         while True:
             self._session_key = self._get_new_session_key()
             try:
@@ -144,8 +194,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
             return
 
     def save(self, must_create: bool = False) -> None:
-        """Save the session; ``must_create``: only a new record (else ``CreateError``),
-        otherwise only an existing one (else ``UpdateError``)."""
+        """Save the session in one storage call; ``must_create``: only a new record
+        (else ``CreateError``), otherwise only an existing live one (else ``UpdateError``)."""
         if self.session_key is None:
             return self.create()
         session_dict = self._get_session(no_load=must_create)
@@ -156,27 +206,36 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
             raise CreateError if must_create else UpdateError
         data = self._to_json(session_dict)
         now = self._now()
+        now_utc = self._as_utc(now)
         expires_at = self._as_utc(self.get_expiry_date(modification=now))
         user = session_dict.get(getattr(settings, "AUTHKIT_SESSION_USER_KEY", _AUTH_USER_ID))
         user_id = str(user) if user is not None and _valid_key(str(user)) else ANONYMOUS_USER_ID
+        stored_id = stored_session_id(key)
+        loaded_key, loaded = self._loaded
+        if loaded_key != key or must_create:
+            loaded = None
+        record = SessionData(
+            session_id=stored_id,
+            user_id=user_id,
+            created_at=loaded.created_at if loaded is not None else now_utc,
+            expires_at=expires_at,
+            last_activity=now_utc,
+            data=data,
+        )
         storage = self.storage
-        with session_lock(storage, key):
-            stored = storage.get_session(key)
-            if must_create and stored is not None:
+        if must_create:
+            if not storage.create_session(stored_id, record):
                 raise CreateError
-            if not must_create and stored is None:
+        elif loaded is not None and loaded.data == data and loaded.user_id == user_id:
+            # SESSION_SAVE_EVERY_REQUEST or a modified flag without a change:
+            # only the expiry slides.
+            if not storage.touch_session(stored_id, expires_at, last_activity=now_utc):
                 raise UpdateError
-            storage.store_session(
-                key,
-                SessionData(
-                    session_id=key,
-                    user_id=user_id,
-                    created_at=stored.created_at if stored is not None else self._as_utc(now),
-                    expires_at=expires_at,
-                    last_activity=self._as_utc(now),
-                    data=data,
-                ),
-            )
+        elif not storage.replace_session(stored_id, record):
+            # Deleted (a logout elsewhere) or expired since it was loaded:
+            # never brought back to life.
+            raise UpdateError
+        self._loaded = (key, record)
         return None
 
     def delete(self, session_key: str | None = None) -> None:
@@ -185,11 +244,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
             if self.session_key is None:
                 return
             session_key = self.session_key
-        if not _valid_key(session_key):
-            return
-        storage = self.storage
-        with session_lock(storage, session_key):
-            storage.delete_session(session_key)
+        if _valid_key(session_key):
+            self.storage.delete_session(stored_session_id(session_key))
 
     @classmethod
     def clear_expired(cls) -> None:

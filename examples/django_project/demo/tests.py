@@ -14,6 +14,7 @@ from django.conf import settings
 from django.test import SimpleTestCase, override_settings
 
 from authkit.contrib.django import get_storage
+from authkit.contrib.session_ids import stored_session_id
 from authkit.testing import FakeSalesforce
 
 
@@ -29,8 +30,8 @@ class SessionViewsTests(SimpleTestCase):
         self.client.post("/login", {"username": "alice"})
         after = self.client.cookies[settings.SESSION_COOKIE_NAME].value
         self.assertNotEqual(before, after)
-        self.assertIsNone(get_storage().get_session(before))
-        record = get_storage().get_session(after)
+        self.assertIsNone(get_storage().get_session(stored_session_id(before)))
+        record = get_storage().get_session(stored_session_id(after))
         assert record is not None
         self.assertEqual(record.user_id, "alice")
         self.assertEqual(self.client.get("/").json(), {"user": "alice", "visits": 2})
@@ -39,7 +40,7 @@ class SessionViewsTests(SimpleTestCase):
         self.client.post("/login", {"username": "bob"})
         key = self.client.cookies[settings.SESSION_COOKIE_NAME].value
         self.client.post("/logout")
-        self.assertIsNone(get_storage().get_session(key))
+        self.assertIsNone(get_storage().get_session(stored_session_id(key)))
         self.assertEqual(self.client.get("/").json(), {"user": None, "visits": 1})
 
     def test_accounts_needs_a_login(self) -> None:

@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.test import Client, override_settings
 
 from authkit.contrib.django import get_storage
+from authkit.contrib.session_ids import stored_session_id
 from authkit.testing import FakeSalesforce
 
 
@@ -50,9 +51,9 @@ class Command(BaseCommand):
         out(f"POST /login      -> {client.post('/login', {'username': 'alice'}).json()}")
         key = client.cookies[settings.SESSION_COOKIE_NAME].value
         out(f"session key changed at login: {key != anonymous} | old session deleted: "
-            f"{storage.get_session(anonymous) is None}")
+            f"{storage.get_session(stored_session_id(anonymous)) is None}")
         out(f"GET /            -> {client.get('/').json()}")
-        record = storage.get_session(key)
+        record = storage.get_session(stored_session_id(key))
         assert record is not None and record.expires_at is not None
         out(f"stored session   -> user_id={record.user_id!r}, data={record.data}, "
             f"expires in {round((record.expires_at - storage.now()).total_seconds() / 60)} min")
@@ -60,9 +61,9 @@ class Command(BaseCommand):
         client.get("/accounts")
         out(f"token requests to Salesforce: {org.token_requests}  (one login, shared by all requests)")
         out(f"POST /logout     -> {client.post('/logout').json()}")
-        out(f"session after logout: {storage.get_session(key)}")
+        out(f"session after logout: {storage.get_session(stored_session_id(key))}")
         management.call_command("authkit_cleanup", stdout=self.stdout)
         management.call_command("clearsessions")
-        if key == anonymous or storage.get_session(key) is not None or org.token_requests != 1:
+        if key == anonymous or storage.get_session(stored_session_id(key)) is not None or org.token_requests != 1:
             raise CommandError("self-check failed")
         out("self-check passed")
