@@ -434,21 +434,29 @@ class EncryptedStorage(WrappingStorage):
         # With several keys the newest is tried again last: reencrypt() may have moved
         # the record from an old key to it between our first and our later lookups.
         for key in self._lookup_keys:
-            sealed = self._inner._get_token_by_access_token(key.index(access_token), now)
-            if sealed is None:
-                continue
-            token = self._open_token(sealed)
-            # (A plain comparison: the HMAC index already matched, this only catches a moved index.)
-            if token.access_token != access_token:
-                # The index was copied from another record: the ciphertext holds a different token.
-                raise EncryptionError("a stored token's access-token index does not match its ciphertext")
-            return token
+            token = self._lookup(key, access_token, now)
+            if token is not None:
+                return token
         if self._legacy_ok():
             # During a migration a token not sealed yet is indexed by its plain value.
             legacy = self._inner._get_token_by_access_token(access_token, now)
             if legacy is not None and not _is_sealed(legacy.refresh_token, legacy.metadata):
                 return legacy
+            # Sealing is one way (plain -> sealed): a token the migration sealed between
+            # our first lookup and the plain one is under the newest key's index now.
+            return self._lookup(self._keys[0], access_token, now)
         return None
+
+    def _lookup(self, key: _Key, access_token: str, now: datetime) -> AuthToken | None:
+        sealed = self._inner._get_token_by_access_token(key.index(access_token), now)
+        if sealed is None:
+            return None
+        token = self._open_token(sealed)
+        # (A plain comparison: the keyed index already matched, this only catches a moved index.)
+        if token.access_token != access_token:
+            # The index was copied from another record: the ciphertext holds a different token.
+            raise EncryptionError("a stored token's access-token index does not match its ciphertext")
+        return token
 
     def _update_token(self, token: AuthToken) -> None:
         if not self._marked:
