@@ -62,7 +62,7 @@ def run(quick: bool) -> None:
 
         from authkit.storage.redis import RedisStorage
     except ImportError:
-        print("\n## RedisStorage: skipped (pip install 'authkit[redis]')")
+        print("\n## RedisStorage: skipped (pip install 'authkit-sf[redis]')")
         return
     raw = redis.Redis.from_url(URL)
     try:

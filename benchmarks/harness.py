@@ -6,8 +6,9 @@ absolute times on shared machines mean little; the ratio is what to read.
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 def best_rate(fn: Callable[[int], object], n: int, repeat: int = 3) -> float:
@@ -58,6 +59,40 @@ class Table:
         print(f"\n## {self.title}")
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def interleaved(fns: Sequence[Callable[[], object]], rounds: int = 7) -> list[list[float]]:
+    """Seconds of each ``fn()`` per round, the functions taking turns every round.
+
+    Alternating A, B, A, B, ... spreads load from elsewhere on the machine over
+    every side alike; read the medians and their spread (:func:`summary`).
+    """
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for side, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[side].append(time.perf_counter() - start)
+    return times
+
+
+def summary(times: Sequence[float]) -> tuple[float, float]:
+    """The median and the spread ((max - min) / median) of some timings."""
+    middle = statistics.median(times)
+    return middle, (max(times) - min(times)) / middle if middle else 0.0
+
+
+def ratio_row(table: Table, what: str, ours: Sequence[float], baseline: Sequence[float], goal: str = "",
+              per: int = 1, extra: str = "") -> None:
+    """A row of two sets of timings (of ``per`` operations each): medians, spreads, ratio of medians."""
+    (a, a_spread), (b, b_spread) = summary(ours), summary(baseline)
+
+    def cell(seconds: float, spread: float) -> str:
+        if per > 1:
+            return f"{per / seconds:,.0f}/s ±{spread * 50:.0f}%"
+        return f"{seconds * 1000:,.1f} ms ±{spread * 50:.0f}%"
+
+    table.rows.append((what, cell(a, a_spread), cell(b, b_spread), f"{a / b:.2f}x" + extra, goal))
 
 
 class Versus:

@@ -16,16 +16,27 @@ ends the session, and then exactly one of them logs in again.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from authkit import open_storage
 from authkit.salesforce import JwtAuth, SalesforceClient
 
+# Check the settings before anything is opened: a missing one is a message, not a
+# traceback, and leaves no authkit.db behind in the current directory.
+missing = [name for name in ("SF_CLIENT_ID", "SF_USERNAME", "SF_PRIVATE_KEY_FILE") if not os.environ.get(name)]
+if missing:
+    sys.exit(f"jwt_shared_store.py: set {', '.join(missing)} (see the top of this file); "
+             "to try authkit without a Salesforce org, run examples/quickstart.py")
+key_file = Path(os.environ["SF_PRIVATE_KEY_FILE"])
+if not key_file.is_file():
+    sys.exit(f"jwt_shared_store.py: SF_PRIVATE_KEY_FILE: no such file: {key_file}")
+
 store = open_storage(os.environ.get("AUTHKIT_STORAGE_URL", "sqlite:///authkit.db"))
 auth = JwtAuth(
     client_id=os.environ["SF_CLIENT_ID"],
     username=os.environ["SF_USERNAME"],
-    private_key=Path(os.environ["SF_PRIVATE_KEY_FILE"]).read_text(),
+    private_key=key_file.read_text(),
     login_url=os.environ.get("SF_LOGIN_URL", "https://login.salesforce.com"),
     token_store=store,
 )

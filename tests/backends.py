@@ -7,6 +7,7 @@ To make a new backend join the whole suite, add its factory to ``BACKENDS``.
 
 from __future__ import annotations
 
+import importlib.util
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -35,7 +36,7 @@ def reopen(how: tuple[Any, ...]) -> AuthStorage:
     if kind == "sql":
         from authkit.storage.sql import SqlStorage
 
-        return SqlStorage(how[1], prefix=how[2], create_schema=False)
+        return SqlStorage(how[1], prefix=how[2], create_schema=False, **(how[3] if len(how) > 3 else {}))
     if kind == "redis":
         from authkit.storage.redis import RedisStorage
 
@@ -57,15 +58,15 @@ def memory(tmp_path: Path, clock: FakeClock) -> Iterator[AuthStorage]:
         yield storage
 
 
-def _sql(url: str, tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+def _sql(url: str, tmp_path: Path, clock: FakeClock, **options: Any) -> AbstractContextManager[AuthStorage]:
     """A SqlStorage on its own table prefix, its tables dropped afterwards."""
     from authkit.storage.sql import SqlStorage
 
     @contextmanager
     def factory() -> Iterator[AuthStorage]:
-        storage = SqlStorage(url, prefix=unique_prefix("s"), clock=clock)
+        storage = SqlStorage(url, prefix=unique_prefix("s"), clock=clock, **options)
         if not storage._in_memory:
-            _RECIPES[storage] = ("sql", url, storage.prefix)
+            _RECIPES[storage] = ("sql", url, storage.prefix, options)
         try:
             yield storage
         finally:
@@ -85,6 +86,13 @@ def sqlite_memory(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[Au
 
 def postgresql(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
     return _sql(require(POSTGRES_URL, "PostgreSQL"), tmp_path, clock)
+
+
+def postgresql_pgbouncer(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
+    """PostgreSQL through a private PgBouncer in transaction pooling mode (tests/local_servers.py)."""
+    from tests.local_servers import PGBOUNCER_OPTIONS, pgbouncer_url
+
+    return _sql(pgbouncer_url(), tmp_path, clock, **PGBOUNCER_OPTIONS)
 
 
 def mysql(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
@@ -187,3 +195,9 @@ BACKENDS: dict[str, Factory] = {
     "redis-cluster": redis_cluster,
     "encrypted-redis": encrypted_redis,
 }
+
+# PostgreSQL behind PgBouncer (transaction pooling) runs the whole suite once lock() is a lease
+# row: a session-level advisory lock excludes nobody there (tests/test_pgbouncer.py shows it).
+LEASE_LOCKS = importlib.util.find_spec("authkit.storage._sql_lock") is not None
+if LEASE_LOCKS:
+    BACKENDS["postgresql-pgbouncer"] = postgresql_pgbouncer

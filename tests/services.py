@@ -3,7 +3,8 @@
 URLs come from ``AUTHKIT_TEST_POSTGRES_URL``, ``AUTHKIT_TEST_MYSQL_URL`` and
 ``AUTHKIT_TEST_REDIS_URL``, with the local defaults below.  A missing server
 skips its tests with a loud reason, unless ``AUTHKIT_REQUIRE_SERVICES=1``
-(CI), where it fails them.
+(CI), where it fails them.  ``AUTHKIT_TEST_SERVICES=none`` skips every
+server's tests on purpose: the database-free run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ MYSQL_URL = os.environ.get("AUTHKIT_TEST_MYSQL_URL", "mysql://root@127.0.0.1:330
 REDIS_URL = os.environ.get("AUTHKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 REQUIRED = os.environ.get("AUTHKIT_REQUIRE_SERVICES") == "1"
+# AUTHKIT_TEST_SERVICES=none: the database-free run (CI's extra interpreters), every server's tests skipped.
+SERVICES_OFF = os.environ.get("AUTHKIT_TEST_SERVICES") == "none"
 
 
 def reachable(url: str, timeout: float = 1.0) -> bool:
@@ -34,6 +37,8 @@ def reachable(url: str, timeout: float = 1.0) -> bool:
 
 def require(url: str, name: str) -> str:
     """``url`` if its server is up; otherwise skip (or fail under AUTHKIT_REQUIRE_SERVICES=1)."""
+    if SERVICES_OFF:
+        pytest.skip(f"{name}: not in the database-free run (AUTHKIT_TEST_SERVICES=none)")
     if not reachable(url):
         message = f"*** {name} is not reachable at {urlsplit(url).netloc}: its tests did NOT run ***"
         if REQUIRED:

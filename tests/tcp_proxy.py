@@ -216,20 +216,23 @@ class TcpProxy:
         peer = self._peers[sock]
         try:
             data = sock.recv(_CHUNK)
-            if data:
-                peer.sendall(data)
         except OSError:
             data = b""
+        if data:
+            # Counted before forwarding: once the client has the answer, the turn is counted.
+            client = sock if sock in self._client_side else peer
+            if sock is client:
+                self._awaiting_answer.add(client)
+            elif client in self._awaiting_answer:
+                self._awaiting_answer.discard(client)
+                with self._mutex:
+                    self._turns += 1
+            try:
+                peer.sendall(data)
+            except OSError:
+                data = b""
         if not data:
             self._close_pair(sock, registered=True)
-            return
-        client = sock if sock in self._client_side else peer
-        if sock is client:
-            self._awaiting_answer.add(client)
-        elif client in self._awaiting_answer:
-            self._awaiting_answer.discard(client)
-            with self._mutex:
-                self._turns += 1
 
     def _close_pair(self, sock: socket.socket, *, registered: bool) -> None:
         peer = self._peers.pop(sock)

@@ -369,13 +369,22 @@ def test_a_read_racing_a_write_never_caches_the_old_value(clock: FakeClock, time
     cached.store_session("s1", session(data={"v": "old"}))
     inner.block = True
     results: list[SessionData | None] = []
-    reader = threading.Thread(target=lambda: results.append(cached.get_session("s1")))
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            results.append(cached.get_session("s1"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
     reader.start()
-    assert entered.wait(10)
+    assert entered.wait(10), errors
     inner.block = False
     cached.store_session("s1", session(data={"v": "new"}))  # while the reader holds the old value
     release.set()
     reader.join(10)
+    assert errors == [] and not reader.is_alive()
     assert results[0] is not None and results[0].data == {"v": "old"}  # it read before the write
     got = cached.get_session("s1")
     assert got is not None and got.data == {"v": "new"}  # ...but did not cache it

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,7 +85,8 @@ def test_version_and_help(tmp_path: Path) -> None:
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
     result = authkit(cwd=tmp_path)
     assert result.returncode == 2
-    assert "usage:" in result.stderr
+    assert one_error_line(result) == (
+        "authkit: error: the following arguments are required: COMMAND (see: authkit --help)")
 
 
 def test_init_creates_the_default_sqlite_file_in_the_current_directory(tmp_path: Path) -> None:
@@ -226,7 +226,7 @@ def _contention(url: str, cwd: Path, prefix: str | None) -> None:
             waiter = start("cleanup", "--wait", "30", "--storage", url, *extra, cwd=cwd)
             skipper = authkit("cleanup", "--storage", url, *extra, cwd=cwd)
             assert (skipper.returncode, skipper.stdout) == (0, "skipped: another cleanup is running\n"), skipper.stderr
-            time.sleep(0.5)  # the waiter is blocked on the lock, not finished
+            # The waiter cannot finish while the lock is held; below, it ran (not skipped) after.
             assert waiter.poll() is None
         finally:
             held.__exit__(None, None, None)
@@ -493,3 +493,18 @@ def test_salesforce_check_failures_are_one_line(tmp_path: Path, org: FakeSalesfo
     insecure = authkit("salesforce", "check", cwd=tmp_path, env={**env, "SF_LOGIN_URL": "http://example.com"})
     assert insecure.returncode == 2
     assert "https" in one_error_line(insecure)
+
+
+def test_salesforce_check_with_a_dead_static_token_says_why(tmp_path: Path, org: FakeSalesforce) -> None:
+    token = org.jwt_auth().access_token()
+    env = _env(SF_ACCESS_TOKEN=token, SF_INSTANCE_URL=org.instance_url)
+    alive = authkit("salesforce", "check", "--json", cwd=tmp_path, env=env)
+    assert alive.returncode == 0, alive.stderr
+    assert json.loads(alive.stdout)["flow"] == "static"
+    org.revoke(token)
+    dead = authkit("salesforce", "check", cwd=tmp_path, env=env)
+    assert dead.returncode == 1
+    line = one_error_line(dead)
+    assert line.startswith("authkit: error: Salesforce refused the access token (403")
+    assert "expired or was revoked (hint: get a new SF_ACCESS_TOKEN" in line
+    assert token not in dead.stdout + dead.stderr

@@ -46,7 +46,7 @@ def org() -> Iterator[FakeSalesforce]:
 def rest(org: FakeSalesforce) -> FakeRestApi:
     """A fresh, empty data API for each test (the org and its JWT app are shared by the module)."""
     org.rest = FakeRestApi(page_size=5)
-    org._injected.clear()
+    org.clear_injected_errors()
     return org.rest
 
 
@@ -254,7 +254,7 @@ def test_transient_5xx_not_retried_for_post_or_patch(org: FakeSalesforce, rest: 
         with pytest.raises(ApiError) as info:
             sf.request(method, "sobjects/Account", json={"Name": "x"})
         assert info.value.status_code == 503 and org.api_requests == before + 1
-        org._injected.clear()
+        assert org.clear_injected_errors() == 2  # the POST and PATCH were not retried
     assert rest.records("Account") == []
 
 
@@ -267,7 +267,8 @@ def test_retries_are_bounded(org: FakeSalesforce, auth: JwtAuth) -> None:
             client.get("limits")
         assert info.value.status_code == 503 and info.value.error_code == "SERVER_UNAVAILABLE"
         assert org.api_requests == before + 3  # the first try and 2 retries
-    org._injected.clear()
+    assert org.pending_injected_errors == 7
+    assert org.clear_injected_errors() == 7 and org.pending_injected_errors == 0
 
 
 @pytest.mark.parametrize("off", [0, None])
@@ -297,7 +298,8 @@ def test_retry_after_too_long_gives_up_at_once(org: FakeSalesforce, auth: JwtAut
         started = time.monotonic()
         with pytest.raises(ApiError) as info:
             client.get("limits")
-        assert time.monotonic() - started < 2 and info.value.status_code == 503
+        # Far below the 3600 s asked for (a generous bound: it must not flake under load).
+        assert time.monotonic() - started < 600 and info.value.status_code == 503
         assert org.api_requests == before + 1
 
 
@@ -660,7 +662,7 @@ def test_own_session_is_closed_yours_is_not(auth: JwtAuth) -> None:
         SalesforceClient(auth, session="not a session")  # type: ignore[arg-type]
     for bad in ({"retries": -1}, {"pool_maxsize": 0}, {"backoff_factor": -1}, {"timeout": 0},
                 {"timeout": (1, 2, 3)}):
-        with pytest.raises((ValueError, TypeError)):
+        with pytest.raises(ValueError):
             SalesforceClient(auth, **bad)
 
 

@@ -39,10 +39,11 @@ from django.test import Client, override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 import authkit.contrib.django as authkit_django  # noqa: E402
-from authkit.contrib import ANONYMOUS_USER_ID, CLEANUP_LOCK  # noqa: E402
+from authkit.contrib import ANONYMOUS_USER_ID  # noqa: E402
 from authkit.contrib.django.sessions import SessionStore  # noqa: E402
 from authkit.contrib.session_ids import stored_session_id  # noqa: E402
 from authkit.errors import ConfigurationError  # noqa: E402
+from authkit.maintenance import CLEANUP_LOCK  # noqa: E402
 from authkit.models import SessionData  # noqa: E402
 from authkit.storage import AuthStorage, MemoryStorage  # noqa: E402
 from tests.backends import BACKENDS  # noqa: E402
@@ -576,11 +577,7 @@ def _race_to_create(key: str, writers: int) -> list[str]:
         with mutex:
             outcomes.append(result)
 
-    threads = [threading.Thread(target=create, args=(n,)) for n in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(create, writers)  # an unexpected exception in a thread fails the test
     return outcomes
 
 
@@ -1094,9 +1091,10 @@ def test_manage_py_authkit_cleanup_exit_codes(tmp_path: Path) -> None:
     assert json.loads(ok.stdout)["status"] == "ok"
     bad = subprocess.run(manage, cwd=tmp_path, capture_output=True, text=True, timeout=60,
                          env={**env, "AUTHKIT_STORAGE_URL": "nosuch://x"})
-    assert bad.returncode == 1
-    assert "Traceback" not in bad.stderr
-    assert bad.stderr.strip().startswith("CommandError: cleanup failed: ConfigurationError: unknown storage scheme")
+    assert bad.returncode == 2  # configuration: as `authkit cleanup` exits
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("authkit: error: bad storage configuration: unknown storage scheme")
+    assert json.loads(bad.stdout)["status"] == "error"
 
 
 def test_example_project_tests_pass_under_djangos_test_runner(tmp_path: Path) -> None:

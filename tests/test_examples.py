@@ -92,6 +92,15 @@ def test_jwt_shared_store_logs_in_once_across_runs(tmp_path: Path) -> None:
     assert app.private_key_pem not in first + second
 
 
+def test_jwt_shared_store_without_settings_says_what_to_set_and_creates_nothing(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(EXAMPLES / "jwt_shared_store.py")], cwd=tmp_path, env=_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == ("jwt_shared_store.py: set SF_CLIENT_ID, SF_USERNAME, SF_PRIVATE_KEY_FILE (see the top "
+                             "of this file); to try authkit without a Salesforce org, run examples/quickstart.py\n")
+    assert list(tmp_path.iterdir()) == []  # no authkit.db left behind
+
+
 covers("crontab")
 
 
@@ -183,11 +192,18 @@ def test_every_example_is_run_by_a_test() -> None:
 README = (ROOT / "README.md").read_text()
 
 
-def test_readme_links_point_to_files_that_exist() -> None:
-    links = re.findall(r"\]\(((?!https?:)[^)#\s]+)(?:#[^)]*)?\)", README)
+REPO_URL = "https://github.com/authkit-sf/authkit-sf"
+
+
+def test_readme_links_are_absolute_and_point_to_files_that_exist() -> None:
+    """The README is the package index page too, where a relative link leads nowhere."""
+    relative = re.findall(r"\]\(((?!https?:)[^)#\s]+)(?:#[^)]*)?\)", README)
+    assert not relative, f"relative links break on the package index page: {relative}"
+    links = re.findall(re.escape(REPO_URL) + r"/blob/main/([^)#\s]+)(?:#[^)]*)?\)", README)
     assert links
     missing = [link for link in links if not (ROOT / link).exists()]
     assert not missing, f"README links to missing files: {missing}"
+    assert f"Source = {REPO_URL}" in (ROOT / "setup.cfg").read_text()
 
 
 def test_readme_commands_are_the_ones_ci_and_the_examples_use() -> None:

@@ -171,7 +171,7 @@ def test_password_grant(org: FakeSalesforce, app: ConnectedApp) -> None:
 
 
 def test_unknown_grant_type_and_wrong_method(org: FakeSalesforce) -> None:
-    assert oauth_error(token(org, grant_type="authorization_code")) == (
+    assert oauth_error(token(org, grant_type="urn:ietf:params:oauth:grant-type:saml2-bearer")) == (
         400, "unsupported_grant_type", "grant type not supported")
     assert requests.get(org.login_url + "/services/oauth2/token", timeout=10).status_code == 405
 
@@ -331,3 +331,46 @@ def test_pytest_plugin_fixture(tmp_path: Path) -> None:
 def test_json_bodies_are_json(org: FakeSalesforce) -> None:
     response = token(org, grant_type="nope")
     assert json.loads(response.content)["error"] == "unsupported_grant_type"
+
+
+def test_injected_errors_can_be_counted_and_cleared() -> None:
+    with FakeSalesforce() as org:
+        assert org.pending_injected_errors == 0
+        org.inject_error(503, "SERVER_UNAVAILABLE", count=2)
+        org.inject_token_error(400, "invalid_grant", "expired", count=1)
+        org.drop_token_connections(3)
+        assert org.pending_injected_errors == 6
+        assert org.clear_injected_errors() == 6
+        assert org.pending_injected_errors == 0
+        auth = org.jwt_auth()
+        assert auth.access_token()  # nothing injected is served any more
+        assert org.token_requests == 1
+
+
+def test_movable_clock_moves_forward_only() -> None:
+    from datetime import timedelta
+
+    from authkit.testing import MovableClock
+
+    clock = MovableClock()
+    before = clock()
+    clock.advance(3600)
+    clock.advance(timedelta(minutes=1))
+    assert clock() - before >= timedelta(minutes=61)
+    assert clock.offset == timedelta(minutes=61)
+    for bad, error in [(-1, ValueError), (timedelta(seconds=-1), ValueError), (float("nan"), ValueError),
+                       ("1", TypeError), (True, TypeError)]:
+        with pytest.raises(error):
+            clock.advance(bad)  # type: ignore[arg-type]
+    assert clock.offset == timedelta(minutes=61)
+
+
+def test_movable_clock_expires_a_fake_org_session() -> None:
+    from authkit.testing import MovableClock
+
+    clock = MovableClock()
+    with FakeSalesforce(clock=clock) as org:
+        org.jwt_auth().access_token()
+        assert org.active_sessions == 1
+        clock.advance(24 * 3600)
+        assert org.active_sessions == 0

@@ -21,7 +21,6 @@ from flask import Flask, flash, get_flashed_messages, jsonify, request, session
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.serving import make_server
 
-from authkit.contrib import CLEANUP_LOCK
 from authkit.contrib.flask import (
     DEFAULT_NON_PERMANENT_LIFETIME,
     AuthKit,
@@ -31,6 +30,7 @@ from authkit.contrib.flask import (
 )
 from authkit.contrib.session_ids import stored_session_id
 from authkit.errors import ConfigurationError, StorageUnavailableError
+from authkit.maintenance import CLEANUP_LOCK
 from authkit.models import CleanupReport, SessionData
 from authkit.storage import AuthStorage, MemoryStorage
 from tests.backends import BACKENDS
@@ -409,8 +409,8 @@ def test_extension_bad_settings() -> None:
     with pytest.raises(ConfigurationError, match="unknown storage scheme"):
         ext.get_storage(app)
     result = app.test_cli_runner().invoke(args=["authkit", "cleanup"])
-    assert result.exit_code == 1
-    assert result.output.strip().startswith("Error: cleanup failed: ConfigurationError: unknown storage scheme")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("authkit: error: bad storage configuration: unknown storage scheme")
     app2 = Flask(__name__)
     app2.config.update(AUTHKIT_STORAGE_URL="memory://", AUTHKIT_SESSION_LIFETIME=-1)
     with pytest.raises(ValueError):
@@ -474,14 +474,14 @@ def test_cleanup_command_skips_when_another_cleanup_runs(storage: AuthStorage) -
 
 def test_cleanup_command_failure_is_one_line_and_nonzero() -> None:
     class Down(MemoryStorage):
-        def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+        def _cleanup_batch(self, now: datetime, limit: int, *kinds: object) -> CleanupReport:
             raise StorageUnavailableError("cannot reach the storage server")
 
     app = make_app(Down())
     result = app.test_cli_runner().invoke(args=["authkit", "cleanup"])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert result.output.strip() == "Error: cleanup failed: StorageUnavailableError: cannot reach the storage server"
+    assert result.stderr == "authkit: error: StorageUnavailableError: cannot reach the storage server\n"
 
 
 def test_cleanup_command_rejects_bad_batch_size(storage: AuthStorage) -> None:
@@ -875,9 +875,10 @@ def test_flask_command_line_cleanup(tmp_path: Path) -> None:
     assert json.loads(ok.stdout)["status"] == "ok"
     bad = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=60,
                          env=_subprocess_env(AUTHKIT_STORAGE_URL="nosuch://x"))
-    assert bad.returncode == 1
-    assert "Traceback" not in bad.stderr
-    assert bad.stderr.strip().startswith("Error: cleanup failed: ConfigurationError: unknown storage scheme")
+    assert bad.returncode == 2  # configuration: as `authkit cleanup` exits
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("authkit: error: bad storage configuration: unknown storage scheme")
+    assert json.loads(bad.stdout)["status"] == "error"
 
 
 def test_another_process_shares_the_sessions(tmp_path: Path) -> None:

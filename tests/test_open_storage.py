@@ -62,4 +62,18 @@ def test_missing_driver_names_the_pip_install(url: str, module: str, extra: str)
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert f"pip install 'authkit[{extra}]'" in result.stdout
+    assert f"pip install 'authkit-sf[{extra}]'" in result.stdout
+
+
+def test_memory_options_are_checked_never_silently_dropped() -> None:
+    with open_storage("memory://", prefix="myapp_", create_schema=False) as storage:
+        assert isinstance(storage, MemoryStorage)
+    for bad, error in [(" x", ValueError), ("", ValueError), ("x" * 65, ValueError), ("a\nb", ValueError),
+                       (3, TypeError)]:
+        with pytest.raises(error):
+            open_storage("memory://", prefix=bad)
+    with pytest.raises(TypeError, match="create_schema"):
+        open_storage("memory://", create_schema="no")
+    for url in ("memory://host", "memory:///path", "memory://?x=1"):
+        with pytest.raises(ConfigurationError, match="memory://"):
+            open_storage(url)

@@ -53,13 +53,16 @@ def store(raw: Any, clock: FakeClock) -> Iterator[RedisStorage]:
         drop_redis_keys(raw, prefix)
 
 
-def keys_of(client: Any, prefix: str) -> list[bytes]:
-    from authkit.storage.redis import _glob_escape
+def keys_of(client: Any, prefix: str, *, marker: bool = False) -> list[bytes]:
+    """The key names under ``prefix``; without each storage's marker key unless ``marker``."""
+    from authkit.storage.redis import _MARKER, _glob_escape
 
     pattern = _glob_escape(prefix.encode()) + b"*"
     if isinstance(client, redis.cluster.RedisCluster):
-        return [k for node in client.get_primaries() for k in client.scan_iter(match=pattern, target_nodes=node)]
-    return list(client.scan_iter(match=pattern))
+        names = [k for node in client.get_primaries() for k in client.scan_iter(match=pattern, target_nodes=node)]
+    else:
+        names = list(client.scan_iter(match=pattern))
+    return [k for k in names if marker or not k.endswith(b"}:" + _MARKER)]
 
 
 def token(token_id: str = "t1", user_id: str = "u1", **fields: Any) -> AuthToken:
@@ -323,14 +326,13 @@ def test_rediss_url_talks_tls(tmp_path: Path) -> None:
         with open_storage(f"rediss://127.0.0.1:{port}/0", prefix="tls:", ssl_ca_certs=str(cert)) as storage:
             storage.store_kv("k", b"over tls")
             assert storage.get_kv("k") == b"over tls"
-        # The server's certificate is verified: without the CA, no connection.
-        with open_storage(f"rediss://127.0.0.1:{port}/0", prefix="tls:") as storage:
-            with pytest.raises(StorageUnavailableError):
-                storage.get_kv("k")
+        # The server's certificate is verified: without the CA, no connection (from the first
+        # round trip: opening checks the store's marker key).
+        with pytest.raises(StorageUnavailableError):
+            open_storage(f"rediss://127.0.0.1:{port}/0", prefix="tls:")
         # A plain-text client on the TLS port gets no answer it understands.
-        with open_storage(f"redis://127.0.0.1:{port}/0", prefix="tls:", socket_timeout=1) as storage:
-            with pytest.raises(StorageError):
-                storage.get_kv("k")
+        with pytest.raises(StorageError):
+            open_storage(f"redis://127.0.0.1:{port}/0", prefix="tls:", socket_timeout=1)
 
 
 def test_bad_urls_and_options() -> None:
@@ -355,11 +357,10 @@ def test_password_never_in_repr_or_errors() -> None:
         assert "s3cret" not in str(info.value)
         storage.close()
         server.start()
-        wrong = RedisStorage.from_url(f"redis://:wrong-pw-xyz@127.0.0.1:{server.port}/0")
+        # Opening checks the store's marker key: a wrong password fails there, masked.
         with pytest.raises(StorageError) as info:
-            wrong.get_kv("k")
-        assert "wrong-pw-xyz" not in str(info.value) and "wrong-pw-xyz" not in repr(wrong)
-        wrong.close()
+            RedisStorage.from_url(f"redis://:wrong-pw-xyz@127.0.0.1:{server.port}/0")
+        assert "wrong-pw-xyz" not in str(info.value)
 
 
 def test_server_restart_mid_run() -> None:
@@ -639,3 +640,32 @@ def test_incr_kv_leaves_no_scratch_key(store: RedisStorage) -> None:
         store.incr_kv("text")
     assert not store._client.exists(store._b + b"incr")
     assert store.get_kv("c") == str(2**62 + 1).encode()
+
+
+# -- the marker key: a wrong prefix or database is refused -----------------------------
+
+
+def test_a_store_without_its_marker_is_refused_like_missing_sql_tables(raw: Any) -> None:
+    from authkit.errors import ConfigurationError
+
+    prefix = unique_prefix("m").rstrip("_") + ":"
+    url = require(REDIS_URL, "Redis")
+    try:
+        with pytest.raises(ConfigurationError, match=r"no authkit store with prefix .* `authkit init`"):
+            RedisStorage.from_url(url, prefix=prefix, create_schema=False)  # nothing there yet
+        assert keys_of(raw, prefix, marker=True) == []  # refusing wrote nothing
+        with RedisStorage.from_url(url, prefix=prefix) as storage:  # create_schema=True: the marker
+            storage.store_kv("k", b"v")
+        with RedisStorage.from_url(url, prefix=prefix, create_schema=False) as storage:
+            assert storage.get_kv("k") == b"v"
+            assert storage.cleanup_expired().total == 0
+        with RedisStorage.from_url(url, prefix=prefix, create_schema=False) as storage:
+            assert storage.get_kv("k") == b"v"  # cleanup left the marker
+        other_db = url.rsplit("/", 1)[0] + "/15"
+        with pytest.raises(ConfigurationError, match="wrong database or prefix"):
+            RedisStorage.from_url(other_db, prefix=prefix, create_schema=False)
+        with pytest.raises(TypeError):
+            RedisStorage(raw, prefix=prefix, create_schema="no")  # type: ignore[arg-type]
+    finally:
+        for name in keys_of(raw, prefix, marker=True):
+            raw.delete(name)

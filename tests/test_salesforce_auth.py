@@ -609,16 +609,25 @@ def test_waiting_too_long_for_another_minter_is_an_authentication_error(
             held.set()
             release.wait(10)
 
-    holder = threading.Thread(target=other_process_minting)
+    holder_errors: list[BaseException] = []
+
+    def run_holder() -> None:
+        try:
+            other_process_minting()
+        except BaseException as exc:
+            holder_errors.append(exc)
+
+    holder = threading.Thread(target=run_holder)
     holder.start()
     try:
-        held.wait(10)
+        assert held.wait(10), holder_errors
         error = refused(auth)
         assert "timed out" in str(error) and isinstance(error.__cause__, TimeoutError)
         assert org.token_requests == 0
     finally:
         release.set()
         holder.join()
+    assert holder_errors == []
     assert auth.access_token() and org.token_requests == 1
 
 

@@ -648,15 +648,20 @@ def test_lock_times_out(storage: AuthStorage) -> None:
     acquired = threading.Event()
     release = threading.Event()
 
+    errors: list[BaseException] = []
+
     def holder() -> None:
-        with storage.lock("busy", timeout=5):
-            acquired.set()
-            release.wait(10)
+        try:
+            with storage.lock("busy", timeout=5):
+                acquired.set()
+                assert release.wait(30)
+        except BaseException as exc:
+            errors.append(exc)
 
     thread = threading.Thread(target=holder)
     thread.start()
     try:
-        assert acquired.wait(10)
+        assert acquired.wait(30), errors
         with pytest.raises(TimeoutError):
             with storage.lock("busy", timeout=0):
                 pass
@@ -668,6 +673,7 @@ def test_lock_times_out(storage: AuthStorage) -> None:
     finally:
         release.set()
         thread.join()
+    assert errors == []
     with storage.lock("busy", timeout=1):
         pass
 

@@ -1,5 +1,5 @@
 """Flask integration: server-side sessions on any :class:`~authkit.storage.AuthStorage`,
-one shared :class:`~authkit.salesforce.SalesforceClient`, and ``flask authkit cleanup``.
+one shared :class:`~authkit.salesforce.SalesforceClient`, and ``flask authkit ...`` maintenance commands.
 
 Usage::
 
@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -50,22 +49,17 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 from flask import Flask, Request, Response, current_app, request
 from flask import session as _current_session
-from flask.cli import AppGroup
+from flask.cli import with_appcontext
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSession, SessionInterface, SessionMixin
 
-from authkit.contrib import (
-    ANONYMOUS_USER_ID,
-    build_salesforce_client,
-    format_failure,
-    format_report,
-    run_cleanup,
-)
+from authkit.contrib import ANONYMOUS_USER_ID, build_salesforce_client
 from authkit.contrib._json import plain_json_copy
 from authkit.contrib.session_ids import stored_session_id
-from authkit.errors import AuthKitError, ConfigurationError, StorageError
+from authkit.errors import ConfigurationError, StorageError
+from authkit.maintenance import _CleanupEveryN, _run_framework
 from authkit.models import SessionData
-from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage, check_id
+from authkit.storage.base import AuthStorage, check_id
 from authkit.storage.url import open_storage
 
 if TYPE_CHECKING:
@@ -375,6 +369,7 @@ class _AppState:
         self.client = client
         self.owns_client = False
         self.mutex = threading.Lock()
+        self.cleanup: _CleanupEveryN | None = None  # AUTHKIT_CLEANUP_N_REQUESTS
 
     @property
     def storage(self) -> AuthStorage:
@@ -418,6 +413,10 @@ class AuthKit:
         server-side idle lifetime of non-permanent sessions (default 24 h).
     ``AUTHKIT_SESSION_USER_KEY``
         the session key holding the user id (default ``"user_id"``).
+    ``AUTHKIT_CLEANUP_N_REQUESTS``
+        for apps without cron: every N requests, delete expired records on a
+        background thread under the cleanup lock (default ``None``: never;
+        run ``flask authkit cleanup`` from cron instead).
     ``AUTHKIT_SALESFORCE_*``
         the shared Salesforce client: ``AUTHKIT_SALESFORCE_FLOW`` plus the
         flow's options in upper case (``_CLIENT_ID``, ``_USERNAME``,
@@ -451,6 +450,7 @@ class AuthKit:
         config.setdefault("AUTHKIT_SESSIONS", True)
         config.setdefault("AUTHKIT_SESSION_LIFETIME", DEFAULT_NON_PERMANENT_LIFETIME)
         config.setdefault("AUTHKIT_SESSION_USER_KEY", "user_id")
+        config.setdefault("AUTHKIT_CLEANUP_N_REQUESTS", None)
         # Check the settings that can be wrong before anything is opened.
         lifetime = _lifetime(config["AUTHKIT_SESSION_LIFETIME"], "AUTHKIT_SESSION_LIFETIME")
         salesforce = _salesforce_settings(config)
@@ -475,6 +475,19 @@ class AuthKit:
                 non_permanent_lifetime=lifetime,
                 user_id_key=config["AUTHKIT_SESSION_USER_KEY"],
             )
+        every = config["AUTHKIT_CLEANUP_N_REQUESTS"]
+        if every is not None:
+            try:
+                state.cleanup = _CleanupEveryN(lambda: state.storage, every)
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"AUTHKIT_CLEANUP_N_REQUESTS: {exc}") from exc
+            cleanup = state.cleanup
+
+            @app.teardown_request
+            def _count_request(exc: BaseException | None) -> None:
+                # Counts and, every N requests, starts a thread: the request never waits for the cleanup.
+                cleanup.tick()
+
         app.cli.add_command(cli)
 
     @staticmethod
@@ -513,7 +526,7 @@ class AuthKit:
         storage = state.storage  # before taking the mutex: opening the storage takes it too
         with state.mutex:
             if state.client is None:
-                state.client = build_salesforce_client(state.salesforce_config, storage)
+                state.client = build_salesforce_client(state.salesforce_config, storage, names=_flask_setting_name)
                 state.owns_client = True
             return state.client
 
@@ -529,26 +542,29 @@ class AuthKit:
         self._state(app).close()
 
 
+def _flask_setting_name(key: str) -> str:
+    return f"AUTHKIT_SALESFORCE_{key.upper()}"
+
+
 def _salesforce_settings(config: Mapping[str, Any]) -> dict[str, Any] | None:
     prefix = "AUTHKIT_SALESFORCE_"
     settings = {key[len(prefix):].lower(): value for key, value in config.items() if key.startswith(prefix)}
     return settings or None
 
 
-cli = AppGroup("authkit", help="authkit maintenance for this app's storage.")
+@click.command("authkit", add_help_option=False,
+               context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                 "allow_interspersed_args": False})
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@with_appcontext
+def cli(argv: tuple[str, ...]) -> None:
+    """authkit maintenance of this app's storage: init, stats, cleanup, reencrypt, encrypt, ...
 
-
-@cli.command("cleanup")
-@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
-              help="Records of each kind deleted per transaction.")
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Seconds to wait for another running cleanup; by default skip at once.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def _cleanup_command(batch_size: int, wait: float, as_json: bool) -> None:
-    """Delete expired sessions, tokens and kv entries (cron-safe: one run at a time)."""
-    started = time.monotonic()
-    try:
-        report = run_cleanup(AuthKit._state().storage, batch_size=batch_size, wait=wait)
-    except AuthKitError as exc:
-        raise click.ClickException(format_failure(exc, current_app.config.get("AUTHKIT_STORAGE_URL"))) from exc
-    click.echo(format_report(report, seconds=time.monotonic() - started, as_json=as_json))
+    The sub-commands, options, output and exit statuses of the ``authkit``
+    command (``flask authkit --help`` lists them), on the app's storage.
+    """
+    state = AuthKit._state()
+    url = current_app.config.get("AUTHKIT_STORAGE_URL") if state.owns_storage else None
+    status = _run_framework(argv, prog="flask authkit", storage=lambda: state.storage,
+                            storage_url=url if isinstance(url, str) else None)
+    click.get_current_context().exit(status)

@@ -44,6 +44,7 @@ and the auth session is single-flight.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import io
 import logging
@@ -52,7 +53,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -72,7 +73,11 @@ from authkit.errors import (
     SessionExpiredError,
 )
 from authkit.salesforce.auth import AuthSession
+from authkit.salesforce.budget import RequestBudget
 from authkit.salesforce.oauth import Timeout, _check_timeout
+
+if TYPE_CHECKING:
+    from authkit.salesforce.bulk import Bulk
 
 __all__ = ["SalesforceClient", "SObject", "ApiUsage", "retrying_adapter"]
 
@@ -245,6 +250,9 @@ class SalesforceClient:
     bundle, custom adapters) the client uses it exactly as configured, never
     mounts anything on it and never closes it; passing the adapter options too is
     a ``ValueError`` — mount :func:`retrying_adapter` on your session instead.
+
+    ``budget``: a :class:`~authkit.salesforce.RequestBudget` shared by the fleet; every request
+    sent holds one request of it (see :mod:`authkit.salesforce.budget`).
     """
 
     def __init__(
@@ -258,6 +266,7 @@ class SalesforceClient:
         backoff_factor: float | _Default = _DEFAULT,
         max_retry_after: float | _Default = _DEFAULT,
         pool_maxsize: int | _Default = _DEFAULT,
+        budget: RequestBudget | None = None,
     ) -> None:
         if not isinstance(auth, AuthSession):
             raise TypeError("auth must be an authkit.salesforce.AuthSession")
@@ -292,6 +301,9 @@ class SalesforceClient:
         self._timeout = timeout
         self._closed = False
         self._limit_info: tuple[str, ApiUsage | None] | None = None
+        if budget is not None and not isinstance(budget, RequestBudget):
+            raise TypeError("budget must be an authkit.salesforce.RequestBudget")
+        self._budget = budget  # every send holds one request of it (see authkit.salesforce.budget)
 
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ""
@@ -406,7 +418,8 @@ class SalesforceClient:
         prepared.headers["Authorization"] = f"Bearer {token}"
         started = time.perf_counter()
         try:
-            response = self._session.send(prepared, **settings)
+            with self._budget.acquire() if self._budget is not None else contextlib.nullcontext():
+                response = self._session.send(prepared, **settings)
         except requests.RequestException as exc:
             logger.debug("%s %s -> %s (%.1f ms)", method, safe, type(exc).__name__,
                          (time.perf_counter() - started) * 1000)
@@ -498,6 +511,13 @@ class SalesforceClient:
             if not next_url:
                 return
             page = self.get(next_url)
+
+    @property
+    def bulk(self) -> Bulk:
+        """Bulk API 2.0 (:mod:`authkit.salesforce.bulk`): ``sf.bulk.insert("Account", rows)``, ``.query(soql)``."""
+        from authkit.salesforce.bulk import Bulk
+
+        return Bulk(self)
 
     def sobject(self, name: str) -> SObject:
         """The record operations of one sObject type: ``sf.sobject("Account").create({...})``."""

@@ -32,7 +32,8 @@ import requests
 
 from authkit.errors import AuthenticationError
 
-__all__ = ["TokenEndpoint", "TokenResponse", "normalize_url", "response_signature", "Timeout"]
+__all__ = ["TokenEndpoint", "TokenResponse", "normalize_url", "trusted_instance_url", "response_signature",
+           "check_timeout", "Timeout", "SALESFORCE_DOMAINS"]
 
 logger = logging.getLogger("authkit.salesforce")
 
@@ -40,6 +41,18 @@ Timeout = float | tuple[float, float]
 """A requests timeout: seconds, or ``(connect, read)`` seconds."""
 
 TOKEN_PATH = "/services/oauth2/token"
+REVOKE_PATH = "/services/oauth2/revoke"
+
+SALESFORCE_DOMAINS = (
+    "salesforce.com",  # login, test, My Domains, Hyperforce instances
+    "force.com",  # Lightning, Visualforce, sites
+    "cloudforce.com",
+    "database.com",
+    "salesforce.mil",  # Government Cloud Plus - Defense
+    "crmforce.mil",
+    "sfcrmproducts.cn",  # Salesforce on Alibaba Cloud
+)
+"""Domains whose hosts (and subdomains) an ``instance_url`` may name, besides the login host."""
 _MAX_BACKOFF = 8.0
 _MAX_DESCRIPTION = 300
 
@@ -78,6 +91,23 @@ def normalize_url(url: object, name: str) -> str:
         raise ValueError(f"{name} has an invalid port: {url!r}") from None
     netloc = f"[{host}]" if ":" in host else host
     return f"{parts.scheme}://{netloc}" + (f":{port}" if port is not None else "")
+
+
+def trusted_instance_url(url: object, login_url: str) -> str:
+    """``url`` normalized if a bearer token may be sent there, else ``ValueError``/``TypeError``.
+
+    It must be a bare ``https`` origin (``http`` only on a loopback host),
+    without credentials, path or query (see :func:`normalize_url`), on a
+    Salesforce domain (:data:`SALESFORCE_DOMAINS`) or ``login_url``'s own
+    origin (host and port: a local test org): a token response or a shared
+    store that names another host must not redirect the token there.
+    """
+    origin = normalize_url(url, "instance_url")
+    host = (urlsplit(origin).hostname or "").lower().rstrip(".")
+    login_host = (urlsplit(login_url).hostname or "").lower().rstrip(".")
+    if origin == normalize_url(login_url, "login_url") or any(host.endswith("." + d) for d in SALESFORCE_DOMAINS):
+        return origin
+    raise ValueError(f"instance_url {origin!r} is neither on a Salesforce domain nor the login host {login_host}")
 
 
 def response_signature(client_secret: str, identity_url: str, issued_at: str) -> str:
@@ -144,7 +174,7 @@ class TokenEndpoint:
         self.login_url = normalize_url(login_url, "login_url")
         if session is not None and not isinstance(session, requests.Session):
             raise TypeError("session must be a requests.Session")
-        _check_timeout(timeout)
+        check_timeout(timeout)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ValueError("retries must be an int >= 0")
         if not isinstance(backoff, (int, float)) or isinstance(backoff, bool) or backoff < 0:
@@ -196,6 +226,45 @@ class TokenEndpoint:
                 continue
             return self._parse(response, grant, client_secret)
 
+    def revoke(self, token: str, *, what: str = "token") -> bool:
+        """Revoke ``token`` (an access or refresh token) at ``/services/oauth2/revoke`` (RFC 7009).
+
+        True if Salesforce revoked it, False if it no longer knew it (``400
+        invalid_token``: already revoked or expired — the goal is met either
+        way).  Any other refusal is an :class:`~authkit.errors.AuthenticationError`.
+        Revocation is idempotent, so transient failures are retried.
+        """
+        url = self.login_url + REVOKE_PATH
+        attempt = 0
+        while True:
+            try:
+                response = self.session.post(url, data={"token": token}, headers={"Accept": "application/json"},
+                                             timeout=self.timeout, allow_redirects=False)
+            except requests.RequestException as exc:
+                if attempt < self.retries:
+                    attempt = self._pause(attempt, "revoke", type(exc).__name__)
+                    continue
+                raise AuthenticationError(
+                    f"revoking the {what} at {self.login_url} failed: {type(exc).__name__}") from exc
+            if _retryable_status(response.status_code) and attempt < self.retries:
+                response.close()
+                attempt = self._pause(attempt, "revoke", f"HTTP {response.status_code}", response)
+                continue
+            break
+        status = response.status_code
+        if status == 200:
+            return True
+        body = _json(response)
+        error = str(body.get("error")) if isinstance(body, dict) and body.get("error") is not None else None
+        description = body.get("error_description") if isinstance(body, dict) else None
+        description = str(description)[:_MAX_DESCRIPTION] if description is not None else None
+        if status == 400 and error == "invalid_token":
+            logger.debug("revoke at %s: the %s was already invalid", self.login_url, what)
+            return False
+        detail = f"{error}: {description}" if error else f"HTTP {status} without an OAuth error body"
+        raise AuthenticationError(f"revoking the {what} at {self.login_url} was refused: {detail} (HTTP {status})",
+                                  error=error, error_description=description, status_code=status)
+
     def _pause(self, attempt: int, grant: str, why: str, response: requests.Response | None = None) -> int:
         delay = min(_MAX_BACKOFF, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
         retry_after = response.headers.get("Retry-After", "") if response is not None else ""
@@ -234,10 +303,11 @@ class TokenEndpoint:
                 f"{grant} token response from {self.login_url} has no access_token", status_code=status
             )
         try:
-            instance_url = normalize_url(body.get("instance_url"), "instance_url")
-        except (TypeError, ValueError):
+            instance_url = trusted_instance_url(body.get("instance_url"), self.login_url)
+        except (TypeError, ValueError) as exc:
             raise AuthenticationError(
-                f"{grant} token response from {self.login_url} has no usable instance_url", status_code=status
+                f"{grant} token response from {self.login_url} has no usable instance_url: {exc}",
+                error="invalid_instance_url", status_code=status,
             ) from None
         result = TokenResponse(
             access_token=body["access_token"],
@@ -255,10 +325,14 @@ class TokenEndpoint:
 
 
 def _verify_signature(result: TokenResponse, client_secret: str, grant: str, login_url: str) -> None:
-    """Check ``signature``; a response without one (the JWT flow's) is accepted as Salesforce sends it."""
+    """Check ``signature``.  With the secret known, a response without one is refused too:
+    whoever could strip the signature could otherwise alter the rest unnoticed."""
     if result.signature is None:
-        logger.debug("%s token response from %s carries no signature to verify", grant, login_url)
-        return
+        raise AuthenticationError(
+            f"{grant} token response from {login_url} carries no signature, but the client secret is known "
+            "(the response may have been altered; pass no client_secret to a flow whose responses are unsigned)",
+            error="invalid_signature", error_description="signature missing", status_code=200,
+        )
     if result.identity_url is None or result.issued_at is None:
         raise AuthenticationError(
             f"{grant} token response from {login_url} is signed but lacks id/issued_at", error="invalid_signature"
@@ -285,7 +359,7 @@ def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _check_timeout(timeout: object) -> None:
+def check_timeout(timeout: object) -> None:
     values = timeout if isinstance(timeout, tuple) else (timeout,)
     if isinstance(timeout, tuple) and len(timeout) != 2:
         raise ValueError("timeout must be seconds or a (connect, read) pair")
@@ -294,3 +368,6 @@ def _check_timeout(timeout: object) -> None:
             raise TypeError("timeout must be seconds or a (connect, read) pair of seconds")
         if not value > 0:
             raise ValueError("timeout must be > 0")
+
+
+_check_timeout = check_timeout  # the name authkit.salesforce.client imports

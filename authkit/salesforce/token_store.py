@@ -19,7 +19,9 @@ The stored token:
 
 * lives under a stable id, ``salesforce:<flow>:<hash of flow, login host,
   client id and user>``, so two identities never share a token;
-* has ``metadata`` ``{"instance_url", "identity_url", "flow"}``; after an
+* has ``metadata`` ``{"instance_url", "identity_url", "flow"}``; a token whose
+  ``instance_url`` is not trusted (see :func:`~authkit.salesforce.oauth.trusted_instance_url`)
+  is never used; after an
   ``invalidate`` also ``"invalidated": true`` (kept, not deleted, because it
   may carry the newest rotated refresh token);
 * has ``expires_at`` ``None`` unless ``max_token_age`` is set (Salesforce
@@ -39,6 +41,7 @@ from datetime import datetime, timedelta
 
 from authkit.errors import AuthenticationError
 from authkit.models import AuthToken
+from authkit.salesforce.oauth import trusted_instance_url
 from authkit.storage.base import AuthStorage, Clock
 
 __all__ = ["SharedToken", "shared_token_id"]
@@ -76,6 +79,7 @@ class SharedToken:
             raise TypeError("token_store must be an AuthStorage (see authkit.open_storage)")
         self.storage = storage
         self.token_id = shared_token_id(flow, login_url, client_id, user)
+        self.login_url = login_url
         self.lock_name = f"authkit:{self.token_id}"
         self.max_token_age = max_token_age
         self.lock_timeout = lock_timeout
@@ -96,6 +100,14 @@ class SharedToken:
     def usable(self, token: AuthToken | None) -> bool:
         """True if ``token`` is a live access token that nobody invalidated."""
         if token is None or token.metadata.get("invalidated") or not token.metadata.get("instance_url"):
+            return False
+        try:
+            trusted_instance_url(token.metadata["instance_url"], self.login_url)
+        except (TypeError, ValueError):
+            # Whoever can write the store must not be able to send our bearer token elsewhere:
+            # such a token is not adopted (a new one is minted), and the host is not logged.
+            logger.warning("the shared Salesforce token %s names an untrusted instance_url; not using it",
+                           self.token_id)
             return False
         now = self._clock()
         if token.is_expired(now):

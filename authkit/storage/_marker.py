@@ -41,7 +41,7 @@ REFUSAL = (
 _GATE = "_authkit_gate"
 
 MAINTENANCE_HOOKS = frozenset({
-    "_cleanup_batch", "_stats", "_lock", "_count_active_sessions", "_drop_old_copies",
+    "_cleanup_batch", "_stats", "_try_lock", "_release_lock", "_count_active_sessions", "_drop_old_copies",
 })
 """What a storage without keys may still do on an encrypted store when opened for
 maintenance (``authkit cleanup``/``stats``): delete expired records, count, lock.

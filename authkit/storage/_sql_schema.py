@@ -67,7 +67,7 @@ def _micros() -> sa.types.TypeEngine[int]:
 
 
 class Tables:
-    """The ``Table`` objects of one prefix; ``locks`` only exists on SQLite."""
+    """The ``Table`` objects of one prefix."""
 
     def __init__(self, prefix: str, dialect_name: str) -> None:
         self.metadata = sa.MetaData()
@@ -124,14 +124,13 @@ class Tables:
             sa.Index(f"{prefix}kv_expires_at", "expires_at"),
             **options,
         )
-        # PostgreSQL and MySQL lock with their own primitives; SQLite has none
-        # that spans processes, so there a row in this table is the lock.
-        self.locks: sa.Table | None = None
-        if dialect_name == "sqlite":
-            self.locks = sa.Table(
-                f"{prefix}locks",
-                self.metadata,
-                sa.Column("name", Id(), primary_key=True),
-                sa.Column("owner", sa.String(32), nullable=False),
-                sa.Column("expires_at", _micros(), nullable=False),
-            )
+        # A held lock is a lease row (see _sql_lock): committed data, so it survives a
+        # server restart, and no connection stays checked out while it is held.
+        self.locks = sa.Table(
+            f"{prefix}locks",
+            self.metadata,
+            sa.Column("name", Id(), primary_key=True),
+            sa.Column("owner", sa.String(32), nullable=False),
+            sa.Column("expires_at", _micros(), nullable=False),
+            **options,
+        )

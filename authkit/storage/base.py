@@ -31,6 +31,8 @@ from __future__ import annotations
 import abc
 import copy
 import math
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -54,6 +56,14 @@ Clock = Callable[[], datetime]
 """A function returning the current aware UTC time; tests inject one to move time."""
 
 DEFAULT_BATCH_SIZE = 1000
+CLEANUP_KINDS = ("tokens", "sessions", "kv")
+# cleanup_expired sizes its batches by time: each statement should take about this long,
+# short enough that writers waiting on the rows it deletes barely notice.
+_CLEANUP_TARGET_SECONDS = 0.025
+_CLEANUP_FIRST_BATCH = 1000
+_CLEANUP_MAX_BATCH = 1_000_000
+# lock(): the wait between attempts doubles from the first to the longest, jittered.
+_LOCK_WAIT_FIRST, _LOCK_WAIT_LONGEST = 0.002, 0.1
 KvValue = bytes | bytearray | memoryview
 _ttl_seconds = ttl_seconds  # the name other modules imported before the codec existed
 
@@ -172,6 +182,25 @@ def _check_timeouts(timeout: object, ttl: object) -> tuple[float, float]:
 
 
 _MAX_WAIT = 366 * 24 * 3600.0
+
+
+def _wait_for(attempt: Callable[[], Any], timeout: float) -> Any:
+    """Call ``attempt`` until it returns something other than ``None``, or ``None`` after ``timeout``.
+
+    ``timeout=0`` tries once.  Waits between attempts grow exponentially with
+    jitter, so many waiters neither poll in lock step nor hammer the server.
+    """
+    deadline = time.monotonic() + timeout
+    wait = _LOCK_WAIT_FIRST
+    while True:
+        result = attempt()
+        if result is not None:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        time.sleep(min(remaining, wait * random.uniform(0.5, 1.5)))
+        wait = min(wait * 2, _LOCK_WAIT_LONGEST)
 
 
 class AuthStorage(abc.ABC):
@@ -384,26 +413,38 @@ class AuthStorage(abc.ABC):
 
     def cleanup_expired(
         self,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         progress: Callable[[CleanupReport], None] | None = None,
     ) -> CleanupReport:
         """Delete expired tokens, sessions and kv entries; return how many of each.
 
-        Works in batches of at most ``batch_size`` records of each kind, each
-        batch its own short transaction, so a cron job never holds a big lock
-        and other writers interleave.  ``progress`` is called after every batch
-        with the running totals.
+        Works in batches, each its own short transaction, so a cron job never
+        holds a big lock and other writers interleave.  Batches are sized by
+        time: they grow while a batch is quick and shrink when it is slow, so
+        each statement takes about 20 ms whatever the database's speed;
+        ``batch_size`` caps the records of each kind per batch.  A record a
+        concurrent write made live again is never deleted.  ``progress`` is
+        called after every batch with the running totals.
         """
-        check_batch_size(batch_size)
+        cap = _CLEANUP_MAX_BATCH if batch_size is None else min(check_batch_size(batch_size), _CLEANUP_MAX_BATCH)
         now = self.now()
         total = CleanupReport()
+        limit = min(cap, _CLEANUP_FIRST_BATCH)
+        kinds: tuple[str, ...] = CLEANUP_KINDS
         while True:
-            batch = self._cleanup_batch(now, batch_size)
+            started = time.perf_counter()
+            batch = self._cleanup_batch(now, limit, kinds)
+            elapsed = time.perf_counter() - started
             total += batch
             if progress is not None:
                 progress(total)
-            if max(batch.tokens, batch.sessions, batch.kv) < batch_size:
+            # A kind with fewer than `limit` expired records left is done (`now` stays put).
+            kinds = tuple(kind for kind in kinds if getattr(batch, kind) >= limit)
+            if not kinds:
                 return total
+            # Aim the next batch at the target time, changing by at most 2x a step.
+            scale = _CLEANUP_TARGET_SECONDS / elapsed if elapsed > 0 else 2.0
+            limit = max(1, min(cap, int(limit * min(2.0, max(0.5, scale)))))
 
     def stats(self) -> dict[str, int]:
         """Record counts: ``tokens``/``sessions``/``kv``, each ``_live`` and ``_expired``.
@@ -440,12 +481,19 @@ class AuthStorage(abc.ABC):
 
         Waits at most ``timeout`` seconds (``0`` tries once), then raises
         :class:`TimeoutError`.  A holder that dies without releasing loses the
-        lock after ``ttl`` seconds.  Not re-entrant.
+        lock after ``ttl`` seconds.  Not re-entrant.  The body may use the
+        storage freely: holding a lock keeps no connection busy.  What a lock
+        guarantees across a server restart depends on the backend (see its docs).
         """
         check_id(name, "name")
         timeout_s, ttl_s = _check_timeouts(timeout, ttl)
-        with self._lock(name, timeout_s, ttl_s):
+        handle = _wait_for(lambda: self._try_lock(name, ttl_s), timeout_s)
+        if handle is None:
+            raise TimeoutError(f"lock {name!r} is held by another holder")
+        try:
             yield
+        finally:
+            self._release_lock(name, handle)
 
     def close(self) -> None:  # noqa: B027 - a backend with nothing to release needs no override
         """Release connections; the storage must not be used afterwards."""
@@ -520,8 +568,13 @@ class AuthStorage(abc.ABC):
         """Live keys starting with ``prefix`` literally, in any order."""
 
     @abc.abstractmethod
-    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
-        """Delete up to ``limit`` expired records of each kind, in one short transaction."""
+    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
+        """Delete up to ``limit`` expired records of each of ``kinds``, each kind in one short step.
+
+        ``kinds`` names those still worth a statement ("tokens", "sessions", "kv");
+        a backend may clean the others too.  The deleting statement itself tests
+        expiry, so a record made live by a concurrent write is never deleted.
+        """
 
     @abc.abstractmethod
     def _stats(self, now: datetime) -> dict[str, int]:
@@ -537,8 +590,16 @@ class AuthStorage(abc.ABC):
         """Like :meth:`_token_id_page`, for sessions."""
 
     @abc.abstractmethod
-    def _lock(self, name: str, timeout: float, ttl: float) -> Any:
-        """A context manager holding the lock; raises ``TimeoutError``."""
+    def _try_lock(self, name: str, ttl: float) -> Any:
+        """Take the lock if it is free (or its holder's ``ttl`` ran out), without waiting.
+
+        Returns a handle for :meth:`_release_lock` (anything but ``None``), or
+        ``None`` when someone else holds it.  The base class does the waiting.
+        """
+
+    @abc.abstractmethod
+    def _release_lock(self, name: str, handle: Any) -> None:
+        """Release the lock taken as ``handle``, only if it is still ours."""
 
     # The atomic primitives: each ONE step on the server, never lock + read + write.
 

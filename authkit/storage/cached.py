@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +42,7 @@ from cachetools import TTLCache
 
 from authkit.models import AuthToken, CleanupReport, SessionData
 from authkit.storage._codec import live
-from authkit.storage.base import AuthStorage, copy_session, copy_token
+from authkit.storage.base import CLEANUP_KINDS, AuthStorage, copy_session, copy_token
 from authkit.storage.wrapper import WrappingStorage
 
 __all__ = ["CachedStorage"]
@@ -296,11 +296,11 @@ class CachedStorage(WrappingStorage):
 
     # -- maintenance ------------------------------------------------------
 
-    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
         # Cleanup deletes only expired records, which the cache never serves;
         # clearing anyway keeps "a delete evicts" true without knowing the ids.
         try:
-            return self._inner._cleanup_batch(now, limit)
+            return self._inner._cleanup_batch(now, limit, kinds)
         finally:
             self.clear_cache()
 

@@ -7,6 +7,7 @@ Usage::
 
     storage = open_storage("redis://localhost:6379/0", prefix="myapp:")
     storage = open_storage("redis://node1:7000", cluster=True)          # a Redis Cluster
+    storage = open_storage("redis+sentinel://:pw@s1,s2,s3/mymaster/0")  # the master Sentinel names
     storage = RedisStorage(redis.Redis(host="localhost"), prefix="myapp:")
 
     storage.store_kv("greeting", b"hello", ttl=60)
@@ -38,12 +39,9 @@ with the storage's clock; Redis's own TTLs only reclaim memory.
 
 from __future__ import annotations
 
-import random
 import struct
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -51,13 +49,15 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.cluster
+import redis.sentinel
 from redis import exceptions as redis_errors
 
 from authkit.errors import ConfigurationError, NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, CleanupReport, SessionData
+from authkit.storage import _redis_sentinel as _sentinel
 from authkit.storage._codec import counter_overflow, digest, dumps, live, loads, micros, moment, ttl_seconds
 from authkit.storage._redact import url_secrets
-from authkit.storage.base import AuthStorage, Clock
+from authkit.storage.base import CLEANUP_KINDS, AuthStorage, Clock
 
 __all__ = ["RedisStorage"]
 
@@ -539,6 +539,11 @@ def _ms(seconds: float) -> bytes:
     return str(max(1, int(seconds * 1000 + 0.999))).encode()
 
 
+# The marker key: its presence says "an authkit store lives under this prefix in this database".
+_MARKER = b"schema"
+_MARKER_VALUE = b"authkit redis store, layout 1"
+
+
 class _Errors:
     """``with storage._errors:`` turns redis-py exceptions into authkit's, cause attached."""
 
@@ -574,7 +579,12 @@ def _where(client: Any) -> str:
         cluster: Any = client  # get_nodes() has no type hints
         nodes = sorted(f"{n.host}:{n.port}" for n in cluster.get_nodes())
         return "cluster " + ",".join(nodes[:3]) + (",…" if len(nodes) > 3 else "")
-    kwargs = client.connection_pool.connection_kwargs
+    pool = client.connection_pool
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        sentinels = pool.sentinel_manager.sentinels
+        where = ",".join(_where(s).rsplit("/", 1)[0] for s in sentinels)
+        return f"sentinel {pool.service_name} via {where}/{pool.connection_kwargs.get('db', 0)}"
+    kwargs = pool.connection_kwargs
     if kwargs.get("path"):
         return f"unix:{kwargs['path']}"
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
@@ -591,6 +601,12 @@ class RedisStorage(AuthStorage):
     (``None``: never).  A client passed in is the caller's to close (unless
     ``owns_client=True``); one built by :meth:`from_url` is closed by :meth:`close`.
 
+    Like the SQL tables, a storage has a marker key (``<prefix>{...}:schema``):
+    ``create_schema=True`` (the default) writes it if missing; with
+    ``create_schema=False`` a missing marker is a :class:`ConfigurationError`,
+    so a mistyped prefix or database number is refused instead of looking
+    like an empty store (``authkit init`` writes it).
+
     >>> storage = RedisStorage(redis.Redis(), prefix="myapp:")
     """
 
@@ -602,6 +618,7 @@ class RedisStorage(AuthStorage):
         clock: Clock | None = None,
         token_retention: float | timedelta | None = None,
         owns_client: bool = False,
+        create_schema: bool = True,
     ) -> None:
         super().__init__(clock=clock)
         if not isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
@@ -618,6 +635,7 @@ class RedisStorage(AuthStorage):
             raise ValueError("token_retention must be at most 100 years")
         self._client: Any = client  # redis-py's return types are sync/async unions: checked here, not by mypy
         self._owns_client = owns_client
+        self._sentinel: Any = None  # the redis.sentinel.Sentinel from_url built, closed with the client
         self.prefix = prefix
         base = self._b = _base(prefix)
         self._tx, self._ti, self._to, self._sx, self._si, self._so, self._kx = (
@@ -645,6 +663,24 @@ class RedisStorage(AuthStorage):
         self._cleanup_lua = register(_CLEANUP)
         self._stats_lua = register(_STATS)
         self._release_lua = register(_RELEASE_LOCK)
+        self._check_marker(create_schema)
+
+    def _check_marker(self, create: bool) -> None:
+        """Write the marker key (``create``), or refuse a store without one, as SQL refuses missing tables."""
+        if not isinstance(create, bool):
+            raise TypeError("create_schema must be a bool")
+        marker = self._b + _MARKER
+        with self._errors:
+            if create:
+                self._client.set(marker, _MARKER_VALUE, nx=True)
+                return
+            present = self._client.exists(marker)
+        if not present:
+            raise ConfigurationError(
+                f"no authkit store with prefix {self.prefix!r} at Redis {self._where} "
+                "(a wrong database or prefix?); create it with `authkit init` "
+                "(flask authkit init, manage.py authkit_init; in code, create_schema=True)"
+            )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStorage:
@@ -652,16 +688,17 @@ class RedisStorage(AuthStorage):
 
         Options: ``prefix``, ``clock``, ``token_retention``, ``cluster=True``
         (a :class:`redis.cluster.RedisCluster` seeded from the URL's node),
-        ``create_schema`` (accepted for :func:`open_storage`; Redis needs no
-        schema); anything else goes to redis-py's ``from_url`` (e.g.
-        ``socket_timeout``, ``ssl_ca_certs``).
+        ``create_schema`` (write the marker key, or with ``False`` refuse a
+        store without one); anything else goes to redis-py's ``from_url`` (e.g.
+        ``socket_timeout``, ``ssl_ca_certs``).  ``redis+sentinel://`` and
+        ``rediss+sentinel://`` URLs give a client on the master Redis Sentinel names
+        (see :mod:`authkit.storage._redis_sentinel` for the URL form).
 
         >>> storage = RedisStorage.from_url("redis://:secret@localhost:6379/0", prefix="myapp:")
         """
         if not isinstance(url, str):
             raise TypeError("url must be a str")
-        own = {k: options.pop(k) for k in ("prefix", "clock", "token_retention") if k in options}
-        options.pop("create_schema", None)
+        own = {k: options.pop(k) for k in ("prefix", "clock", "token_retention", "create_schema") if k in options}
         cluster = bool(options.pop("cluster", False))
         options.setdefault("socket_connect_timeout", 5.0)
         options.setdefault("socket_timeout", 30.0)
@@ -671,10 +708,15 @@ class RedisStorage(AuthStorage):
             raise ConfigurationError("malformed Redis URL") from exc
         # Every secret of the URL (user-info and ?password=), masked out of any message.
         errors = _Errors(url.split("://", 1)[0] + "://…", url_secrets(url))
+        sentinel: Any = None
         try:
             with errors:
                 client: redis.Redis | redis.cluster.RedisCluster
-                if cluster:
+                if url.split("://", 1)[0].lower() in _sentinel.SCHEMES:
+                    if cluster:
+                        raise ConfigurationError("cluster=True and a redis+sentinel:// URL exclude each other")
+                    client, sentinel = _sentinel.sentinel_client(url, options)
+                elif cluster:
                     client = redis.cluster.RedisCluster.from_url(url, **options)
                 else:
                     client = redis.Redis.from_url(url, **options)
@@ -685,10 +727,12 @@ class RedisStorage(AuthStorage):
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL or option: {errors._text(exc)}") from exc
         try:
-            return cls(client, owns_client=True, **own)
+            storage = cls(client, owns_client=True, **own)
         except BaseException:
             client.close()
             raise
+        storage._sentinel = sentinel
+        return storage
 
     def __repr__(self) -> str:
         return f"RedisStorage({self._where!r}, prefix={self.prefix!r})"
@@ -697,6 +741,9 @@ class RedisStorage(AuthStorage):
         """Close the client if this storage built it (:meth:`from_url`)."""
         if self._owns_client:
             self._client.close()
+            if self._sentinel is not None:  # the connections to the sentinels themselves
+                for client in self._sentinel.sentinels:
+                    client.close()
 
     # -- helpers ------------------------------------------------------------
 
@@ -914,7 +961,8 @@ class RedisStorage(AuthStorage):
 
     # -- maintenance ------------------------------------------------------
 
-    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
+    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
+        # Every kind in one step (cheap here); `kinds` only spares SQL empty statements.
         with self._errors:
             tokens, sessions, kv = self._cleanup_lua(
                 keys=[*self._token_keys, *self._session_keys, self._kx], args=[self._b, _micros(now), limit]
@@ -942,27 +990,14 @@ class RedisStorage(AuthStorage):
     def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         return self._id_page(self._si, cursor, limit)
 
-    @contextmanager
-    def _lock(self, name: str, timeout: float, ttl: float) -> Iterator[None]:
-        key = self._key(b"lock:", name)
+    def _try_lock(self, name: str, ttl: float) -> bytes | None:
         holder = uuid.uuid4().hex.encode()
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            with self._errors:
-                if self._client.set(key, holder, nx=True, px=int(_ms(ttl))):
-                    break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"lock {name!r} is held by another holder")
-            # Jittered exponential backoff: waiters do not poll in lock step.
-            time.sleep(min(remaining, delay * (0.5 + random.random())))
-            delay = min(delay * 2, 0.1)
-        try:
-            yield
-        finally:
-            with self._errors:
-                # Compare-and-delete: a holder whose ttl ran out must not free
-                # the lock someone else holds now.
-                self._release_lua(keys=[key], args=[holder])
+        with self._errors:
+            taken = self._client.set(self._key(b"lock:", name), holder, nx=True, px=int(_ms(ttl)))
+        return holder if taken else None
 
+    def _release_lock(self, name: str, handle: Any) -> None:
+        with self._errors:
+            # Compare-and-delete: a holder whose ttl ran out must not free
+            # the lock someone else holds now.
+            self._release_lua(keys=[self._key(b"lock:", name)], args=[handle])

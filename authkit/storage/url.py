@@ -5,11 +5,17 @@ URL                                     backend
 ======================================  =====================================
 ``memory://``                           :class:`MemoryStorage`
 ``sqlite:///path.db``, ``sqlite://``    :class:`SqlStorage` (``sqlite://`` is in memory, shared by threads)
-``postgresql://user@host/db``           :class:`SqlStorage` on psycopg 3 (``pip install 'authkit[postgres]'``)
-``mysql://…``, ``mariadb://…``          :class:`SqlStorage` on PyMySQL (``pip install 'authkit[mysql]'``)
-``redis://…``, ``rediss://…``,          :class:`RedisStorage` (``pip install 'authkit[redis]'``)
+``postgresql://user@host/db``           :class:`SqlStorage` on psycopg 3 (``pip install 'authkit-sf[postgres]'``)
+``mysql://…``, ``mariadb://…``          :class:`SqlStorage` on PyMySQL (``pip install 'authkit-sf[mysql]'``)
+``redis://…``, ``rediss://…``,          :class:`RedisStorage` (``pip install 'authkit-sf[redis]'``)
 ``unix:///path/redis.sock``
+``redis+sentinel://s1,s2,s3/svc/0``     :class:`RedisStorage` on the master Redis Sentinel names
+``rediss+sentinel://…``                 (the same over TLS; see docs/scaling.md)
 ======================================  =====================================
+
+``memory://`` is a store private to its object: it takes no host or path, and
+its ``prefix`` and ``create_schema`` are checked like any backend's and need
+nothing more (the store is its own namespace, with no schema to create).
 
 Options: ``prefix`` (table or key prefix), ``create_schema`` (default True),
 ``clock``, backend-specific ones (see each backend), and ``encryption_keys``:
@@ -53,6 +59,9 @@ def _open_backend(url: str, scheme: str, options: dict[str, Any]) -> AuthStorage
         unknown = set(options) - {"clock", "prefix", "create_schema"}
         if unknown:
             raise TypeError(f"unknown option(s) for memory://: {', '.join(sorted(unknown))}")
+        if url.partition("://")[2]:
+            raise ConfigurationError("memory:// takes no host, path or query: every memory store is private")
+        _check_memory_options(options)
         return MemoryStorage(clock=options.get("clock"))
     if scheme in _SQL_SCHEMES:
         from authkit.storage.sql import SqlStorage
@@ -63,7 +72,7 @@ def _open_backend(url: str, scheme: str, options: dict[str, Any]) -> AuthStorage
             import redis  # noqa: F401
         except ImportError as exc:
             raise ConfigurationError(
-                "redis:// needs the redis extra: pip install 'authkit[redis]'"
+                "redis:// needs the redis extra: pip install 'authkit-sf[redis]'"
             ) from exc
         from authkit.storage.redis import RedisStorage
 
@@ -71,6 +80,25 @@ def _open_backend(url: str, scheme: str, options: dict[str, Any]) -> AuthStorage
     raise ConfigurationError(
         f"unknown storage scheme {scheme!r}; expected memory, sqlite, postgresql, mysql, mariadb, redis, rediss or unix"
     )
+
+
+def _check_memory_options(options: dict[str, Any]) -> None:
+    """The options a memory store honours trivially are still checked, never silently dropped.
+
+    A memory store is private to its object, so it is a namespace of its own:
+    a ``prefix`` has nothing more to separate and there is no schema to create.
+    Values another backend would refuse are refused here too, so a test on
+    ``memory://`` fails where production would.
+    """
+    prefix = options.get("prefix")
+    if prefix is not None:
+        if not isinstance(prefix, str):
+            raise TypeError("prefix must be a str")
+        if not prefix or len(prefix) > 64 or not prefix.isprintable() or prefix.strip() != prefix:
+            raise ValueError("prefix must be 1-64 printable characters without surrounding spaces")
+    create_schema = options.get("create_schema", True)
+    if not isinstance(create_schema, bool):
+        raise TypeError("create_schema must be a bool")
 
 
 def open_storage(url: str, **options: Any) -> AuthStorage:

@@ -8,11 +8,12 @@ Time is ``inner``'s clock, and ``close()`` closes ``inner``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from authkit.models import AuthToken, CleanupReport, SessionData
-from authkit.storage.base import AuthStorage
+from authkit.storage.base import CLEANUP_KINDS, AuthStorage
 
 __all__ = ["WrappingStorage"]
 
@@ -82,8 +83,8 @@ class WrappingStorage(AuthStorage):
     def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
         return self._inner._list_kv_keys(prefix, now)
 
-    def _cleanup_batch(self, now: datetime, limit: int) -> CleanupReport:
-        return self._inner._cleanup_batch(now, limit)
+    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
+        return self._inner._cleanup_batch(now, limit, kinds)
 
     def _stats(self, now: datetime) -> dict[str, int]:
         return self._inner._stats(now)
@@ -94,8 +95,11 @@ class WrappingStorage(AuthStorage):
     def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         return self._inner._session_id_page(cursor, limit)
 
-    def _lock(self, name: str, timeout: float, ttl: float) -> Any:
-        return self._inner._lock(name, timeout, ttl)
+    def _try_lock(self, name: str, ttl: float) -> Any:
+        return self._inner._try_lock(name, ttl)
+
+    def _release_lock(self, name: str, handle: Any) -> None:
+        self._inner._release_lock(name, handle)
 
     def _drop_old_copies(self) -> None:
         self._inner._drop_old_copies()

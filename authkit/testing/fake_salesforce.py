@@ -1,13 +1,17 @@
 """``FakeSalesforce``: a local Salesforce org on 127.0.0.1 for tests.
 
 A real HTTP server (ephemeral port, background thread) that plays both the
-login host and the instance.  It issues tokens for the four OAuth flows authkit
-supports, verifying them for real (JWT assertions RS256-signed by a registered
+login host and the instance.  It issues tokens for the OAuth flows authkit
+supports (the web-server flow's authorize endpoint with PKCE included: a test
+plays the browser with :meth:`FakeSalesforce.authorize`; token exchange with
+subject tokens from :meth:`FakeSalesforce.add_subject_token`; revocation),
+verifying them for real (JWT assertions RS256-signed by a registered
 key, client secrets, refresh tokens with optional rotation, passwords with
 security tokens), answers with Salesforce's own error bodies, and lets issued
 sessions die after an idle timeout or on :meth:`FakeSalesforce.expire_sessions`.
 Requests under ``/services/data`` are bearer-checked here and answered by
-:class:`~authkit.testing.fake_rest.FakeRestApi` (``org.rest``).
+:class:`~authkit.testing.fake_rest.FakeRestApi` (``org.rest``), Bulk API 2.0 jobs
+(``/services/data/vXX.X/jobs``) by :class:`~authkit.testing.fake_bulk.FakeBulkApi` (``org.bulk``).
 
 A test in three lines::
 
@@ -33,6 +37,8 @@ follows ``clock`` (so tests can move it); a JWT's default accepted audience is
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -46,7 +52,7 @@ from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 
@@ -55,6 +61,7 @@ from authkit.salesforce.auth import JWT_BEARER_GRANT, ClientCredentialsAuth, Jwt
 from authkit.salesforce.oauth import response_signature
 
 if TYPE_CHECKING:
+    from authkit.testing.fake_bulk import FakeBulkApi
     from authkit.testing.fake_rest import FakeRestApi
 
 __all__ = ["FakeSalesforce", "FakeUser", "ConnectedApp", "generate_rsa_key_pair"]
@@ -63,6 +70,7 @@ logger = logging.getLogger("authkit.testing")
 
 _JSON = "application/json;charset=UTF-8"
 _INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+_TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 _JWT_MAX_LIFETIME = 180 + 30  # Salesforce wants exp at most 3 minutes ahead; allow some clock skew
 
 
@@ -103,6 +111,8 @@ class ConnectedApp:
     rotate_refresh_tokens: bool = False
     approved_users: set[str] | None = None
     scope: str = "api refresh_token"
+    callback_urls: set[str] | None = None  # None: any loopback/https callback is accepted
+    require_secret_for_web_server: bool = False
 
     def __repr__(self) -> str:
         return (
@@ -116,6 +126,20 @@ class _Session:
     user: FakeUser
     app: ConnectedApp
     last_used: datetime
+    family: str | None = None  # the refresh token family it came from (revoking that ends it)
+
+
+@dataclass
+class _Code:
+    """An authorization code waiting for its exchange."""
+
+    client_id: str
+    username: str
+    redirect_uri: str
+    challenge: str | None
+    method: str | None
+    scope: str
+    issued: float
 
 
 @dataclass
@@ -192,12 +216,21 @@ class FakeSalesforce:
         self.requests_log: list[tuple[str, str, int]] = []
         self.jwt_audiences: set[str] = set()
         self.tamper_signatures = False
+        self.omit_signatures = False  # token responses without a signature (as a proxy that strips it)
+        self.instance_url_override: str | None = None  # token responses name this instance instead
         self._clock = clock or utcnow
         self._mutex = threading.RLock()
         self._users: dict[str, FakeUser] = {}
         self._apps: dict[str, ConnectedApp] = {}
         self._sessions: dict[str, _Session] = {}
         self._refresh_tokens: dict[str, tuple[str, str]] = {}  # token -> (client_id, username)
+        self._families: dict[str, str] = {}  # refresh token -> its family (the first token of a rotation chain)
+        self._codes: dict[str, _Code] = {}
+        self._subject_tokens: dict[str, tuple[str, str]] = {}  # subject token -> (token type, username)
+        self.authorize_as: str | None = None  # the user the "browser" logs in as (default_user)
+        self.deny_authorization = False
+        self.code_lifetime = 900.0  # Salesforce: an authorization code is valid for 15 minutes
+        self.revoke_requests = 0
         self._injected: list[_Injected] = []
         self._token_injected: list[_Injected] = []
         self._drop_token_connections = 0
@@ -206,6 +239,7 @@ class FakeSalesforce:
         self._connections: set[socket.socket] = set()
         self._default_app: ConnectedApp | None = None
         self.rest: FakeRestApi | None = rest if rest is not None else _default_rest()
+        self.bulk: FakeBulkApi | None = _default_bulk(self.rest)  # Bulk API 2.0 over rest's records
         self.default_user = self.add_user("user@example.com")
 
     def __repr__(self) -> str:
@@ -302,11 +336,16 @@ class FakeSalesforce:
         rotate_refresh_tokens: bool = False,
         approved_users: set[str] | None = None,
         scope: str = "api refresh_token",
+        callback_urls: set[str] | None = None,
+        require_secret_for_web_server: bool = False,
     ) -> ConnectedApp:
         """Register a connected app.
 
         ``public_key_pem`` (a PEM public key or certificate) enables the JWT
-        flow; ``run_as`` (a username) enables the client credentials flow.
+        flow; ``run_as`` (a username) enables the client credentials flow;
+        ``callback_urls`` limits the web-server flow's redirect URIs (``None``:
+        any); ``require_secret_for_web_server`` makes its code exchange need
+        the secret (Salesforce's "Require Secret for Web Server Flow").
         """
         app = ConnectedApp(
             client_id=client_id or "3MVG9" + secrets.token_urlsafe(24),
@@ -316,6 +355,8 @@ class FakeSalesforce:
             rotate_refresh_tokens=rotate_refresh_tokens,
             approved_users=approved_users,
             scope=scope,
+            callback_urls=callback_urls,
+            require_secret_for_web_server=require_secret_for_web_server,
         )
         if public_key_pem is not None:
             _public_key_from_pem(public_key_pem)  # fail now on bad key material
@@ -343,15 +384,53 @@ class FakeSalesforce:
                 raise ValueError("unknown client_id; register_app() first")
             if username not in self._users:
                 raise ValueError(f"unknown user {username!r}; add_user() first")
-            token = f"5Aep861{secrets.token_urlsafe(40)}"
-            self._refresh_tokens[token] = (client_id, username)
+            token = self._new_refresh_token(client_id, username, None)
         return token
 
-    def revoke(self, token: str) -> None:
-        """Revoke an access token (session) or a refresh token."""
+    def _new_refresh_token(self, client_id: str, username: str, family: str | None) -> str:
+        token = f"5Aep861{secrets.token_urlsafe(40)}"
+        self._refresh_tokens[token] = (client_id, username)
+        self._families[token] = family or token
+        return token
+
+    def revoke(self, token: str) -> bool:
+        """Revoke an access token (its session) or a refresh token (with every token of its
+        rotation chain and every session minted from them); False if the org did not know it."""
         with self._mutex:
-            self._sessions.pop(token, None)
-            self._refresh_tokens.pop(token, None)
+            if self._sessions.pop(token, None) is not None:
+                return True
+            if token not in self._refresh_tokens:
+                return False
+            family = self._families.get(token, token)
+            for rt in [rt for rt, fam in self._families.items() if fam == family]:
+                self._refresh_tokens.pop(rt, None)
+                self._families.pop(rt, None)
+            for access in [a for a, session in self._sessions.items() if session.family == family]:
+                del self._sessions[access]
+            return True
+
+    def add_subject_token(self, token: str, username: str | None = None,
+                          token_type: str = "urn:ietf:params:oauth:token-type:access_token") -> None:
+        """Accept ``token`` (from an "identity provider") in the token exchange flow as ``username``.
+
+        What the org's token exchange handler would do: validate the token and map it to a user.
+        """
+        username = username or self.default_user.username
+        with self._mutex:
+            if username not in self._users:
+                raise ValueError(f"unknown user {username!r}; add_user() first")
+            self._subject_tokens[token] = (token_type, username)
+
+    def authorize(self, url: str) -> str:
+        """Play the browser: open the authorize ``url``, log in as :attr:`authorize_as`
+        (default: ``default_user``), approve, and return the redirect URL Salesforce sends
+        the browser to (``redirect_uri?code=...&state=...``, or ``?error=...``)."""
+        import requests
+
+        response = requests.get(url, allow_redirects=False, timeout=30)
+        if response.status_code != 302:
+            raise AssertionError(f"the authorize endpoint answered {response.status_code}: {response.text[:200]}")
+        return response.headers["Location"]
 
     def expire_sessions(self) -> None:
         """End every issued session: each access token now gets ``INVALID_SESSION_ID``."""
@@ -407,6 +486,26 @@ class FakeSalesforce:
         with self._mutex:
             self._drop_token_connections += count
 
+    def clear_injected_errors(self) -> int:
+        """Forget every error and dropped connection injected but not served yet; return how many.
+
+        For a test that injected more failures than its code consumed (a retry
+        it expected did not happen), before the next step of the test.
+        """
+        with self._mutex:
+            pending = self.pending_injected_errors
+            self._injected.clear()
+            self._token_injected.clear()
+            self._drop_token_connections = 0
+        return pending
+
+    @property
+    def pending_injected_errors(self) -> int:
+        """How many injected errors and dropped connections are still to be served."""
+        with self._mutex:
+            return (sum(i.count for i in self._injected) + sum(i.count for i in self._token_injected)
+                    + self._drop_token_connections)
+
     # -- conveniences: an AuthSession against this org ----------------------
 
     def _app_for_tests(self) -> ConnectedApp:
@@ -458,17 +557,27 @@ class FakeSalesforce:
             elif grant == "password":
                 user, app = self._password_grant(form)
                 refresh = None
+            elif grant == "authorization_code":
+                user, app, refresh = self._authorization_code_grant(form)
+            elif grant == _TOKEN_EXCHANGE_GRANT:
+                user, app, refresh = self._token_exchange_grant(form)
             else:
                 raise _OAuthError("unsupported_grant_type", "grant type not supported")
         except _OAuthError as exc:
             body = {"error": exc.error, "error_description": exc.description}
             return exc.status, {}, json.dumps(body).encode()
-        return 200, {}, json.dumps(self._issue(user, app, refresh)).encode()
+        issued = self._issue(user, app, refresh, form.get("refresh_token") if grant == "refresh_token" else None)
+        if grant == _TOKEN_EXCHANGE_GRANT:
+            issued["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token"
+        return 200, {}, json.dumps(issued).encode()
 
-    def _issue(self, user: FakeUser, app: ConnectedApp, refresh_token: str | None) -> dict[str, str]:
+    def _issue(self, user: FakeUser, app: ConnectedApp, refresh_token: str | None,
+               used_refresh_token: str | None = None) -> dict[str, str]:
         access_token = f"{self.org_id}!AQ{secrets.token_urlsafe(60)}"
         with self._mutex:
-            self._sessions[access_token] = _Session(user, app, self._clock())
+            family_of = refresh_token or used_refresh_token
+            family = self._families.get(family_of) if family_of else None
+            self._sessions[access_token] = _Session(user, app, self._clock(), family)
         identity_url = f"{self.login_url}/id/{self.org_id}/{user.user_id}"
         issued_at = str(int(time.time() * 1000))
         response = {
@@ -478,13 +587,15 @@ class FakeSalesforce:
                 app.client_secret + ("x" if self.tamper_signatures else ""), identity_url, issued_at
             ),
             "scope": app.scope,
-            "instance_url": self.instance_url,
+            "instance_url": self.instance_url_override or self.instance_url,
             "id": identity_url,
             "token_type": "Bearer",
             "issued_at": issued_at,
         }
         if refresh_token is not None:
             response["refresh_token"] = refresh_token
+        if self.omit_signatures:
+            del response["signature"]
         return response
 
     def _app(self, client_id: str) -> ConnectedApp:
@@ -546,9 +657,8 @@ class FakeSalesforce:
                 return user, app, None
             # Rotation: the used refresh token is spent, a new one comes back.
             del self._refresh_tokens[form["refresh_token"]]
-            new = f"5Aep861{secrets.token_urlsafe(40)}"
-            self._refresh_tokens[new] = (app.client_id, user.username)
-            return user, app, new
+            family = self._families.pop(form["refresh_token"], form["refresh_token"])
+            return user, app, self._new_refresh_token(app.client_id, user.username, family)
 
     def _client_credentials_grant(self, form: dict[str, str]) -> tuple[FakeUser, ConnectedApp]:
         with self._mutex:
@@ -569,6 +679,101 @@ class FakeSalesforce:
             if user is None or not hmac.compare_digest(given, (user.password + user.security_token).encode()):
                 raise _OAuthError("invalid_grant", "authentication failure")
             return self._approved(app, user.username), app
+
+    def _authorization_code_grant(self, form: dict[str, str]) -> tuple[FakeUser, ConnectedApp, str | None]:
+        with self._mutex:
+            app = self._app(form.get("client_id", ""))
+            if "client_secret" in form or app.require_secret_for_web_server:
+                self._check_secret(app, form.get("client_secret"))
+            code = self._codes.pop(form.get("code", ""), None)  # single use, even when refused below
+            if code is None or code.client_id != app.client_id:
+                raise _OAuthError("invalid_grant", "invalid authorization code")
+            if time.monotonic() - code.issued > self.code_lifetime:
+                raise _OAuthError("invalid_grant", "expired authorization code")
+            if form.get("redirect_uri") != code.redirect_uri:
+                raise _OAuthError("invalid_grant", "redirect_uri must match configuration")
+            if code.challenge is not None:
+                verifier = form.get("code_verifier", "")
+                digest = hashlib.sha256(verifier.encode()).digest()
+                given = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+                if code.method != "S256":
+                    given = verifier
+                if not verifier or not hmac.compare_digest(given.encode(), code.challenge.encode()):
+                    raise _OAuthError("invalid_grant", "invalid code verifier")
+            elif "code_verifier" in form:
+                raise _OAuthError("invalid_grant", "invalid code verifier")
+            user = self._approved(app, code.username)
+            refresh = None
+            if "refresh_token" in code.scope.split() and "refresh_token" in app.scope.split():
+                refresh = self._new_refresh_token(app.client_id, user.username, None)
+            return user, app, refresh
+
+    def _token_exchange_grant(self, form: dict[str, str]) -> tuple[FakeUser, ConnectedApp, str | None]:
+        with self._mutex:
+            app = self._app(form.get("client_id", ""))
+            if "client_secret" in form:
+                self._check_secret(app, form["client_secret"])
+            subject, token_type = form.get("subject_token", ""), form.get("subject_token_type", "")
+            if not subject or not token_type:
+                raise _OAuthError("invalid_request", "missing required parameter: subject_token or subject_token_type")
+            known = self._subject_tokens.get(subject)
+            if known is None:
+                raise _OAuthError("invalid_grant", "invalid subject token")
+            if known[0] != token_type:
+                raise _OAuthError("invalid_request", "unsupported subject token type")
+            user = self._approved(app, known[1])
+            refresh = None
+            if "refresh_token" in form.get("scope", "").split() and "refresh_token" in app.scope.split():
+                refresh = self._new_refresh_token(app.client_id, user.username, None)
+            return user, app, refresh
+
+    def _authorize(self, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
+        """``GET /services/oauth2/authorize``: the user logs in and approves at once; 302 to the callback."""
+        args = {key: values[-1] for key, values in query.items()}
+        with self._mutex:
+            app = self._apps.get(args.get("client_id", ""))
+            redirect_uri = args.get("redirect_uri", "")
+            if app is None:
+                return _error_page("OAUTH_EC_APP_NOT_FOUND", "invalid_client_id: client identifier invalid")
+            if not redirect_uri or (app.callback_urls is not None and redirect_uri not in app.callback_urls):
+                return _error_page("redirect_uri_mismatch", "redirect_uri must match configuration")
+            state = args.get("state")
+
+            def back(**params: str) -> tuple[int, dict[str, str], bytes]:
+                if state is not None:
+                    params["state"] = state
+                separator = "&" if "?" in redirect_uri else "?"
+                return 302, {"Location": redirect_uri + separator + urlencode(params)}, b""
+
+            if args.get("response_type") != "code":
+                return back(error="unsupported_response_type", error_description="response type not supported")
+            method = args.get("code_challenge_method")
+            challenge = args.get("code_challenge")
+            if method is not None and method not in ("S256", "plain"):
+                return back(error="invalid_request", error_description="invalid code_challenge_method")
+            if self.deny_authorization:
+                return back(error="access_denied", error_description="end-user denied authorization")
+            username = self.authorize_as or self.default_user.username
+            if username not in self._users:
+                return back(error="access_denied", error_description="user does not exist")
+            code = "aPrx" + secrets.token_urlsafe(40)
+            self._codes[code] = _Code(app.client_id, username, redirect_uri, challenge,
+                                      method or ("S256" if challenge else None),
+                                      args.get("scope", app.scope), time.monotonic())
+        return back(code=code)
+
+    def _revoke_endpoint(self, method: str, query: dict[str, list[str]], body: bytes
+                         ) -> tuple[int, dict[str, str], bytes]:
+        """``/services/oauth2/revoke`` as Salesforce answers it: 200, or 400 with an OAuth error body."""
+        with self._mutex:
+            self.revoke_requests += 1
+        token = (_form(body) if method == "POST" else {k: v[-1] for k, v in query.items()}).get("token", "")
+        if not token:
+            return 400, {}, json.dumps({"error": "unsupported_token_type",
+                                        "error_description": "Token type not supported"}).encode()
+        if not self.revoke(token):
+            return 400, {}, json.dumps({"error": "invalid_token", "error_description": "Token was invalid"}).encode()
+        return 200, {}, b""
 
     # -- bearer-checked resources -------------------------------------------
 
@@ -597,7 +802,8 @@ class FakeSalesforce:
         return {"Sforce-Limit-Info": f"api-usage={self.api_requests}/{self.api_limit}"}
 
     def _data(
-        self, method: str, path: str, query: dict[str, list[str]], body: bytes, authorization: str | None
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes, authorization: str | None,
+        content_type: str | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         if self._session(authorization) is None:
             return 401, {"WWW-Authenticate": "Token"}, json.dumps(_INVALID_SESSION).encode()
@@ -610,7 +816,10 @@ class FakeSalesforce:
         if self.rest is None:
             missing = [{"message": "FakeRestApi is not available", "errorCode": "NOT_FOUND"}]
             return 404, headers, json.dumps(missing).encode()
-        status, extra, payload = self.rest.handle(method, path, query, body, self.instance_url)
+        if self.bulk is not None and path.split("/")[4:5] == ["jobs"]:  # /services/data/vXX.X/jobs/...
+            status, extra, payload = self.bulk.handle(method, path, query, body, content_type)
+        else:
+            status, extra, payload = self.rest.handle(method, path, query, body, self.instance_url)
         return status, {**headers, **extra}, payload
 
     def _userinfo(self, authorization: str | None) -> tuple[int, dict[str, str], bytes]:
@@ -653,6 +862,14 @@ def _default_rest() -> FakeRestApi | None:
     except ImportError:  # the data API module is optional for auth-only tests
         return None
     return FakeRestApi()
+
+
+def _default_bulk(rest: FakeRestApi | None) -> FakeBulkApi | None:
+    if rest is None:
+        return None
+    from authkit.testing.fake_bulk import FakeBulkApi
+
+    return FakeBulkApi(rest)
 
 
 class _Server(ThreadingHTTPServer):
@@ -716,12 +933,13 @@ class _Handler(BaseHTTPRequestHandler):
                     return
             elif path == "/services/oauth2/userinfo" or path.startswith("/id/"):
                 result = org._userinfo(auth)
-            elif path == "/services/oauth2/revoke" and method == "POST":
-                token = _form(body).get("token", "")
-                org.revoke(token)
-                result = (200, {}, b"")
+            elif path == "/services/oauth2/revoke" and method in ("POST", "GET"):
+                result = org._revoke_endpoint(method, parse_qs(parts.query, keep_blank_values=True), body)
+            elif path == "/services/oauth2/authorize" and method == "GET":
+                result = org._authorize(parse_qs(parts.query, keep_blank_values=True))
             elif path.startswith(("/services/data", "/services/apexrest")):
-                result = org._data(method, path, parse_qs(parts.query, keep_blank_values=True), body, auth)
+                result = org._data(method, path, parse_qs(parts.query, keep_blank_values=True), body, auth,
+                                   self.headers.get("Content-Type"))
             else:
                 error = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
                 result = (404, {}, json.dumps(error).encode())
@@ -770,6 +988,12 @@ class _Handler(BaseHTTPRequestHandler):
         if method != "POST":
             return 405, {}, json.dumps({"error": "invalid_request", "error_description": "must use HTTP POST"}).encode()
         return org._token(_form(body))
+
+
+def _error_page(code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+    """What Salesforce shows the browser when it cannot redirect back: an error page, no redirect."""
+    page = f"<html><body><h1>error={code}</h1><p>{message}</p></body></html>"
+    return 400, {"Content-Type": "text/html;charset=UTF-8"}, page.encode()
 
 
 def _form(body: bytes) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The ``fake_salesforce`` pytest fixture, registered through the ``pytest11`` entry point.
 
-After ``pip install authkit`` every test can ask for it::
+After ``pip install authkit-sf`` every test can ask for it::
 
     def test_sync(fake_salesforce):
         auth = fake_salesforce.jwt_auth()

@@ -7,6 +7,7 @@ Settings::
     SESSION_ENGINE = "authkit.contrib.django.sessions"
     AUTHKIT_STORAGE_URL = "postgresql://app@db/app"
     AUTHKIT_STORAGE_OPTIONS = {"prefix": "myapp_"}             # optional open_storage options
+    AUTHKIT_CLEANUP_N_REQUESTS = 1000                          # optional: cleanup without cron
     AUTHKIT_SALESFORCE = {                                     # optional: the shared client
         "flow": "jwt",
         "client_id": "3MVG9...",
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from authkit.contrib import build_salesforce_client
 from authkit.errors import ConfigurationError
+from authkit.maintenance import _CleanupEveryN
 from authkit.storage.base import AuthStorage
 from authkit.storage.url import open_storage
 
@@ -49,6 +51,7 @@ _mutex = threading.Lock()
 _storage: AuthStorage | None = None
 _owned = False  # whether reset() closes _storage (not when the settings gave a ready one)
 _client: SalesforceClient | None = None
+_cleanup: _CleanupEveryN | None = None  # AUTHKIT_CLEANUP_N_REQUESTS
 
 
 def _setting(name: str, default: Any = None) -> Any:
@@ -119,17 +122,43 @@ def salesforce_client() -> SalesforceClient:
     storage = get_storage()
     with _mutex:
         if _client is None:
-            _client = build_salesforce_client(config, storage)
+            _client = build_salesforce_client(config, storage, names=_django_setting_name)
         return _client
+
+
+def _django_setting_name(key: str) -> str:
+    return f"AUTHKIT_SALESFORCE[{key!r}]"
+
+
+def _request_finished(**kwargs: Any) -> None:
+    """``AUTHKIT_CLEANUP_N_REQUESTS = N``: every N requests, a cleanup on a background thread.
+
+    For projects without cron.  The thread runs :func:`authkit.maintenance.run_cleanup`
+    (under the cleanup lock, so processes and cron never overlap); no request waits for it.
+    """
+    global _cleanup
+    every = _setting("AUTHKIT_CLEANUP_N_REQUESTS")
+    if every is None:
+        return
+    cleanup = _cleanup
+    if cleanup is None:
+        with _mutex:
+            if _cleanup is None:
+                try:
+                    _cleanup = _CleanupEveryN(get_storage, every)
+                except (TypeError, ValueError) as exc:
+                    raise ConfigurationError(f"AUTHKIT_CLEANUP_N_REQUESTS: {exc}") from exc
+            cleanup = _cleanup
+    cleanup.tick()
 
 
 def reset() -> None:
     """Close the client and the storage (if it was opened from a URL); the next
     use builds them from the settings again.  Runs at interpreter exit."""
-    global _storage, _client, _owned
+    global _storage, _client, _owned, _cleanup
     with _mutex:
         storage, owned, client = _storage, _owned, _client
-        _storage, _client, _owned = None, None, False
+        _storage, _client, _owned, _cleanup = None, None, False, None
     if client is not None:
         client.close()
     if storage is not None and owned:
@@ -137,16 +166,18 @@ def reset() -> None:
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith(("AUTHKIT_STORAGE", "AUTHKIT_SALESFORCE")):
+    if setting.startswith(("AUTHKIT_STORAGE", "AUTHKIT_SALESFORCE", "AUTHKIT_CLEANUP")):
         reset()
 
 
 def _connect() -> None:
     try:
+        from django.core.signals import request_finished
         from django.test.signals import setting_changed
     except ImportError:  # pragma: no cover - Django is an optional extra
         return
     setting_changed.connect(_on_setting_changed, dispatch_uid="authkit.contrib.django.reset")
+    request_finished.connect(_request_finished, dispatch_uid="authkit.contrib.django.cleanup")
 
 
 _connect()

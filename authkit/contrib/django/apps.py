@@ -1,5 +1,6 @@
-"""The Django app: add ``"authkit.contrib.django"`` to ``INSTALLED_APPS`` for
-``manage.py authkit_cleanup``.  The session engine works without it."""
+"""The Django app: add ``"authkit.contrib.django"`` to ``INSTALLED_APPS`` for the
+``manage.py authkit_...`` commands and the system checks of authkit's settings.
+The session engine works without it."""
 
 from __future__ import annotations
 
@@ -10,3 +11,7 @@ class AuthKitConfig(AppConfig):  # type: ignore[misc]  # Django ships no type hi
     name = "authkit.contrib.django"
     label = "authkit"
     verbose_name = "authkit"
+
+    def ready(self) -> None:
+        # Registers the system checks of authkit's settings (manage.py check).
+        from authkit.contrib.django import checks  # noqa: F401

@@ -42,10 +42,11 @@ from django.core.signing import JSONSerializer
 from django.utils import timezone as dj_timezone
 from django.utils.crypto import get_random_string
 
-from authkit.contrib import ANONYMOUS_USER_ID, run_cleanup
+from authkit.contrib import ANONYMOUS_USER_ID
 from authkit.contrib._json import plain_json_copy
 from authkit.contrib.django import get_storage
 from authkit.contrib.session_ids import stored_session_id
+from authkit.maintenance import run_cleanup
 from authkit.models import SessionData
 from authkit.storage.base import AuthStorage, check_id
 
@@ -72,7 +73,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     >>> s = SessionStore()
     >>> s["cart"] = [1, 2]
     >>> s.save()
-    >>> SessionStore(s.session_key)["cart"]
+    >>> SessionStore(s.session_key).get("cart")
     [1, 2]
     """
 
