@@ -6,6 +6,7 @@ Usage::
     authkit stats [--json]            # live and expired tokens, sessions, kv entries
     authkit cleanup [--json]          # delete expired records; safe to run from cron
     authkit reencrypt                 # move every record to the newest encryption key
+    authkit encrypt                   # encrypt a plaintext store in place (resumable)
     authkit salesforce check          # log in with SF_* variables and print org, user, instance
     authkit salesforce query SOQL     # rows as CSV / JSON lines (--bulk: a Bulk API 2.0 job)
     authkit salesforce load OP SOBJECT FILE   # insert/update/upsert/delete a CSV with Bulk API 2.0

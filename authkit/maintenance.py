@@ -1,6 +1,6 @@
 """Maintenance of a storage: one implementation behind every command that does it.
 
-``authkit init|stats|cleanup|reencrypt|sessions revoke|tokens revoke``,
+``authkit init|stats|cleanup|reencrypt|encrypt|sessions revoke|tokens revoke``,
 ``flask authkit ...`` and ``manage.py authkit_...`` are thin shells over this
 module: the same sub-commands, options, one-line errors, ``--json`` output
 (on failure too) and exit statuses, whichever one runs.
@@ -29,12 +29,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import IO, Any, NoReturn
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from authkit.errors import AuthenticationError, AuthKitError, ConfigurationError
 from authkit.models import CleanupReport
+from authkit.storage._redact import redact_url, url_secrets
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
-from authkit.storage.url import ENCRYPTION_KEYS_ENV, open_storage
+from authkit.storage.keys import ENCRYPTION_KEY_FILE_ENV, keys_from_environment
+from authkit.storage.url import ENCRYPTION_KEYS_ENV, _open_storage
 
 __all__ = ["CLEANUP_LOCK", "REENCRYPT_LOCK", "run_cleanup"]
 
@@ -178,17 +179,8 @@ class _CleanupEveryN:
 
 
 def _redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, for printing."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable URL>"
-    if not password:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+    """``url`` with its password (user-info or ``?password=``) replaced by ``***``, for printing."""
+    return redact_url(url)
 
 
 class _Scrubber:
@@ -207,13 +199,10 @@ class _Scrubber:
             self._secrets.add(value)
 
     def add_url(self, url: str) -> None:
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            return
-        # A driver may quote the password as written in the URL or percent-decoded.
-        self.add(password)
-        self.add(unquote(password) if password else None)
+        # A driver may quote the password as written in the URL or percent-decoded;
+        # url_secrets() gives both, from the user-info and from the query.
+        for secret in url_secrets(url):
+            self.add(secret)
 
     def __call__(self, text: str) -> str:
         for secret in sorted(self._secrets, key=len, reverse=True):
@@ -302,7 +291,8 @@ def _storage_label(args: argparse.Namespace) -> str:
 
 
 @contextmanager
-def _opened(args: argparse.Namespace, scrub: _Scrubber, *, create: bool) -> Iterator[AuthStorage]:
+def _opened(args: argparse.Namespace, scrub: _Scrubber, *, create: bool,
+            maintenance: bool = False) -> Iterator[AuthStorage]:
     """The storage the options name, closed afterwards; bad URLs become a usage failure.
 
     Only ``init`` (and a check that plays the application) creates the schema:
@@ -328,7 +318,9 @@ def _opened(args: argparse.Namespace, scrub: _Scrubber, *, create: bool) -> Iter
     if not create:
         _check_sqlite_file(url)
     with _configuration_failures():
-        storage = open_storage(url, **options)
+        # maintenance: cleanup and stats work on an encrypted store without the keys
+        # (they read no secret and write no record), so cron needs no keys.
+        storage = _open_storage(url, maintenance=maintenance, **options)
     with storage:
         yield storage
 
@@ -384,7 +376,7 @@ def _cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scru
 
 
 def _cmd_stats(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
-    with _opened(args, scrub, create=False) as storage:
+    with _opened(args, scrub, create=False, maintenance=True) as storage:
         counts = storage.stats()
     if args.json:
         out.write(json.dumps(counts, sort_keys=True) + "\n")
@@ -397,7 +389,7 @@ def _cmd_stats(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scr
 
 
 def _cmd_cleanup(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
-    with _opened(args, scrub, create=False) as storage:
+    with _opened(args, scrub, create=False, maintenance=True) as storage:
         started = time.monotonic()
         total = None
         if _isatty(err):
@@ -423,9 +415,9 @@ def _cmd_cleanup(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _S
 def _cmd_reencrypt(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
     from authkit.storage.encrypted import EncryptedStorage
 
-    if getattr(args, "storage_source", None) is None and not os.environ.get(ENCRYPTION_KEYS_ENV, "").strip():
-        raise _Failure(f"reencrypt needs the keys in {ENCRYPTION_KEYS_ENV} (newest first, comma-separated)",
-                       EXIT_USAGE)
+    if getattr(args, "storage_source", None) is None and keys_from_environment() is None:
+        raise _Failure(f"reencrypt needs the keys in {ENCRYPTION_KEYS_ENV} (newest first, comma-separated) "
+                       f"or {ENCRYPTION_KEY_FILE_ENV}", EXIT_USAGE)
     with _opened(args, scrub, create=False) as storage:
         if not isinstance(storage, EncryptedStorage):
             raise _Failure("this storage is not encrypted; nothing to re-encrypt", EXIT_USAGE)
@@ -444,6 +436,54 @@ def _cmd_reencrypt(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: 
     _emit(out, args, f"reencrypt: {done} records moved to the newest key in {seconds:.2f} s",
           {"status": "ok", "records": done, "seconds": round(seconds, 3)})
     return EXIT_OK
+
+
+def _cmd_encrypt(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
+    """Thin: the work, its batches, resumption and summary are EncryptedStorage.encrypt_existing()."""
+    from authkit.storage.encrypted import EncryptedStorage
+
+    if getattr(args, "storage_source", None) is None and keys_from_environment() is None:
+        raise _Failure(f"encrypt needs the keys in {ENCRYPTION_KEYS_ENV} or {ENCRYPTION_KEY_FILE_ENV}", EXIT_USAGE)
+    with _opened(args, scrub, create=False) as storage:
+        if not isinstance(storage, EncryptedStorage):
+            raise _Failure("this storage has no encryption keys configured; nothing to encrypt with", EXIT_USAGE)
+        # The reencrypt lock: the two walks must not interleave.
+        with _exclusive(storage, REENCRYPT_LOCK, args.wait, args.lock_ttl) as held:
+            if not held:
+                _emit(out, args, "skipped: another encrypt or reencrypt is running",
+                      {"status": "skipped", "reason": "another encrypt or reencrypt is running"})
+                return EXIT_OK
+            if args.start:
+                storage.begin_encrypt_existing()
+                _emit(out, args, "encrypt: migration marked in progress; readers with keys accept plaintext "
+                      "until `authkit encrypt` completes", {"status": "started"})
+                return EXIT_OK
+            total = sum(storage.stats().values()) if _isatty(err) else None
+            progress = _Progress(err, "encrypt", total)
+            started = time.monotonic()
+            try:
+                summary = storage.encrypt_existing(batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+                                                   progress=progress.update)
+            except KeyboardInterrupt:
+                raise _Failure("interrupted; run `authkit encrypt` again to continue where it stopped",
+                               EXIT_INTERRUPTED) from None
+            finally:
+                progress.finish()
+            seconds = time.monotonic() - started
+    sealed = summary["tokens"] + summary["sessions"] + summary["kv"]
+    _emit(out, args,
+          f"encrypt: sealed {sealed} records (tokens {summary['tokens']}, sessions {summary['sessions']}, "
+          f"kv {summary['kv']}; {summary['already_sealed']} already sealed) in {seconds:.2f} s"
+          + ("; resumed an interrupted run" if summary["resumed"] else ""),
+          {"status": "ok", **summary, "sealed": sealed, "seconds": round(seconds, 3),
+           "longest_write_seconds": round(summary["longest_write_seconds"], 4)})
+    return EXIT_OK
+
+
+def _encrypt_options(parser: argparse.ArgumentParser) -> None:
+    _lock_options(parser, "encrypt", REENCRYPT_LOCK_TTL)
+    parser.add_argument("--start", action="store_true",
+                        help="only mark the migration as started (then roll the keys out, then run without it)")
 
 
 def _cmd_sessions_revoke(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrubber) -> int:
@@ -571,13 +611,15 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
                 lambda parser: _lock_options(parser, "cleanup", CLEANUP_LOCK_TTL)),
     "reencrypt": (f"re-encrypt every record with the first key in ${ENCRYPTION_KEYS_ENV}",
                   lambda parser: _lock_options(parser, "reencrypt", REENCRYPT_LOCK_TTL)),
+    "encrypt": ("encrypt a plaintext store in place (resumable; readers with keys keep working)",
+                _encrypt_options),
     "sessions": ("sessions of one user: revoke --user ID [--keep SESSION]",
                  lambda parser: _revoke_options(parser, "sessions", _cmd_sessions_revoke)),
     "tokens": ("tokens of one user: revoke --user ID",
                lambda parser: _revoke_options(parser, "tokens", _cmd_tokens_revoke)),
 }
 _HANDLERS: dict[str, Handler] = {"init": _cmd_init, "stats": _cmd_stats, "cleanup": _cmd_cleanup,
-                                 "reencrypt": _cmd_reencrypt}
+                                 "reencrypt": _cmd_reencrypt, "encrypt": _cmd_encrypt}
 
 
 def _add_command(parser: argparse.ArgumentParser, name: str) -> None:

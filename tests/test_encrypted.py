@@ -20,7 +20,7 @@ import pytest
 from authkit.errors import ConfigurationError, EncryptionError
 from authkit.models import AuthToken, SessionData
 from authkit.storage import AuthStorage, MemoryStorage, open_storage
-from authkit.storage.encrypted import ENVELOPE_FIELD, EncryptedStorage, generate_key
+from authkit.storage.encrypted import ENVELOPE_PREFIX, EncryptedStorage, generate_key
 from authkit.storage.url import ENCRYPTION_KEYS_ENV
 from tests.backends import BACKENDS, drop_redis_keys
 from tests.clock import FakeClock
@@ -168,12 +168,13 @@ def test_inner_records_hold_no_secret(storage: EncryptedStorage, inner: MemorySt
     store_secrets(storage)
     token = inner.get_token("tok-1")
     assert token is not None
-    assert token.access_token != ACCESS and token.refresh_token is None
-    assert list(token.metadata) == [ENVELOPE_FIELD]
+    assert token.access_token != ACCESS and token.refresh_token is not None
+    assert token.refresh_token.startswith(ENVELOPE_PREFIX) and token.metadata == {}  # the ciphertext's carrier
     assert token.user_id == "user-1" and token.scopes == ["api"]  # looked up or harmless: stays plain
     session = inner.get_session("sess-1")
-    assert session is not None and list(session.data) == [ENVELOPE_FIELD]
-    assert session.ip_address is None and session.user_agent is None
+    assert session is not None and session.data == {}
+    assert session.ip_address is None and session.user_agent is not None
+    assert session.user_agent.startswith(ENVELOPE_PREFIX)
     kv = inner.get_kv("kv-1")
     assert kv is not None
     assert_no_plaintext(repr(dataclasses.asdict(token)).encode() + repr(dataclasses.asdict(session)).encode() + kv)
@@ -261,7 +262,7 @@ def test_token_ciphertext_moved_to_another_token_fails(storage: EncryptedStorage
     storage.store_token(secret_token("t2", access_token="access-two"))
     one, two = inner.get_token("t1"), inner.get_token("t2")
     assert one is not None and two is not None
-    two.metadata = one.metadata
+    two.refresh_token = one.refresh_token  # the ciphertext
     inner.update_token(two)
     with pytest.raises(EncryptionError):
         storage.get_token("t2")
@@ -296,7 +297,7 @@ def test_session_ciphertext_moved_to_another_session_fails(storage: EncryptedSto
     storage.store_session("s2", secret_session(data={"n": 2}))
     one, two = inner.get_session("s1"), inner.get_session("s2")
     assert one is not None and two is not None
-    two.data = one.data
+    two.user_agent = one.user_agent  # the ciphertext
     inner.store_session("s2", two)
     with pytest.raises(EncryptionError):
         storage.get_session("s2")
@@ -345,14 +346,15 @@ def test_tampered_token_and_session_are_detected(storage: EncryptedStorage, inne
     store_secrets(storage)
     token = inner.get_token("tok-1")
     assert token is not None
-    text = token.metadata[ENVELOPE_FIELD]
-    token.metadata[ENVELOPE_FIELD] = text[:-5] + ("A" if text[-5] != "A" else "B") + text[-4:]
+    text = token.refresh_token
+    assert text is not None
+    token.refresh_token = text[:-5] + ("A" if text[-5] != "A" else "B") + text[-4:]
     inner.store_token(token)
     with pytest.raises(EncryptionError):
         storage.get_token_by_access_token(ACCESS)
     session = inner.get_session("sess-1")
     assert session is not None
-    session.data[ENVELOPE_FIELD] = "!!not base64!!"
+    session.user_agent = ENVELOPE_PREFIX + "!!not base64!!"
     inner.store_session("sess-1", session)
     with pytest.raises(EncryptionError, match="malformed"):
         storage.get_session("sess-1")
@@ -524,7 +526,9 @@ def test_maintenance_delegates_to_the_inner_store(clock: FakeClock, key: str) ->
     storage.store_session("s1", secret_session(expires_at=clock() + timedelta(seconds=5)))
     storage.store_kv("k", b"v", ttl=5)
     assert storage.count_active_sessions() == inner.count_active_sessions() == 1
-    assert storage.stats() == inner.stats()
+    # The inner store also counts the encryption marker, which the wrapper hides.
+    assert storage.stats() == {**inner.stats(), "kv_live": inner.stats()["kv_live"] - 1}
+    assert storage.list_kv_keys() == ["k"] and sorted(inner.list_kv_keys()) == ["authkit:encrypted-store", "k"]
     clock.advance(6)
     assert storage.cleanup_expired().total == 2
     assert inner.stats()["sessions_expired"] == 0
@@ -556,7 +560,10 @@ def test_open_storage_with_the_environment_variable(monkeypatch: pytest.MonkeyPa
         assert repr(storage).endswith("keys=<2>)")
         storage.store_kv("k", b"v")
         assert storage.get_kv("k") == b"v"
-    monkeypatch.setenv(ENCRYPTION_KEYS_ENV, "")
+    monkeypatch.setenv(ENCRYPTION_KEYS_ENV, "")  # set but empty: an unrendered secret, never "no encryption"
+    with pytest.raises(ConfigurationError, match="holds no key"):
+        open_storage("memory://")
+    monkeypatch.delenv(ENCRYPTION_KEYS_ENV)
     assert isinstance(open_storage("memory://"), MemoryStorage)
 
 
@@ -624,18 +631,16 @@ def test_authentic_but_malformed_plaintext_is_an_encryption_error(
     storage: EncryptedStorage, inner: MemoryStorage
 ) -> None:
     # Only a holder of the key can produce this; the reader still refuses it cleanly.
-    from authkit.storage.encrypted import _identity
+    from authkit.storage.encrypted import _token_ad
 
     none = b"\xff\xff\xff\xff"
     for plaintext in (b"\x00\x00\x00\x10ab", b"\x00\x00", none + none + b"[1]", none + none, b"\x00\x00\x00\x01\xff"):
-        envelope = storage._seal(plaintext, _identity("token", "t1", "user-1"))
-        sealed = {ENVELOPE_FIELD: base64.b64encode(envelope).decode()}
-        inner.store_token(AuthToken("t1", "user-1", "x", metadata=sealed))
+        token = AuthToken("t1", "user-1", "x")
+        envelope = storage._seal(plaintext, _token_ad(token))
+        token.refresh_token = ENVELOPE_PREFIX + base64.b64encode(envelope).decode()
+        inner.store_token(token)
         with pytest.raises(EncryptionError, match="malformed"):
             storage.get_token("t1")
-    inner.store_kv("k", storage._seal(b"\x07junk", _identity("kv", "k")))
-    with pytest.raises(EncryptionError, match="malformed"):
-        storage.get_kv("k")
 
 
 # -- atomic primitives through the wrapper -----------------------------------------
@@ -646,7 +651,8 @@ def test_primitives_seal_what_they_write(storage: EncryptedStorage, inner: Memor
     assert storage.create_session("s1", session) is True
     assert storage.replace_session("s1", dataclasses.replace(session, data={"secret": "other"})) is True
     sealed = inner.get_session("s1")
-    assert sealed is not None and set(sealed.data) == {ENVELOPE_FIELD} and sealed.ip_address is None
+    assert sealed is not None and sealed.data == {} and sealed.ip_address is None
+    assert sealed.user_agent is not None and sealed.user_agent.startswith(ENVELOPE_PREFIX)
     got = storage.get_session("s1")
     assert got is not None and got.data == {"secret": "other"} and got.ip_address == "10.9.8.7"
     assert storage.add_kv("k", b"plain-secret") is True

@@ -305,7 +305,14 @@ def test_the_same_commands_succeed_alike_in_every_shell(shell: Shell) -> None:
     assert status == 2
     assert one_line(err, out) in ("authkit: error: this storage is not encrypted; nothing to re-encrypt",
                                   "authkit: error: reencrypt needs the keys in AUTHKIT_ENCRYPTION_KEYS "
-                                  "(newest first, comma-separated)")
+                                  "(newest first, comma-separated) or AUTHKIT_ENCRYPTION_KEY_FILE")
+    status, out, err = shell("encrypt", "--json")
+    assert status == 2
+    assert json.loads(out)["status"] == "error"
+    assert one_line(err, out) in ("authkit: error: this storage has no encryption keys configured; "
+                                  "nothing to encrypt with",
+                                  "authkit: error: encrypt needs the keys in AUTHKIT_ENCRYPTION_KEYS "
+                                  "or AUTHKIT_ENCRYPTION_KEY_FILE")
 
 
 def test_cleanup_skips_alike_in_every_shell(shell: Shell, sqlite_url: str) -> None:
@@ -320,10 +327,12 @@ def test_help_lists_the_same_sub_commands(capsys: pytest.CaptureFixture[str], sq
     assert status == 0
     status, flask_out, _ = Shell("flask", sqlite_url, capsys)("--help")
     assert status == 0
-    for command in ("init", "stats", "cleanup", "reencrypt"):
+    for command in ("init", "stats", "cleanup", "reencrypt", "encrypt"):
         assert command in out and command in flask_out
     status, out, _ = Shell("django", sqlite_url, capsys)("cleanup", "--help")
     assert status == 0 and "--lock-ttl" in out and "--batch-size" in out
+    status, out, _ = Shell("django", sqlite_url, capsys)("encrypt", "--help")
+    assert status == 0 and "--start" in out and "--lock-ttl" in out
 
 
 def test_salesforce_api_version_abc_is_one_line(monkeypatch: pytest.MonkeyPatch,

@@ -558,7 +558,7 @@ def _salesforce_settings(config: Mapping[str, Any]) -> dict[str, Any] | None:
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @with_appcontext
 def cli(argv: tuple[str, ...]) -> None:
-    """authkit maintenance of this app's storage: init, stats, cleanup, reencrypt, ...
+    """authkit maintenance of this app's storage: init, stats, cleanup, reencrypt, encrypt, ...
 
     The sub-commands, options, output and exit statuses of the ``authkit``
     command (``flask authkit --help`` lists them), on the app's storage.

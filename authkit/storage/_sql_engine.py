@@ -39,6 +39,8 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
 
 from authkit.errors import ConfigurationError, StorageError, StorageUnavailableError
+from authkit.storage._private_file import create_private_file
+from authkit.storage._redact import url_secrets
 from authkit.storage._sql_schema import MYSQL_DIALECTS
 
 __all__ = ["DEFAULT_TIMEOUT", "Runner", "check_dialect", "check_timeout", "describe", "install_connect_hooks",
@@ -140,6 +142,7 @@ def make_engine(url_or_str: str | URL, options: dict[str, Any], timeout: float) 
             settings["poolclass"] = StaticPool
         elif not url.database.startswith("file:"):
             _check_sqlite_directory(url.database)
+            create_private_file(url.database)  # 0600, and so its -wal and -shm too
     else:
         settings["pool_recycle"] = 3600
         settings["pool_timeout"] = timeout  # waiting for a pooled connection
@@ -211,6 +214,10 @@ def install_connect_hooks(engine: Engine, timeout: float = DEFAULT_TIMEOUT) -> N
             if name == "sqlite":
                 # A writer waits up to the timeout for another process's write lock.
                 cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                # Overwrite deleted and replaced rows with zeros, so a token or a
+                # plaintext record replaced by `authkit encrypt` does not linger in
+                # free pages (Debian builds SQLite this way; other builds do not).
+                cursor.execute("PRAGMA secure_delete = ON")
                 if not in_memory:
                     # WAL lets readers and a writer work at once.
                     cursor.execute("PRAGMA journal_mode = WAL")
@@ -266,7 +273,8 @@ class Runner:
         self.owns_engine = owns_engine
         self.label = label
         self.dbapi: Any = engine.dialect.dbapi
-        self.password = engine.url.password
+        # Every secret of the URL (user-info and ?password=), masked out of messages.
+        self.secrets = url_secrets(engine.url.render_as_string(hide_password=False))
         self.is_mysql = engine.dialect.name in MYSQL_DIALECTS
         self.begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else "BEGIN"
         self.closed = False
@@ -539,8 +547,8 @@ class Runner:
                 return StorageUnavailableError(f"{self.label} did not answer within the timeout: {detail}")
             # Connection errors name host, port and user, never data; keep their first line.
             first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
-            if self.password:
-                first = first.replace(self.password, "***")
+            for secret in self.secrets:
+                first = first.replace(secret, "***")
             message = f"{self.label} is unavailable: {detail}" + (f": {first}" if first else "")
             return StorageUnavailableError(message)
         # Other messages may quote the data (a token, a value): name the error only.

@@ -216,8 +216,17 @@ class AuthStorage(abc.ABC):
     time instead of sleeping.
     """
 
+    # A backend holds records; a wrapper (WrappingStorage) only passes them on.
+    _holds_records = True
+
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or utcnow
+        if self._holds_records:
+            # The first storage call checks that this is not an encrypted store
+            # (see _marker): a storage without keys must never read or write one.
+            from authkit.storage._marker import install_gate
+
+            install_gate(self)
 
     def now(self) -> datetime:
         """The storage's idea of the current time (aware UTC)."""
@@ -627,6 +636,13 @@ class AuthStorage(abc.ABC):
 
     @abc.abstractmethod
     def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool: ...
+
+    def _drop_old_copies(self) -> None:  # noqa: B027 - most backends keep none
+        """After a bulk rewrite (``encrypt_existing``, ``reencrypt``): drop the old versions
+        of rewritten records that the backend itself still keeps (SQLite's WAL).
+
+        Best effort; the default does nothing.
+        """
 
 
 def _as_list(items: object, name: str) -> list[Any]:

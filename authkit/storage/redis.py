@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 import redis.cluster
@@ -56,6 +56,7 @@ from authkit.errors import ConfigurationError, NotFoundError, StorageError, Stor
 from authkit.models import AuthToken, CleanupReport, SessionData
 from authkit.storage import _redis_sentinel as _sentinel
 from authkit.storage._codec import counter_overflow, digest, dumps, live, loads, micros, moment, ttl_seconds
+from authkit.storage._redact import url_secrets
 from authkit.storage.base import CLEANUP_KINDS, AuthStorage, Clock
 
 __all__ = ["RedisStorage"]
@@ -546,11 +547,11 @@ _MARKER_VALUE = b"authkit redis store, layout 1"
 class _Errors:
     """``with storage._errors:`` turns redis-py exceptions into authkit's, cause attached."""
 
-    __slots__ = ("_secret", "_where")
+    __slots__ = ("_secrets", "_where")
 
-    def __init__(self, where: str, secret: str | None) -> None:
+    def __init__(self, where: str, secrets: list[str]) -> None:
         self._where = where
-        self._secret = secret
+        self._secrets = secrets
 
     def __enter__(self) -> None:
         return None
@@ -567,8 +568,8 @@ class _Errors:
 
     def _text(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
-        if self._secret:  # never echo a password, whatever the driver put in its message
-            text = text.replace(self._secret, "***")
+        for secret in self._secrets:  # never echo a password, whatever the driver put in its message
+            text = text.replace(secret, "***")
         return text
 
 
@@ -644,7 +645,7 @@ class RedisStorage(AuthStorage):
         self._session_keys = [self._sx, self._si, self._so]
         password = client.get_connection_kwargs().get("password")
         self._where = _where(client)
-        self._errors = _Errors(self._where, password if isinstance(password, str) else None)
+        self._errors = _Errors(self._where, [password] if isinstance(password, str) and password else [])
         register = client.register_script
         self._store_tokens_lua = register(_STORE_TOKENS)
         self._delete_records_lua = register(_DELETE_RECORDS)
@@ -702,10 +703,11 @@ class RedisStorage(AuthStorage):
         options.setdefault("socket_connect_timeout", 5.0)
         options.setdefault("socket_timeout", 30.0)
         try:
-            password = urlsplit(url).password
-        except ValueError as exc:  # e.g. a port that is not a number
+            urlsplit(url)
+        except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
             raise ConfigurationError("malformed Redis URL") from exc
-        errors = _Errors(url.split("://", 1)[0] + "://…", None if password is None else unquote(password))
+        # Every secret of the URL (user-info and ?password=), masked out of any message.
+        errors = _Errors(url.split("://", 1)[0] + "://…", url_secrets(url))
         sentinel: Any = None
         try:
             with errors:

@@ -49,6 +49,7 @@ from authkit.storage._codec import (
     optional_micros,
     optional_moment,
 )
+from authkit.storage._redact import redact_url
 from authkit.storage.base import CLEANUP_KINDS, AuthStorage, Clock
 
 try:
@@ -215,7 +216,7 @@ class SqlStorage(AuthStorage):
         _LIVE.add(self)
 
     def __repr__(self) -> str:
-        safe = self._engine.url.render_as_string(hide_password=True)
+        safe = redact_url(self._engine.url.render_as_string(hide_password=False))
         return f"SqlStorage({safe!r}, prefix={self._prefix!r})"
 
     @property
@@ -863,6 +864,16 @@ class SqlStorage(AuthStorage):
         return self._id_page("sessions", cursor, limit)
 
     # -- lock (see _sql_lock) ----------------------------------------------------------
+
+    def _drop_old_copies(self) -> None:
+        # The WAL still holds the pages as they were before a rewrite (plaintext,
+        # before `authkit encrypt`) until a checkpoint copies the new ones over
+        # them (secure_delete zeroes what they freed) and TRUNCATE empties it.
+        # Readers in the middle of a transaction can make it partial: best effort.
+        if self._is_sqlite and not self._in_memory:
+            with self._cursor() as cursor:
+                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                cursor.fetchall()
 
     def _try_lock(self, name: str, ttl: float) -> Lease | None:
         return self._leases.try_take(name, ttl)

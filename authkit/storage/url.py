@@ -19,23 +19,26 @@ nothing more (the store is its own namespace, with no schema to create).
 
 Options: ``prefix`` (table or key prefix), ``create_schema`` (default True),
 ``clock``, backend-specific ones (see each backend), and ``encryption_keys``:
-a list of keys (or set ``AUTHKIT_ENCRYPTION_KEYS``, comma-separated) wraps the
-backend in :class:`EncryptedStorage`.
+a list of keys, a key file's :class:`~pathlib.Path` or a provider function
+(or set ``AUTHKIT_ENCRYPTION_KEYS``, comma-separated, or
+``AUTHKIT_ENCRYPTION_KEY_FILE``) wraps the backend in :class:`EncryptedStorage`.
+An empty key list, given or from the environment, is a
+:class:`~authkit.errors.ConfigurationError`, never "no encryption"; so is
+opening an encrypted store without keys.
 
 >>> storage = open_storage("sqlite:///authkit.db", prefix="myapp_")
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from authkit.errors import ConfigurationError
+from authkit.storage._marker import allow_maintenance, check_plain_open
 from authkit.storage.base import AuthStorage
+from authkit.storage.keys import ENCRYPTION_KEY_FILE_ENV, ENCRYPTION_KEYS_ENV, keys_from_environment, resolve_keys
 
-__all__ = ["open_storage", "ENCRYPTION_KEYS_ENV"]
-
-ENCRYPTION_KEYS_ENV = "AUTHKIT_ENCRYPTION_KEYS"
+__all__ = ["open_storage", "ENCRYPTION_KEYS_ENV", "ENCRYPTION_KEY_FILE_ENV"]
 
 _SQL_SCHEMES = {"sqlite", "postgresql", "postgres", "mysql", "mariadb"}
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
@@ -100,20 +103,29 @@ def _check_memory_options(options: dict[str, Any]) -> None:
 
 def open_storage(url: str, **options: Any) -> AuthStorage:
     """Open the storage ``url`` names; see the module docstring for schemes and options."""
+    return _open_storage(url, maintenance=False, **options)
+
+
+def _open_storage(url: str, *, maintenance: bool, **options: Any) -> AuthStorage:
+    """``open_storage``; with ``maintenance`` and no keys, an encrypted store opens for
+    cleanup, counts and locks only (``authkit cleanup``/``stats`` from cron, without keys)."""
     if not isinstance(url, str):
         raise TypeError("url must be a str")
     scheme = _scheme(url)
-    keys = options.pop("encryption_keys", None)
-    if keys is None and os.environ.get(ENCRYPTION_KEYS_ENV, "").strip():
-        keys = [k.strip() for k in os.environ[ENCRYPTION_KEYS_ENV].split(",") if k.strip()]
-        if not keys:  # set but only commas: never fall back to storing plaintext
-            raise ConfigurationError(f"{ENCRYPTION_KEYS_ENV} is set but holds no key")
+    source = options.pop("encryption_keys", None)
+    if source is None:
+        source = keys_from_environment()
+    # Resolved (file read, provider called, emptiness refused) before anything is opened.
+    keys = None if source is None else resolve_keys(source)
     storage = _open_backend(url, scheme, options)
-    if not keys:
-        return storage
-    from authkit.storage.encrypted import EncryptedStorage
-
     try:
+        if keys is None:
+            if maintenance and allow_maintenance(storage):
+                return storage
+            check_plain_open(storage)  # an encrypted store without keys: refused now, at open
+            return storage
+        from authkit.storage.encrypted import EncryptedStorage
+
         return EncryptedStorage(storage, keys)
     except BaseException:
         storage.close()

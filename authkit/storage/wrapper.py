@@ -21,6 +21,8 @@ __all__ = ["WrappingStorage"]
 class WrappingStorage(AuthStorage):
     """Delegates every storage hook to ``inner``; subclasses override what they change."""
 
+    _holds_records = False  # the inner storage has its own gate (see _marker)
+
     def __init__(self, inner: AuthStorage) -> None:
         if not isinstance(inner, AuthStorage):
             raise TypeError(f"inner must be an AuthStorage, not {type(inner).__name__}")
@@ -98,6 +100,9 @@ class WrappingStorage(AuthStorage):
 
     def _release_lock(self, name: str, handle: Any) -> None:
         self._inner._release_lock(name, handle)
+
+    def _drop_old_copies(self) -> None:
+        self._inner._drop_old_copies()
 
     # -- atomic primitives: still one step, on the inner storage ----------------
 
