@@ -190,7 +190,10 @@ def _bound_psycopg_reads(engine: Engine, timeout: float) -> None:
     """
     import psycopg
 
-    if "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:  # pragma: no cover - old psycopg
+    parameters = inspect.signature(psycopg.Connection.wait).parameters
+    if "interval" not in parameters or "timeout" not in parameters:  # pragma: no cover
+        # Before psycopg 3.3.6 wait() had no read timeout (3.1's "timeout" is the poll
+        # interval): setup.cfg asks for 3.3.6, this only keeps an older install working.
         return
     grace = timeout + 2.0  # the server's own statement_timeout should answer first
 
