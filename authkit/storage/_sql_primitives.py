@@ -48,7 +48,7 @@ from sqlalchemy.dialects import mysql as sa_mysql
 from sqlalchemy.dialects import postgresql as sa_postgresql
 from sqlalchemy.dialects import sqlite as sa_sqlite
 
-from authkit.storage._sql_schema import MYSQL_DIALECTS, Tables
+from authkit.storage._sql_schema import MYSQL_DIALECTS, Id, Tables
 
 __all__ = ["PrimitiveStatements", "SESSION_COLUMNS"]
 
@@ -70,6 +70,16 @@ def _expired(table: sa.Table) -> Any:
 def _live(table: sa.Table) -> Any:
     return sa.or_(table.c.expires_at.is_(None), table.c.expires_at > sa.bindparam("now"))
 
+
+def _cast_type(type_: Any) -> Any:
+    """A column's type as a PostgreSQL ``CAST`` target: an id without its collation.
+
+    The inserted value takes the column's ``COLLATE "C"`` anyway; SQLAlchemy 2.0.0
+    renders it inside ``CAST(x AS VARCHAR(255) COLLATE "C")``, which PostgreSQL refuses.
+    """
+    if isinstance(type_, Id):
+        return sa.String(type_.impl.length)
+    return type_
 
 class PrimitiveStatements:
     """The compiled statements of one storage (one prefix, one dialect)."""
@@ -175,7 +185,7 @@ class PrimitiveStatements:
         read are decided by ``ON CONFLICT`` on the latest row version, as before.
         """
         live_row: Any = sa.select(sa.literal_column("1")).where(table.c[pk] == sa.bindparam(pk), _live(table))
-        row = sa.select(*[sa.cast(sa.bindparam(c), table.c[c].type).label(c) for c in columns])
+        row = sa.select(*[sa.cast(sa.bindparam(c), _cast_type(table.c[c].type)).label(c) for c in columns])
         ins = sa_postgresql.insert(table).from_select(list(columns), row.where(~sa.exists(live_row)))
         return ins.on_conflict_do_update(
             index_elements=[pk], set_={c: ins.excluded[c] for c in columns if c != pk}, where=_expired(table)
