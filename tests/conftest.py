@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import faulthandler
+import os
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,3 +25,28 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) ->
     """A fresh, empty storage of every backend in turn, on its own prefix, dropped afterwards."""
     with BACKENDS[request.param](tmp_path, clock) as backend:
         yield backend
+
+
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A test that leaves a non-daemon thread blocked would keep the interpreter, and so CI,
+    from ever exiting after the summary. Give such threads a moment, then show where they are
+    stuck and exit with the run's own status."""
+    deadline = time.monotonic() + 30
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if stuck:
+        print(f"\nleft running by a test, so exiting without waiting for them: {stuck}", file=sys.stderr)
+        faulthandler.dump_traceback(file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(_exit_status[-1] if _exit_status else 1)

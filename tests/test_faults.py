@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -383,7 +384,9 @@ def test_a_deadlock_on_the_write_path_is_retried(kind: str, opened: Callable[...
             conn.exec_driver_sql(update, {"v": b"other", "k": "b"})
             other_holds_b.set()
             assert storage_holds_a.wait(30)
+            deadline = time.monotonic() + 20  # bounded: a failing run must end, not hang the suite
             while not _blocked(watcher, kind):  # until the storage waits for "b"
+                assert time.monotonic() < deadline, "the storage's transaction never waited for b"
                 watcher.rollback()  # a fresh snapshot for the next look
             conn.exec_driver_sql(update, {"v": b"other", "k": "a"})
 
@@ -406,7 +409,7 @@ def test_a_deadlock_on_the_write_path_is_retried(kind: str, opened: Callable[...
         except BaseException as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=run_other)
+    thread = threading.Thread(target=run_other, daemon=True)  # never keeps pytest from exiting
     thread.start()
     try:
         storage._run(work, transaction=True)
