@@ -573,7 +573,7 @@ Handler = Callable[[argparse.Namespace, IO[str], IO[str], _Scrubber], int]
 
 
 def _record_id(text: str) -> str:
-    from authkit.storage.base import check_id
+    from authkit.storage._codec import check_id
 
     try:
         return check_id(text, "id")

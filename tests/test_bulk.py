@@ -60,7 +60,7 @@ def fake(org: FakeSalesforce) -> FakeBulkApi:
     """A fresh, empty data API and Bulk API for each test (the org and its app are shared by the module)."""
     org.rest = FakeRestApi()
     org.bulk = FakeBulkApi(org.rest)
-    org._injected.clear()
+    org.clear_injected_errors()
     return org.bulk
 
 

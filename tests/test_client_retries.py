@@ -27,7 +27,7 @@ def org() -> Iterator[FakeSalesforce]:
 @pytest.fixture
 def rest(org: FakeSalesforce) -> FakeRestApi:
     org.rest = FakeRestApi()
-    org._injected.clear()
+    org.clear_injected_errors()
     return org.rest
 
 
@@ -100,7 +100,7 @@ def test_retries_are_bounded(org: FakeSalesforce, rest: FakeRestApi) -> None:
             sf.sobject("Account").create({"Name": "x"})
         assert info.value.error_code == "UNABLE_TO_LOCK_ROW"
         assert sent(org, "POST", "/sobjects/Account") - before == 3
-    org._injected.clear()
+    org.clear_injected_errors()
     with SalesforceClient(org.jwt_auth(), retries=0) as sf:
         org.inject_error(500, "UNKNOWN_EXCEPTION", path_prefix=V + "/limits")
         with pytest.raises(ApiError):

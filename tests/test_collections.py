@@ -24,7 +24,7 @@ def org() -> Iterator[FakeSalesforce]:
 @pytest.fixture
 def rest(org: FakeSalesforce) -> FakeRestApi:
     org.rest = FakeRestApi()
-    org._injected.clear()
+    org.clear_injected_errors()
     return org.rest
 
 

@@ -17,7 +17,7 @@ import jwt
 import pytest
 import requests
 
-from authkit.salesforce.oauth import response_signature
+from authkit.salesforce._oauth import response_signature
 from authkit.testing import ConnectedApp, FakeSalesforce
 from authkit.testing.fake_salesforce import generate_rsa_key_pair
 from tests.clock import FakeClock

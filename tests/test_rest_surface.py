@@ -31,7 +31,7 @@ def org() -> Iterator[FakeSalesforce]:
 @pytest.fixture
 def rest(org: FakeSalesforce) -> FakeRestApi:
     org.rest = FakeRestApi(page_size=50)
-    org._injected.clear()
+    org.clear_injected_errors()
     return org.rest
 
 

@@ -29,9 +29,9 @@ from authkit.salesforce import (
     RefreshTokenAuth,
     StaticTokenAuth,
 )
+from authkit.salesforce._oauth import normalize_url
+from authkit.salesforce._token_store import shared_token_id
 from authkit.salesforce.auth import default_audience
-from authkit.salesforce.oauth import normalize_url
-from authkit.salesforce.token_store import shared_token_id
 from authkit.storage import AuthStorage, MemoryStorage, open_storage
 from authkit.testing import ConnectedApp, FakeSalesforce
 from tests.clock import FakeClock

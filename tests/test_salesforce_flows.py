@@ -27,8 +27,8 @@ from authkit.salesforce import (
     TokenExchangeAuth,
     WebServerFlow,
 )
+from authkit.salesforce._oauth import TokenEndpoint, trusted_instance_url
 from authkit.salesforce.auth import JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT, default_audience, pkce_challenge
-from authkit.salesforce.oauth import TokenEndpoint, trusted_instance_url
 from authkit.salesforce.settings import FLOWS, build_auth, flow_keys, flow_name
 from authkit.storage import MemoryStorage, open_storage
 from authkit.testing import ConnectedApp, FakeSalesforce

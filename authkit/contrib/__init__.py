@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from authkit.maintenance import CLEANUP_LOCK as CLEANUP_LOCK  # where the framework shells' users look for it
-from authkit.maintenance import run_cleanup as run_cleanup
 from authkit.storage.base import AuthStorage
 
 if TYPE_CHECKING:

@@ -59,7 +59,8 @@ from authkit.contrib.session_ids import stored_session_id
 from authkit.errors import ConfigurationError, StorageError
 from authkit.maintenance import _CleanupEveryN, _run_framework
 from authkit.models import SessionData
-from authkit.storage.base import AuthStorage, check_id
+from authkit.storage._codec import check_id
+from authkit.storage.base import AuthStorage
 from authkit.storage.url import open_storage
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 
-from authkit.storage.base import check_id
+from authkit.storage._codec import check_id
 
 __all__ = ["STORED_ID_PREFIX", "stored_session_id"]
 

@@ -82,10 +82,10 @@ from authkit.errors import (
 )
 from authkit.salesforce import composite as _composite
 from authkit.salesforce import events
+from authkit.salesforce._oauth import Timeout, _check_timeout
 from authkit.salesforce.auth import AuthSession
 from authkit.salesforce.budget import RequestBudget
 from authkit.salesforce.collections import Collections
-from authkit.salesforce.oauth import Timeout, _check_timeout
 from authkit.salesforce.query import QueryResult
 from authkit.salesforce.sobject import SObject, http_date
 from authkit.salesforce.tooling import Tooling

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from authkit.errors import ConfigurationError
-from authkit.salesforce.oauth import normalize_url
+from authkit.salesforce._oauth import normalize_url
 from authkit.storage.base import AuthStorage
 
 if TYPE_CHECKING:

@@ -42,7 +42,8 @@ from cachetools import TTLCache
 
 from authkit.models import AuthToken, CleanupReport, SessionData
 from authkit.storage._codec import live
-from authkit.storage.base import CLEANUP_KINDS, AuthStorage, copy_session, copy_token
+from authkit.storage._copy import copy_session, copy_token
+from authkit.storage.base import CLEANUP_KINDS, AuthStorage
 from authkit.storage.wrapper import WrappingStorage
 
 __all__ = ["CachedStorage"]

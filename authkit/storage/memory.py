@@ -16,7 +16,8 @@ from datetime import datetime
 from authkit.errors import NotFoundError
 from authkit.models import AuthToken, CleanupReport, SessionData
 from authkit.storage._codec import counter_bounds, counter_overflow, format_counter, live, parse_counter
-from authkit.storage.base import CLEANUP_KINDS, AuthStorage, Clock, copy_session, copy_token
+from authkit.storage._copy import copy_session, copy_token
+from authkit.storage.base import CLEANUP_KINDS, AuthStorage, Clock
 
 __all__ = ["MemoryStorage"]
 

@@ -57,8 +57,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 
 from authkit.models import utcnow
+from authkit.salesforce._oauth import response_signature
 from authkit.salesforce.auth import JWT_BEARER_GRANT, ClientCredentialsAuth, JwtAuth, PasswordAuth, RefreshTokenAuth
-from authkit.salesforce.oauth import response_signature
 
 if TYPE_CHECKING:
     from authkit.testing.fake_bulk import FakeBulkApi

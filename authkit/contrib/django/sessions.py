@@ -48,7 +48,8 @@ from authkit.contrib.django import get_storage
 from authkit.contrib.session_ids import stored_session_id
 from authkit.maintenance import run_cleanup
 from authkit.models import SessionData
-from authkit.storage.base import AuthStorage, check_id
+from authkit.storage._codec import check_id
+from authkit.storage.base import AuthStorage
 
 __all__ = ["SessionStore"]
 

@@ -25,8 +25,8 @@ import requests
 
 from authkit.models import AuthToken, utcnow
 from authkit.salesforce import events
-from authkit.salesforce.oauth import Timeout, TokenEndpoint, TokenResponse, check_timeout
-from authkit.salesforce.token_store import SharedToken
+from authkit.salesforce._oauth import Timeout, TokenEndpoint, TokenResponse, check_timeout
+from authkit.salesforce._token_store import SharedToken
 from authkit.storage.base import AuthStorage, Clock
 
 logger = logging.getLogger("authkit.salesforce")

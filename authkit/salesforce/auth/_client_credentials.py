@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from authkit.salesforce._oauth import normalize_url
 from authkit.salesforce.auth._base import FlowOptions, _check_str, _FlowKeywords, _MintingSession
-from authkit.salesforce.oauth import normalize_url
 from authkit.storage.base import AuthStorage
 
 if TYPE_CHECKING:

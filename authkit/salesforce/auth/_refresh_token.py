@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from authkit.errors import AuthenticationError
+from authkit.salesforce._oauth import TokenResponse
 from authkit.salesforce.auth._base import (
     LOGIN_URL,
     FlowOptions,
@@ -16,7 +17,6 @@ from authkit.salesforce.auth._base import (
     _FlowKeywords,
     _MintingSession,
 )
-from authkit.salesforce.oauth import TokenResponse
 from authkit.storage.base import AuthStorage
 
 if TYPE_CHECKING:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from authkit.salesforce._oauth import normalize_url
 from authkit.salesforce.auth._base import AuthSession
-from authkit.salesforce.oauth import normalize_url
 
 
 class StaticTokenAuth(AuthSession):

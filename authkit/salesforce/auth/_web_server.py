@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 
 from authkit.errors import AuthenticationError
+from authkit.salesforce._oauth import TokenEndpoint, TokenResponse, trusted_instance_url
 from authkit.salesforce.auth._base import (
     LOGIN_URL,
     FlowOptions,
@@ -21,7 +22,6 @@ from authkit.salesforce.auth._base import (
     _FlowKeywords,
 )
 from authkit.salesforce.auth._refresh_token import RefreshTokenAuth
-from authkit.salesforce.oauth import TokenEndpoint, TokenResponse, trusted_instance_url
 from authkit.storage.base import AuthStorage
 
 if TYPE_CHECKING:

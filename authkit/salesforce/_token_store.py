@@ -20,7 +20,7 @@ The stored token:
 * lives under a stable id, ``salesforce:<flow>:<hash of flow, login host,
   client id and user>``, so two identities never share a token;
 * has ``metadata`` ``{"instance_url", "identity_url", "flow"}``; a token whose
-  ``instance_url`` is not trusted (see :func:`~authkit.salesforce.oauth.trusted_instance_url`)
+  ``instance_url`` is not trusted (see :func:`~authkit.salesforce._oauth.trusted_instance_url`)
   is never used; after an
   ``invalidate`` also ``"invalidated": true`` (kept, not deleted, because it
   may carry the newest rotated refresh token);
@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 
 from authkit.errors import AuthenticationError
 from authkit.models import AuthToken
-from authkit.salesforce.oauth import trusted_instance_url
+from authkit.salesforce._oauth import trusted_instance_url
 from authkit.storage.base import AuthStorage, Clock
 
 __all__ = ["SharedToken", "shared_token_id"]
