@@ -26,18 +26,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import IO, Any
 
-from authkit.cli import (
-    _FLOWS,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    _auth_failure,
-    _client_for,
-    _Failure,
-    _positive_int,
-    _Progress,
-    _Scrubber,
-)
+from authkit._cli_run import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _Failure, _positive_int, _Progress, _Scrubber
+from authkit.cli import _FLOWS, _auth_failure, _client_for
 from authkit.errors import AuthenticationError
 
 __all__ = ["add_parsers"]

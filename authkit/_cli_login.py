@@ -32,6 +32,8 @@ from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from authkit import cli as _cli
+from authkit._cli_run import EXIT_OK, EXIT_USAGE, _emit, _Failure, _seconds
+from authkit._cli_storage import _opened, _storage_label
 from authkit.errors import AuthenticationError, ConfigurationError
 
 __all__ = ["add_commands", "DEFAULT_LOGIN_TIMEOUT"]
@@ -100,17 +102,17 @@ def _receiver(redirect_uri: str) -> tuple[_Receiver, str]:
     parts = urlsplit(redirect_uri)
     host = (parts.hostname or "").lower()
     if parts.scheme != "http" or host not in _LOOPBACK_HOSTS:
-        raise _cli._Failure(
+        raise _Failure(
             f"--redirect-uri must be an http:// loopback URL (localhost, 127.0.0.1 or [::1]), got {redirect_uri!r}: "
-            "the command receives the redirect itself", _cli.EXIT_USAGE)
+            "the command receives the redirect itself", EXIT_USAGE)
     try:
         port = parts.port if parts.port is not None else 80
     except ValueError:
-        raise _cli._Failure(f"--redirect-uri has an invalid port: {redirect_uri!r}", _cli.EXIT_USAGE) from None
+        raise _Failure(f"--redirect-uri has an invalid port: {redirect_uri!r}", EXIT_USAGE) from None
     try:
         server = _Receiver(_LOOPBACK_HOSTS[host], port, parts.path)
     except OSError as exc:
-        raise _cli._Failure(f"cannot listen on {host}:{port} for the login redirect: {exc.strerror} "
+        raise _Failure(f"cannot listen on {host}:{port} for the login redirect: {exc.strerror} "
                             "(another login running? choose another --redirect-uri registered on the app)") from None
     if port == 0:
         netloc = f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
@@ -125,26 +127,26 @@ def _cmd_login(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: Any)
     from authkit.salesforce.auth import LOGIN_URL, WebServerFlow
 
     if not args.token_store and not args.print_refresh_token:
-        raise _cli._Failure("say where the refresh token goes: --token-store (the --storage store) or "
-                            "--print-refresh-token (stdout, e.g. into a secret manager)", _cli.EXIT_USAGE)
+        raise _Failure("say where the refresh token goes: --token-store (the --storage store) or "
+                            "--print-refresh-token (stdout, e.g. into a secret manager)", EXIT_USAGE)
     for name in _cli._SECRET_ENV:
         _cli._env(name, scrub)
     client_id = args.client_id or _cli._env("SF_CLIENT_ID")
     if not client_id:
-        raise _cli._Failure("missing Salesforce setting --client-id or SF_CLIENT_ID: login needs the connected "
-                            "app's consumer key", _cli.EXIT_USAGE)
+        raise _Failure("missing Salesforce setting --client-id or SF_CLIENT_ID: login needs the connected "
+                            "app's consumer key", EXIT_USAGE)
     secret = _cli._env("SF_CLIENT_SECRET")
     login_url = args.login_url or _cli._env("SF_LOGIN_URL") or LOGIN_URL
     username = args.username or _cli._env("SF_USERNAME")
     with ExitStack() as stack:
-        store = stack.enter_context(_cli._opened(args, scrub, create=True)) if args.token_store else None
+        store = stack.enter_context(_opened(args, scrub, create=True)) if args.token_store else None
         server, redirect_uri = _receiver(args.redirect_uri or _cli._env("SF_REDIRECT_URI") or _default_redirect())
         stack.callback(server.server_close)
         try:
             flow = WebServerFlow(client_id, redirect_uri, client_secret=secret, login_url=login_url,
                                  scopes=tuple(args.scopes.split()))
         except (TypeError, ValueError) as exc:
-            raise _cli._Failure(f"bad Salesforce setting: {exc}", _cli.EXIT_USAGE) from None
+            raise _Failure(f"bad Salesforce setting: {exc}", EXIT_USAGE) from None
         url, state, verifier = flow.authorization_url()
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                   name="authkit-login-redirect", daemon=True)
@@ -158,20 +160,20 @@ def _cmd_login(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: Any)
         try:
             params = server.results.get(timeout=args.timeout)
         except queue.Empty:
-            raise _cli._Failure(f"timed out after {args.timeout:g} s waiting for the browser login; run the "
+            raise _Failure(f"timed out after {args.timeout:g} s waiting for the browser login; run the "
                                 "command again (--timeout SECONDS waits longer)") from None
         try:
             # First: a redirect that does not answer this login is ignored whatever it says.
             flow.check_state(state, params.get("state"))
         except AuthenticationError as exc:
-            raise _cli._Failure(f"login failed: {exc}") from None
+            raise _Failure(f"login failed: {exc}") from None
         if "error" in params:
             description = params.get("error_description") or ""
-            raise _cli._Failure(f"login refused: {params['error']}: {description}".rstrip(": "))
+            raise _Failure(f"login refused: {params['error']}: {description}".rstrip(": "))
         try:
             auth = flow.exchange(params["code"], verifier, token_store=store, username=username)
         except AuthenticationError as exc:
-            raise _cli._Failure(_cli._auth_failure(exc, "web-server")) from None
+            raise _Failure(_cli._auth_failure(exc, "web-server")) from None
         refresh_token = auth.refresh_token
         assert refresh_token is not None
         scrub.add(refresh_token)
@@ -188,9 +190,9 @@ def _cmd_login(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: Any)
             out.write(json.dumps(data, sort_keys=True) + "\n")
         else:
             out.write(f"ok: logged in{as_who} at {instance}\n")
-            out.write(f"token store: {_cli._storage_label(args)} (token id {auth.token_id})\n")
+            out.write(f"token store: {_storage_label(args)} (token id {auth.token_id})\n")
             out.write(f"use it with: RefreshTokenAuth({client_id!r}, None, token_store=store, username={who!r})\n")
-    return _cli.EXIT_OK
+    return EXIT_OK
 
 
 def _default_redirect() -> str:
@@ -215,21 +217,21 @@ def _cmd_logout(args: argparse.Namespace, out: IO[str], err: IO[str], scrub: Any
     args.flow = flow
     flow = _cli._detect_flow(args)
     with ExitStack() as stack:
-        store = stack.enter_context(_cli._opened(args, scrub, create=False)) if args.token_store else None
+        store = stack.enter_context(_opened(args, scrub, create=False)) if args.token_store else None
         auth = _cli._build_auth(args, flow, scrub, store)
         if not hasattr(auth, "revoke"):
-            raise _cli._Failure(f"the {flow} flow has nothing to revoke: a static token is revoked where it "
-                                "came from", _cli.EXIT_USAGE)
+            raise _Failure(f"the {flow} flow has nothing to revoke: a static token is revoked where it "
+                                "came from", EXIT_USAGE)
         try:
             revoked = auth.revoke()
         except AuthenticationError as exc:
-            raise _cli._Failure(_cli._auth_failure(exc, flow)) from None
+            raise _Failure(_cli._auth_failure(exc, flow)) from None
         except ConfigurationError as exc:
-            raise _cli._Failure(str(exc), _cli.EXIT_USAGE) from None
-    where = f" and removed it from {_cli._storage_label(args)}" if args.token_store else ""
+            raise _Failure(str(exc), EXIT_USAGE) from None
+    where = f" and removed it from {_storage_label(args)}" if args.token_store else ""
     line = f"ok: revoked the Salesforce token{where}" if revoked else "ok: nothing to revoke (no token held)"
-    _cli._emit(out, args, line, {"status": "ok", "revoked": revoked, "token_store": bool(args.token_store)})
-    return _cli.EXIT_OK
+    _emit(out, args, line, {"status": "ok", "revoked": revoked, "token_store": bool(args.token_store)})
+    return EXIT_OK
 
 
 # -- registration --------------------------------------------------------------------
@@ -254,7 +256,7 @@ def add_commands(sf_commands: Any, common: argparse.ArgumentParser) -> None:
     login.add_argument("--print-refresh-token", action="store_true",
                        help="print the refresh token on stdout instead (a secret: pipe it somewhere safe)")
     login.add_argument("--no-browser", action="store_true", help="only print the URL; do not open a browser")
-    login.add_argument("--timeout", type=_cli._seconds, default=DEFAULT_LOGIN_TIMEOUT, metavar="SECONDS",
+    login.add_argument("--timeout", type=_seconds, default=DEFAULT_LOGIN_TIMEOUT, metavar="SECONDS",
                        help="how long to wait for the browser (default %(default)g)")
     login.add_argument("--json", action="store_true", help="print the result as one JSON object")
     login.set_defaults(handler=_cmd_login)

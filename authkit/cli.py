@@ -16,8 +16,9 @@ Usage::
 The storage comes from ``--storage URL`` or ``AUTHKIT_STORAGE_URL`` (default
 ``sqlite:///authkit.db``), encryption keys from ``AUTHKIT_ENCRYPTION_KEYS``.
 The storage options work before or after the sub-command.  The maintenance
-sub-commands live in :mod:`authkit.maintenance`, shared with ``flask authkit``
-and ``manage.py authkit_...``.
+sub-commands live in :mod:`authkit._cli_maintenance`, shared with ``flask authkit``
+and ``manage.py authkit_...``; how every command runs (one-line failures,
+``--json``, exit statuses, masking) in :mod:`authkit._cli_run`.
 
 Exit status: 0 on success (and when ``cleanup`` skips because another run holds
 the lock), 1 when the work failed (server down, wrong key, login refused), 2 for
@@ -38,33 +39,24 @@ from contextlib import ExitStack
 from typing import IO, Any
 
 from authkit import __version__
+from authkit._cli_maintenance import add_commands
+from authkit._cli_run import (
+    DOCS_URL,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    _epilog,
+    _Failure,
+    _Parser,
+    _run,
+    _Scrubber,
+)
+from authkit._cli_storage import DEFAULT_STORAGE_URL as DEFAULT_STORAGE_URL
+from authkit._cli_storage import STORAGE_URL_ENV as STORAGE_URL_ENV
+from authkit._cli_storage import _opened, _storage_label, _storage_options
 from authkit.errors import ApiError, AuthenticationError, ConfigurationError
-
-# Re-exported (``X as X``): the salesforce command modules import these from here.
 from authkit.maintenance import CLEANUP_LOCK as CLEANUP_LOCK
-from authkit.maintenance import DEFAULT_STORAGE_URL as DEFAULT_STORAGE_URL
-from authkit.maintenance import DOCS_URL as DOCS_URL
-from authkit.maintenance import EXIT_FAILED as EXIT_FAILED
-from authkit.maintenance import EXIT_INTERRUPTED as EXIT_INTERRUPTED
-from authkit.maintenance import EXIT_OK as EXIT_OK
-from authkit.maintenance import EXIT_USAGE as EXIT_USAGE
 from authkit.maintenance import REENCRYPT_LOCK as REENCRYPT_LOCK
-from authkit.maintenance import STORAGE_URL_ENV as STORAGE_URL_ENV
-from authkit.maintenance import _emit as _emit
-from authkit.maintenance import _exclusive as _exclusive
-from authkit.maintenance import _Failure as _Failure
-from authkit.maintenance import _lock_options as _lock_options
-from authkit.maintenance import _opened as _opened
-from authkit.maintenance import _Parser as _Parser
-from authkit.maintenance import _positive_int as _positive_int
-from authkit.maintenance import _Progress as _Progress
-from authkit.maintenance import _redact_url as _redact_url
-from authkit.maintenance import _run as _run
-from authkit.maintenance import _Scrubber as _Scrubber
-from authkit.maintenance import _seconds as _seconds
-from authkit.maintenance import _storage_label as _storage_label
-from authkit.maintenance import _storage_options as _storage_options
-from authkit.maintenance import add_commands as add_commands
 from authkit.storage.base import AuthStorage
 
 __all__ = ["main", "STORAGE_URL_ENV", "DEFAULT_STORAGE_URL", "CLEANUP_LOCK", "REENCRYPT_LOCK"]
@@ -309,8 +301,7 @@ def _parser() -> argparse.ArgumentParser:
     _storage_options(common)
     parser = _Parser(
         prog="authkit", description="Maintain an authkit storage and check Salesforce credentials.",
-        epilog="Exit status: 0 ok or skipped, 1 failed, 2 bad usage or configuration. "
-               f"Manual: {DOCS_URL}/cli.md")
+        epilog=_epilog())
     parser.add_argument("--version", action="version", version=f"authkit {__version__}")
     _storage_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -499,7 +499,7 @@ def _main(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, s
 
 def test_authkit_encrypt_interrupted_then_resumed(tmp_path: Path, clock: FakeClock, key: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from authkit import cli
+    from authkit._cli_run import _Progress
 
     site = _site("sqlite", tmp_path, clock)
     with site.open() as plain:
@@ -514,7 +514,7 @@ def test_authkit_encrypt_interrupted_then_resumed(tmp_path: Path, clock: FakeClo
 
     with monkeypatch.context() as patch:
         patch.setenv(ENCRYPTION_KEYS_ENV, key)
-        patch.setattr(cli._Progress, "update", interrupting)
+        patch.setattr(_Progress, "update", interrupting)
         status, out, err = _main(["encrypt", "--storage", url, "--batch-size", "4"], patch)
     assert status == 130 and "run `authkit encrypt` again" in err
     assert SESSION_SECRET.encode() in site.raw()  # not done yet: the sessions come after the tokens
@@ -745,7 +745,7 @@ def test_init_and_stats_json_mask_the_url(tmp_path: Path) -> None:
     # SQLite takes no password: the option is only there to be masked, so use a real URL form instead.
     result = _cli("init", "--json", "--storage", f"sqlite:///{tmp_path / 'j.db'}", env={}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    from authkit.cli import _redact_url
+    from authkit._cli_run import _redact_url
 
     assert password not in _redact_url(url)
     pg = require(POSTGRES_URL, "PostgreSQL")

@@ -53,11 +53,12 @@ from flask.cli import with_appcontext
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSession, SessionInterface, SessionMixin
 
+from authkit._cli_maintenance import _run_framework
 from authkit.contrib import ANONYMOUS_USER_ID, build_salesforce_client
 from authkit.contrib._json import plain_json_copy
 from authkit.contrib.session_ids import stored_session_id
 from authkit.errors import ConfigurationError, StorageError
-from authkit.maintenance import _CleanupEveryN, _run_framework
+from authkit.maintenance import _CleanupEveryN
 from authkit.models import SessionData
 from authkit.storage._codec import check_id
 from authkit.storage.base import AuthStorage

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from authkit.maintenance import _COMMANDS, _add_command, _call, _run_framework
+from authkit._cli_maintenance import _COMMANDS, _add_command, _call, _run_framework
 
 
 def _storage_url() -> str | None:
