@@ -105,6 +105,8 @@ def _check_sqlite_file(url: str) -> None:
         return
     if database.startswith("file:") or os.path.exists(database):
         return
+    if not os.path.isdir(os.path.dirname(os.path.abspath(database))):
+        return  # open_storage() names the missing directory, as it does for `init`
     raise _Failure(f"no SQLite database at {database}: create it with `authkit init`", EXIT_USAGE)
 
 

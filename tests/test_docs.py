@@ -16,6 +16,7 @@ PUBLIC_MODULES = [
     "authkit.models",
     "authkit.storage",
     "authkit.salesforce",
+    "authkit.salesforce.events",
     "authkit.maintenance",
     "authkit.testing",
     "authkit.contrib.flask",
@@ -80,3 +81,30 @@ def test_the_reference_is_in_the_site_navigation() -> None:
     for page in sorted((ROOT / "docs" / "reference").glob("*.md")):
         assert f"reference/{page.name}" in config
     assert "strict: true" in config
+
+
+# What issue 14 found looking public although only authkit itself uses it.
+INTERNALS = {"TokenEndpoint", "TokenResponse", "SharedToken", "check_id", "copy_token", "copy_session",
+             "format_report", "format_failure", "session_lock"}
+
+
+def _public_looking_modules() -> list[str]:
+    """Every module a user can import by a name without a leading underscore in any part."""
+    import pkgutil
+
+    import authkit
+
+    return ["authkit"] + [info.name for info in pkgutil.walk_packages(authkit.__path__, "authkit.")
+                          if not any(part.startswith("_") for part in info.name.split("."))]
+
+
+def test_internals_are_reachable_only_through_private_modules() -> None:
+    modules = _public_looking_modules()
+    assert "authkit.salesforce.client" in modules and "authkit.salesforce.oauth" not in modules
+    for name in modules:
+        module = importlib.import_module(name)
+        exported = INTERNALS & set(getattr(module, "__all__", ()))
+        assert not exported, f"{name} exports internals: {sorted(exported)}"
+        # A class is public wherever it can be reached; these must live in private modules only.
+        for cls in ("TokenEndpoint", "TokenResponse", "SharedToken"):
+            assert not hasattr(module, cls), f"{name}.{cls} looks public"

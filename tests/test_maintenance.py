@@ -398,12 +398,14 @@ def test_revoke_bad_input_is_one_line_and_exit_2_in_every_shell(shell: Shell, ar
 def test_a_missing_sqlite_directory_names_the_directory_exit_2_in_every_shell(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'a.db'}"
+    directory = tmp_path / "no" / "such" / "dir"
+    url = f"sqlite:///{directory / 'a.db'}"
     for name in SHELLS:
-        status, out, err = Shell(name, url, capsys)("init")
-        assert status == 2, (name, err)
-        assert one_line(err, out) == (f"authkit: error: bad storage configuration: the SQLite database's directory "
-                                      f"{tmp_path / 'no' / 'such' / 'dir'} does not exist; create it first")
+        for command in ("init", "stats", "cleanup"):
+            status, out, err = Shell(name, url, capsys)(command)
+            assert status == 2, (name, command, err)
+            assert one_line(err, out) == (f"authkit: error: bad storage configuration: the SQLite database's "
+                                          f"directory {directory} does not exist; create it first")
     assert not (tmp_path / "no").exists()
 
 
