@@ -313,26 +313,17 @@ def _run_framework(argv: Sequence[str], *, prog: str, storage: AuthStorage | Cal
     then fails as the command's one line, not as a traceback); ``storage_url``
     the setting it came from, so its password is masked in any message.
     """
-    scrub = _Scrubber()
-    label = None
-    if storage_url:
-        scrub.add_url(storage_url)
-        label = _redact_url(storage_url)
+    scrub, app = _app_storage(storage, storage_url)
     parser = _framework_parser(prog, command)
-    # The app's storage, not one named by options (a framework shell has no storage options).
-    parser.set_defaults(storage_source=_lent(storage), storage_label=label or "the app's storage")
+    parser.set_defaults(**app)  # a framework shell has no storage options: the storage is the app's
     return _run(parser, argv, out=out or sys.stdout, err=err or sys.stderr, scrub=scrub)
 
 
 def _call(command: str, options: dict[str, Any], *, storage: AuthStorage | Callable[[], AuthStorage],
           storage_url: str | None, out: IO[str], err: IO[str]) -> tuple[int, str]:
     """Run ``command`` with parsed ``options`` (Django's ``call_command``); the exit status and error line."""
-    scrub = _Scrubber()
-    if storage_url:
-        scrub.add_url(storage_url)
-    args = argparse.Namespace(**options)
-    args.storage_source = _lent(storage)
-    args.storage_label = _redact_url(storage_url) if storage_url else "the app's storage"
+    scrub, app = _app_storage(storage, storage_url)
+    args = argparse.Namespace(**{**options, **app})
     handler: Handler = options.get("handler") or _HANDLERS[command]
     try:
         return handler(args, out, err, scrub), ""
@@ -342,3 +333,14 @@ def _call(command: str, options: dict[str, Any], *, storage: AuthStorage | Calla
         if getattr(args, "json", False):
             out.write(json.dumps({"status": "error", "error": message}) + "\n")
         return status, message
+
+
+def _app_storage(storage: AuthStorage | Callable[[], AuthStorage],
+                 storage_url: str | None) -> tuple[_Scrubber, dict[str, Any]]:
+    """A framework command's scrubber and storage arguments: the app's storage, lent (never closed),
+    labelled and masked by the setting it came from."""
+    scrub = _Scrubber()
+    if storage_url:
+        scrub.add_url(storage_url)
+    label = _redact_url(storage_url) if storage_url else "the app's storage"
+    return scrub, {"storage_source": _lent(storage), "storage_label": label}
