@@ -32,7 +32,7 @@ from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from authkit import cli as _cli
-from authkit._cli_run import EXIT_OK, EXIT_USAGE, _emit, _Failure, _seconds
+from authkit._cli_run import EXIT_OK, EXIT_USAGE, _emit, _Failure, _positive_seconds
 from authkit._cli_storage import _opened, _storage_label
 from authkit.errors import AuthenticationError, ConfigurationError
 
@@ -256,7 +256,7 @@ def add_commands(sf_commands: Any, common: argparse.ArgumentParser) -> None:
     login.add_argument("--print-refresh-token", action="store_true",
                        help="print the refresh token on stdout instead (a secret: pipe it somewhere safe)")
     login.add_argument("--no-browser", action="store_true", help="only print the URL; do not open a browser")
-    login.add_argument("--timeout", type=_seconds, default=DEFAULT_LOGIN_TIMEOUT, metavar="SECONDS",
+    login.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_LOGIN_TIMEOUT, metavar="SECONDS",
                        help="how long to wait for the browser (default %(default)g)")
     login.add_argument("--json", action="store_true", help="print the result as one JSON object")
     login.set_defaults(handler=_cmd_login)

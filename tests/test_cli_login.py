@@ -143,6 +143,8 @@ def test_login_failures_are_one_line(tmp_path: Path, org: FakeSalesforce, app: C
     timed_out = authkit("salesforce", "login", "--token-store", "--no-browser", "--redirect-uri", REDIRECT,
                         "--timeout", "0.3", cwd=tmp_path, env=env)
     assert timed_out.returncode == 1 and "timed out after 0.3 s" in timed_out.stderr.splitlines()[-1]
+    no_wait = authkit("salesforce", "login", "--token-store", "--no-browser", "--timeout", "0", cwd=tmp_path, env=env)
+    assert no_wait.returncode == 2 and "argument --timeout: must be > 0 seconds" in one_error_line(no_wait)
 
     org.deny_authorization = True
     process = start("salesforce", "login", "--token-store", "--no-browser", "--redirect-uri", REDIRECT,
