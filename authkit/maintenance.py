@@ -32,7 +32,7 @@ every-N-requests cleanup), so overlapping runs from any of them never work at
 the same time."""
 
 REENCRYPT_LOCK = "authkit-reencrypt"
-"""The lock ``reencrypt`` holds: one re-encryption at a time."""
+"""The lock ``reencrypt`` and ``encrypt`` hold: one walk re-sealing the records at a time."""
 
 _log = logging.getLogger("authkit.maintenance")
 
