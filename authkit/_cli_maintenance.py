@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from authkit._cli_run import (
@@ -305,24 +305,26 @@ def _framework_parser(prog: str, command: str | None = None) -> _Parser:
 
 
 def _run_framework(argv: Sequence[str], *, prog: str, storage: AuthStorage | Callable[[], AuthStorage],
-                   storage_url: str | None = None, command: str | None = None,
-                   out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+                   storage_url: str | None = None, storage_options: Mapping[str, Any] | None = None,
+                   command: str | None = None, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     """``flask authkit ...`` / ``manage.py authkit_<command> ...``: the maintenance commands on the app's storage.
 
     ``storage`` is the app's storage or a function opening it (a bad setting
     then fails as the command's one line, not as a traceback); ``storage_url``
-    the setting it came from, so its password is masked in any message.
+    and ``storage_options`` the settings it came from, so its password is
+    masked in any message and ``init`` can create what the app may not.
     """
-    scrub, app = _app_storage(storage, storage_url)
+    scrub, app = _app_storage(storage, storage_url, storage_options)
     parser = _framework_parser(prog, command)
     parser.set_defaults(**app)  # a framework shell has no storage options: the storage is the app's
     return _run(parser, argv, out=out or sys.stdout, err=err or sys.stderr, scrub=scrub)
 
 
 def _call(command: str, options: dict[str, Any], *, storage: AuthStorage | Callable[[], AuthStorage],
-          storage_url: str | None, out: IO[str], err: IO[str]) -> tuple[int, str]:
+          storage_url: str | None, out: IO[str], err: IO[str],
+          storage_options: Mapping[str, Any] | None = None) -> tuple[int, str]:
     """Run ``command`` with parsed ``options`` (Django's ``call_command``); the exit status and error line."""
-    scrub, app = _app_storage(storage, storage_url)
+    scrub, app = _app_storage(storage, storage_url, storage_options)
     args = argparse.Namespace(**{**options, **app})
     handler: Handler = options.get("handler") or _HANDLERS[command]
     try:
@@ -335,12 +337,12 @@ def _call(command: str, options: dict[str, Any], *, storage: AuthStorage | Calla
         return status, message
 
 
-def _app_storage(storage: AuthStorage | Callable[[], AuthStorage],
-                 storage_url: str | None) -> tuple[_Scrubber, dict[str, Any]]:
+def _app_storage(storage: AuthStorage | Callable[[], AuthStorage], storage_url: str | None,
+                 storage_options: Mapping[str, Any] | None) -> tuple[_Scrubber, dict[str, Any]]:
     """A framework command's scrubber and storage arguments: the app's storage, lent (never closed),
     labelled and masked by the setting it came from."""
     scrub = _Scrubber()
     if storage_url:
         scrub.add_url(storage_url)
     label = _redact_url(storage_url) if storage_url else "the app's storage"
-    return scrub, {"storage_source": _lent(storage), "storage_label": label}
+    return scrub, {"storage_source": _lent(storage, storage_url, storage_options), "storage_label": label}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any
 
@@ -110,10 +110,19 @@ def _check_sqlite_file(url: str) -> None:
     raise _Failure(f"no SQLite database at {database}: create it with `authkit init`", EXIT_USAGE)
 
 
-def _lent(storage: AuthStorage | Callable[[], AuthStorage]) -> StorageSource:
-    """A :data:`StorageSource` for a storage the app owns: used, never closed."""
+def _lent(storage: AuthStorage | Callable[[], AuthStorage], url: str | None = None,
+          options: Mapping[str, Any] | None = None) -> StorageSource:
+    """A :data:`StorageSource` for a storage the app owns: used, never closed.
+
+    An app whose options forbid creating the schema (``create_schema=False``,
+    the safe production setting: a mistyped prefix is refused, not created)
+    never creates it itself, so ``init`` opens its own storage from the app's
+    ``url`` and ``options`` with creation allowed, and closes it afterwards.
+    """
 
     def source(create: bool) -> AbstractContextManager[AuthStorage]:
+        if create and url is not None and options is not None and options.get("create_schema") is False:
+            return _open_storage(url, maintenance=False, **{**options, "create_schema": True})
         return nullcontext(storage() if callable(storage) and not isinstance(storage, AuthStorage) else storage)
 
     return source

@@ -436,6 +436,41 @@ def test_a_mistyped_redis_prefix_or_database_is_refused_not_reported_empty(
         client.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_init_creates_what_an_app_with_create_schema_false_refuses(
+    backend: str, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # create_schema=False is the safe production setting (a mistyped prefix is refused, not
+    # created), so the app never creates its schema: `init` must, in every shell.
+    from tests.services import REDIS_URL, require, unique_prefix
+
+    url = sqlite_url if backend == "sqlite" else require(REDIS_URL, "Redis")
+    prefixes = []
+    try:
+        for name in SHELLS:
+            prefix = unique_prefix(name[:2])
+            prefix = prefix if backend == "sqlite" else prefix.rstrip("_") + ":"
+            prefixes.append(prefix)
+            shell = Shell(name, url, capsys)
+            options = {"prefix": prefix, "create_schema": False}
+            status, out, err = shell("stats", "--json", options=options)
+            assert status == 2 and json.loads(out)["status"] == "error", (name, err)
+            assert "authkit init" in one_line(err, out)
+            status, out, err = shell("init", "--json", options=options)
+            assert status == 0 and json.loads(out)["status"] == "ok", (name, err)
+            status, out, err = shell("stats", "--json", options=options)
+            assert status == 0 and json.loads(out)["tokens_live"] == 0, (name, err)
+    finally:
+        if backend == "redis":
+            import redis
+
+            client = redis.Redis.from_url(url)
+            for prefix in prefixes:
+                for key in client.scan_iter(match=prefix + "*"):
+                    client.delete(key)
+            client.close()
+
+
 def test_call_command_runs_the_same_code_and_raises_command_error(capsys: pytest.CaptureFixture[str]) -> None:
     from django.core import management
     from django.core.management.base import CommandError

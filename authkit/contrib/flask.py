@@ -567,6 +567,8 @@ def cli(argv: tuple[str, ...]) -> None:
     """
     state = AuthKit._state()
     url = current_app.config.get("AUTHKIT_STORAGE_URL") if state.owns_storage else None
+    options = current_app.config.get("AUTHKIT_STORAGE_OPTIONS") if state.owns_storage else None
     status = _run_framework(argv, prog="flask authkit", storage=lambda: state.storage,
-                            storage_url=url if isinstance(url, str) else None)
+                            storage_url=url if isinstance(url, str) else None,
+                            storage_options=options if isinstance(options, dict) else None)
     click.get_current_context().exit(status)

@@ -26,6 +26,13 @@ def _storage_url() -> str | None:
     return url if isinstance(url, str) else None
 
 
+def _storage_options() -> dict[str, Any] | None:
+    from django.conf import settings
+
+    options = getattr(settings, "AUTHKIT_STORAGE_OPTIONS", None)
+    return options if isinstance(options, dict) else None
+
+
 class MaintenanceCommand(BaseCommand):  # type: ignore[misc]  # Django ships no type hints
     """A ``manage.py`` command running the maintenance sub-command :attr:`command`."""
 
@@ -43,7 +50,7 @@ class MaintenanceCommand(BaseCommand):  # type: ignore[misc]  # Django ships no 
 
         prog = f"{os.path.basename(argv[0])} {argv[1]}"
         sys.exit(_run_framework(argv[2:], prog=prog, command=self.command, storage=get_storage,
-                                storage_url=_storage_url()))
+                                storage_url=_storage_url(), storage_options=_storage_options()))
 
     def add_arguments(self, parser: CommandParser) -> None:
         _add_command(parser, self.command)
@@ -52,6 +59,6 @@ class MaintenanceCommand(BaseCommand):  # type: ignore[misc]  # Django ships no 
         from authkit.contrib.django import get_storage
 
         status, message = _call(self.command, options, storage=get_storage, storage_url=_storage_url(),
-                                out=self.stdout, err=self.stderr)
+                                storage_options=_storage_options(), out=self.stdout, err=self.stderr)
         if status:
             raise CommandError(message, returncode=status)
