@@ -55,7 +55,8 @@ def store(raw: Any, clock: FakeClock) -> Iterator[RedisStorage]:
 
 def keys_of(client: Any, prefix: str, *, marker: bool = False) -> list[bytes]:
     """The key names under ``prefix``; without each storage's marker key unless ``marker``."""
-    from authkit.storage.redis import _MARKER, _glob_escape
+    from authkit.storage._redis_codec import MARKER as _MARKER
+    from authkit.storage._redis_codec import glob_escape as _glob_escape
 
     pattern = _glob_escape(prefix.encode()) + b"*"
     if isinstance(client, redis.cluster.RedisCluster):
@@ -80,7 +81,7 @@ def check_indexes(storage: RedisStorage) -> None:
     for token_id, owner in owners.items():
         got = storage.get_token(token_id)
         assert got is not None, token_id
-        from authkit.storage.redis import _digest
+        from authkit.storage._redis_codec import digest as _digest
 
         assert owner == _digest(got.access_token) + got.user_id.encode()
         holder = client.get(b + b"ta:" + owner[:64])  # this token, or another with the same access token
@@ -169,7 +170,7 @@ def test_records_redis_expired_are_never_returned_and_cleanup_prunes_them(
 
 def test_index_pointing_at_a_replaced_record_is_not_trusted(store: RedisStorage, raw: Any) -> None:
     store.store_token(token(access_token="a1"))
-    from authkit.storage.redis import _digest
+    from authkit.storage._redis_codec import digest as _digest
 
     # A stale digest key (as a crash between writes could leave, if writes were not atomic):
     raw.set(store._b + b"ta:" + _digest("forged"), b"t1")
