@@ -249,43 +249,49 @@ zadd_all(adds)
 return 1
 """)
 
-# One session.  KEYS: s:<id>, sx, si, so, su:<user>.  ARGV: base, id, user, score,
-# px ('' = no TTL), json, mode, now.  Mode '' stores; 'c' (create_session) stores
-# only if no live session has the id, 'r' (replace_session) only if one does.
-# 1 if it stored.  The owner hash says whether the id is indexed and under which
-# user: a replace by the same user (every request's save) writes the record and
-# the two expiry scores, nothing else.
+# One session.  KEYS: s:<id>, su:<user>.  ARGV: base, id, user, score, px ('' = no
+# TTL), json, mode, now.  Mode '' stores; 'c' (create_session) stores only if no
+# live session has the id, 'r' (replace_session) only if one does; 1 if it stored.
+# Live: the record exists (Redis may have expired it) and its score in the expiry
+# index is later than now.  SET NX / XX tests the first half as it writes.  The
+# owner hash says whether the id is indexed and under which user: a replace by the
+# same user (every request's save) writes the record and the two scores, nothing else.
 WRITE_SESSION = r"""
-local record, sx, id, user = KEYS[1], KEYS[2], ARGV[2], ARGV[3]
-local mode = ARGV[7]
+local record, base, id, user, mode = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[7]
+local sx, so = base .. 'sx', base .. 'so'
+local set = {'SET', record, ARGV[6]}
+if ARGV[5] ~= '' then set[4] = 'PX'; set[5] = ARGV[5] end
 if mode ~= '' then
-  local live = false
-  if redis.call('EXISTS', record) == 1 then
-    local score = redis.call('ZSCORE', sx, id)
-    live = score ~= false and (score == 'inf' or tonumber(score) > tonumber(ARGV[8]))
+  local score = redis.call('ZSCORE', sx, id)
+  local live = score ~= false and (score == 'inf' or tonumber(score) > tonumber(ARGV[8]))
+  if mode == 'r' then
+    if not live then return 0 end
+    set[#set + 1] = 'XX'
+  elseif live then
+    set[#set + 1] = 'NX'
   end
-  if live == (mode == 'c') then return 0 end
 end
-if ARGV[5] == '' then redis.call('SET', record, ARGV[6]) else redis.call('SET', record, ARGV[6], 'PX', ARGV[5]) end
-local old = redis.call('HGET', KEYS[4], id)
+if not redis.call(unpack(set)) then return 0 end
+local old = redis.call('HGET', so, id)
 if old ~= user then
-  if old then redis.call('ZREM', ARGV[1] .. 'su:' .. old, id) else redis.call('ZADD', KEYS[3], 0, id) end
-  redis.call('HSET', KEYS[4], id, user)
+  if old then redis.call('ZREM', base .. 'su:' .. old, id) else redis.call('ZADD', base .. 'si', 0, id) end
+  redis.call('HSET', so, id, user)
 end
 redis.call('ZADD', sx, ARGV[4], id)
-redis.call('ZADD', KEYS[5], ARGV[4], id)
+redis.call('ZADD', KEYS[2], ARGV[4], id)
 return 1
 """
 
-# KEYS: s:<id>, sx, so.  ARGV: base, id, now, score, px, expires, last (JSON numbers
-# or 'null').  Rewrites only the two times inside the stored record: the record is
-# [1,"user",created,expires,last,...] (compact JSON), and the user id is a JSON
-# string, which is skipped honouring its escapes.  Live as for WRITE_SESSION.
+# One session.  KEYS: s:<id>.  ARGV: base, id, now, score, px, expires, last (JSON
+# numbers or 'null').  Rewrites only the two times inside the stored record: the
+# record is [1,"user",created,expires,last,...] (compact JSON), and the user id is
+# a JSON string, which is skipped honouring its escapes.  Live as for WRITE_SESSION.
 TOUCH_SESSION = r"""
-local id = ARGV[2]
+local base, id = ARGV[1], ARGV[2]
+local sx = base .. 'sx'
 local record = redis.call('GET', KEYS[1])
 if not record then return 0 end
-local score = redis.call('ZSCORE', KEYS[2], id)
+local score = redis.call('ZSCORE', sx, id)
 if score == false or (score ~= 'inf' and tonumber(score) <= tonumber(ARGV[3])) then return 0 end
 local find, sub = string.find, string.sub
 local i = find(record, '"', 1, true) + 1
@@ -298,23 +304,24 @@ local b = find(record, ',', a + 1, true)  -- after expires
 local c = find(record, ',', b + 1, true)  -- after last_activity
 local touched = sub(record, 1, a) .. ARGV[6] .. ',' .. ARGV[7] .. sub(record, c)
 if ARGV[5] == '' then redis.call('SET', KEYS[1], touched) else redis.call('SET', KEYS[1], touched, 'PX', ARGV[5]) end
-redis.call('ZADD', KEYS[2], ARGV[4], id)
-local user = redis.call('HGET', KEYS[3], id)
-if user then redis.call('ZADD', ARGV[1] .. 'su:' .. user, ARGV[4], id) end
+redis.call('ZADD', sx, ARGV[4], id)
+local user = redis.call('HGET', base .. 'so', id)
+if user then redis.call('ZADD', base .. 'su:' .. user, ARGV[4], id) end
 return 1
 """
 
-# One session.  KEYS: s:<id>, sx, si, so.  ARGV: base, id.  Its record and every index entry.
+# One session.  KEYS: s:<id>.  ARGV: base, id.  Its record and every index entry.
 DELETE_SESSION = r"""
-local id = ARGV[2]
-local user = redis.call('HGET', KEYS[4], id)
+local base, id = ARGV[1], ARGV[2]
+local so = base .. 'so'
+local user = redis.call('HGET', so, id)
 redis.call('DEL', KEYS[1])
 if user then
-  redis.call('ZREM', ARGV[1] .. 'su:' .. user, id)
-  redis.call('HDEL', KEYS[4], id)
+  redis.call('ZREM', base .. 'su:' .. user, id)
+  redis.call('HDEL', so, id)
 end
-redis.call('ZREM', KEYS[2], id)
-redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', base .. 'sx', id)
+redis.call('ZREM', base .. 'si', id)
 return 1
 """
 

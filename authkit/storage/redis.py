@@ -273,7 +273,7 @@ class RedisStorage(AuthStorage):
         """Store one session; with ``mode`` ``c``/``r`` only if it is not / is live (one script)."""
         name, user = codec.enc(session.session_id), codec.enc(session.user_id)
         b = self._b
-        keys = [b + b"s:" + name, self._sx, self._si, self._so, b + b"su:" + user]
+        keys = [b + b"s:" + name, b + b"su:" + user]
         args: list[Any] = [b, name, user, codec.score(session.expires_at), codec.px(session.expires_at, now),
                 codec.session_record(session), mode, micros(now)]
         with self._errors:
@@ -291,8 +291,7 @@ class RedisStorage(AuthStorage):
         with self._errors:
             if len(session_ids) == 1:  # a logout: the lean script
                 name = codec.enc(session_ids[0])
-                self._delete_session_lua(keys=[self._b + b"s:" + name, self._sx, self._si, self._so],
-                                         args=[self._b, name])
+                self._delete_session_lua(keys=[self._b + b"s:" + name], args=[self._b, name])
             else:
                 self._delete_records_lua(keys=self._session_keys,
                                          args=[self._b, b"s", *map(codec.enc, session_ids)])
@@ -374,7 +373,7 @@ class RedisStorage(AuthStorage):
                 b"null" if expires_at is None else str(micros(expires_at)).encode(),
                 str(micros(last_activity)).encode()]
         with self._errors:
-            return bool(self._touch_session_lua(keys=[self._b + b"s:" + name, self._sx, self._so], args=args))
+            return bool(self._touch_session_lua(keys=[self._b + b"s:" + name], args=args))
 
     def _delete_user(self, kind: bytes, user_id: str, keep: str | None) -> int:
         index = self._key(kind + b"u:", user_id)
