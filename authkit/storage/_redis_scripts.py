@@ -240,7 +240,7 @@ for n, s in ipairs(sessions) do
   unindex_session(base, id, olds[n], user)
   owners[#owners + 1] = id
   owners[#owners + 1] = user
-  push(adds, base .. 'su:' .. user, score, id)
+  push(adds, base .. 'su:' .. user, '0', id)
   push(adds, sx, score, id)
   push(adds, si, '0', id)
 end
@@ -255,7 +255,7 @@ return 1
 # Live: the record exists (Redis may have expired it) and its score in the expiry
 # index is later than now.  SET NX / XX tests the first half as it writes.  The
 # owner hash says whether the id is indexed and under which user: a replace by the
-# same user (every request's save) writes the record and the two scores, nothing else.
+# same user (every request's save) writes the record and its expiry score, nothing else.
 WRITE_SESSION = r"""
 local record, base, id, user, mode = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[7]
 local sx, so = base .. 'sx', base .. 'so'
@@ -276,9 +276,9 @@ local old = redis.call('HGET', so, id)
 if old ~= user then
   if old then redis.call('ZREM', base .. 'su:' .. old, id) else redis.call('ZADD', base .. 'si', 0, id) end
   redis.call('HSET', so, id, user)
+  redis.call('ZADD', KEYS[2], 0, id)
 end
 redis.call('ZADD', sx, ARGV[4], id)
-redis.call('ZADD', KEYS[2], ARGV[4], id)
 return 1
 """
 
@@ -287,8 +287,7 @@ return 1
 # record is [1,"user",created,expires,last,...] (compact JSON), and the user id is
 # a JSON string, which is skipped honouring its escapes.  Live as for WRITE_SESSION.
 TOUCH_SESSION = r"""
-local base, id = ARGV[1], ARGV[2]
-local sx = base .. 'sx'
+local id, sx = ARGV[2], ARGV[1] .. 'sx'
 local record = redis.call('GET', KEYS[1])
 if not record then return 0 end
 local score = redis.call('ZSCORE', sx, id)
@@ -305,8 +304,6 @@ local c = find(record, ',', b + 1, true)  -- after last_activity
 local touched = sub(record, 1, a) .. ARGV[6] .. ',' .. ARGV[7] .. sub(record, c)
 if ARGV[5] == '' then redis.call('SET', KEYS[1], touched) else redis.call('SET', KEYS[1], touched, 'PX', ARGV[5]) end
 redis.call('ZADD', sx, ARGV[4], id)
-local user = redis.call('HGET', base .. 'so', id)
-if user then redis.call('ZADD', base .. 'su:' .. user, ARGV[4], id) end
 return 1
 """
 
@@ -336,10 +333,12 @@ drop(ARGV[1], ARGV[2], KEYS[2], KEYS[3], KEYS[4], doomed)
 return #doomed
 """)
 
-# KEYS: su:<user>.  ARGV: base, now.  id, JSON, id, JSON, ... of every session
-# indexed as live (JSON nil where Redis has already expired the record).
+# KEYS: su:<user>.  ARGV: base.  id, JSON, id, JSON, ... of every session of the
+# user (JSON nil where Redis has already expired the record); the caller keeps the
+# live ones.  The per-user index holds members only (score 0), so the saves that
+# slide a session's expiry on every request need not rewrite it.
 USER_SESSIONS = r"""
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 local out = {}
 for i, id in ipairs(ids) do
   out[2 * i - 1] = id

@@ -24,7 +24,9 @@ Layout (``B`` is the prefix plus one hash tag, e.g. ``authkit:{authkit}:``)::
     B to                  hash    token id -> "<digest><user_id>": what to unindex, even once
                                   the record itself is gone
     B s:<session_id>      string  the session as JSON, with a native TTL (PX)
-    B su:<user_id>, B sx  zset    session ids scored by expiry
+    B su:<user_id>        zset    the user's session ids, score 0 (membership only: a save
+                                  that slides the expiry leaves it alone)
+    B sx                  zset    every session id scored by expiry: liveness, cleanup, counts
     B si, B so            zset, hash   as ti and to, for sessions (so: id -> user_id)
     B kv:<key>            string  8-byte expiry header + value, with a native TTL (PX)
     B kx                  zset    kv keys scored by expiry
@@ -298,7 +300,7 @@ class RedisStorage(AuthStorage):
 
     def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
         with self._errors:
-            found = self._user_sessions_lua(keys=[self._key(b"su:", user_id)], args=[self._b, micros(now)])
+            found = self._user_sessions_lua(keys=[self._key(b"su:", user_id)], args=[self._b])
         sessions = []
         for session_id, data in zip(found[::2], found[1::2], strict=True):
             if data is None:
