@@ -134,9 +134,6 @@ def _lua(needs: tuple[str, ...], body: str) -> str:
     return "".join(_HELPERS[name][1] for name in order) + body
 
 
-# A session is live at `now` (microseconds) while its record exists (Redis may have
-# expired it) and its score in the expiry index `sx` is later than now.
-
 # KEYS: tx, ti, to.  ARGV: base, must_exist ('1' = update: the token must be stored),
 # then one per token: "id NUL digest user NUL score NUL px NUL json" (px '' =
 # no TTL).  One argument per token, not six: for a 10,000-token bulk store,
