@@ -258,6 +258,7 @@ local record, base, id, user, mode = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[7]
 local sx, so = base .. 'sx', base .. 'so'
 local set = {'SET', record, ARGV[6]}
 if ARGV[5] ~= '' then set[4] = 'PX'; set[5] = ARGV[5] end
+local indexed = true  -- unknown in mode '': ask the owner hash
 if mode ~= '' then
   local score = redis.call('ZSCORE', sx, id)
   local live = score ~= false and (score == 'inf' or tonumber(score) > tonumber(ARGV[8]))
@@ -267,9 +268,10 @@ if mode ~= '' then
   elseif live then
     set[#set + 1] = 'NX'
   end
+  indexed = score ~= false  -- sx and so gain and lose an id together: a new id (a create) skips the HGET
 end
 if not redis.call(unpack(set)) then return 0 end
-local old = redis.call('HGET', so, id)
+local old = indexed and redis.call('HGET', so, id)
 if old ~= user then
   if old then redis.call('ZREM', base .. 'su:' .. old, id) else redis.call('ZADD', base .. 'si', 0, id) end
   redis.call('HSET', so, id, user)
