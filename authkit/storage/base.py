@@ -618,6 +618,18 @@ class AuthStorage(abc.ABC):
         """Set a live session's ``expires_at`` and ``last_activity``, nothing else."""
 
     @abc.abstractmethod
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        """:meth:`_touch_session` that also sets ``ip_address``, in the same one step.
+
+        For :class:`~authkit.storage.encrypted.EncryptedStorage`, which keeps a
+        MAC of the session's expiry in that field (the ciphertext is in
+        ``user_agent``): a touch through it stays one step on the server.
+        """
+
+    @abc.abstractmethod
     def _delete_user_sessions(self, user_id: str, keep: str | None) -> int: ...
 
     @abc.abstractmethod
@@ -636,6 +648,35 @@ class AuthStorage(abc.ABC):
 
     @abc.abstractmethod
     def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool: ...
+
+    # Pages of whole records, for the bulk rewrites (encrypt_existing, reencrypt).
+    # These defaults read one record per id; SQL reads a page in one statement,
+    # Redis in two round trips.
+
+    def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
+        """Up to ``limit`` tokens (expired ones too) from ``cursor`` on, in the order and
+        with the cursor of :meth:`_token_id_page`; a token deleted meanwhile is left out."""
+        ids, cursor = self._token_id_page(cursor, limit)
+        return [t for t in map(self._get_token, ids) if t is not None], cursor
+
+    def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
+        """Like :meth:`_token_page`, for the sessions live at ``now``."""
+        ids, cursor = self._session_id_page(cursor, limit)
+        return [s for s in (self._get_session(i, now) for i in ids) if s is not None], cursor
+
+    def _kv_page(
+        self, after: str | None, limit: int, now: datetime
+    ) -> tuple[list[tuple[str, bytes, datetime | None]], str | None]:
+        """Up to ``limit`` live kv entries ``(key, value, expires_at)`` with keys after ``after``
+        (``None``: from the first), in key order (the backend's, which ``after`` follows),
+        and the next ``after`` (``None`` when there are no more)."""
+        keys = sorted(k for k in self._list_kv_keys("", now) if after is None or k > after)[:limit]
+        entries = [(k, *e) for k, e in zip(keys, self._get_kv_entries(keys, now), strict=True) if e is not None]
+        return entries, (keys[-1] if len(keys) == limit else None)
+
+    def _get_kv_entries(self, keys: list[str], now: datetime) -> list[tuple[bytes, datetime | None] | None]:
+        """:meth:`_get_kv_entry` of each key, in order (Redis: one round trip)."""
+        return [self._get_kv_entry(k, now) for k in keys]
 
     def _drop_old_copies(self) -> None:  # noqa: B027 - most backends keep none
         """After a bulk rewrite (``encrypt_existing``, ``reencrypt``): drop the old versions

@@ -264,6 +264,15 @@ class CachedStorage(WrappingStorage):
         finally:
             self._evict(_SESSION, [session_id])
 
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        try:
+            return self._inner._touch_session_ip(session_id, expires_at, last_activity, ip_address, now)
+        finally:
+            self._evict(_SESSION, [session_id])
+
     def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
         try:
             return self._inner._delete_user_sessions(user_id, keep)
