@@ -379,7 +379,7 @@ def test_unbound_fields_can_change(key: str, clock: FakeClock) -> None:
     assert session is not None and session.data == {"secret": SESSION_SECRET}
 
 
-def test_touch_session_through_the_wrapper_reseals_the_expiry(site: Site, key: str) -> None:
+def test_touch_session_through_the_wrapper_tags_the_new_expiry(site: Site, key: str) -> None:
     with site.open(encryption_keys=[key]) as storage:
         start = site.clock()
         storage.store_session("s1", _session(expires_at=start + timedelta(minutes=5)))
@@ -391,7 +391,7 @@ def test_touch_session_through_the_wrapper_reseals_the_expiry(site: Site, key: s
         assert not storage.touch_session("missing", later)
         site.clock.advance(3600)  # past the old expiry, before the new one: still live
         assert storage.get_session("s1") is not None
-        # The rewritten envelope binds the new expiry: moving it back by hand is detected.
+        # The expiry tag the touch wrote binds the new expiry: moving it by hand is detected.
         assert isinstance(storage, EncryptedStorage)
         sealed = storage.inner.get_session("s1")
         assert sealed is not None
