@@ -127,3 +127,21 @@ def test_kv_pages_and_entries(storage: AuthStorage, clock: FakeClock) -> None:
     assert got[0] == (b"value-2", None) and got[1] is None and got[2] is None
     assert got[3] is not None and got[3][0] == b"5"
     assert storage._get_kv_entries([], clock()) == []
+
+
+def test_store_kv_entries_stores_each_with_its_expiry(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_kv("a", b"old", ttl=5)
+    assert storage.get_kv("a") == b"old"  # (cached, where a cache is in front)
+    later = clock() + timedelta(hours=1)
+    big = bytes(range(256)) * 4096  # 1 MiB, binary
+    storage._store_kv_entries([("a", b"new", None), ("b", b"", later), ("c/\u00fc*?", big, later)])
+    storage._store_kv_entries([])
+    clock.advance(10)
+    assert storage.get_kv("a") == b"new"
+    entry = storage.get_kv_entry("b")
+    assert entry is not None and entry.value == b"" and entry.expires_at == later
+    assert storage.get_kv("c/\u00fc*?") == big
+    assert sorted(k for k in storage.list_kv_keys() if not k.startswith("authkit:")) == ["a", "b", "c/\u00fc*?"]
+    clock.advance(3600)
+    assert storage.get_kv("b") is None and storage.get_kv("a") == b"new"
+    assert storage.cleanup_expired().kv == 2

@@ -5,14 +5,16 @@
 inner store a page at a time with the whole-record page hooks
 (``_token_page``, ``_session_page``, ``_kv_page``: keyset pagination, one
 statement per page on SQL, an id page and one ``MGET`` on Redis) and write
-tokens and sessions back with one bulk call per page, so a page costs a few
-round trips, not one per record.
+each page back with one bulk call per kind (``_store_tokens``,
+``_store_sessions``, ``_store_kv_entries``), so a page costs a few round
+trips, not one per record.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from authkit.storage._codec import check_batch_size, parse_counter
@@ -25,6 +27,23 @@ if TYPE_CHECKING:
 __all__ = ["encrypt_existing", "reencrypt"]
 
 _START = {"phase": "tokens", "cursor": None}
+_WRITE_BYTES = 4 << 20  # kv values per bulk write
+Entry = tuple[str, bytes, datetime | None]
+
+
+def _by_size(entries: list[Entry]) -> Iterator[list[Entry]]:
+    """``entries`` in runs of at most :data:`_WRITE_BYTES` of values (at least one entry each),
+    so one write (one transaction, one script) stays short however large the values."""
+    run: list[Entry] = []
+    size = 0
+    for entry in entries:
+        if run and size + len(entry[1]) > _WRITE_BYTES:
+            yield run
+            run, size = [], 0
+        run.append(entry)
+        size += len(entry[1])
+    if run:
+        yield run
 
 
 def reencrypt(storage: EncryptedStorage, batch_size: int, progress: Callable[[int], None] | None) -> int:
@@ -69,15 +88,16 @@ def reencrypt(storage: EncryptedStorage, batch_size: int, progress: Callable[[in
 
     while True:
         entries, cursor = inner._kv_page(cursor, batch_size, storage.now())
-        rewritten = 0
+        moved: list[Entry] = []
         for key, stored, expires_at in entries:
             if key == MARKER_KEY or parse_counter(stored) is not None:
                 continue  # the marker, or a counter (kept in clear)
             value, header = storage._open_kv(key, stored)
             if header != current:
-                storage._store_kv(key, value, expires_at)
-                rewritten += 1
-        report(rewritten)
+                moved.append((key, value, expires_at))
+        for chunk in _by_size(moved):
+            storage._store_kv_entries(chunk)
+        report(len(moved))
         if cursor is None:
             break
     inner._drop_old_copies()
@@ -141,13 +161,12 @@ def encrypt_existing(
             else:
                 entries, cursor = inner._kv_page(cursor, batch_size, storage.now())
                 entries = [e for e in entries if e[0] != MARKER_KEY]
-                sealed_now = 0
-                for key, value, expires_at in entries:
-                    if storage._ring.looks_sealed_kv(value) or parse_counter(value) is not None:
-                        continue  # sealed already, or an incr_kv counter (kept in clear, see encrypted.py)
-                    timed_write(inner._store_kv, key, storage._seal_kv(key, value), expires_at)
-                    sealed_now += 1
-                examined = len(entries)
+                # Sealed already, or an incr_kv counter (kept in clear, see encrypted.py): left alone.
+                plain_kv = [(key, storage._seal_kv(key, value), expires_at) for key, value, expires_at in entries
+                            if not storage._ring.looks_sealed_kv(value) and parse_counter(value) is None]
+                for chunk in _by_size(plain_kv):
+                    timed_write(inner._store_kv_entries, chunk)
+                examined, sealed_now = len(entries), len(plain_kv)
             summary[phase] += sealed_now
             summary["already_sealed"] += examined - sealed_now
             step(examined, phase, cursor)

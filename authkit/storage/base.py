@@ -678,6 +678,12 @@ class AuthStorage(abc.ABC):
         """:meth:`_get_kv_entry` of each key, in order (Redis: one round trip)."""
         return [self._get_kv_entry(k, now) for k in keys]
 
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        """:meth:`_store_kv` of each ``(key, value, expires_at)``; SQL in one transaction,
+        Redis in one script (the caller keeps a call's total size moderate)."""
+        for key, value, expires_at in entries:
+            self._store_kv(key, value, expires_at)
+
     def _drop_old_copies(self) -> None:  # noqa: B027 - most backends keep none
         """After a bulk rewrite (``encrypt_existing``, ``reencrypt``): drop the old versions
         of rewritten records that the backend itself still keeps (SQLite's WAL).

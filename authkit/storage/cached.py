@@ -224,6 +224,12 @@ class CachedStorage(WrappingStorage):
         finally:
             self._evict(_KV, [key])
 
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        try:
+            self._inner._store_kv_entries(entries)
+        finally:
+            self._evict(_KV, [key for key, _, _ in entries])
+
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         cached, generation = self._lookup(_KV, key)
         if cached is not None and _live(cached[1], now):

@@ -350,6 +350,13 @@ class EncryptedStorage(WrappingStorage):
             self._mark()
         self._inner._store_kv(key, self._seal_kv(key, value), expires_at)
 
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        if any(key == MARKER_KEY for key, _, _ in entries):
+            self._check_key(MARKER_KEY)
+        if not self._marked:
+            self._mark()
+        self._inner._store_kv_entries([(key, self._seal_kv(key, value), e) for key, value, e in entries])
+
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         if key == MARKER_KEY:
             self._check_key(key)
@@ -471,9 +478,9 @@ class EncryptedStorage(WrappingStorage):
 
         Walks tokens (expired ones too: ``get_token`` still returns them),
         live sessions and live kv entries, ``batch_size`` at a time (one read
-        per page on SQL, two round trips on Redis), writing tokens and
-        sessions back with one bulk call per batch and kv entries with their
-        expiry.  ``progress(done)`` is called after every batch with the
+        per page on SQL, two round trips on Redis), writing them back with
+        one bulk call per batch and kind (kv entries with their expiry).
+        ``progress(done)`` is called after every batch with the
         number rewritten so far.  Expired sessions and kv entries are skipped:
         nothing can read them, and ``cleanup_expired`` deletes them without
         decrypting.  Once it returns, the old keys can be removed from the
@@ -510,8 +517,8 @@ class EncryptedStorage(WrappingStorage):
         then tokens (expired ones too), sessions and kv entries are read a
         page of ``batch_size`` at a time (keyset pagination: one statement
         per page on SQL, two round trips on Redis) and the plaintext ones
-        written back sealed, tokens and sessions with one bulk write per
-        batch.  After each batch the position is saved in the marker, so a
+        written back sealed, one bulk write per batch and kind (kv entries
+        with their expiry).  After each batch the position is saved in the marker, so a
         run that is interrupted (Ctrl-C, a crash, a lost connection) continues
         where it stopped when started again.  Expired sessions and kv entries
         are deleted first (``cleanup_expired``), not sealed: nothing can read

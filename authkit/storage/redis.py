@@ -352,6 +352,21 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 return 1
 """
 
+# KEYS: kx.  ARGV: base, then four per entry: key, header+value, score, px ('' = none).
+_STORE_KV_ENTRIES = r"""
+local base = ARGV[1]
+for i = 2, #ARGV, 4 do
+  local name = base .. 'kv:' .. ARGV[i]
+  if ARGV[i + 3] == '' then
+    redis.call('SET', name, ARGV[i + 1])
+  else
+    redis.call('SET', name, ARGV[i + 1], 'PX', ARGV[i + 3])
+  end
+  redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
+end
+return 1
+"""
+
 # KEYS: kv:<key>, kx.  ARGV: header+value, key, score, px, now.  Stores only if
 # no live entry has the key; 1 if it stored.
 _ADD_KV = _LUA_LIB + r"""
@@ -664,6 +679,7 @@ class RedisStorage(AuthStorage):
         self._store_sessions_lua = register(_STORE_SESSIONS)
         self._user_sessions_lua = register(_USER_SESSIONS)
         self._store_kv_lua = register(_STORE_KV)
+        self._store_kv_entries_lua = register(_STORE_KV_ENTRIES)
         self._touch_session_lua = register(_TOUCH_SESSION)
         self._delete_user_lua = register(_DELETE_USER)
         self._add_kv_lua = register(_ADD_KV)
@@ -873,6 +889,17 @@ class RedisStorage(AuthStorage):
         with self._errors:
             self._store_kv_lua(keys=[self._b + b"kv:" + name, self._kx],
                                args=[header + value, name, _score(expires_at), self._px(expires_at, self.now())])
+
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        if not entries:
+            return
+        now = self.now()
+        args: list[Any] = [self._b]
+        for key, value, expires_at in entries:
+            header = _HEADER.pack(_NO_EXPIRY if expires_at is None else _micros(expires_at))
+            args += [_enc(key), header + value, _score(expires_at), self._px(expires_at, now)]
+        with self._errors:
+            self._store_kv_entries_lua(keys=[self._kx], args=args)
 
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         with self._errors:

@@ -704,6 +704,16 @@ class SqlStorage(AuthStorage):
             return
         self._execute(self._sql_upsert_kv, {"name": key, "value": value, "expires_at": expires})
 
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        # Values too big for one MySQL packet go one by one (each its own transaction).
+        big = [e for e in entries if self._is_mysql and len(e[1]) > _MYSQL_CHUNK]
+        rows = [{"name": k, "value": v, "expires_at": _optional_micros(e)} for k, v, e in entries
+                if not (self._is_mysql and len(v) > _MYSQL_CHUNK)]
+        if rows:
+            self._run(lambda cursor: cursor.executemany(self._sql_upsert_kv, rows), transaction=True)
+        for key, value, expires_at in big:
+            self._store_kv(key, value, expires_at)
+
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         row = self._fetchone(self._sql_get_kv_entry, {"id": key, "now": _micros(now)})
         return None if row is None else (bytes(row[0]), _optional_moment(row[1]))

@@ -109,6 +109,9 @@ class WrappingStorage(AuthStorage):
     def _get_kv_entries(self, keys: list[str], now: datetime) -> list[tuple[bytes, datetime | None] | None]:
         return self._inner._get_kv_entries(keys, now)
 
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        self._inner._store_kv_entries(entries)
+
     def _try_lock(self, name: str, ttl: float) -> Any:
         return self._inner._try_lock(name, ttl)
 
