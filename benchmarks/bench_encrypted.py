@@ -156,8 +156,9 @@ def _redis_pair(url: str) -> Iterator[tuple[AuthStorage, AuthStorage]]:
             storage.close()
 
 
-def _migration(table: Table, label: str, storage: AuthStorage, total: int) -> None:
-    """Fill ``storage`` with ``total`` plaintext records, then seal them in place."""
+def _migration(label: str, storage: AuthStorage, total: int) -> None:
+    """Fill ``storage`` with ``total`` plaintext records, seal them in place, print the figures."""
+    table = Table(f"encrypt_existing (authkit encrypt) of a plaintext store: {label}")
     tokens, sessions = total // 2, total * 3 // 10
     kv = total - tokens - sessions
     chunk = 5000
@@ -165,8 +166,9 @@ def _migration(table: Table, label: str, storage: AuthStorage, total: int) -> No
         storage.store_tokens_bulk([_token(i) for i in range(start, min(start + chunk, tokens))])
     for start in range(0, sessions, chunk):
         storage.store_sessions_bulk([(f"sess-{i}", _session(i)) for i in range(start, min(start + chunk, sessions))])
-    for i in range(kv):
-        storage.store_kv(f"kv-{i}", b"v" * 64, ttl=86400)
+    expires = utcnow() + timedelta(days=1)
+    for start in range(0, kv, chunk):  # (setup, not timed: the bulk hook spares 40,000 round trips)
+        storage._store_kv_entries([(f"kv-{i}", b"v" * 64, expires) for i in range(start, min(start + chunk, kv))])
     encrypted = EncryptedStorage(storage, [generate_key()])
     calls = _count_hooks(storage)
     started = time.perf_counter()
@@ -177,6 +179,7 @@ def _migration(table: Table, label: str, storage: AuthStorage, total: int) -> No
     table.note(f"{label} encrypt_existing: {total:,} records",
                f"{sealed / seconds:,.0f} records/s ({seconds:.1f} s, {sum(calls.values()):,} storage calls)",
                f"longest write {summary['longest_write_seconds'] * 1000:.1f} ms")
+    table.print()
 
 
 def _count_hooks(storage: AuthStorage) -> dict[str, int]:
@@ -221,18 +224,16 @@ def run(quick: bool) -> None:
             table.note("redis", f"skipped: no Redis at {REDIS_URL}")
     table.print()
 
-    migration = Table("encrypt_existing (authkit encrypt) of a plaintext store")
     total = 2_000 if quick else 200_000
     with tempfile.TemporaryDirectory() as tmp:
         storage = open_storage(f"sqlite:///{Path(tmp) / 'migrate.db'}")
         try:
-            _migration(migration, "sqlite", storage, total)
+            _migration("sqlite", storage, total)
         finally:
             storage.close()
     if reachable(POSTGRES_URL):
         with _sql_pair(POSTGRES_URL) as (plain, _encrypted):
-            _migration(migration, "postgresql", plain, total)
+            _migration("postgresql", plain, total)
     if reachable(REDIS_URL):
         with _redis_pair(REDIS_URL) as (plain, _encrypted):
-            _migration(migration, "redis", plain, total)
-    migration.print()
+            _migration("redis", plain, total)
