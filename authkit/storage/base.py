@@ -29,6 +29,7 @@ concurrent callers never need ``lock()`` around them::
 from __future__ import annotations
 
 import abc
+import bisect
 import copy
 import math
 import random
@@ -218,6 +219,8 @@ class AuthStorage(abc.ABC):
 
     # A backend holds records; a wrapper (WrappingStorage) only passes them on.
     _holds_records = True
+    # The sorted kv keys of the walk in progress through the default _kv_page (None: none).
+    _kv_walk: list[str] | None = None
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or utcnow
@@ -669,10 +672,22 @@ class AuthStorage(abc.ABC):
     ) -> tuple[list[tuple[str, bytes, datetime | None]], str | None]:
         """Up to ``limit`` live kv entries ``(key, value, expires_at)`` with keys after ``after``
         (``None``: from the first), in key order (the backend's, which ``after`` follows),
-        and the next ``after`` (``None`` when there are no more)."""
-        keys = sorted(k for k in self._list_kv_keys("", now) if after is None or k > after)[:limit]
+        and the next ``after`` (``None`` when there are no more).
+
+        This default (Redis, memory: no ordered kv index) lists the keys once per walk
+        (``after=None``, or a walk resumed in a new process) and pages through that
+        snapshot, so a walk costs one listing, not one per page; like SCAN, a key
+        stored after the walk started may be missed.
+        """
+        walk = self._kv_walk
+        if after is None or walk is None:
+            walk = sorted(self._list_kv_keys("", now))
+        start = 0 if after is None else bisect.bisect_right(walk, after)
+        keys = walk[start:start + limit]
+        more = start + limit < len(walk)
+        self._kv_walk = walk if more else None
         entries = [(k, *e) for k, e in zip(keys, self._get_kv_entries(keys, now), strict=True) if e is not None]
-        return entries, (keys[-1] if len(keys) == limit else None)
+        return entries, (keys[-1] if more else None)
 
     def _get_kv_entries(self, keys: list[str], now: datetime) -> list[tuple[bytes, datetime | None] | None]:
         """:meth:`_get_kv_entry` of each key, in order (Redis: one round trip)."""
