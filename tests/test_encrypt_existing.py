@@ -287,3 +287,15 @@ def test_reencrypt_reads_a_page_per_batch(key: str, clock: FakeClock) -> None:
     assert calls["_get_token"] == calls["_get_session"] == 0
     assert calls["_token_page"] == calls["_session_page"] == 3
     assert rotated.reencrypt(batch_size=5) == 0
+
+
+def test_one_write_holds_at_most_250_records_whatever_the_batch_size(key: str, clock: FakeClock) -> None:
+    from authkit.storage.sql import SqlStorage
+
+    inner = SqlStorage("sqlite://", clock=clock)
+    fill_plain(inner, 600, clock)
+    storage = EncryptedStorage(inner, [key])
+    calls = _count_calls(inner, ["_store_tokens", "_store_sessions", "_store_kv_entries"])
+    summary = storage.encrypt_existing(batch_size=1000)
+    assert (summary["tokens"], summary["sessions"], summary["kv"]) == (600, 600, 600)
+    assert calls == {"_store_tokens": 3, "_store_sessions": 3, "_store_kv_entries": 3}  # 250 + 250 + 100

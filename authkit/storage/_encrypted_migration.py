@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from authkit.storage._codec import check_batch_size, parse_counter
 from authkit.storage._marker import MARKER_KEY
@@ -27,17 +27,28 @@ if TYPE_CHECKING:
 __all__ = ["encrypt_existing", "reencrypt"]
 
 _START = {"phase": "tokens", "cursor": None}
-_WRITE_BYTES = 4 << 20  # kv values per bulk write
+# One bulk write (one transaction on SQL, one script on Redis, which blocks the whole
+# server while it runs) holds at most this many records, or this many bytes of kv values,
+# whatever the batch size: what other writers wait for stays short.
+_WRITE_RECORDS = 250
+_WRITE_BYTES = 4 << 20
 Entry = tuple[str, bytes, datetime | None]
+T = TypeVar("T")
+
+
+def _runs(records: list[T]) -> Iterator[list[T]]:
+    """``records`` in runs of at most :data:`_WRITE_RECORDS`, one bulk write each."""
+    for start in range(0, len(records), _WRITE_RECORDS):
+        yield records[start:start + _WRITE_RECORDS]
 
 
 def _by_size(entries: list[Entry]) -> Iterator[list[Entry]]:
-    """``entries`` in runs of at most :data:`_WRITE_BYTES` of values (at least one entry each),
-    so one write (one transaction, one script) stays short however large the values."""
+    """``entries`` in runs of at most :data:`_WRITE_RECORDS` entries and :data:`_WRITE_BYTES`
+    of values (at least one entry each), one bulk write each."""
     run: list[Entry] = []
     size = 0
     for entry in entries:
-        if run and size + len(entry[1]) > _WRITE_BYTES:
+        if run and (size + len(entry[1]) > _WRITE_BYTES or len(run) == _WRITE_RECORDS):
             yield run
             run, size = [], 0
         run.append(entry)
@@ -68,7 +79,8 @@ def reencrypt(storage: EncryptedStorage, batch_size: int, progress: Callable[[in
             if header != current:
                 tokens.append(token)
         if tokens:
-            storage._store_tokens(tokens)
+            for run in _runs(tokens):
+                storage._store_tokens(run)
         report(len(tokens))
         if cursor is None:
             break
@@ -81,7 +93,8 @@ def reencrypt(storage: EncryptedStorage, batch_size: int, progress: Callable[[in
             if header != current:
                 sessions.append(session)
         if sessions:
-            storage._store_sessions(sessions)
+            for session_run in _runs(sessions):
+                storage._store_sessions(session_run)
         report(len(sessions))
         if cursor is None:
             break
@@ -150,13 +163,15 @@ def encrypt_existing(
                 tokens, cursor = inner._token_page(cursor, batch_size)
                 plain = [t for t in tokens if not is_sealed(t.refresh_token, t.metadata)]
                 if plain:
-                    timed_write(inner._store_tokens, [storage._seal_token(t) for t in plain])
+                    for run in _runs([storage._seal_token(t) for t in plain]):
+                        timed_write(inner._store_tokens, run)
                 examined, sealed_now = len(tokens), len(plain)
             elif phase == "sessions":
                 sessions, cursor = inner._session_page(cursor, batch_size, storage.now())
                 plain_sessions = [s for s in sessions if not is_sealed(s.user_agent, s.data)]
                 if plain_sessions:
-                    timed_write(inner._store_sessions, [storage._seal_session(s) for s in plain_sessions])
+                    for session_run in _runs([storage._seal_session(s) for s in plain_sessions]):
+                        timed_write(inner._store_sessions, session_run)
                 examined, sealed_now = len(sessions), len(plain_sessions)
             else:
                 entries, cursor = inner._kv_page(cursor, batch_size, storage.now())
