@@ -182,3 +182,18 @@ def test_touch_kv_keeps_the_value_bound_to_its_key(inner: Counting, clock: FakeC
     # (documented: kv entries carry no access-granting fields; counters are in clear anyway).
     inner.touch_kv("a", 10**6)
     assert storage.get_kv("a") == b"secret-a"
+
+
+def test_touch_during_a_migration_seals_a_plaintext_session(inner: Counting, clock: FakeClock) -> None:
+    inner.store_session("s1", _session(clock))  # plaintext, from before the migration
+    storage = EncryptedStorage(inner, [generate_key()])
+    storage.begin_encrypt_existing()
+    later = clock() + timedelta(hours=2)
+    assert storage.touch_session("s1", later) is True
+    raw = inner.get_session("s1")
+    assert raw is not None and raw.data == {} and raw.ip_address != "10.1.2.3"  # sealed now, tag in place
+    got = storage.get_session("s1")
+    assert got is not None and got.expires_at == later and got.ip_address == "10.1.2.3"
+    assert got.data == {"secret": "s"}
+    assert storage.touch_session("s1", later + timedelta(hours=1)) is True  # sealed: the one-step touch
+    assert inner.calls[-1] == "touch"

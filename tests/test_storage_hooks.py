@@ -145,3 +145,12 @@ def test_store_kv_entries_stores_each_with_its_expiry(storage: AuthStorage, cloc
     clock.advance(3600)
     assert storage.get_kv("b") is None and storage.get_kv("a") == b"new"
     assert storage.cleanup_expired().kv == 2
+
+
+def test_kv_page_continues_after_any_key(storage: AuthStorage, clock: FakeClock) -> None:
+    for i in range(6):
+        storage.store_kv(f"k{i}", b"v")
+    storage._kv_page(None, 2, clock())  # a walk begins (a backend may keep its listing)
+    storage.store_kv("k3a", b"new")
+    page, after = storage._kv_page("k3", 10, clock())  # not where that walk was: listed afresh
+    assert [k for k, _, _ in page] == ["k3a", "k4", "k5"] and after is None

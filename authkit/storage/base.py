@@ -65,6 +65,7 @@ _CLEANUP_FIRST_BATCH = 1000
 _CLEANUP_MAX_BATCH = 1_000_000
 # lock(): the wait between attempts doubles from the first to the longest, jittered.
 _LOCK_WAIT_FIRST, _LOCK_WAIT_LONGEST = 0.002, 0.1
+_KV_WALK_SECONDS = 60.0  # how long the default _kv_page pages through one listing of the keys
 KvValue = bytes | bytearray | memoryview
 _ttl_seconds = ttl_seconds  # the name other modules imported before the codec existed
 
@@ -219,8 +220,9 @@ class AuthStorage(abc.ABC):
 
     # A backend holds records; a wrapper (WrappingStorage) only passes them on.
     _holds_records = True
-    # The sorted kv keys of the walk in progress through the default _kv_page (None: none).
-    _kv_walk: list[str] | None = None
+    # The walk in progress through the default _kv_page: its sorted keys, the cursor
+    # its last page returned, and when it was listed (time.monotonic()).
+    _kv_walk: tuple[list[str], str, float] | None = None
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or utcnow
@@ -675,17 +677,20 @@ class AuthStorage(abc.ABC):
         and the next ``after`` (``None`` when there are no more).
 
         This default (Redis, memory: no ordered kv index) lists the keys once per walk
-        (``after=None``, or a walk resumed in a new process) and pages through that
-        snapshot, so a walk costs one listing, not one per page; like SCAN, a key
-        stored after the walk started may be missed.
+        and pages through that snapshot while the walk goes on (each call continuing
+        from the cursor the last one returned, within :data:`_KV_WALK_SECONDS` of the
+        listing), so a walk costs one listing, not one per page; like SCAN, a key
+        stored after the listing may be missed.
         """
-        walk = self._kv_walk
-        if after is None or walk is None:
-            walk = sorted(self._list_kv_keys("", now))
-        start = 0 if after is None else bisect.bisect_right(walk, after)
-        keys = walk[start:start + limit]
-        more = start + limit < len(walk)
-        self._kv_walk = walk if more else None
+        walk, listed = self._kv_walk, time.monotonic()
+        if walk is not None and after is not None and walk[1] == after and listed - walk[2] < _KV_WALK_SECONDS:
+            keys_all, listed = walk[0], walk[2]
+        else:
+            keys_all = sorted(self._list_kv_keys("", now))
+        start = 0 if after is None else bisect.bisect_right(keys_all, after)
+        keys = keys_all[start:start + limit]
+        more = start + limit < len(keys_all)
+        self._kv_walk = (keys_all, keys[-1], listed) if more else None
         entries = [(k, *e) for k, e in zip(keys, self._get_kv_entries(keys, now), strict=True) if e is not None]
         return entries, (keys[-1] if more else None)
 
