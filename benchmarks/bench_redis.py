@@ -243,13 +243,12 @@ def _server_time(n: int) -> None:
     import redis
 
     from authkit.storage.redis import RedisStorage
-    from tests.private_servers import free_port  # a port of AUTHKIT_TEST_PRIVATE_PORTS
     from tests.redis_cluster import RedisServer
 
     if shutil.which("redis-server") is None:
         print("\n## Server time per operation: skipped (no redis-server binary for a private server)")
         return
-    server = RedisServer(free_port()).start()
+    server = RedisServer().start()  # on a port of AUTHKIT_TEST_PRIVATE_PORTS
     try:
         raw = redis.Redis.from_url(server.url)
         storage = RedisStorage.from_url(server.url, prefix="akbench:")

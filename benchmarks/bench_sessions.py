@@ -249,14 +249,13 @@ def _flask_cpu(n: int, rounds: int) -> None:
 
     import redis
 
-    from tests.private_servers import free_port  # a port of AUTHKIT_TEST_PRIVATE_PORTS
     from tests.redis_cluster import RedisServer
 
     if shutil.which("redis-server") is None:
         print("\n## Flask sessions on Redis, CPU per request: skipped (no redis-server binary)")
         return
     rows = _Rows("Flask sessions on Redis, CPU per request (client + private server): authkit vs Flask-Session")
-    with RedisServer(free_port()) as server, ExitStack() as stack:
+    with RedisServer() as server, ExitStack() as stack:  # a port of AUTHKIT_TEST_PRIVATE_PORTS
         client = redis.Redis.from_url(server.url)
         stack.callback(client.close)
 

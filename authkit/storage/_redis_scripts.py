@@ -19,8 +19,8 @@ from __future__ import annotations
 
 __all__ = [
     "ADD_KV", "CLEANUP", "DELETE_KV", "DELETE_RECORDS", "DELETE_SESSION", "DELETE_USER", "INCR_KV",
-    "RELEASE_LOCK", "STATS", "STORE_KV", "STORE_SESSIONS", "STORE_TOKENS", "TOKEN_BY_ACCESS",
-    "TOUCH_KV", "TOUCH_SESSION", "USER_SESSIONS", "USER_TOKENS", "WRITE_SESSION",
+    "RELEASE_LOCK", "STATS", "STORE_KV", "STORE_KV_ENTRIES", "STORE_SESSIONS", "STORE_TOKENS",
+    "TOKEN_BY_ACCESS", "TOUCH_KV", "TOUCH_SESSION", "USER_SESSIONS", "USER_TOKENS", "WRITE_SESSION",
 ]
 
 # name -> (the helpers it calls, its Lua source)
@@ -282,9 +282,11 @@ return 1
 """
 
 # One session.  KEYS: s:<id>.  ARGV: base, id, now, score, px, expires, last (JSON
-# numbers or 'null').  Rewrites only the two times inside the stored record: the
-# record is [1,"user",created,expires,last,...] (compact JSON), and the user id is
-# a JSON string, which is skipped honouring its escapes.  Live as for WRITE_SESSION.
+# numbers or 'null') and, for _touch_session_ip only, the ip address (a JSON string
+# or 'null').  Rewrites only those fields inside the stored record: the record is
+# [1,"user",created,expires,last,ip,...] (compact JSON), and the user id and the ip
+# address are JSON strings (or null), skipped honouring their escapes.  Live as for
+# WRITE_SESSION.
 TOUCH_SESSION = r"""
 local id, sx = ARGV[2], ARGV[1] .. 'sx'
 local record = redis.call('GET', KEYS[1])
@@ -292,15 +294,24 @@ if not record then return 0 end
 local score = redis.call('ZSCORE', sx, id)
 if score == false or (score ~= 'inf' and tonumber(score) <= tonumber(ARGV[3])) then return 0 end
 local find, sub = string.find, string.sub
-local i = find(record, '"', 1, true) + 1
-while true do
-  local c = find(record, '["\\]', i)
-  if sub(record, c, c) == '\\' then i = c + 2 else i = c + 1; break end
+local function string_end(from)  -- the position after the JSON string opening at from
+  local i = from + 1
+  while true do
+    local c = find(record, '["\\]', i)
+    if sub(record, c, c) == '\\' then i = c + 2 else return c + 1 end
+  end
 end
+local i = string_end(find(record, '"', 1, true))
 local a = find(record, ',', i + 1, true)  -- after created
 local b = find(record, ',', a + 1, true)  -- after expires
 local c = find(record, ',', b + 1, true)  -- after last_activity
-local touched = sub(record, 1, a) .. ARGV[6] .. ',' .. ARGV[7] .. sub(record, c)
+local touched
+if ARGV[8] == nil then
+  touched = sub(record, 1, a) .. ARGV[6] .. ',' .. ARGV[7] .. sub(record, c)
+else
+  local d = sub(record, c + 1, c + 1) == 'n' and c + 5 or string_end(c + 1)  -- after the ip
+  touched = sub(record, 1, a) .. ARGV[6] .. ',' .. ARGV[7] .. ',' .. ARGV[8] .. sub(record, d)
+end
 if ARGV[5] == '' then redis.call('SET', KEYS[1], touched) else redis.call('SET', KEYS[1], touched, 'PX', ARGV[5]) end
 redis.call('ZADD', sx, ARGV[4], id)
 return 1
@@ -350,6 +361,21 @@ return out
 STORE_KV = r"""
 if ARGV[4] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4]) end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
+# KEYS: kx.  ARGV: base, then four per entry: key, header+value, score, px ('' = none).
+STORE_KV_ENTRIES = r"""
+local base = ARGV[1]
+for i = 2, #ARGV, 4 do
+  local name = base .. 'kv:' .. ARGV[i]
+  if ARGV[i + 3] == '' then
+    redis.call('SET', name, ARGV[i + 1])
+  else
+    redis.call('SET', name, ARGV[i + 1], 'PX', ARGV[i + 3])
+  end
+  redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
+end
 return 1
 """
 

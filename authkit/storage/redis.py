@@ -137,6 +137,7 @@ class RedisStorage(AuthStorage):
         self._user_sessions_lua = register(lua.USER_SESSIONS)
         self._delete_user_lua = register(lua.DELETE_USER)
         self._store_kv_lua = register(lua.STORE_KV)
+        self._store_kv_entries_lua = register(lua.STORE_KV_ENTRIES)
         self._add_kv_lua = register(lua.ADD_KV)
         self._incr_kv_lua = register(lua.INCR_KV)
         self._touch_kv_lua = register(lua.TOUCH_KV)
@@ -324,11 +325,25 @@ class RedisStorage(AuthStorage):
             self._store_kv_lua(keys=[self._b + b"kv:" + name, self._kx],
                                args=[header + value, name, codec.score(expires_at), codec.px(expires_at, self.now())])
 
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        if not entries:
+            return
+        now = self.now()
+        args: list[Any] = [self._b]
+        for key, value, expires_at in entries:
+            args += [codec.enc(key), codec.kv_header(expires_at) + value, codec.score(expires_at),
+                     codec.px(expires_at, now)]
+        with self._errors:
+            self._store_kv_entries_lua(keys=[self._kx], args=args)
+
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         with self._errors:
             data = self._client.get(self._key(b"kv:", key))
-        if data is None:
-            return None
+        return None if data is None else self._kv_entry(data, now)
+
+    @staticmethod
+    def _kv_entry(data: bytes, now: datetime) -> tuple[bytes, datetime | None] | None:
+        """A stored kv value (expiry header + value) as ``(value, expires_at)``, ``None`` if expired."""
         try:
             (expiry,) = codec.HEADER.unpack_from(data)
         except struct.error as exc:
@@ -374,6 +389,17 @@ class RedisStorage(AuthStorage):
         args: list[Any] = [self._b, name, micros(now), codec.score(expires_at), codec.px(expires_at, now),
                 b"null" if expires_at is None else str(micros(expires_at)).encode(),
                 str(micros(last_activity)).encode()]
+        with self._errors:
+            return bool(self._touch_session_lua(keys=[self._b + b"s:" + name], args=args))
+
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        name = codec.enc(session_id)
+        args: list[Any] = [self._b, name, micros(now), codec.score(expires_at), codec.px(expires_at, now),
+                b"null" if expires_at is None else str(micros(expires_at)).encode(),
+                str(micros(last_activity)).encode(), codec.dumps(ip_address)]
         with self._errors:
             return bool(self._touch_session_lua(keys=[self._b + b"s:" + name], args=args))
 
@@ -443,6 +469,27 @@ class RedisStorage(AuthStorage):
             members = self._client.zrangebylex(index, low, b"+", start=0, num=limit)
         ids = [codec.dec(m) for m in members]
         return ids, (ids[-1] if len(ids) == limit else None)
+
+    # Pages of whole records (encrypt_existing, reencrypt): the id page, then one MGET.
+
+    def _mget(self, kind: bytes, names: list[str]) -> list[bytes | None]:
+        if not names:
+            return []
+        with self._errors:
+            return list(self._client.mget([self._key(kind, n) for n in names]))
+
+    def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
+        ids, cursor = self._token_id_page(cursor, limit)
+        return [codec.token_from(data) for data in self._mget(b"t:", ids) if data is not None], cursor
+
+    def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
+        ids, cursor = self._session_id_page(cursor, limit)
+        records = zip(ids, self._mget(b"s:", ids), strict=True)
+        found = (codec.session_from(i, data) for i, data in records if data is not None)
+        return [s for s in found if live(s.expires_at, now)], cursor
+
+    def _get_kv_entries(self, keys: list[str], now: datetime) -> list[tuple[bytes, datetime | None] | None]:
+        return [None if data is None else self._kv_entry(data, now) for data in self._mget(b"kv:", keys)]
 
     def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         return self._id_page(self._ti, cursor, limit)
