@@ -164,8 +164,8 @@ def run(quick: bool) -> None:
 _SESSION_POOL = 64
 
 
-def _session_ops(storage: Any, raw: Any, rb: bytes) -> list[tuple[str, Callable[[], Op], Callable[[], Op]]]:
-    """(what, ours, the peer's one command) per session step; each prepares a round and returns its op."""
+def _session_ops(storage: Any, raw: Any, rb: bytes, n: int) -> list[tuple[str, Callable[[], Op], Callable[[], Op]]]:
+    """(what, ours, the peer's one command) per session step; each prepares a round of ``n`` and returns its op."""
     lifetime = timedelta(hours=1)
     ids = [f"sha256:{i:064x}" for i in range(_SESSION_POOL)]
     for sid in ids:
@@ -187,13 +187,13 @@ def _session_ops(storage: Any, raw: Any, rb: bytes) -> list[tuple[str, Callable[
 
     def delete() -> Op:
         base = next(fresh)
-        doomed = [f"gone{base}-{i}" for i in range(10_000)]
+        doomed = [f"gone{base}-{i}" for i in range(n)]
         storage.store_sessions_bulk([(sid, _session("", storage.now() + lifetime, 0)) for sid in doomed])
         return lambda i: storage.delete_session(doomed[i])
 
     def delete_raw() -> Op:
         base = next(fresh)
-        doomed = [rb + f"s:gone{base}-{i}".encode() for i in range(10_000)]
+        doomed = [rb + f"s:gone{base}-{i}".encode() for i in range(n)]
         raw.mset({name: record for name in doomed})
         return lambda i: raw.delete(doomed[i])
 
@@ -229,7 +229,7 @@ def _session_record(session: SessionData) -> bytes:
 
 def _sessions(storage: Any, raw: Any, rb: bytes, n: int) -> None:
     table = Table("RedisStorage session primitives vs the peers' one command (median of interleaved rounds)")
-    for what, ours, peer in _session_ops(storage, raw, rb):
+    for what, ours, peer in _session_ops(storage, raw, rb, n):
         result = versus(ours, peer, n, rounds=7)
         ours_rate, peer_rate, ratio = result.cells()
         table.rows.append((what, ours_rate, peer_rate, ratio, ">= 1.00x is as fast; baseline: one command"))
@@ -253,7 +253,7 @@ def _server_time(n: int) -> None:
         raw = redis.Redis.from_url(server.url)
         storage = RedisStorage.from_url(server.url, prefix="akbench:")
         table = Table("Server time per operation, private redis-server (INFO commandstats, median of 5)")
-        for what, ours, peer in _session_ops(storage, raw, b"akbench:raw:"):
+        for what, ours, peer in _session_ops(storage, raw, b"akbench:raw:", n):
             times = []
             for prepare in (ours, peer):
                 samples = []
