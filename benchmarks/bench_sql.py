@@ -36,7 +36,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authkit.models import AuthToken, SessionData
-from authkit.storage.sql import SqlStorage, _digest, _dumps, _micros
+from authkit.storage._codec import digest as _digest
+from authkit.storage._codec import dumps as _dumps
+from authkit.storage._codec import micros as _micros
+from authkit.storage.sql import SqlStorage
 from benchmarks.harness import Table, best_time, interleaved, ratio_row
 from tests.services import MYSQL_URL, POSTGRES_URL, reachable, unique_prefix
 from tests.tcp_proxy import TcpProxy
@@ -154,12 +157,12 @@ def _single_ops(table: Table, storage: SqlStorage, url: str, n: int, rounds: int
     # hash the access token, serialise the fields.  It skips authkit's argument checks,
     # defensive copies, pool checkout and building objects from rows.
     cases: dict[str, tuple[Callable[[SqlStorage, int], object], Callable[[int], object]]] = {}
-    kv_put = _raw(connection, storage._sql_upsert_kv, fetch=False)
-    kv_get = _raw(connection, storage._sql_get_kv_entry, fetch=True)
-    tok_get = _raw(connection, storage._sql_get_token_by_access, fetch=True)
-    tok_put = _raw(connection, storage._sql_upsert_token, fetch=False)
-    ses_get = _raw(connection, storage._sql_get_session, fetch=True)
-    ses_put = _raw(connection, storage._sql_upsert_session, fetch=False)
+    kv_put = _raw(connection, storage._sql.upsert_kv, fetch=False)
+    kv_get = _raw(connection, storage._sql.get_kv_entry, fetch=True)
+    tok_get = _raw(connection, storage._sql.get_token_by_access, fetch=True)
+    tok_put = _raw(connection, storage._sql.upsert_token, fetch=False)
+    ses_get = _raw(connection, storage._sql.get_session, fetch=True)
+    ses_put = _raw(connection, storage._sql.upsert_session, fetch=False)
     cases["store_kv"] = (
         lambda s, i: s.store_kv(keys[i % 200], value, ttl=3600),
         lambda i: kv_put({"name": keys[i % 200], "value": value, "expires_at": _micros(datetime.now(UTC) + hour)}),

@@ -98,7 +98,7 @@ class LeaseKeeper:
         now = _micros(storage.now())
         expires_at = now + int(ttl * 1e6)
         row: dict[str, Any] = {"name": name, "owner": owner, "expires_at": expires_at}
-        take, clear = storage._sql_lock_take, storage._sql_lock_clear
+        take, clear = storage._sql.lock_take, storage._sql.lock_clear
 
         def attempt(cursor: Any) -> bool:
             cursor.execute(take, row)
@@ -133,7 +133,7 @@ class LeaseKeeper:
             self._changed.notify()
         storage = self._storage
         params = {"lock": lease.name, "owner": lease.owner}
-        deleted = storage._run(lambda cursor: _rowcount(cursor, storage._sql_lock_release, params))
+        deleted = storage._run(lambda cursor: _rowcount(cursor, storage._sql.lock_release, params))
         if lease.lost or deleted == 0:
             raise lost_lock_error(lease)
 
@@ -183,7 +183,7 @@ class LeaseKeeper:
             expires_at = now + int(lease.ttl * 1e6)
             params = {"lock": lease.name, "owner": lease.owner, "until": expires_at}
             try:
-                renewed = storage._run(lambda cursor: _rowcount(cursor, storage._sql_lock_renew, params))
+                renewed = storage._run(lambda cursor: _rowcount(cursor, storage._sql.lock_renew, params))
             except StorageError:
                 # The server is away: try again soon, until the lease runs out.
                 lease.renew_at = time.monotonic() + min(lease.ttl / 10, 1.0)
