@@ -552,6 +552,22 @@ def test_cleanup_holds_no_lock_between_batches(sql: SqlStorage) -> None:
     assert report.tokens == 30 and len(writes_done) >= 3
 
 
+def test_only_the_thread_holding_a_lost_lock_is_refused(sql: SqlStorage) -> None:
+    clock = sql._clock
+    assert isinstance(clock, FakeClock)
+    others: list[bytes | None] = []
+    with pytest.raises(StorageError, match="was lost"):
+        with sql.lock("job", timeout=0, ttl=5):
+            clock.advance(6)  # the lease ran out: another holder may have the lock by now
+            run_threads(lambda _: others.append(sql.get_kv("k")), 1)  # holds no lock: unaffected
+            with pytest.raises(StorageError, match="was lost"):
+                sql.get_kv("k")
+    assert others == [None]
+    assert sql.get_kv("k") is None  # outside the block, calls work again
+    with sql.lock("job", timeout=0):  # and the lock can be taken again
+        assert sql.get_kv("k") is None
+
+
 @pytest.mark.parametrize("scheme", ["mysql", "mariadb"])
 def test_mysql_and_mariadb_urls(scheme: str, opened: Callable[..., SqlStorage]) -> None:
     url = url_for("mysql", Path())
