@@ -184,6 +184,16 @@ class Statements:
             .values(expires_at=bp("until"))
         )
         self.lock_release = sql(sa.delete(locks).where(locks.c.name == bp("lock"), locks.c.owner == bp("owner")))
+        # Keyset pages of whole records (encrypt_existing, reencrypt): one statement
+        # per page on the primary key's index, from the start or after a cursor.
+        # (A literal OFFSET 0: SQLite's compiler would add an OFFSET parameter of its own.)
+        limit: Any = bp("limit", type_=sa.Integer)
+        self.record_page: dict[str, tuple[str, str]] = {}
+        for name, table, pk, cols, live in (("tokens", tokens, "token_id", token_cols, sa.true()),
+                                            ("sessions", sessions, "session_id", session_cols, live_session),
+                                            ("kv", kv, "name", [kv.c.name, kv.c.value, kv.c.expires_at], live_kv)):
+            page = sa.select(*cols).order_by(table.c[pk]).limit(limit).offset(sa.literal_column("0"))
+            self.record_page[name] = (sql(page.where(live)), sql(page.where(table.c[pk] > bp("cursor"), live)))
 
 
     def _upsert(self, table: sa.Table, pk: str, columns: Sequence[str]) -> Any:

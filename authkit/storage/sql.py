@@ -429,6 +429,16 @@ class SqlStorage(AuthStorage):
             return
         self._execute(self._sql.upsert_kv, {"name": key, "value": value, "expires_at": expires})
 
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        # Values too big for one MySQL packet go one by one (each its own transaction).
+        big = [e for e in entries if self._is_mysql and len(e[1]) > _MYSQL_CHUNK]
+        rows = [{"name": k, "value": v, "expires_at": optional_micros(e)} for k, v, e in entries
+                if not (self._is_mysql and len(v) > _MYSQL_CHUNK)]
+        if rows:
+            self._run(lambda cursor: cursor.executemany(self._sql.upsert_kv, rows), transaction=True)
+        for key, value, expires_at in big:
+            self._store_kv(key, value, expires_at)
+
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         row = self._fetchone(self._sql.get_kv_entry, {"id": key, "now": micros(now)})
         return None if row is None else (bytes(row[0]), optional_moment(row[1]))
@@ -487,6 +497,14 @@ class SqlStorage(AuthStorage):
         params = {"id": session_id, "expires_at": optional_micros(expires_at),
                   "last_activity": micros(last_activity), "now": micros(now)}
         return self._execute(self._sql.primitives.touch_session, params) > 0
+
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        params = {"id": session_id, "expires_at": optional_micros(expires_at),
+                  "last_activity": micros(last_activity), "ip_address": ip_address, "now": micros(now)}
+        return self._execute(self._sql.primitives.touch_session_ip, params) > 0
 
     def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
         if keep is None:
@@ -599,6 +617,30 @@ class SqlStorage(AuthStorage):
             rows = self._fetchall(after, {"limit": limit, "cursor": cursor_id})
         ids = [text(row[0]) for row in rows]
         return ids, (ids[-1] if len(ids) == limit else None)
+
+    def _record_page(self, kind: str, cursor: str | None, limit: int, now: datetime | None) -> list[Any]:
+        first, after = self._sql.record_page[kind]
+        params: dict[str, Any] = {"limit": limit}
+        if now is not None:
+            params["now"] = micros(now)
+        if cursor is not None:
+            params["cursor"] = cursor
+        return self._fetchall(first if cursor is None else after, params)
+
+    def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
+        tokens = [token_from_row(row) for row in self._record_page("tokens", cursor, limit, None)]
+        return tokens, (tokens[-1].token_id if len(tokens) == limit else None)
+
+    def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
+        sessions = [session_from_row(row) for row in self._record_page("sessions", cursor, limit, now)]
+        return sessions, (sessions[-1].session_id if len(sessions) == limit else None)
+
+    def _kv_page(
+        self, after: str | None, limit: int, now: datetime
+    ) -> tuple[list[tuple[str, bytes, datetime | None]], str | None]:
+        rows = self._record_page("kv", after, limit, now)
+        entries = [(text(row[0]), bytes(row[1]), optional_moment(row[2])) for row in rows]
+        return entries, (entries[-1][0] if len(entries) == limit else None)
 
     def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         return self._id_page("tokens", cursor, limit)
