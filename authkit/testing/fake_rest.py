@@ -42,6 +42,10 @@ Known types are Account, Contact, Opportunity, Lead and Case (each with an
 ``External_Id__c`` external-id field), ContentVersion, ContentDocument, Document,
 Attachment, EventLogFile and the Tooling type ApexClass; :meth:`define_sobject` adds more, and
 :meth:`insert` of an unknown type defines an open one that accepts any field.
+
+This module routes; the answers live by resource in ``authkit/testing/``: ``_fake_records.py``
+(types, records and the checks on every write), ``_fake_sobjects.py``, ``_fake_query.py`` (query,
+pages, search), ``_fake_composite.py``, ``_fake_apex.py`` (tooling, anonymous Apex, Apex REST).
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ Differences from a real org worth knowing: the same server is login host and
 instance; JWT ``exp`` is checked against real time while session idle expiry
 follows ``clock`` (so tests can move it); a JWT's default accepted audience is
 ``login_url`` (add others to ``jwt_audiences``).
+
+This module keeps the org's state (users, apps, sessions, refresh tokens); the OAuth endpoints
+are in ``_fake_oauth.py``, injected failures in ``_fake_faults.py``, the HTTP server in ``_fake_http.py``.
 """
 
 from __future__ import annotations
