@@ -28,7 +28,8 @@ from authkit.errors import (
     SessionExpiredError,
 )
 from authkit.salesforce import AuthSession, JwtAuth, SalesforceClient, StaticTokenAuth
-from authkit.salesforce.client import ApiUsage, _parse_usage, retrying_adapter
+from authkit.salesforce._responses import parse_usage as _parse_usage
+from authkit.salesforce.client import ApiUsage, retrying_adapter
 from authkit.testing import FakeSalesforce
 from authkit.testing.fake_rest import FakeRestApi
 
