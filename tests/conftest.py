@@ -14,6 +14,8 @@ from authkit.storage import AuthStorage
 from tests.backends import BACKENDS
 from tests.clock import FakeClock
 
+pytest_plugins = ["tests.salesforce_org"]  # org, rest, sf: the fake org the SalesforceClient tests share
+
 
 @pytest.fixture
 def clock() -> FakeClock:
