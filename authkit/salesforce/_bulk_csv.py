@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any
 
+from authkit.salesforce._names import check_name
 from authkit.salesforce._request_body import SegmentedBody, seekable
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 _BLOCK = 256 * 1024  # bytes read from a CSV source (or a response) at a time: the memory bound
 _BATCH = 1000  # dict records encoded together
 _BOM = b"\xef\xbb\xbf"
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 class _Body(SegmentedBody):
@@ -142,7 +141,7 @@ def _header(first: Any, fields: Sequence[str] | None) -> list[str]:
     if not header:
         raise ValueError("no fields: the first record is empty and fields= is not given")
     for name in header:
-        _check_name(name, "field")
+        check_name(name, "field")
     if len({name.lower() for name in header}) != len(header):
         raise ValueError("field names must be unique (they are case-insensitive)")
     return header
@@ -372,11 +371,3 @@ def _csv_rows(response: requests.Response, delimiter: str) -> Iterator[dict[str,
                 yield dict(zip(header, row, strict=False))
     finally:
         response.close()
-
-
-def _check_name(name: object, what: str) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"{what} name must be a str")
-    if not _NAME_RE.match(name):
-        raise ValueError(f"invalid {what} name {name!r}")
-    return name
