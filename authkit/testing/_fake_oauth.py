@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlencode
 
 import jwt
 
-from authkit.salesforce.auth import JWT_BEARER_GRANT
+from authkit.salesforce.auth import JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT
 from authkit.salesforce.oauth import response_signature
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["Session", "Code", "token_endpoint", "authorize_endpoint", "revoke_endpoint", "generate_rsa_key_pair",
            "public_key_from_pem", "form_fields"]
 
-_TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 _JWT_MAX_LIFETIME = 180 + 30  # Salesforce wants exp at most 3 minutes ahead; allow some clock skew
 
 
@@ -96,6 +95,8 @@ def public_key_from_pem(pem: str) -> Any:
 
 
 def token_endpoint(org: FakeSalesforce, form: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """``POST /services/oauth2/token`` with ``form``: a new session (and refresh token, when the grant
+    gives one), or the OAuth error Salesforce answers."""
     grant = form.get("grant_type", "")
     try:
         if grant == JWT_BEARER_GRANT:
@@ -111,7 +112,7 @@ def token_endpoint(org: FakeSalesforce, form: dict[str, str]) -> tuple[int, dict
             refresh = None
         elif grant == "authorization_code":
             user, app, refresh = _authorization_code_grant(org, form)
-        elif grant == _TOKEN_EXCHANGE_GRANT:
+        elif grant == TOKEN_EXCHANGE_GRANT:
             user, app, refresh = _token_exchange_grant(org, form)
         else:
             raise _OAuthError("unsupported_grant_type", "grant type not supported")
@@ -119,7 +120,7 @@ def token_endpoint(org: FakeSalesforce, form: dict[str, str]) -> tuple[int, dict
         body = {"error": exc.error, "error_description": exc.description}
         return exc.status, {}, json.dumps(body).encode()
     issued = _issue(org, user, app, refresh, form.get("refresh_token") if grant == "refresh_token" else None)
-    if grant == _TOKEN_EXCHANGE_GRANT:
+    if grant == TOKEN_EXCHANGE_GRANT:
         issued["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token"
     return 200, {}, json.dumps(issued).encode()
 

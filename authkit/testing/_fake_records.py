@@ -141,7 +141,7 @@ class RecordStore:
     def _type(self, name: str) -> SObjectType:
         sobj = self._types.get(name.lower())
         if sobj is None:
-            raise RestError(404, "NOT_FOUND", "The requested resource does not exist")
+            raise not_found()
         return sobj
 
     # -- writes, as Salesforce checks them ------------------------------------------
