@@ -465,6 +465,16 @@ class SqlStorage(AuthStorage):
             .values(expires_at=bp("until"))
         )
         self._sql_lock_release = sql(sa.delete(locks).where(locks.c.name == bp("lock"), locks.c.owner == bp("owner")))
+        # Keyset pages of whole records (encrypt_existing, reencrypt): one statement
+        # per page on the primary key's index, from the start or after a cursor.
+        # (A literal OFFSET 0: SQLite's compiler would add an OFFSET parameter of its own.)
+        limit: Any = bp("limit", type_=sa.Integer)
+        self._sql_record_page: dict[str, tuple[str, str]] = {}
+        for name, table, pk, cols, live in (("tokens", tokens, "token_id", token_cols, sa.true()),
+                                            ("sessions", sessions, "session_id", session_cols, live_session),
+                                            ("kv", kv, "name", [kv.c.name, kv.c.value, kv.c.expires_at], live_kv)):
+            page = sa.select(*cols).order_by(table.c[pk]).limit(limit).offset(sa.literal_column("0"))
+            self._sql_record_page[name] = (sql(page.where(live)), sql(page.where(table.c[pk] > bp("cursor"), live)))
 
     def _upsert(self, table: sa.Table, pk: str, columns: Sequence[str]) -> Any:
         """INSERT ... ON CONFLICT/ON DUPLICATE KEY UPDATE every column but ``pk``."""
@@ -694,6 +704,16 @@ class SqlStorage(AuthStorage):
             return
         self._execute(self._sql_upsert_kv, {"name": key, "value": value, "expires_at": expires})
 
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        # Values too big for one MySQL packet go one by one (each its own transaction).
+        big = [e for e in entries if self._is_mysql and len(e[1]) > _MYSQL_CHUNK]
+        rows = [{"name": k, "value": v, "expires_at": _optional_micros(e)} for k, v, e in entries
+                if not (self._is_mysql and len(v) > _MYSQL_CHUNK)]
+        if rows:
+            self._run(lambda cursor: cursor.executemany(self._sql_upsert_kv, rows), transaction=True)
+        for key, value, expires_at in big:
+            self._store_kv(key, value, expires_at)
+
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         row = self._fetchone(self._sql_get_kv_entry, {"id": key, "now": _micros(now)})
         return None if row is None else (bytes(row[0]), _optional_moment(row[1]))
@@ -752,6 +772,14 @@ class SqlStorage(AuthStorage):
         params = {"id": session_id, "expires_at": _optional_micros(expires_at),
                   "last_activity": _micros(last_activity), "now": _micros(now)}
         return self._execute(self._primitives.touch_session, params) > 0
+
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        params = {"id": session_id, "expires_at": _optional_micros(expires_at),
+                  "last_activity": _micros(last_activity), "ip_address": ip_address, "now": _micros(now)}
+        return self._execute(self._primitives.touch_session_ip, params) > 0
 
     def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
         if keep is None:
@@ -856,6 +884,30 @@ class SqlStorage(AuthStorage):
             rows = self._fetchall(after, {"limit": limit, "cursor": cursor_id})
         ids = [_text(row[0]) for row in rows]
         return ids, (ids[-1] if len(ids) == limit else None)
+
+    def _record_page(self, kind: str, cursor: str | None, limit: int, now: datetime | None) -> list[Any]:
+        first, after = self._sql_record_page[kind]
+        params: dict[str, Any] = {"limit": limit}
+        if now is not None:
+            params["now"] = _micros(now)
+        if cursor is not None:
+            params["cursor"] = cursor
+        return self._fetchall(first if cursor is None else after, params)
+
+    def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
+        tokens = [self._token(row) for row in self._record_page("tokens", cursor, limit, None)]
+        return tokens, (tokens[-1].token_id if len(tokens) == limit else None)
+
+    def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
+        sessions = [self._session(row) for row in self._record_page("sessions", cursor, limit, now)]
+        return sessions, (sessions[-1].session_id if len(sessions) == limit else None)
+
+    def _kv_page(
+        self, after: str | None, limit: int, now: datetime
+    ) -> tuple[list[tuple[str, bytes, datetime | None]], str | None]:
+        rows = self._record_page("kv", after, limit, now)
+        entries = [(_text(row[0]), bytes(row[1]), _optional_moment(row[2])) for row in rows]
+        return entries, (entries[-1][0] if len(entries) == limit else None)
 
     def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         return self._id_page("tokens", cursor, limit)
