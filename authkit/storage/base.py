@@ -426,7 +426,7 @@ class AuthStorage(abc.ABC):
         Works in batches, each its own short transaction, so a cron job never
         holds a big lock and other writers interleave.  Batches are sized by
         time: they grow while a batch is quick and shrink when it is slow, so
-        each statement takes about 20 ms whatever the database's speed;
+        each statement takes about 25 ms whatever the database's speed;
         ``batch_size`` caps the records of each kind per batch.  A record a
         concurrent write made live again is never deleted.  ``progress`` is
         called after every batch with the running totals.
