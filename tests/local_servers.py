@@ -171,12 +171,14 @@ PGBOUNCER_OPTIONS: dict[str, object] = {"connect_args": {"prepare_threshold": No
 
 
 @contextmanager
-def pgbouncer(base: int = 16950, *, pool_mode: str = "transaction", pool_size: int = 20) -> Iterator[str]:
-    """A private PgBouncer in front of the shared PostgreSQL; yields its ``postgresql://`` URL."""
+def pgbouncer(base: int = 16950, *, pool_mode: str = "transaction", pool_size: int = 20,
+              upstream_url: str | None = None, settings: dict[str, str] | None = None) -> Iterator[str]:
+    """A private PgBouncer in front of ``upstream_url`` (default: the shared PostgreSQL); yields its
+    ``postgresql://`` URL.  ``settings`` are more ``[pgbouncer]`` lines (e.g. ``server_login_retry``)."""
     from urllib.parse import urlsplit
 
     executable = binary("pgbouncer", "pgbouncer")
-    upstream = urlsplit(require(POSTGRES_URL, "PostgreSQL"))
+    upstream = urlsplit(upstream_url or require(POSTGRES_URL, "PostgreSQL"))
     port = free_port(base, min(base + 40, 17000))  # 16900-16999 is this suite's spare range
     # pgbouncer refuses to run as root: it drops to nobody, who must read the config.
     tmp = Path(tempfile.mkdtemp(prefix="authkit-pgbouncer-"))
@@ -192,6 +194,7 @@ def pgbouncer(base: int = 16950, *, pool_mode: str = "transaction", pool_size: i
         f"pool_mode = {pool_mode}\ndefault_pool_size = {pool_size}\nmax_client_conn = 500\n"
         # psycopg/libpq may send these startup parameters; PgBouncer 1.18 refuses unknown ones.
         "ignore_startup_parameters = extra_float_digits,options\n"
+        + "".join(f"{key} = {value}\n" for key, value in (settings or {}).items())
     )
     for name in ("users.txt", "pgbouncer.ini"):
         (tmp / name).chmod(0o644)
