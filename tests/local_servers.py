@@ -164,10 +164,7 @@ def wait_until_ready(servers: SentinelSet, timeout: float = 60.0) -> None:
 
 # -- PgBouncer ---------------------------------------------------------------------------
 
-#: What SqlStorage needs behind PgBouncer in transaction pooling mode: no server-side prepared
-#: statements (psycopg prepares a statement after 5 runs, on a server connection the next
-#: transaction may not get).
-PGBOUNCER_OPTIONS: dict[str, object] = {"connect_args": {"prepare_threshold": None}}
+# SqlStorage needs no option behind PgBouncer: it notices the pooler (authkit/storage/_sql_pgbouncer.py).
 
 
 @contextmanager
