@@ -19,8 +19,9 @@ How it works:
 - **Requests per window**: fixed windows of ``window`` seconds, aligned on the Unix epoch and
   decided by the storage's clock (``storage.now()``).  Each request is one ``incr_kv`` on the
   window's counter (one atomic step on the server); the request is sent only if the new value is
-  at most ``limit``, so no more than ``limit`` requests are ever sent in one window, whatever
-  the number of processes.  A refused attempt also counts (the counter passes ``limit``), which
+  at most ``limit``, so no more than ``limit`` requests are ever granted in one window, whatever
+  the number of processes (a request counts in the window it was granted in: one granted at a
+  window's end may reach Salesforce in the next).  A refused attempt also counts (the counter passes ``limit``), which
   is harmless: only the first ``limit`` increments are granted.  A call that waits costs one
   more ``incr_kv`` per full window it passes over.
 - **Concurrent requests** (``max_concurrent``): that many lease slots, each an ``add_kv`` key
