@@ -33,7 +33,7 @@ def run(quick: bool) -> None:
     rounds = 1 if quick else 3
     plans = {faults: FleetPlan(progress=100 if quick else 400, faults=faults) for faults in (False, True)}
     rates: dict[bool, list[float]] = {False: [], True: []}
-    last: FleetReport | None = None
+    faulted: list[FleetReport] = []
     for round_ in range(rounds):
         for faults in (False, True) if round_ % 2 == 0 else (True, False):
             tmp = Path(tempfile.mkdtemp(prefix="authkit-fleet-"))
@@ -49,15 +49,31 @@ def run(quick: bool) -> None:
             rates[faults].append(sum(report.ops.values()) / report.elapsed)
             if faults:
                 report.check()
-                last = report
+                faulted.append(report)
     table = Table(f"The fleet, 8 processes x 8 threads: throughput through four faults vs none "
                   f"({rounds} interleaved rounds)")
     (clean, clean_spread), (faulted, faulted_spread) = summary(rates[False]), summary(rates[True])
     table.rows.append(("mixed operations, ops/s", f"{faulted:,.0f}/s ±{faulted_spread * 50:.0f}%",
                        f"{clean:,.0f}/s ±{clean_spread * 50:.0f}%", f"{clean / faulted:.2f}x",
                        "time with faults / without"))
+    table.rows.append(("rounds, ops/s with faults", ", ".join(f"{r:,.0f}" for r in rates[True]), "", "", ""))
+    table.rows.append(("rounds, ops/s without", ", ".join(f"{r:,.0f}" for r in rates[False]), "", "", ""))
     table.print()
-    assert last is not None
+    print(f"\n## Each run with faults ({len(faulted)})")
+    rows = {
+        "Redis error window, s": [f"{r.error_window('redis'):.2f}" for r in faulted],
+        "PostgreSQL error window, s": [f"{r.error_window('postgresql'):.2f}" for r in faulted],
+        "token mints: start, expiry 1, expiry 2": ["/".join(map(str, r.mints)) for r in faulted],
+        "budget: most granted in a window (limit)": [f"{max(r.grants.values())} ({r.plan.budget_limit})"
+                                                     for r in faulted],
+        "budget: most arriving at the org in a window": [str(max(r.arrivals.values())) for r in faulted],
+        "sessions acknowledged, lost": [f"{r.sessions_acked:,}, {r.sessions_missing}" for r in faulted],
+        "increments fenced by WAIT, lost": [f"{r.increments_fenced:,}, {r.fenced_lost}" for r in faulted],
+        "increments after the fence, lost (not promised)": [f"{r.unfenced_acked}, {r.unfenced_lost}"
+                                                            for r in faulted],
+    }
+    for what, values in rows.items():
+        print(f"  {what:<48} {' | '.join(values)}")
     print("\n## The last run with faults")
-    for what, value in last.table():
+    for what, value in faulted[-1].table():
         print(f"  {what:<52} {value}")
