@@ -97,6 +97,7 @@ class FleetReport:
     errors: dict[str, list[float]] = field(default_factory=dict)      # kind -> [first, last] error time
     error_types: Counter[str] = field(default_factory=Counter)
     faults: dict[str, float] = field(default_factory=dict)            # fault -> monotonic time it began
+    wall_faults: dict[str, float] = field(default_factory=dict)       # fault -> time.time() it began
     recovered: dict[str, float] = field(default_factory=dict)         # fault -> seconds until progress again
     mints: list[int] = field(default_factory=list)                    # token requests after start, expiry 1, 2
     sessions_acked: int = 0
@@ -126,12 +127,21 @@ class FleetReport:
         assert self.saves_behind == 0, "an acknowledged save was lost"
         assert self.increments_fenced > 0 and self.fenced_lost == 0, "an increment acknowledged before WAIT was lost"
         assert self.mints == [1, 1, 1], f"token mints at start, expiry 1, expiry 2: {self.mints}"
-        assert max(self.grants.values()) <= plan.budget_limit, "the budget was exceeded in a window"
+        over = {index: n for index, n in self.grants.items() if n > plan.budget_limit}
+        assert not over, f"the budget was exceeded: {self._when(over)}"
         assert sum(self.grants.values()) == self.sent_to_org, (sum(self.grants.values()), self.sent_to_org)
         assert self.refused > 0, "the budget never refused: the run does not test it"
         assert 1 <= self.org_peak_in_flight <= plan.max_concurrent
         assert self.cleanup["sessions"] > 0 and self.cleanup_runs > 0
         assert self.errors.get("redis") and self.errors.get("postgresql"), "a fault caused no error: was it one?"
+
+    def _when(self, windows: dict[int, int]) -> str:
+        """Windows (index: count) with their start relative to each fault, for a failure message."""
+        window = self.plan.budget_window
+        return "; ".join(
+            f"{n} in window {index} (" + ", ".join(f"{index * window - at:+.2f} s after {fault}"
+                                                   for fault, at in self.wall_faults.items()) + ")"
+            for index, n in sorted(windows.items()))
 
     def table(self) -> list[tuple[str, str]]:
         total = sum(self.ops.values())
@@ -438,6 +448,7 @@ def run_fleet(plan: FleetPlan, tmp: Path) -> FleetReport:
                 if fault.startswith("token"):
                     minted.append(before)
                 report.faults[fault] = time.monotonic()
+                report.wall_faults[fault] = time.time()
                 _inject(fault, servers, org, report)
                 kind = {"redis-master-killed": "redis", "postgresql-restarted": "postgresql"}.get(fault, "salesforce")
                 progress.wait({kind: 1}, deadline, f"after {fault}")

@@ -388,3 +388,30 @@ def test_waiters_are_served_in_order_and_newcomers_queue_behind_them() -> None:
             thread.join(30)
         windows = {n: round((at - start).total_seconds() / 10) for n, at in turns.served.items()}
         assert windows == {0: 0, 1: 0, 2: 1, 3: 1, 4: 2, 5: 2, 6: 3, 7: 3, 8: 4}
+
+
+def test_a_late_increment_never_grants_in_a_window_that_is_over(clock: _Frozen) -> None:
+    """A call whose ``incr_kv`` reaches the store after its window's counter expired (a slow
+    round trip, a server restart) would restart that counter and be granted in a window that is
+    over, on top of the current window's limit."""
+
+    class Slow(MemoryStorage):
+        delay = 0.0
+
+        def incr_kv(self, key: str, amount: int = 1, ttl: Any = None) -> int:
+            clock.sleep(self.delay)  # the statement runs this much later than it was sent
+            self.delay = 0.0
+            return super().incr_kv(key, amount, ttl)
+
+    with Slow(clock=clock) as store:
+        budget = RequestBudget(store, limit=1, window=10)
+        windows = []
+        with budget.acquire() as window:  # window 0
+            windows.append(window)
+        clock.sleep(5)
+        store.delay = 20  # sent in window 0, runs in window 2, after window 0's counter expired
+        with budget.acquire() as window:
+            windows.append(window)
+        with pytest.raises(RequestLimitError):  # window 2's one request is the late one
+            _spend(budget)
+        assert [round((w - windows[0]).total_seconds()) for w in windows] == [0, 20]

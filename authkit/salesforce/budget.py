@@ -23,7 +23,10 @@ How it works:
   the number of processes (a request counts in the window it was granted in: one granted at a
   window's end may reach Salesforce in the next).  A refused attempt also counts (the counter passes ``limit``), which
   is harmless: only the first ``limit`` increments are granted.  A call that waits costs one
-  more ``incr_kv`` per full window it passes over.
+  more ``incr_kv`` per full window it passes over.  An increment that reaches the store after
+  its window ended (a slow round trip, a server restart) counts again in the current window:
+  the old window's counter may have expired and restarted, and would grant a request on top of
+  the current window's limit.
 - **Concurrent requests** (``max_concurrent``): that many lease slots, each an ``add_kv`` key
   with a ``lease_ttl``; a request holds one while it is in flight and deletes it afterwards.
   A crashed process's slot frees itself after ``lease_ttl``, so ``lease_ttl`` must be longer
@@ -64,6 +67,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICRO = timedelta(microseconds=1)
 #: How long a waiter for a concurrency slot sleeps at first, and at most (it doubles in between).
 _SLOT_POLL = (0.005, 0.25)
+#: How many times a call counts again after its increment outlived its window, before giving up.
+_RECOUNTS = 3
 
 
 class RequestBudget:
@@ -166,10 +171,23 @@ class RequestBudget:
         starts by ``deadline``; the start of that window.  Every attempt is one ``incr_kv``."""
         now = self._storage.now()
         index, left_us = self._window(now)
+        recounts = 0
         while True:
             # The counter lives until its window is over (plus a window, for clock skew between hosts).
             ttl = (left_us + self._window_us) / 1_000_000
-            if self._storage.incr_kv(self._window_key(index), 1, ttl=ttl) <= self._limit:
+            granted = self._storage.incr_kv(self._window_key(index), 1, ttl=ttl) <= self._limit
+            later = self._storage.now()
+            if self._window(later)[0] > index:
+                # The window ended while the increment was on its way: if the counter had expired
+                # meanwhile, the increment restarted it and "granted" a request in a window that
+                # is over, on top of the current one's limit.  Count again, from now.
+                recounts += 1
+                if recounts > _RECOUNTS:
+                    raise self._error(f"the store answers slower than a window ({self._window_us / 1e6:g}s)")
+                now = later
+                index, left_us = self._window(now)
+                continue
+            if granted:
                 return _EPOCH + index * self._window_us * _MICRO
             # Full: try the next window, if it starts before the wait is over.
             index += 1
