@@ -98,7 +98,7 @@ class FleetReport:
     error_types: Counter[str] = field(default_factory=Counter)
     faults: dict[str, float] = field(default_factory=dict)            # fault -> monotonic time it began
     wall_faults: dict[str, float] = field(default_factory=dict)       # fault -> time.time() it began
-    recovered: dict[str, float] = field(default_factory=dict)         # fault -> seconds until progress again
+    injected: dict[str, float] = field(default_factory=dict)          # fault -> seconds injecting it took
     mints: list[int] = field(default_factory=list)                    # token requests after start, expiry 1, 2
     sessions_acked: int = 0
     sessions_missing: int = 0
@@ -153,7 +153,10 @@ class FleetReport:
         ]
         for kind in _KINDS:
             fault = {"redis": "redis-master-killed", "postgresql": "postgresql-restarted"}.get(kind)
-            again = f", progress again {self.recovered[fault]:.2f} s after the fault" if fault in self.recovered else ""
+            span, at = self.errors.get(kind), self.faults.get(fault or "")
+            again = "" if span is None or at is None else (
+                f"; errors from {span[0] - at:+.2f} to {span[1] - at:+.2f} s after {fault}"
+                + (f" (the restart took {self.injected[fault]:.2f} s)" if fault == "postgresql-restarted" else ""))
             rows.append((f"error window: {kind}", f"{self.error_window(kind):.2f} s (first to last error){again}"))
         rows += [
             ("error types", ", ".join(f"{n} {name}" for name, n in self.error_types.most_common()) or "none"),
@@ -450,9 +453,9 @@ def run_fleet(plan: FleetPlan, tmp: Path) -> FleetReport:
                 report.faults[fault] = time.monotonic()
                 report.wall_faults[fault] = time.time()
                 _inject(fault, servers, org, report)
+                report.injected[fault] = time.monotonic() - report.faults[fault]
                 kind = {"redis-master-killed": "redis", "postgresql-restarted": "postgresql"}.get(fault, "salesforce")
                 progress.wait({kind: 1}, deadline, f"after {fault}")
-                report.recovered[fault] = time.monotonic() - report.faults[fault]
                 new_token = (lambda b=before: org.token_requests > b) if fault.startswith("token") else (lambda: True)
                 progress.wait(everything, deadline, f"after {fault}", new_token)
             stop.set()
