@@ -21,9 +21,9 @@ How it works:
   window's counter (one atomic step on the server); the request is sent only if the new value is
   at most ``limit``, so no more than ``limit`` requests are ever granted in one window, whatever
   the number of processes (a request counts in the window it was granted in: one granted at a
-  window's end may reach Salesforce in the next).  A refused attempt also counts (the counter passes ``limit``), which
-  is harmless: only the first ``limit`` increments are granted.  A call that waits costs one
-  more ``incr_kv`` per full window it passes over.  An increment that reaches the store after
+  window's end may reach Salesforce in the next).  A refused attempt also counts (the counter
+  passes ``limit``), which is harmless: only the first ``limit`` increments are granted.  A call
+  that waits costs one more ``incr_kv`` per full window it passes over.  An increment that reaches the store after
   its window ended (a slow round trip, a server restart) counts again in the current window:
   the old window's counter may have expired and restarted, and would grant a request on top of
   the current window's limit.
