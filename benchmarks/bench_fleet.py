@@ -8,8 +8,8 @@ PostgreSQL restarted, token expiry), the order alternating between rounds.  Prin
 of each (medians and spread over the rounds) and their ratio, then the last faulted run's figures:
 error windows, token mints per expiry, budget use, durability checks, cleanup.
 
-Needs ``redis-server``, ``pgbouncer`` and PostgreSQL's ``initdb``; private ports come from
-``AUTHKIT_TEST_PRIVATE_PORTS`` (PostgreSQL) and 16900-16999 (the rest).
+Needs ``redis-server``, ``pgbouncer`` and PostgreSQL's ``initdb``; every server's port comes from
+``AUTHKIT_TEST_PRIVATE_PORTS`` (``tests/ports.py``).
 """
 
 from __future__ import annotations

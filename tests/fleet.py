@@ -8,7 +8,7 @@ One run, shared by ``tests/test_fleet.py`` (8 x 8, checked) and ``benchmarks/ben
     print(report.table())
 
 The servers (started here, on spare ports, never the shared ones): a Redis master, a replica and
-three sentinels; a private PostgreSQL cluster (``initdb`` on a port of ``AUTHKIT_TEST_PRIVATE_PORTS``)
+three sentinels; a private PostgreSQL cluster (``initdb``; ports from ``tests/ports.py``)
 behind a PgBouncer in transaction pooling mode; a ``FakeSalesforce``.  Every worker thread loops
 over: create a session, save its own session, read it, read a token, two ``incr_kv`` counters on
 the Sentinel-managed Redis, a short-lived session (for the cron to clean) and a Salesforce call
@@ -188,9 +188,9 @@ class _Servers:
 
 @contextmanager
 def _servers(tmp: Path) -> Iterator[_Servers]:
-    with redis_sentinel_set(tmp, 16920) as sentinels, private_server("postgresql") as postgres:
+    with redis_sentinel_set(tmp) as sentinels, private_server("postgresql") as postgres:
         assert isinstance(postgres, PrivatePostgres)
-        with pgbouncer(16970, upstream_url=postgres.url, settings=BOUNCER_SETTINGS) as bouncer:
+        with pgbouncer(upstream_url=postgres.url, settings=BOUNCER_SETTINGS) as bouncer:
             wait_until_ready(sentinels)
             yield _Servers(sentinels, postgres, bouncer)
 

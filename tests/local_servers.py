@@ -1,7 +1,8 @@
 """Private servers a test starts, kills and stops itself: never the shared ones.
 
-Ports come from 16900-16999 (this suite's spare range).  A missing binary skips the test with a
-loud reason, or fails it under ``AUTHKIT_REQUIRE_SERVICES=1`` (CI installs them in ``.ci/run``).
+Ports come from ``tests/ports.py`` (claimed, so runs side by side never collide).  A missing
+binary skips the test with a loud reason, or fails it under ``AUTHKIT_REQUIRE_SERVICES=1`` (CI
+installs them in ``.ci/run``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_port, spare_ports
 from tests.redis_cluster import _DIE_WITH_PARENT
 from tests.services import POSTGRES_URL, REQUIRED, require
 
@@ -49,18 +51,6 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeou
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"{what} did not listen on {port} within {timeout:g}s")
-
-
-def free_port(low: int, high: int) -> int:
-    """A port in [low, high) nothing listens on now."""
-    for port in range(low, high):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port in {low}-{high}")
 
 
 @dataclass
@@ -108,13 +98,10 @@ class SentinelSet:
 
 
 @contextmanager
-def redis_sentinel_set(tmp: Path, base: int = 16900, *, down_after_ms: int = 1000) -> Iterator[SentinelSet]:
-    """A master, one replica and three sentinels (quorum 2) on ports from ``base``."""
+def redis_sentinel_set(tmp: Path, *, down_after_ms: int = 1000) -> Iterator[SentinelSet]:
+    """A master, one replica and three sentinels (quorum 2) on spare ports."""
     server = binary("redis-server", "redis-server")
-    ports = []
-    for _ in range(5):
-        ports.append(free_port(ports[-1] + 1 if ports else base, base + 50))
-    master, replica, *sentinels = ports
+    master, replica, *sentinels = spare_ports(5)
     service = "h15svc"
     servers = Servers()
     try:
@@ -168,7 +155,7 @@ def wait_until_ready(servers: SentinelSet, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def pgbouncer(base: int = 16950, *, pool_mode: str = "transaction", pool_size: int = 20,
+def pgbouncer(*, pool_mode: str = "transaction", pool_size: int = 20,
               upstream_url: str | None = None, settings: dict[str, str] | None = None) -> Iterator[str]:
     """A private PgBouncer in front of ``upstream_url`` (default: the shared PostgreSQL); yields its
     ``postgresql://`` URL.  ``settings`` are more ``[pgbouncer]`` lines (e.g. ``server_login_retry``)."""
@@ -176,7 +163,7 @@ def pgbouncer(base: int = 16950, *, pool_mode: str = "transaction", pool_size: i
 
     executable = binary("pgbouncer", "pgbouncer")
     upstream = urlsplit(upstream_url or require(POSTGRES_URL, "PostgreSQL"))
-    port = free_port(base, min(base + 40, 17000))  # 16900-16999 is this suite's spare range
+    port = free_port()
     # pgbouncer refuses to run as root: it drops to nobody, who must read the config.
     tmp = Path(tempfile.mkdtemp(prefix="authkit-pgbouncer-"))
     tmp.chmod(0o755)

@@ -2,7 +2,7 @@
 
 The shared servers must never be restarted: a test that needs a restart starts
 its own instance in a temporary directory, on a free port of
-``AUTHKIT_TEST_PRIVATE_PORTS`` (default 16200-16299), and stops it afterwards::
+``AUTHKIT_TEST_PRIVATE_PORTS`` (``tests/ports.py``), and stops it afterwards::
 
     with private_server("postgresql") as server:
         storage = SqlStorage(server.url)
@@ -32,24 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
 from tests.services import REQUIRED
-
-
-def _ports() -> range:
-    low, _, high = os.environ.get("AUTHKIT_TEST_PRIVATE_PORTS", "16200-16299").partition("-")
-    return range(int(low), int(high) + 1)
-
-
-def free_port() -> int:
-    """A port of the private range that nothing listens on now."""
-    for port in _ports():
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in the private port range")
 
 
 def _missing(what: str) -> None:

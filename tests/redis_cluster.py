@@ -22,7 +22,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,10 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import spare_ports
 from tests.services import REQUIRED, SERVICES_OFF
-
-CLUSTER_BASE_PORT = 17000
-SERVER_BASE_PORT = 16390
 
 
 def require_redis_server() -> str:
@@ -50,25 +47,6 @@ def require_redis_server() -> str:
             pytest.fail(message + " (AUTHKIT_REQUIRE_SERVICES=1)")
         pytest.skip(message)
     return binary
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def spare_ports(base: int, count: int, *, with_bus: bool = False) -> list[int]:
-    """``count`` consecutive free loopback ports from ``base`` on (and their +10000 cluster bus ports)."""
-    for start in range(base, base + 500, count):
-        ports = list(range(start, start + count))
-        needed = ports + ([p + 10000 for p in ports] if with_bus else [])
-        if all(port_free(p) for p in needed):
-            return ports
-    raise RuntimeError(f"no {count} free ports from {base}")
 
 
 def _pdeathsig() -> Callable[[], None] | None:
@@ -113,7 +91,7 @@ class RedisServer:
     def __init__(self, port: int | None = None, *extra: str) -> None:
         self.binary = require_redis_server()
         self.auto_port = port is None
-        self.port = port if port is not None else spare_ports(SERVER_BASE_PORT, 1)[0]
+        self.port = port if port is not None else spare_ports(1)[0]
         self.extra = list(extra)
         self.dir = Path(tempfile.mkdtemp(prefix="authkit-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -139,7 +117,7 @@ class RedisServer:
             except OSError:
                 if not self.auto_port or attempt == 4:
                     raise
-                self.port = spare_ports(SERVER_BASE_PORT + 10 * (attempt + 1), 1)[0]
+                self.port = spare_ports(1)[0]
         raise AssertionError("unreachable")
 
     def kill(self) -> None:
@@ -165,7 +143,7 @@ class LocalRedisCluster:
 
     def __init__(self, nodes: int = 3) -> None:
         binary = require_redis_server()
-        self.ports = spare_ports(CLUSTER_BASE_PORT, nodes, with_bus=True)
+        self.ports = spare_ports(nodes, with_bus=True)
         self.servers = [
             RedisServer(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", "5000")

@@ -173,7 +173,9 @@ def test_inner_records_hold_no_secret(storage: EncryptedStorage, inner: MemorySt
     assert token.user_id == "user-1" and token.scopes == ["api"]  # looked up or harmless: stays plain
     session = inner.get_session("sess-1")
     assert session is not None and session.data == {}
-    assert session.ip_address is None and session.user_agent is not None
+    # ip_address holds the expiry tag: the key id and a MAC of the id and expiry, in hex.
+    assert session.ip_address is not None and len(session.ip_address) == 40 and session.user_agent is not None
+    assert "10." not in session.ip_address
     assert session.user_agent.startswith(ENVELOPE_PREFIX)
     kv = inner.get_kv("kv-1")
     assert kv is not None
@@ -325,9 +327,9 @@ def test_wrong_key_with_the_same_key_id_fails_authentication(storage: EncryptedS
     storage.store_kv("k", b"secret")
     impostor = EncryptedStorage(inner, [generate_key()])
     # Make the impostor's key answer to the real key's id, as a 4-byte id collision would.
-    real_id = storage._keys[0].key_id
-    impostor._keys[0].key_id = real_id
-    impostor._by_id = {real_id: impostor._keys[0]}
+    real_id = storage._ring.current.key_id
+    impostor._ring.current.key_id = real_id
+    impostor._ring.by_id = {real_id: impostor._ring.current}
     with pytest.raises(EncryptionError, match="cannot decrypt"):
         impostor.get_kv("k")
 
@@ -631,12 +633,12 @@ def test_authentic_but_malformed_plaintext_is_an_encryption_error(
     storage: EncryptedStorage, inner: MemoryStorage
 ) -> None:
     # Only a holder of the key can produce this; the reader still refuses it cleanly.
-    from authkit.storage.encrypted import _token_ad
+    from authkit.storage._seal import token_ad
 
     none = b"\xff\xff\xff\xff"
     for plaintext in (b"\x00\x00\x00\x10ab", b"\x00\x00", none + none + b"[1]", none + none, b"\x00\x00\x00\x01\xff"):
         token = AuthToken("t1", "user-1", "x")
-        envelope = storage._seal(plaintext, _token_ad(token))
+        envelope = storage._ring.seal(plaintext, token_ad(token))
         token.refresh_token = ENVELOPE_PREFIX + base64.b64encode(envelope).decode()
         inner.store_token(token)
         with pytest.raises(EncryptionError, match="malformed"):
@@ -651,7 +653,7 @@ def test_primitives_seal_what_they_write(storage: EncryptedStorage, inner: Memor
     assert storage.create_session("s1", session) is True
     assert storage.replace_session("s1", dataclasses.replace(session, data={"secret": "other"})) is True
     sealed = inner.get_session("s1")
-    assert sealed is not None and sealed.data == {} and sealed.ip_address is None
+    assert sealed is not None and sealed.data == {} and sealed.ip_address != "10.9.8.7"
     assert sealed.user_agent is not None and sealed.user_agent.startswith(ENVELOPE_PREFIX)
     got = storage.get_session("s1")
     assert got is not None and got.data == {"secret": "other"} and got.ip_address == "10.9.8.7"

@@ -1,15 +1,12 @@
-"""Security at rest on every backend: the encrypted-store marker, bound fields,
-``encrypt_existing`` / ``authkit encrypt``, key sources, raw scans of what the
-servers hold, secrets in output, and file modes.
+"""Security at rest on every backend: the encrypted-store marker, bound fields, key
+sources, raw scans of what the servers hold, secrets in output, and file modes
+(``encrypt_existing`` / ``authkit encrypt``: ``test_encrypt_existing.py``).
 
-Every test that reads "the database" reads it raw: SQLite files (WAL included),
-PostgreSQL and MariaDB rows through reflected tables, Redis values by type.
+Every test that reads "the database" reads it raw (``tests/at_rest.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
 import logging
 import os
@@ -19,7 +16,6 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,151 +25,33 @@ from authkit.storage import AuthStorage, MemoryStorage, open_storage
 from authkit.storage._marker import MARKER_KEY
 from authkit.storage.encrypted import EncryptedStorage, generate_key
 from authkit.storage.keys import ENCRYPTION_KEY_FILE_ENV, ENCRYPTION_KEYS_ENV, read_key_file
-from tests.backends import drop_redis_keys
+from tests.at_rest import (
+    ACCESS,
+    IP,
+    KV_SECRET,
+    REFRESH,
+    ROOT,
+    SESSION_SECRET,
+    SITE_NAMES,
+    Site,
+    assert_no_secret,
+    make_site,
+    opened_site,
+    secret_session,
+    secret_token,
+)
 from tests.clock import FakeClock
-from tests.services import MYSQL_URL, POSTGRES_URL, REDIS_URL, require, unique_prefix
-
-ROOT = Path(__file__).resolve().parent.parent
-
-ACCESS = "00DACCESSSECRETqqqqqqqqqqqqqqqq"
-REFRESH = "5AepREFRESHSECRETwwwwwwwwwwww"
-META = "METASECRETeeeeeeeeeeeeeeeeee"
-SESSION_SECRET = "SESSIONSECRETrrrrrrrrrrrrrrrr"
-IP = "198.51.100.123"
-AGENT = "AgentSecret/9.9"
-KV_SECRET = b"KVSECRETtttttttttttttttttttt"
-SECRETS = [ACCESS, REFRESH, META, SESSION_SECRET, IP, AGENT, KV_SECRET.decode()]
+from tests.services import POSTGRES_URL, require, unique_prefix
 
 
-# -- sites: one real store per backend, opened as often as a test likes ------------------
-
-
-@dataclasses.dataclass
-class Site:
-    name: str
-    url: str
-    prefix: str
-    clock: FakeClock
-    tmp_path: Path
-
-    def open(self, **options: Any) -> AuthStorage:
-        return open_storage(self.url, prefix=self.prefix, clock=self.clock, **options)
-
-    def raw(self) -> bytes:
-        """Everything the store holds, as the server (or the file) has it."""
-        if self.name == "sqlite":
-            return b"".join(p.read_bytes() for p in self.tmp_path.iterdir() if p.name.startswith("at-rest.db"))
-        if self.name == "redis":
-            return _raw_redis(self.url, self.prefix)
-        return _raw_sql(self.url, self.prefix)
-
-    def drop(self) -> None:
-        if self.name == "redis":
-            import redis
-
-            client = redis.Redis.from_url(self.url)
-            drop_redis_keys(client, self.prefix)
-            client.close()
-        elif self.name != "sqlite":
-            from authkit.storage.sql import SqlStorage
-
-            storage = SqlStorage(self.url, prefix=self.prefix, create_schema=False)
-            storage.drop_schema()
-            storage.close()
-
-
-def _raw_sql(url: str, prefix: str) -> bytes:
-    import sqlalchemy as sa
-
-    from authkit.storage.sql import SqlStorage
-
-    engine = sa.create_engine(SqlStorage(url, prefix=prefix, create_schema=False).engine.url)
-    out: list[bytes] = []
-    try:
-        with engine.connect() as conn:
-            for name in sa.inspect(conn).get_table_names():
-                if not name.startswith(prefix):
-                    continue
-                table = sa.Table(name, sa.MetaData(), autoload_with=conn)
-                for row in conn.execute(sa.select(table)):
-                    for value in row:
-                        out.append(bytes(value) if isinstance(value, (bytes, memoryview)) else str(value).encode())
-    finally:
-        engine.dispose()
-    return b"\n".join(out)
-
-
-def _raw_redis(url: str, prefix: str) -> bytes:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    out: list[bytes] = []
-    try:
-        for name in client.scan_iter(match=prefix.replace("*", "\\*") + "*", count=500):
-            out.append(name)
-            kind = client.type(name)
-            if kind == b"string":
-                out.append(client.get(name) or b"")
-            elif kind == b"hash":
-                for field, value in client.hgetall(name).items():
-                    out += [field, value]
-            elif kind == b"zset":
-                out += [member for member, _ in client.zrange(name, 0, -1, withscores=True)]
-            elif kind == b"set":
-                out += list(client.smembers(name))
-            else:
-                raise AssertionError(f"unexpected redis type {kind!r}")
-    finally:
-        client.close()
-    return b"\n".join(out)
-
-
-def _site(name: str, tmp_path: Path, clock: FakeClock) -> Site:
-    if name == "sqlite":
-        return Site(name, f"sqlite:///{tmp_path / 'at-rest.db'}", "authkit_", clock, tmp_path)
-    if name == "redis":
-        return Site(name, require(REDIS_URL, "Redis"), unique_prefix("z").rstrip("_") + ":", clock, tmp_path)
-    url = require(POSTGRES_URL, "PostgreSQL") if name == "postgresql" else require(MYSQL_URL, "MariaDB/MySQL")
-    return Site(name, url, unique_prefix("z"), clock, tmp_path)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "mysql", "redis"])
+@pytest.fixture(params=SITE_NAMES)
 def site(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Site]:
-    s = _site(request.param, tmp_path, clock)
-    try:
-        yield s
-    finally:
-        s.drop()
+    yield from opened_site(request.param, tmp_path, clock)
 
 
 @pytest.fixture
 def key() -> str:
     return generate_key()
-
-
-def assert_no_secret(blob: bytes, secrets: list[str] = SECRETS) -> None:
-    for secret in secrets:
-        assert secret.encode() not in blob, f"{secret[:6]}... is in the store in clear"
-
-
-def _token(token_id: str = "tok-1", **fields: Any) -> AuthToken:
-    values: dict[str, Any] = {"user_id": "user-1", "access_token": ACCESS, "refresh_token": REFRESH,
-                              "scopes": ["api"], "client_id": "client-1", "metadata": {"note": META}}
-    values.update(fields)
-    return AuthToken(token_id, **values)
-
-
-def _session(**fields: Any) -> SessionData:
-    values: dict[str, Any] = {"session_id": "", "user_id": "user-1", "ip_address": IP, "user_agent": AGENT,
-                              "data": {"secret": SESSION_SECRET}}
-    values.update(fields)
-    return SessionData(**values)
-
 
 # -- 1. an encrypted store knows it is encrypted ------------------------------------------
 
@@ -181,7 +59,7 @@ def _session(**fields: Any) -> SessionData:
 def test_opening_an_encrypted_store_without_keys_is_refused(site: Site, key: str) -> None:
     with site.open(encryption_keys=[key]) as storage:
         storage.store_kv("k", b"v")
-        storage.store_session("s1", _session(expires_at=site.clock() + timedelta(hours=1)))
+        storage.store_session("s1", secret_session(expires_at=site.clock() + timedelta(hours=1)))
     with pytest.raises(ConfigurationError, match="encrypted") as info:
         site.open()
     assert key not in str(info.value)
@@ -204,7 +82,7 @@ def test_a_plain_backend_built_directly_refuses_every_call_and_writes_nothing(si
         plain = SqlStorage(site.url, prefix=site.prefix)
     with plain:
         for call in (lambda: plain.store_kv("k", b"plaintext"), lambda: plain.get_kv("k"),
-                     lambda: plain.store_session("s", _session()), lambda: plain.get_session("s"),
+                     lambda: plain.store_session("s", secret_session()), lambda: plain.get_session("s"),
                      lambda: plain.list_kv_keys(), lambda: plain.stats()):
             with pytest.raises(ConfigurationError, match="encrypted"):
                 call()
@@ -319,7 +197,7 @@ def test_changing_a_bound_token_field_in_the_database_is_an_encryption_error(sit
         assert isinstance(storage, EncryptedStorage)
         expires = site.clock() + timedelta(hours=1)
         for field in TOKEN_TAMPERS:
-            storage.store_token(_token(f"tok-{field}", access_token=f"{ACCESS}-{field}", expires_at=expires))
+            storage.store_token(secret_token(f"tok-{field}", access_token=f"{ACCESS}-{field}", expires_at=expires))
         for field, tamper in TOKEN_TAMPERS.items():
             sealed = storage.inner.get_token(f"tok-{field}")
             assert sealed is not None
@@ -336,7 +214,7 @@ def test_changing_a_bound_session_field_in_the_database_is_an_encryption_error(s
     with site.open(encryption_keys=[key]) as storage:
         assert isinstance(storage, EncryptedStorage)
         for field in SESSION_TAMPERS:
-            storage.store_session(f"s-{field}", _session(expires_at=site.clock() + timedelta(hours=1)))
+            storage.store_session(f"s-{field}", secret_session(expires_at=site.clock() + timedelta(hours=1)))
         for field, tamper in SESSION_TAMPERS.items():
             sealed = storage.inner.get_session(f"s-{field}")
             assert sealed is not None
@@ -349,10 +227,10 @@ def test_changing_a_bound_session_field_in_the_database_is_an_encryption_error(s
 def test_extending_an_expiry_with_raw_sql_is_detected(tmp_path: Path, clock: FakeClock, key: str) -> None:
     import sqlalchemy as sa
 
-    site = _site("sqlite", tmp_path, clock)
+    site = make_site("sqlite", tmp_path, clock)
     with site.open(encryption_keys=[key]) as storage:
-        storage.store_session("s1", _session(expires_at=clock() + timedelta(minutes=5)))
-        storage.store_token(_token(expires_at=clock() + timedelta(minutes=5)))
+        storage.store_session("s1", secret_session(expires_at=clock() + timedelta(minutes=5)))
+        storage.store_token(secret_token(expires_at=clock() + timedelta(minutes=5)))
     engine = sa.create_engine(site.url)
     with engine.begin() as conn:
         for name in ("authkit_sessions", "authkit_tokens"):
@@ -370,7 +248,7 @@ def test_unbound_fields_can_change(key: str, clock: FakeClock) -> None:
     """last_activity is not bound (touching it grants nothing); a kv entry's expiry is the store's TTL."""
     inner = MemoryStorage(clock=clock)
     storage = EncryptedStorage(inner, [key])
-    storage.store_session("s1", _session(expires_at=clock() + timedelta(hours=1)))
+    storage.store_session("s1", secret_session(expires_at=clock() + timedelta(hours=1)))
     sealed = inner.get_session("s1")
     assert sealed is not None
     sealed.last_activity += timedelta(seconds=30)
@@ -379,10 +257,10 @@ def test_unbound_fields_can_change(key: str, clock: FakeClock) -> None:
     assert session is not None and session.data == {"secret": SESSION_SECRET}
 
 
-def test_touch_session_through_the_wrapper_reseals_the_expiry(site: Site, key: str) -> None:
+def test_touch_session_through_the_wrapper_tags_the_new_expiry(site: Site, key: str) -> None:
     with site.open(encryption_keys=[key]) as storage:
         start = site.clock()
-        storage.store_session("s1", _session(expires_at=start + timedelta(minutes=5)))
+        storage.store_session("s1", secret_session(expires_at=start + timedelta(minutes=5)))
         later = start + timedelta(hours=2)
         assert storage.touch_session("s1", later, last_activity=start + timedelta(minutes=1))
         session = storage.get_session("s1")
@@ -391,7 +269,7 @@ def test_touch_session_through_the_wrapper_reseals_the_expiry(site: Site, key: s
         assert not storage.touch_session("missing", later)
         site.clock.advance(3600)  # past the old expiry, before the new one: still live
         assert storage.get_session("s1") is not None
-        # The rewritten envelope binds the new expiry: moving it back by hand is detected.
+        # The expiry tag the touch wrote binds the new expiry: moving it by hand is detected.
         assert isinstance(storage, EncryptedStorage)
         sealed = storage.inner.get_session("s1")
         assert sealed is not None
@@ -408,169 +286,21 @@ def test_touch_session_through_the_wrapper_reseals_the_expiry(site: Site, key: s
     assert_no_secret(site.raw())
 
 
-# -- 2. encrypting an existing store in place -------------------------------------------------
-
-
-def _fill_plain(storage: AuthStorage, n: int, clock: FakeClock) -> None:
-    now = clock()
-    storage.store_tokens_bulk([_token(f"t{i}", access_token=f"{ACCESS}{i}", expires_at=now + timedelta(hours=1))
-                               for i in range(n)])
-    storage.store_sessions_bulk([(f"s{i}", _session(expires_at=now + timedelta(hours=1))) for i in range(n)])
-    for i in range(n):
-        storage.store_kv(f"k{i}", KV_SECRET + str(i).encode(), ttl=3600)
-
-
-def test_encrypt_existing_seals_everything_resumably_while_readers_keep_working(site: Site, key: str) -> None:
-    n = 7
-    with site.open() as plain:
-        _fill_plain(plain, n, site.clock)
-        plain.store_session("gone", _session(expires_at=site.clock() + timedelta(seconds=1)))
-    assert ACCESS.encode() in site.raw()  # the store really was plaintext
-    site.clock.advance(5)
-
-    migrator = site.open(encryption_keys=[key])
-    reader = site.open(encryption_keys=[key])  # an application instance, keys rolled out already
-    assert isinstance(migrator, EncryptedStorage)
-    batches = []
-
-    def interrupt_after_two(done: int) -> None:
-        batches.append(done)
-        if len(batches) == 2:
-            raise KeyboardInterrupt  # Ctrl-C, a crash: the marker keeps the position
-
-    with pytest.raises(KeyboardInterrupt):
-        migrator.encrypt_existing(batch_size=3, progress=interrupt_after_two)
-    # Mid-migration: plaintext and sealed records side by side, both read with keys.
-    for i in range(n):
-        token = reader.get_token_by_access_token(f"{ACCESS}{i}")
-        assert token is not None and token.refresh_token == REFRESH and token.metadata == {"note": META}
-        session = reader.get_session(f"s{i}")
-        assert session is not None and session.data == {"secret": SESSION_SECRET}
-        assert reader.get_kv(f"k{i}") == KV_SECRET + str(i).encode()
-    reader.store_kv("written-during", b"sealed by the reader")  # writes are sealed, always
-    with pytest.raises(ConfigurationError):
-        site.open()  # a keyless instance started now is refused
-
-    summary = migrator.encrypt_existing(batch_size=3)
-    assert summary["resumed"] is True
-    assert summary["tokens"] + summary["sessions"] + summary["kv"] + summary["already_sealed"] >= 3 * n - 6
-    again = migrator.encrypt_existing(batch_size=3)
-    assert again["tokens"] == again["sessions"] == again["kv"] == 0 and again["resumed"] is False
-    assert_no_secret(site.raw())
-    for storage in (migrator, reader):
-        assert storage.get_token_by_access_token(f"{ACCESS}3") is not None
-        assert storage.get_kv("written-during") == b"sealed by the reader"
-        assert storage.count_active_sessions() == n
-    migrator.close()
-
-    # Migration over: a plaintext record planted now is an error again, even for the
-    # reader that saw the migration (its cached state lapses with the clock).
-    site.clock.advance(10)
-    with pytest.raises(ConfigurationError):
-        site.open()
-    reader.inner.store_session("planted", _session(user_id="admin"))
-    with pytest.raises(EncryptionError, match="not encrypted"):
-        reader.get_session("planted")
-    reader.close()
-
-
-def test_a_forged_migration_marker_does_not_open_the_plaintext_window(key: str, clock: FakeClock) -> None:
-    inner = MemoryStorage(clock=clock)
-    storage = EncryptedStorage(inner, [key])
-    storage.store_kv("a", b"1")
-    forged = EncryptedStorage(MemoryStorage(clock=clock), [generate_key()])._marker_value("migrating", None)
-    inner.store_kv(MARKER_KEY, forged)  # "migrating", signed with someone else's key
-    inner.store_session("planted", _session(user_id="admin"))
-    fresh = EncryptedStorage(inner, [key])
-    with pytest.raises(EncryptionError, match="not encrypted"):
-        fresh.get_session("planted")
-
-
-def _main(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
-    from authkit import cli
-
-    out, err = io.StringIO(), io.StringIO()
-    monkeypatch.setattr(sys, "stdout", out)
-    monkeypatch.setattr(sys, "stderr", err)
-    status = cli.main(argv)
-    monkeypatch.undo()
-    return status, out.getvalue(), err.getvalue()
-
-
-def test_authkit_encrypt_interrupted_then_resumed(tmp_path: Path, clock: FakeClock, key: str,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from authkit import cli
-
-    site = _site("sqlite", tmp_path, clock)
-    with site.open() as plain:
-        _fill_plain(plain, 10, clock)
-    url = site.url
-    calls = []
-
-    def interrupting(self: Any, done: int, force: bool = False) -> None:
-        calls.append(done)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setenv(ENCRYPTION_KEYS_ENV, key)
-        patch.setattr(cli._Progress, "update", interrupting)
-        status, out, err = _main(["encrypt", "--storage", url, "--batch-size", "4"], patch)
-    assert status == 130 and "run `authkit encrypt` again" in err
-    assert SESSION_SECRET.encode() in site.raw()  # not done yet: the sessions come after the tokens
-
-    monkeypatch.setenv(ENCRYPTION_KEYS_ENV, key)
-    status, out, err = _main(["encrypt", "--storage", url, "--batch-size", "4", "--json"], monkeypatch)
-    assert status == 0, err
-    summary = json.loads(out)
-    assert summary["status"] == "ok" and summary["resumed"] is True
-    assert summary["longest_write_seconds"] >= 0
-    assert_no_secret(site.raw())
-    assert all(s not in out + err for s in [key, *SECRETS])
-
-
-def test_authkit_encrypt_in_a_real_process(tmp_path: Path, clock: FakeClock, key: str) -> None:
-    site = _site("sqlite", tmp_path, clock)
-    with site.open() as plain:
-        _fill_plain(plain, 5, clock)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHKIT_")}
-    env["PYTHONPATH"] = str(ROOT)
-    refused = subprocess.run([sys.executable, "-m", "authkit", "encrypt", "--storage", site.url],
-                             env=env, capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 2 and ENCRYPTION_KEYS_ENV in refused.stderr
-    started = subprocess.run([sys.executable, "-m", "authkit", "encrypt", "--start", "--storage", site.url],
-                             env={**env, ENCRYPTION_KEYS_ENV: key}, capture_output=True, text=True, timeout=60)
-    assert started.returncode == 0 and "marked" in started.stdout
-    done = subprocess.run([sys.executable, "-m", "authkit", "encrypt", "--storage", site.url],
-                          env={**env, ENCRYPTION_KEYS_ENV: key}, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "sealed 15 records" in done.stdout, done.stdout + done.stderr
-    assert_no_secret(site.raw())
-    keyless = subprocess.run([sys.executable, "-m", "authkit", "init", "--check", "--storage", site.url],
-                             env=env, capture_output=True, text=True, timeout=60)
-    assert keyless.returncode == 2 and "encrypted" in keyless.stderr
-    # Cron's cleanup and stats need no keys: they read no secret and write no record.
-    for command in ("cleanup", "stats"):
-        result = subprocess.run([sys.executable, "-m", "authkit", command, "--json", "--storage", site.url],
-                                env=env, capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["kv_live"] == 5  # the marker is not counted
-
-
 # -- raw scans after every kind of write --------------------------------------------------
 
 
 def test_no_secret_in_clear_after_every_kind_of_write(site: Site, key: str) -> None:
     with site.open(encryption_keys=[key]) as storage:
         now = site.clock()
-        storage.store_token(_token("t1", expires_at=now + timedelta(hours=1)))
-        storage.update_token(_token("t1", expires_at=now + timedelta(hours=2)))
-        storage.store_tokens_bulk([_token(f"b{i}", access_token=f"{ACCESS}{i}") for i in range(3)])
-        storage.store_session("s1", _session())
-        storage.store_sessions_bulk([(f"sb{i}", _session()) for i in range(3)])
+        storage.store_token(secret_token("t1", expires_at=now + timedelta(hours=1)))
+        storage.update_token(secret_token("t1", expires_at=now + timedelta(hours=2)))
+        storage.store_tokens_bulk([secret_token(f"b{i}", access_token=f"{ACCESS}{i}") for i in range(3)])
+        storage.store_session("s1", secret_session())
+        storage.store_sessions_bulk([(f"sb{i}", secret_session()) for i in range(3)])
         storage.store_kv("k1", KV_SECRET, ttl=60)
         storage.store_kv("k2", KV_SECRET)
-        assert storage.create_session("c1", _session(expires_at=now + timedelta(hours=1)))
-        assert storage.replace_session("c1", _session(data={"secret": SESSION_SECRET, "n": 2},
+        assert storage.create_session("c1", secret_session(expires_at=now + timedelta(hours=1)))
+        assert storage.replace_session("c1", secret_session(data={"secret": SESSION_SECRET, "n": 2},
                                                       expires_at=now + timedelta(hours=1)))
         assert storage.touch_session("c1", now + timedelta(hours=3))
         assert storage.add_kv("a1", KV_SECRET, ttl=60) and storage.touch_kv("a1", 120)
@@ -768,8 +498,8 @@ def test_debug_logs_reprs_and_errors_hold_no_secret(site: Site, key: str, caplog
     caplog.set_level(logging.DEBUG)
     with site.open(encryption_keys=[key]) as storage:
         store = storage
-        store.store_token(_token())
-        store.store_session("s1", _session())
+        store.store_token(secret_token())
+        store.store_session("s1", secret_session())
         store.store_kv("k", KV_SECRET)
         assert store.get_token_by_access_token(ACCESS) is not None
         stranger = EncryptedStorage(storage.inner, [generate_key()])  # type: ignore[attr-defined]
@@ -817,8 +547,8 @@ def test_no_secret_in_memory_after_the_atomic_primitives(key: str, clock: FakeCl
     inner = MemoryStorage(clock=clock)
     storage = EncryptedStorage(inner, [key])
     now = clock()
-    assert storage.create_session("c1", _session(expires_at=now + timedelta(hours=1)))
-    assert storage.replace_session("c1", _session(data={"secret": SESSION_SECRET, "n": 2},
+    assert storage.create_session("c1", secret_session(expires_at=now + timedelta(hours=1)))
+    assert storage.replace_session("c1", secret_session(data={"secret": SESSION_SECRET, "n": 2},
                                                   expires_at=now + timedelta(hours=1)))
     assert storage.touch_session("c1", now + timedelta(hours=3))
     assert storage.add_kv("a1", KV_SECRET, ttl=60) and storage.touch_kv("a1", 120)
@@ -833,7 +563,7 @@ def test_maintenance_without_keys_cleans_and_counts_but_reads_nothing(tmp_path: 
                                                                     key: str) -> None:
     from authkit.storage.url import _open_storage
 
-    site = _site("sqlite", tmp_path, clock)
+    site = make_site("sqlite", tmp_path, clock)
     with site.open(encryption_keys=[key]) as storage:
         storage.store_kv("short", KV_SECRET, ttl=1)
         storage.store_kv("long", KV_SECRET, ttl=3600)
@@ -849,41 +579,3 @@ def test_maintenance_without_keys_cleans_and_counts_but_reads_nothing(tmp_path: 
                 call()
     with site.open(encryption_keys=[key]) as storage:
         assert storage.list_kv_keys() == ["long"] and storage.get_kv("long") == KV_SECRET
-
-
-def test_readers_and_writers_with_keys_work_throughout_a_migration(tmp_path: Path, clock: FakeClock,
-                                                                   key: str) -> None:
-    """One thread migrates while others read every record and write new ones, all with keys."""
-    from tests.threads import run_threads
-
-    site = _site("sqlite", tmp_path, clock)
-    n = 60
-    with site.open() as plain:
-        _fill_plain(plain, n, clock)
-    storages = [site.open(encryption_keys=[key]) for _ in range(3)]
-    migrator = storages[0]
-    assert isinstance(migrator, EncryptedStorage)
-    migrator.begin_encrypt_existing()
-    migrated = []
-
-    def work(worker: int) -> None:
-        if worker == 0:
-            migrated.append(migrator.encrypt_existing(batch_size=7))
-            return
-        storage = storages[worker]
-        for round_ in range(3):
-            for i in range(n):
-                token = storage.get_token_by_access_token(f"{ACCESS}{i}")
-                assert token is not None and token.refresh_token == REFRESH
-                session = storage.get_session(f"s{i}")
-                assert session is not None and session.data == {"secret": SESSION_SECRET}
-                assert storage.get_kv(f"k{i}") == KV_SECRET + str(i).encode()
-            storage.store_kv(f"new-{worker}-{round_}", KV_SECRET)
-
-    run_threads(work, 3)
-    assert migrated[0]["tokens"] + migrated[0]["already_sealed"] >= n
-    for storage in storages:
-        storage.close()
-    assert_no_secret(site.raw())
-    with site.open(encryption_keys=[key]) as storage:
-        assert len(storage.list_kv_keys("new-")) == 6 and storage.get_kv("new-1-2") == KV_SECRET

@@ -57,7 +57,7 @@ def test_python_versions_claimed_are_the_ones_tested() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     # The whole suite on CI's own Python, the database-free part on each of the others.
     assert "for env in " + " ".join(f"py{v.replace('.', '')}" for v in SUPPORTED) + "; do" in ci
-    assert "tox -e min" in ci
+    assert "tox -e \"min,$others\"" in ci  # the minimum versions with every service
 
 
 def test_the_minimum_versions_environment_pins_every_declared_floor() -> None:

@@ -27,7 +27,7 @@ from tests.threads import run_threads
 
 @pytest.fixture(scope="module")
 def bouncer() -> Iterator[str]:
-    with pgbouncer(16960, pool_size=4) as url:  # fewer server connections than client threads
+    with pgbouncer(pool_size=4) as url:  # fewer server connections than client threads
         yield url
 
 

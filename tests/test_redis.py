@@ -317,9 +317,9 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_rediss_url_talks_tls(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
-    from tests.redis_cluster import SERVER_BASE_PORT, spare_ports
+    from tests.ports import free_port
 
-    port = spare_ports(SERVER_BASE_PORT + 50, 1)[0]
+    port = free_port()
     tls = ("--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
            "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no")
     with RedisServer(port, *tls):

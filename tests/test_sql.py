@@ -552,6 +552,70 @@ def test_cleanup_holds_no_lock_between_batches(sql: SqlStorage) -> None:
     assert report.tokens == 30 and len(writes_done) >= 3
 
 
+def _waits_for_a_row_lock(watcher: sa.Connection, kind: str, table: str) -> bool:
+    """Whether a statement on ``table`` (a unique name: this test's own) waits for a row lock."""
+    if kind == "postgresql":
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %(t)s"
+    else:
+        sql = ("SELECT count(*) FROM information_schema.innodb_trx "
+               "WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE %(t)s")
+    return bool(watcher.exec_driver_sql(sql, {"t": f"%{table}%"}).scalar())
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_cleanup_goes_on_after_a_batch_a_concurrent_write_shortened(
+    kind: str, opened: Callable[..., SqlStorage]
+) -> None:
+    """A write makes a picked row live while the batch deletes: the batch comes back short,
+    and the cleanup still deletes every other expired row (it once stopped there)."""
+    clock = FakeClock()
+    storage = opened(url_for(kind, Path()), clock=clock)
+    start = clock()
+    # s00 expires first, so the first batch (ordered by expiry) picks it.
+    storage.store_session("s00", SessionData("", "u", expires_at=start + timedelta(seconds=1)))
+    storage.store_sessions_bulk([(f"s{i:02d}", SessionData("", "u", expires_at=start + timedelta(seconds=2)))
+                                 for i in range(1, 30)])
+    clock.advance(3)
+    table = storage._tables.sessions.name
+    future = int((clock() + timedelta(days=1)).timestamp()) * 1_000_000
+    engine = sa.create_engine(storage.engine.url)
+    reports: list[Any] = []
+    cleanup = threading.Thread(target=lambda: reports.append(storage.cleanup_expired(batch_size=10)), daemon=True)
+    try:
+        with engine.connect() as watcher, engine.connect() as writer:
+            revive = writer.begin()
+            writer.exec_driver_sql(f"UPDATE {table} SET expires_at = %(e)s WHERE session_id = %(id)s",
+                                   {"e": future, "id": "s00"})
+            cleanup.start()
+            deadline = time.monotonic() + 20  # bounded: a failing run must end, not hang the suite
+            while not _waits_for_a_row_lock(watcher, kind, table):  # the first batch waits for s00
+                assert cleanup.is_alive() and time.monotonic() < deadline, "the cleanup never waited for s00"
+                watcher.rollback()  # a fresh snapshot for the next look
+            revive.commit()
+            cleanup.join(30)
+    finally:
+        engine.dispose()
+    assert not cleanup.is_alive() and len(reports) == 1
+    assert reports[0].sessions == 29
+    assert storage.get_session("s00") is not None and storage.count_active_sessions() == 1
+
+
+def test_only_the_thread_holding_a_lost_lock_is_refused(sql: SqlStorage) -> None:
+    clock = sql._clock
+    assert isinstance(clock, FakeClock)
+    others: list[bytes | None] = []
+    with pytest.raises(StorageError, match="was lost"):
+        with sql.lock("job", timeout=0, ttl=5):
+            clock.advance(6)  # the lease ran out: another holder may have the lock by now
+            run_threads(lambda _: others.append(sql.get_kv("k")), 1)  # holds no lock: unaffected
+            with pytest.raises(StorageError, match="was lost"):
+                sql.get_kv("k")
+    assert others == [None]
+    assert sql.get_kv("k") is None  # outside the block, calls work again
+    with sql.lock("job", timeout=0):  # and the lock can be taken again
+        assert sql.get_kv("k") is None
+
+
 @pytest.mark.parametrize("scheme", ["mysql", "mariadb"])
 def test_mysql_and_mariadb_urls(scheme: str, opened: Callable[..., SqlStorage]) -> None:
     url = url_for("mysql", Path())

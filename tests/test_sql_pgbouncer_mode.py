@@ -62,7 +62,7 @@ def test_direct_connections_keep_prepared_statements() -> None:
 @pytest.mark.parametrize("mode", ["transaction", "session"])
 def test_behind_pgbouncer_prepared_statements_are_off(mode: str) -> None:
     # Session pooling holds a server connection per client connection: give it enough.
-    with pgbouncer(16975, pool_mode=mode, pool_size=2 if mode == "transaction" else 16) as url, \
+    with pgbouncer(pool_mode=mode, pool_size=2 if mode == "transaction" else 16) as url, \
             _store(url) as storage:
         _busy(storage)
         assert _prepare_threshold(storage) is None
@@ -70,13 +70,13 @@ def test_behind_pgbouncer_prepared_statements_are_off(mode: str) -> None:
 
 def test_a_bouncer_that_refuses_startup_options_is_connected_to_without_them() -> None:
     # PgBouncer's default: "unsupported startup parameter: options".
-    with pgbouncer(16975, pool_size=2, settings={"ignore_startup_parameters": "extra_float_digits"}) as url, \
+    with pgbouncer(pool_size=2, settings={"ignore_startup_parameters": "extra_float_digits"}) as url, \
             _store(url) as storage:
         _busy(storage)
         assert _prepare_threshold(storage) is None
 
 
 def test_statement_pooling_is_refused_clearly() -> None:
-    with pgbouncer(16975, pool_mode="statement") as url:
+    with pgbouncer(pool_mode="statement") as url:
         with pytest.raises(ConfigurationError, match="statement pooling"):
             SqlStorage(url, prefix=unique_prefix("pm"), timeout=10)

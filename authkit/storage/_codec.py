@@ -91,11 +91,11 @@ def optional_micros(moment_: datetime | None) -> int | None:
 
 
 def moment(value: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value)
+    return EPOCH + _MICROSECOND * value  # a multiplication: cheaper than timedelta(microseconds=...)
 
 
 def optional_moment(value: int | None) -> datetime | None:
-    return None if value is None else EPOCH + timedelta(microseconds=value)
+    return None if value is None else EPOCH + _MICROSECOND * value
 
 
 def live(expires_at: datetime | None, now: datetime) -> bool:

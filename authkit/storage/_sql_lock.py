@@ -74,6 +74,9 @@ class LeaseKeeper:
         self._changed = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._held = threading.local()  # the leases the current thread holds, for guard()
+        # How many leases threads hold (changed under _changed): guard() runs before every
+        # call, and with no lock held anywhere it returns without a thread-local lookup.
+        self._holding = 0
 
     def close(self) -> None:
         """Stop renewing: every lease still held runs out after its ttl."""
@@ -89,6 +92,7 @@ class LeaseKeeper:
         self._changed = threading.Condition(threading.Lock())
         self._thread = None
         self._held = threading.local()
+        self._holding = 0
 
     # -- taking and releasing ------------------------------------------------------
 
@@ -98,7 +102,7 @@ class LeaseKeeper:
         now = _micros(storage.now())
         expires_at = now + int(ttl * 1e6)
         row: dict[str, Any] = {"name": name, "owner": owner, "expires_at": expires_at}
-        take, clear = storage._sql_lock_take, storage._sql_lock_clear
+        take, clear = storage._sql.lock_take, storage._sql.lock_clear
 
         def attempt(cursor: Any) -> bool:
             cursor.execute(take, row)
@@ -117,6 +121,7 @@ class LeaseKeeper:
         lease = Lease(name, owner, ttl, expires_at, time.monotonic() + ttl / 3)
         with self._changed:
             self._leases.add(lease)
+            self._holding += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._keep, name=f"authkit-locks-{id(self):x}", daemon=True)
                 self._thread.start()
@@ -126,14 +131,15 @@ class LeaseKeeper:
 
     def release(self, lease: Lease) -> None:
         mine = self._mine()
-        if lease in mine:
-            mine.remove(lease)
         with self._changed:
+            if lease in mine:
+                mine.remove(lease)
+                self._holding -= 1
             self._leases.discard(lease)
             self._changed.notify()
         storage = self._storage
         params = {"lock": lease.name, "owner": lease.owner}
-        deleted = storage._run(lambda cursor: _rowcount(cursor, storage._sql_lock_release, params))
+        deleted = storage._run(lambda cursor: _rowcount(cursor, storage._sql.lock_release, params))
         if lease.lost or deleted == 0:
             raise lost_lock_error(lease)
 
@@ -147,6 +153,8 @@ class LeaseKeeper:
 
     def guard(self) -> None:
         """Raise if the calling thread is inside a lock it can no longer prove it holds."""
+        if not self._holding:  # a thread holding a lease counts itself until it releases it
+            return
         mine: list[Lease] | None = getattr(self._held, "leases", None)
         if not mine:
             return
@@ -183,7 +191,7 @@ class LeaseKeeper:
             expires_at = now + int(lease.ttl * 1e6)
             params = {"lock": lease.name, "owner": lease.owner, "until": expires_at}
             try:
-                renewed = storage._run(lambda cursor: _rowcount(cursor, storage._sql_lock_renew, params))
+                renewed = storage._run(lambda cursor: _rowcount(cursor, storage._sql.lock_renew, params))
             except StorageError:
                 # The server is away: try again soon, until the lease runs out.
                 lease.renew_at = time.monotonic() + min(lease.ttl / 10, 1.0)

@@ -128,6 +128,10 @@ class PrimitiveStatements:
             sa.update(sessions).where(sessions.c.session_id == bp("id"), _live(sessions)),
             ["expires_at", "last_activity"],
         )
+        self.touch_session_ip = compile_(
+            sa.update(sessions).where(sessions.c.session_id == bp("id"), _live(sessions)),
+            ["expires_at", "last_activity", "ip_address"],
+        )
         self.touch_kv = compile_(sa.update(kv).where(kv.c.name == bp("id"), _live(kv)), ["expires_at"])
         self.delete_user_sessions = compile_(sa.delete(sessions).where(sessions.c.user_id == bp("user")), None)
         self.delete_user_sessions_keep = compile_(

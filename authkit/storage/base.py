@@ -29,6 +29,7 @@ concurrent callers never need ``lock()`` around them::
 from __future__ import annotations
 
 import abc
+import bisect
 import copy
 import math
 import random
@@ -64,6 +65,7 @@ _CLEANUP_FIRST_BATCH = 1000
 _CLEANUP_MAX_BATCH = 1_000_000
 # lock(): the wait between attempts doubles from the first to the longest, jittered.
 _LOCK_WAIT_FIRST, _LOCK_WAIT_LONGEST = 0.002, 0.1
+_KV_WALK_SECONDS = 60.0  # how long the default _kv_page pages through one listing of the keys
 KvValue = bytes | bytearray | memoryview
 _ttl_seconds = ttl_seconds  # the name other modules imported before the codec existed
 
@@ -218,6 +220,9 @@ class AuthStorage(abc.ABC):
 
     # A backend holds records; a wrapper (WrappingStorage) only passes them on.
     _holds_records = True
+    # The walk in progress through the default _kv_page: its sorted keys, the cursor
+    # its last page returned, and when it was listed (time.monotonic()).
+    _kv_walk: tuple[list[str], str, float] | None = None
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or utcnow
@@ -421,7 +426,7 @@ class AuthStorage(abc.ABC):
         Works in batches, each its own short transaction, so a cron job never
         holds a big lock and other writers interleave.  Batches are sized by
         time: they grow while a batch is quick and shrink when it is slow, so
-        each statement takes about 20 ms whatever the database's speed;
+        each statement takes about 25 ms whatever the database's speed;
         ``batch_size`` caps the records of each kind per batch.  A record a
         concurrent write made live again is never deleted.  ``progress`` is
         called after every batch with the running totals.
@@ -618,6 +623,18 @@ class AuthStorage(abc.ABC):
         """Set a live session's ``expires_at`` and ``last_activity``, nothing else."""
 
     @abc.abstractmethod
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        """:meth:`_touch_session` that also sets ``ip_address``, in the same one step.
+
+        For :class:`~authkit.storage.encrypted.EncryptedStorage`, which keeps a
+        MAC of the session's expiry in that field (the ciphertext is in
+        ``user_agent``): a touch through it stays one step on the server.
+        """
+
+    @abc.abstractmethod
     def _delete_user_sessions(self, user_id: str, keep: str | None) -> int: ...
 
     @abc.abstractmethod
@@ -636,6 +653,56 @@ class AuthStorage(abc.ABC):
 
     @abc.abstractmethod
     def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool: ...
+
+    # Pages of whole records, for the bulk rewrites (encrypt_existing, reencrypt).
+    # These defaults read one record per id; SQL reads a page in one statement,
+    # Redis in two round trips.
+
+    def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
+        """Up to ``limit`` tokens (expired ones too) from ``cursor`` on, in the order and
+        with the cursor of :meth:`_token_id_page`; a token deleted meanwhile is left out."""
+        ids, cursor = self._token_id_page(cursor, limit)
+        return [t for t in map(self._get_token, ids) if t is not None], cursor
+
+    def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
+        """Like :meth:`_token_page`, for the sessions live at ``now``."""
+        ids, cursor = self._session_id_page(cursor, limit)
+        return [s for s in (self._get_session(i, now) for i in ids) if s is not None], cursor
+
+    def _kv_page(
+        self, after: str | None, limit: int, now: datetime
+    ) -> tuple[list[tuple[str, bytes, datetime | None]], str | None]:
+        """Up to ``limit`` live kv entries ``(key, value, expires_at)`` with keys after ``after``
+        (``None``: from the first), in key order (the backend's, which ``after`` follows),
+        and the next ``after`` (``None`` when there are no more).
+
+        This default (Redis, memory: no ordered kv index) lists the keys once per walk
+        and pages through that snapshot while the walk goes on (each call continuing
+        from the cursor the last one returned, within :data:`_KV_WALK_SECONDS` of the
+        listing), so a walk costs one listing, not one per page; like SCAN, a key
+        stored after the listing may be missed.
+        """
+        walk, listed = self._kv_walk, time.monotonic()
+        if walk is not None and after is not None and walk[1] == after and listed - walk[2] < _KV_WALK_SECONDS:
+            keys_all, listed = walk[0], walk[2]
+        else:
+            keys_all = sorted(self._list_kv_keys("", now))
+        start = 0 if after is None else bisect.bisect_right(keys_all, after)
+        keys = keys_all[start:start + limit]
+        more = start + limit < len(keys_all)
+        self._kv_walk = (keys_all, keys[-1], listed) if more else None
+        entries = [(k, *e) for k, e in zip(keys, self._get_kv_entries(keys, now), strict=True) if e is not None]
+        return entries, (keys[-1] if more else None)
+
+    def _get_kv_entries(self, keys: list[str], now: datetime) -> list[tuple[bytes, datetime | None] | None]:
+        """:meth:`_get_kv_entry` of each key, in order (Redis: one round trip)."""
+        return [self._get_kv_entry(k, now) for k in keys]
+
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        """:meth:`_store_kv` of each ``(key, value, expires_at)``; SQL in one transaction,
+        Redis in one script (the caller keeps a call's total size moderate)."""
+        for key, value, expires_at in entries:
+            self._store_kv(key, value, expires_at)
 
     def _drop_old_copies(self) -> None:  # noqa: B027 - most backends keep none
         """After a bulk rewrite (``encrypt_existing``, ``reencrypt``): drop the old versions

@@ -224,6 +224,12 @@ class CachedStorage(WrappingStorage):
         finally:
             self._evict(_KV, [key])
 
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        try:
+            self._inner._store_kv_entries(entries)
+        finally:
+            self._evict(_KV, [key for key, _, _ in entries])
+
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         cached, generation = self._lookup(_KV, key)
         if cached is not None and _live(cached[1], now):
@@ -261,6 +267,15 @@ class CachedStorage(WrappingStorage):
     ) -> bool:
         try:
             return self._inner._touch_session(session_id, expires_at, last_activity, now)
+        finally:
+            self._evict(_SESSION, [session_id])
+
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        try:
+            return self._inner._touch_session_ip(session_id, expires_at, last_activity, ip_address, now)
         finally:
             self._evict(_SESSION, [session_id])
 

@@ -18,11 +18,16 @@ by it: ids and kv keys, ``user_id``, every datetime, a token's ``token_type``,
 authenticated, so changing it in the database is an
 :class:`~authkit.errors.EncryptionError` on read): the record's kind and id,
 and for a token its ``user_id``, ``client_id``, ``token_type``, ``scopes``,
-``issued_at`` and ``expires_at``; for a session its ``user_id``,
-``created_at`` and ``expires_at``.  A kv value is bound to its key.
+``issued_at`` and ``expires_at``; for a session its ``user_id`` and
+``created_at`` (in the ciphertext) and its ``expires_at`` (by an *expiry tag*,
+a MAC of the session id and expiry kept in the inner record's ``ip_address``,
+so ``touch_session`` moves expiry and tag in one step on the server, without
+reading the session).  A kv value is bound to its key; its expiry is not
+bound (it is the inner store's own TTL, which ``touch_kv`` moves).
 
-Every ciphertext starts with a version byte and a 4-byte key id, then a random
-96-bit nonce; the header is bound too.
+The format (envelope, keys, bindings) is :mod:`authkit.storage._seal`; the bulk
+rewrites (``encrypt_existing``, ``reencrypt``) are
+:mod:`authkit.storage._encrypted_migration`.
 
 Access tokens are looked up through a *blind index*: the inner store's
 ``access_token`` column holds a keyed BLAKE2b-256 of the access token (an index
@@ -55,155 +60,33 @@ first key, after which the old keys can be removed.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import hmac
 import json
-import json.scanner
-import os
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from authkit.errors import ConfigurationError, EncryptionError
+from authkit.errors import EncryptionError
 from authkit.models import AuthToken, SessionData
-from authkit.storage._codec import dumps, parse_counter
+from authkit.storage import _encrypted_migration as migration
+from authkit.storage._codec import parse_counter
 from authkit.storage._marker import MARKER_KEY, claim
+from authkit.storage._seal import ENVELOPE_PREFIX, Key, Keyring, generate_key, is_sealed, kv_ad, session_ad, token_ad
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
 from authkit.storage.keys import KeySource, resolve_keys
 from authkit.storage.wrapper import WrappingStorage
 
 __all__ = ["EncryptedStorage", "generate_key", "ENVELOPE_PREFIX", "MARKER_KEY"]
 
-ENVELOPE_PREFIX = "authkit:enc:"
-"""Starts the inner field (a token's ``refresh_token``, a session's ``user_agent``) that holds a ciphertext."""
-
-_VERSION = 2  # 2: the access-granting fields are bound as associated data
-_KEY_ID_SIZE = 4
-_NONCE_SIZE = 12
-_HEADER_SIZE = 1 + _KEY_ID_SIZE
-_MIN_ENVELOPE = _HEADER_SIZE + _NONCE_SIZE + 16  # + the GCM tag
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # One encoder for every call: json.dumps() with options builds a new one each time.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _JSON_DECODE = json.JSONDecoder().decode
 _STATE_TTL = timedelta(seconds=5)  # how long a reader trusts the marker state it read
 
 # Marker states.
-_ENCRYPTED = "encrypted"
-_MIGRATING = "migrating"
-
-
-def generate_key() -> str:
-    """A new random 256-bit key as urlsafe base64 text (44 characters).
-
-    >>> key = generate_key()
-    >>> len(key)
-    44
-    """
-    return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
-
-
-def _hkdf(material: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(material)
-
-
-def _key_bytes(key: object, position: int) -> bytes:
-    """32 bytes of key material from text or bytes; never echoes the key."""
-    where = f"encryption key #{position + 1}"
-    if isinstance(key, (bytes, bytearray)) and len(key) == 32:
-        return bytes(key)
-    if isinstance(key, (bytes, bytearray)):
-        try:
-            key = bytes(key).decode("ascii")
-        except UnicodeDecodeError:
-            raise ConfigurationError(f"{where} is neither 32 raw bytes nor base64 text") from None
-    if not isinstance(key, str):
-        raise TypeError(f"{where} must be a str or bytes, not {type(key).__name__}")
-    text = key.strip()
-    text += "=" * (-len(text) % 4)  # padding is optional
-    try:
-        raw = base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise ConfigurationError(f"{where} is not urlsafe base64 text (make one with generate_key())") from None
-    if len(raw) != 32:
-        raise ConfigurationError(f"{where} decodes to {len(raw)} bytes; AES-256 needs 32 (see generate_key())")
-    return raw
-
-
-class _Key:
-    """One key's derived material: its id, the AEAD, the blind-index key and the marker key."""
-
-    __slots__ = ("_index_key", "aead", "header", "key_id", "marker_key")
-
-    def __init__(self, material: bytes) -> None:
-        # HKDF separates the uses, so the raw key is never used for two things.
-        self.key_id = _hkdf(material, b"authkit key id v1")[:_KEY_ID_SIZE]
-        self.header = bytes([_VERSION]) + self.key_id
-        # One AESGCM object per key for the storage's life: building one per call
-        # (its key schedule) was a measurable share of a write.
-        self.aead = AESGCM(_hkdf(material, b"authkit aes-256-gcm v1"))
-        # Keyed BLAKE2b is a MAC in one C call: about half the time of HMAC-SHA256.
-        self._index_key = _hkdf(material, b"authkit blind index v2")
-        self.marker_key = _hkdf(material, b"authkit store marker v1")
-
-    def __repr__(self) -> str:
-        return f"<key id {self.key_id.hex()}>"
-
-    def index(self, access_token: str) -> str:
-        """The blind index: keyed BLAKE2b-256 of the access token under this key's index key, in hex."""
-        return hashlib.blake2b(access_token.encode("utf-8"), key=self._index_key, digest_size=32).hexdigest()
-
-    def sign_marker(self, body: bytes) -> str:
-        return hmac.new(self.marker_key, body, hashlib.sha256).hexdigest()
-
-
-_US = timedelta(microseconds=1)
-
-
-def _token_ad(token: AuthToken) -> bytes:
-    """Version 2 associated data of a token: its identity and every field that grants access.
-
-    ``repr()`` of the free-text fields quotes and escapes them, so no two
-    different field sets encode alike (a NUL in a scope cannot shift a field).
-    Datetimes as exact microseconds since 1970 (several times cheaper than
-    ``isoformat()``, which was most of this function's time).
-    """
-    expires = token.expires_at
-    return (
-        f"authkit\x00token\x00{token.token_id}\x00{token.user_id}\x00"
-        f"{token.client_id!r}\x00{token.token_type!r}\x00{token.scopes!r}\x00"
-        f"{(token.issued_at - _EPOCH) // _US}\x00{'-' if expires is None else (expires - _EPOCH) // _US}"
-    ).encode()
-
-
-def _session_ad(session: SessionData) -> bytes:
-    """Version 2 associated data of a session: identity, owner, creation and expiry."""
-    expires = session.expires_at
-    return (
-        f"authkit\x00session\x00{session.session_id}\x00{session.user_id}\x00"
-        f"{(session.created_at - _EPOCH) // _US}\x00{'-' if expires is None else (expires - _EPOCH) // _US}"
-    ).encode()
-
-
-def _kv_ad(key: str) -> bytes:
-    return f"authkit\x00kv\x00{key}\x00".encode()
-
-
-def _is_sealed(text: str | None, holder: dict[str, Any]) -> bool:
-    """Whether an inner record holds a ciphertext (``text`` its carrier field, ``holder`` its JSON)."""
-    return text is not None and text.startswith(ENVELOPE_PREFIX) and not holder
-
-
-_PREFIX_LEN = len(ENVELOPE_PREFIX)
+ENCRYPTED = "encrypted"
+MIGRATING = "migrating"
 
 
 class EncryptedStorage(WrappingStorage):
@@ -226,17 +109,9 @@ class EncryptedStorage(WrappingStorage):
     """
 
     def __init__(self, inner: AuthStorage, keys: KeySource) -> None:
-        materials = resolve_keys(keys)
-        derived = [_Key(_key_bytes(key, i)) for i, key in enumerate(materials)]
-        by_id: dict[bytes, _Key] = {}
-        for i, key in enumerate(derived):
-            if key.key_id in by_id:
-                raise ConfigurationError(f"encryption key #{i + 1} repeats an earlier key")
-            by_id[key.key_id] = key
+        ring = Keyring(resolve_keys(keys))
         super().__init__(inner)
-        self._keys = derived
-        self._by_id = by_id
-        self._lookup_keys = derived if len(derived) == 1 else [*derived, derived[0]]
+        self._ring = ring
         # The inner storage is ours now: its gate (refusing keyless use of an
         # encrypted store) must not refuse us.
         claim(inner)
@@ -249,7 +124,7 @@ class EncryptedStorage(WrappingStorage):
         self._marked = False
 
     def __repr__(self) -> str:
-        return f"EncryptedStorage({self._inner!r}, keys=<{len(self._keys)}>)"
+        return f"EncryptedStorage({self._inner!r}, keys=<{len(self._ring)}>)"
 
     @property
     def inner(self) -> AuthStorage:
@@ -259,7 +134,7 @@ class EncryptedStorage(WrappingStorage):
     # -- the marker ---------------------------------------------------------
 
     def _marker_value(self, state: str, cursor: dict[str, Any] | None) -> bytes:
-        key = self._keys[0]
+        key = self._ring.current
         body = _JSON.encode({"state": state, "cursor": cursor})
         return _JSON.encode({
             "authkit": "encrypted-store", "v": 1, "body": body,
@@ -275,7 +150,7 @@ class EncryptedStorage(WrappingStorage):
         """
         try:
             outer = _JSON_DECODE(raw.decode("utf-8"))
-            key = self._by_id.get(bytes.fromhex(outer["kid"]))
+            key: Key | None = self._ring.by_id.get(bytes.fromhex(outer["kid"]))
             body = outer["body"]
             if key is None or not hmac.compare_digest(key.sign_marker(body.encode()), outer["mac"]):
                 return None, None
@@ -283,7 +158,7 @@ class EncryptedStorage(WrappingStorage):
             state, cursor = inner["state"], inner["cursor"]
         except (ValueError, KeyError, TypeError, AttributeError):
             return None, None
-        if state not in (_ENCRYPTED, _MIGRATING):
+        if state not in (ENCRYPTED, MIGRATING):
             return None, None
         return state, cursor if isinstance(cursor, dict) else None
 
@@ -296,12 +171,12 @@ class EncryptedStorage(WrappingStorage):
         now = self.now()
         cached = self._state
         if cached is not None:
-            if cached[0] == _ENCRYPTED or now - cached[1] < _STATE_TTL:
+            if cached[0] == ENCRYPTED or now - cached[1] < _STATE_TTL:
                 return cached[0]
         raw = self._read_marker()
-        state = None if raw is None else (self._parse_marker(raw)[0] or _ENCRYPTED)
-        if cached is not None and cached[0] == _ENCRYPTED:
-            state = _ENCRYPTED  # once encrypted, always encrypted for this object
+        state = None if raw is None else (self._parse_marker(raw)[0] or ENCRYPTED)
+        if cached is not None and cached[0] == ENCRYPTED:
+            state = ENCRYPTED  # once encrypted, always encrypted for this object
         self._state = (state, now)
         return state
 
@@ -317,67 +192,17 @@ class EncryptedStorage(WrappingStorage):
                 return
             if self._read_marker() is None:
                 # add_kv: a migration marked meanwhile by another process is kept.
-                self._inner._add_kv(MARKER_KEY, self._marker_value(_ENCRYPTED, None), None, self.now())
+                self._inner._add_kv(MARKER_KEY, self._marker_value(ENCRYPTED, None), None, self.now())
             self._marked = True
 
     def _legacy_ok(self) -> bool:
         """Whether a plaintext record may be read: only while a verified migration is in progress."""
-        return self._read_state() == _MIGRATING
+        return self._read_state() == MIGRATING
 
     @staticmethod
     def _check_key(key: str) -> None:
         if key == MARKER_KEY:
             raise ValueError(f"the kv key {MARKER_KEY!r} is reserved for the encryption marker")
-
-    # -- the envelope -----------------------------------------------------
-
-    def _seal(self, plaintext: bytes, ad: bytes) -> bytes:
-        key = self._keys[0]
-        header = key.header
-        nonce = os.urandom(_NONCE_SIZE)
-        return header + nonce + key.aead.encrypt(nonce, plaintext, header + ad)
-
-    def _open(self, envelope: bytes, ad: bytes, what: str) -> tuple[bytes, bytes]:
-        """The plaintext and the header (version + key id) it was sealed under."""
-        if len(envelope) < _MIN_ENVELOPE:
-            raise EncryptionError(f"a stored {what} is not an authkit ciphertext (too short)")
-        if envelope[0] != _VERSION:
-            raise EncryptionError(f"a stored {what} has an unknown ciphertext version {envelope[0]}")
-        header = envelope[:_HEADER_SIZE]
-        key = self._by_id.get(header[1:])
-        if key is None:
-            raise EncryptionError(
-                f"a stored {what} was encrypted with a key that is not configured (key id {header[1:].hex()})"
-            )
-        try:
-            plaintext = key.aead.decrypt(envelope[_HEADER_SIZE:_HEADER_SIZE + _NONCE_SIZE],
-                                         envelope[_HEADER_SIZE + _NONCE_SIZE:], header + ad)
-        except InvalidTag:
-            raise EncryptionError(
-                f"cannot decrypt a stored {what}: it was tampered with (a bound field changed), moved from "
-                "another record, or encrypted with a different key that has the same id"
-            ) from None
-        return plaintext, header
-
-    def _open_text(self, text: str, ad: bytes, what: str) -> tuple[str | None, str | None, dict[str, Any], bytes]:
-        """Decrypt what :meth:`_seal_text` made, and the header it was sealed under."""
-        try:
-            envelope = binascii.a2b_base64(text[_PREFIX_LEN:])
-        except (binascii.Error, ValueError):
-            raise EncryptionError(f"a stored {what} has a malformed ciphertext") from None
-        plaintext, header = self._open(envelope, ad, what)
-        try:
-            first, second, obj = _unpack(plaintext)
-        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
-            raise EncryptionError(f"a stored {what} decrypted to malformed data") from None
-        if not isinstance(obj, dict):
-            raise EncryptionError(f"a stored {what} decrypted to malformed data")
-        return first, second, obj, header
-
-    def _seal_text(self, first: str | None, second: str | None, obj: dict[str, Any], ad: bytes) -> str:
-        """Two optional strings and a JSON object, encrypted into one text field for the inner store."""
-        envelope = self._seal(_pack(first, second, obj), ad)
-        return ENVELOPE_PREFIX + binascii.b2a_base64(envelope, newline=False).decode("ascii")
 
     def _not_encrypted(self, what: str) -> EncryptionError:
         return EncryptionError(
@@ -393,9 +218,9 @@ class EncryptedStorage(WrappingStorage):
         # without __init__, whose datetime checks were done already.
         sealed = object.__new__(AuthToken)
         sealed.__dict__.update(token.__dict__)
-        sealed.access_token = self._keys[0].index(token.access_token)
-        sealed.refresh_token = self._seal_text(token.access_token, token.refresh_token, token.metadata,
-                                               _token_ad(token))
+        sealed.access_token = self._ring.current.index(token.access_token)
+        sealed.refresh_token = self._ring.seal_text(token.access_token, token.refresh_token, token.metadata,
+                                                    token_ad(token))
         sealed.scopes = list(token.scopes)
         sealed.metadata = {}
         return sealed
@@ -403,12 +228,12 @@ class EncryptedStorage(WrappingStorage):
     def _open_token_with_header(self, sealed: AuthToken) -> tuple[AuthToken, bytes | None]:
         """The token and the header it was sealed under (``None``: a legacy plaintext record)."""
         text = sealed.refresh_token
-        if not _is_sealed(text, sealed.metadata):
+        if not is_sealed(text, sealed.metadata):
             if self._legacy_ok():
                 return sealed, None
             raise self._not_encrypted("token")
         assert text is not None
-        access, refresh, metadata, header = self._open_text(text, _token_ad(sealed), "token")
+        access, refresh, metadata, header = self._ring.open_text(text, token_ad(sealed), "token")
         if access is None:
             raise EncryptionError("a stored token decrypted to malformed data")
         sealed.access_token = access
@@ -429,25 +254,23 @@ class EncryptedStorage(WrappingStorage):
         return None if sealed is None else self._open_token(sealed)
 
     def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
-        # Newest key first: every write uses it, so live tokens are found in one
-        # lookup; records written under an older key (before reencrypt) in a later one.
-        # With several keys the newest is tried again last: reencrypt() may have moved
-        # the record from an old key to it between our first and our later lookups.
-        for key in self._lookup_keys:
+        # Newest key first; records written under an older key (before
+        # reencrypt) are found in a later lookup (see Keyring.lookup_order).
+        for key in self._ring.lookup_order:
             token = self._lookup(key, access_token, now)
             if token is not None:
                 return token
         if self._legacy_ok():
             # During a migration a token not sealed yet is indexed by its plain value.
             legacy = self._inner._get_token_by_access_token(access_token, now)
-            if legacy is not None and not _is_sealed(legacy.refresh_token, legacy.metadata):
+            if legacy is not None and not is_sealed(legacy.refresh_token, legacy.metadata):
                 return legacy
             # Sealing is one way (plain -> sealed): a token the migration sealed between
             # our first lookup and the plain one is under the newest key's index now.
-            return self._lookup(self._keys[0], access_token, now)
+            return self._lookup(self._ring.current, access_token, now)
         return None
 
-    def _lookup(self, key: _Key, access_token: str, now: datetime) -> AuthToken | None:
+    def _lookup(self, key: Key, access_token: str, now: datetime) -> AuthToken | None:
         sealed = self._inner._get_token_by_access_token(key.index(access_token), now)
         if sealed is None:
             return None
@@ -471,24 +294,27 @@ class EncryptedStorage(WrappingStorage):
     def _seal_session(self, session: SessionData) -> SessionData:
         sealed = object.__new__(SessionData)
         sealed.__dict__.update(session.__dict__)
-        sealed.ip_address = None
-        sealed.user_agent = self._seal_text(session.ip_address, session.user_agent, session.data,
-                                            _session_ad(session))
+        sealed.ip_address = self._ring.expiry_tag(session.session_id, session.expires_at)
+        sealed.user_agent = self._ring.seal_text(session.ip_address, session.user_agent, session.data,
+                                                 session_ad(session))
         sealed.data = {}
         return sealed
 
     def _open_session_with_header(self, sealed: SessionData) -> tuple[SessionData, bytes | None]:
+        """The session and the header it was sealed under (``None``: a legacy plaintext record;
+        ``b""`` when its expiry tag was made with another key than its ciphertext)."""
         text = sealed.user_agent
-        if not _is_sealed(text, sealed.data):
+        if not is_sealed(text, sealed.data):
             if self._legacy_ok():
                 return sealed, None
             raise self._not_encrypted("session")
         assert text is not None
-        ip, agent, data, header = self._open_text(text, _session_ad(sealed), "session")
+        tag_key_id = self._ring.check_expiry_tag(sealed.ip_address, sealed.session_id, sealed.expires_at)
+        ip, agent, data, header = self._ring.open_text(text, session_ad(sealed), "session")
         sealed.data = data
         sealed.ip_address = ip
         sealed.user_agent = agent
-        return sealed, header
+        return sealed, header if header[1:] == tag_key_id else b""
 
     def _open_session(self, sealed: SessionData) -> SessionData:
         return self._open_session_with_header(sealed)[0]
@@ -508,14 +334,14 @@ class EncryptedStorage(WrappingStorage):
     # -- key-value --------------------------------------------------------
 
     def _seal_kv(self, key: str, value: bytes) -> bytes:
-        return self._seal(value, _kv_ad(key))
+        return self._ring.seal(value, kv_ad(key))
 
     def _open_kv(self, key: str, stored: bytes) -> tuple[bytes, bytes | None]:
         """The value and the header it was sealed under (``None``: a legacy plaintext value)."""
-        if not _looks_sealed_kv(stored, self._by_id) and self._legacy_ok():
+        if not self._ring.looks_sealed_kv(stored) and self._legacy_ok():
             # Not sealed by any of our keys: during a migration, a plaintext value not moved yet.
             return stored, None
-        return self._open(stored, _kv_ad(key), "kv value")
+        return self._ring.open(stored, kv_ad(key), "kv value")
 
     def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None:
         if key == MARKER_KEY:
@@ -524,16 +350,24 @@ class EncryptedStorage(WrappingStorage):
             self._mark()
         self._inner._store_kv(key, self._seal_kv(key, value), expires_at)
 
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        if any(key == MARKER_KEY for key, _, _ in entries):
+            self._check_key(MARKER_KEY)
+        if not self._marked:
+            self._mark()
+        self._inner._store_kv_entries([(key, self._seal_kv(key, value), e) for key, value, e in entries])
+
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         if key == MARKER_KEY:
             self._check_key(key)
         entry = self._inner._get_kv_entry(key, now)
-        if entry is None:
-            return None
-        if parse_counter(entry[0]) is not None:
-            return entry  # an incr_kv counter, kept in clear (see the module doc)
         # The inner store's expiry: touch_kv moves it, and it is not bound (see the module doc).
-        return self._open_kv(key, entry[0])[0], entry[1]
+        return None if entry is None else (self._open_kv_value(key, entry[0]), entry[1])
+
+    def _open_kv_value(self, key: str, stored: bytes) -> bytes:
+        if parse_counter(stored) is not None:
+            return stored  # an incr_kv counter, kept in clear (see the module doc)
+        return self._open_kv(key, stored)[0]
 
     def _delete_kv(self, key: str) -> None:
         self._check_key(key)
@@ -552,6 +386,25 @@ class EncryptedStorage(WrappingStorage):
             counts["kv_live"] -= 1  # the marker is the store's, not the application's
         return counts
 
+    # Whole-record pages: the inner store's (one statement on SQL), decrypted.
+
+    def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
+        tokens, cursor = self._inner._token_page(cursor, limit)
+        return [self._open_token(t) for t in tokens], cursor
+
+    def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
+        sessions, cursor = self._inner._session_page(cursor, limit, now)
+        return [self._open_session(s) for s in sessions], cursor
+
+    def _kv_page(
+        self, after: str | None, limit: int, now: datetime
+    ) -> tuple[list[tuple[str, bytes, datetime | None]], str | None]:
+        entries, after = self._inner._kv_page(after, limit, now)
+        return [(k, self._open_kv_value(k, v), e) for k, v, e in entries if k != MARKER_KEY], after
+
+    def _get_kv_entries(self, keys: list[str], now: datetime) -> list[tuple[bytes, datetime | None] | None]:
+        return [self._get_kv_entry(k, now) for k in keys]
+
     # -- atomic primitives --------------------------------------------------
 
     def _create_session(self, session: SessionData, now: datetime) -> bool:
@@ -567,17 +420,32 @@ class EncryptedStorage(WrappingStorage):
     def _touch_session(
         self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
     ) -> bool:
-        # expires_at is bound to the ciphertext, so moving it means a new envelope:
-        # read and verify the record, reseal it with the new expiry, and write it
-        # back with replace_session, which writes only if the session is still
-        # live (a session deleted or expired meanwhile stays gone).  See
-        # docs/encryption.md for the one race this leaves (a concurrent full write).
-        sealed = self._inner._get_session(session_id, now)
-        if sealed is None:
+        # The expiry is bound by the expiry tag in the inner record's ip_address, not
+        # by the ciphertext: moving both is one step on the server, and a concurrent
+        # full write is never overwritten with what this touch read (it reads nothing).
+        if self._legacy_ok():
+            # During a migration the session may still be plaintext, with its own
+            # ip_address where the tag would go: seal it (read, reseal, replace).
+            plain = self._inner._get_session(session_id, now)
+            if plain is None:
+                return False
+            if not is_sealed(plain.user_agent, plain.data):
+                plain.expires_at, plain.last_activity = expires_at, last_activity
+                return self._replace_session(plain, now)
+        return self._inner._touch_session_ip(
+            session_id, expires_at, last_activity, self._ring.expiry_tag(session_id, expires_at), now
+        )
+
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        # Only a wrapper around this one calls it.  The ip address is sealed inside the
+        # ciphertext, so setting it needs a new envelope: read, reseal, replace.
+        session = self._get_session(session_id, now)
+        if session is None:
             return False
-        session = self._open_session(sealed)
-        session.expires_at = expires_at
-        session.last_activity = last_activity
+        session.expires_at, session.last_activity, session.ip_address = expires_at, last_activity, ip_address
         return self._replace_session(session, now)
 
     def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
@@ -609,69 +477,21 @@ class EncryptedStorage(WrappingStorage):
         """Rewrite every record not yet under the first key (and format); return how many were rewritten.
 
         Walks tokens (expired ones too: ``get_token`` still returns them),
-        live sessions and live kv entries, ``batch_size`` at a time, writing
-        tokens and sessions back with one bulk call per batch and kv entries
-        with their expiry.  ``progress(done)`` is called after every batch
-        with the number rewritten so far.  Expired sessions and kv entries are
-        skipped: nothing can read them, and ``cleanup_expired`` deletes them
-        without decrypting.  Once it returns, the old keys can be removed from
-        the configuration.  Records of an older ciphertext version (whose
-        access-granting fields were not bound) are rewritten too.
+        live sessions and live kv entries, ``batch_size`` at a time (one read
+        per page on SQL, two round trips on Redis), writing them back with
+        one bulk call per batch and kind (kv entries with their expiry).
+        ``progress(done)`` is called after every batch with the
+        number rewritten so far.  Expired sessions and kv entries are skipped:
+        nothing can read them, and ``cleanup_expired`` deletes them without
+        decrypting.  Once it returns, the old keys can be removed from the
+        configuration.
 
         Run it from one process at a time (the ``authkit reencrypt`` command
         holds a lock).  A record the application rewrites between this
         method's read and write of the same batch is written back as it was
         read, so run it when writes are quiet, or with a small ``batch_size``.
         """
-        _check_batch_size(batch_size)
-        current = self._keys[0].header
-        done = 0
-
-        def report(count: int) -> None:
-            nonlocal done
-            done += count
-            if progress is not None:
-                progress(done)
-
-        for ids in _batches(self._inner.iter_token_ids(batch_size), batch_size):
-            tokens = []
-            for token_id in ids:
-                sealed = self._inner._get_token(token_id)
-                if sealed is not None:
-                    token, header = self._open_token_with_header(sealed)
-                    if header != current:
-                        tokens.append(token)
-            if tokens:
-                self._store_tokens(tokens)
-            report(len(tokens))
-
-        for ids in _batches(self._inner.iter_session_ids(batch_size), batch_size):
-            now = self.now()
-            sessions = []
-            for session_id in ids:
-                sealed_session = self._inner._get_session(session_id, now)
-                if sealed_session is not None:
-                    session, header = self._open_session_with_header(sealed_session)
-                    if header != current:
-                        sessions.append(session)
-            if sessions:
-                self._store_sessions(sessions)
-            report(len(sessions))
-
-        for keys in _batches(self._list_kv_keys("", self.now()), batch_size):
-            now = self.now()
-            rewritten = 0
-            for key in keys:
-                entry = self._inner._get_kv_entry(key, now)
-                if entry is None or parse_counter(entry[0]) is not None:
-                    continue  # gone, or a counter (kept in clear)
-                value, header = self._open_kv(key, entry[0])
-                if header != current:
-                    self._store_kv(key, value, entry[1])
-                    rewritten += 1
-            report(rewritten)
-        self._inner._drop_old_copies()
-        return done
+        return migration.reencrypt(self, batch_size, progress)
 
     def begin_encrypt_existing(self) -> None:
         """Mark a migration from plaintext as in progress, without moving anything yet.
@@ -684,9 +504,9 @@ class EncryptedStorage(WrappingStorage):
         """
         with self._mutex:
             raw = self._read_marker()
-            if raw is not None and self._parse_marker(raw)[0] == _MIGRATING:
+            if raw is not None and self._parse_marker(raw)[0] == MIGRATING:
                 return
-            self._write_marker(_MIGRATING, {"phase": "tokens", "cursor": None})
+            self._write_marker(MIGRATING, {"phase": "tokens", "cursor": None})
 
     def encrypt_existing(
         self, batch_size: int = DEFAULT_BATCH_SIZE, progress: Callable[[int], None] | None = None
@@ -694,15 +514,16 @@ class EncryptedStorage(WrappingStorage):
         """Seal every plaintext record of the inner store in place; return a summary.
 
         The store is marked "migrating" first (see :meth:`begin_encrypt_existing`);
-        then tokens (expired ones too), sessions and kv entries are read
-        ``batch_size`` at a time and the plaintext ones written back sealed,
-        tokens and sessions with one bulk write per batch.  After each batch
-        the position is saved in the marker, so a run that is interrupted
-        (Ctrl-C, a crash, a lost connection) continues where it stopped when
-        started again.  Expired sessions and kv entries are deleted first
-        (``cleanup_expired``), not sealed: nothing can read them.  At the end
-        the store is marked "encrypted": from then on a plaintext record is an
-        :class:`~authkit.errors.EncryptionError` again.
+        then tokens (expired ones too), sessions and kv entries are read a
+        page of ``batch_size`` at a time (keyset pagination: one statement
+        per page on SQL, two round trips on Redis) and the plaintext ones
+        written back sealed, one bulk write per batch and kind (kv entries
+        with their expiry).  After each batch the position is saved in the marker, so a
+        run that is interrupted (Ctrl-C, a crash, a lost connection) continues
+        where it stopped when started again.  Expired sessions and kv entries
+        are deleted first (``cleanup_expired``), not sealed: nothing can read
+        them.  At the end the store is marked "encrypted": from then on a
+        plaintext record is an :class:`~authkit.errors.EncryptionError` again.
 
         ``progress(done)`` is called after every batch with the number of
         records examined so far.  The summary has ``tokens``, ``sessions``,
@@ -716,145 +537,4 @@ class EncryptedStorage(WrappingStorage):
         of the same batch is written back as it was read: run it when writes
         are quiet, or with a small ``batch_size``.
         """
-        _check_batch_size(batch_size)
-        with self._mutex:
-            raw = self._read_marker()
-            state, cursor = (None, None) if raw is None else self._parse_marker(raw)
-            resumed = state == _MIGRATING and cursor is not None and cursor != {"phase": "tokens", "cursor": None}
-            if state != _MIGRATING or cursor is None:
-                cursor = {"phase": "tokens", "cursor": None}
-                self._write_marker(_MIGRATING, cursor)
-        summary: dict[str, Any] = {"tokens": 0, "sessions": 0, "kv": 0, "already_sealed": 0, "examined": 0,
-                                   "resumed": resumed, "longest_write_seconds": 0.0}
-
-        def timed_write(write: Callable[..., None], *args: Any) -> None:
-            started = time.perf_counter()
-            write(*args)
-            summary["longest_write_seconds"] = max(summary["longest_write_seconds"], time.perf_counter() - started)
-
-        def step(examined: int, position: dict[str, Any]) -> None:
-            summary["examined"] += examined
-            self._write_marker(_MIGRATING, position)
-            if progress is not None:
-                progress(summary["examined"])
-
-        if cursor["phase"] == "tokens":
-            # Deleting what has expired first keeps expired plaintext off the disk for good.
-            self._inner.cleanup_expired(batch_size=batch_size)
-        inner = self._inner
-        phases = ["tokens", "sessions", "kv"]
-        for phase in phases[phases.index(cursor.get("phase", "tokens")):]:
-            start = cursor.get("cursor") if phase == cursor.get("phase") else None
-            if phase == "tokens":
-                page: str | None = start
-                while True:
-                    ids, page = inner._token_id_page(page, batch_size)
-                    tokens = []
-                    for token_id in ids:
-                        record = inner._get_token(token_id)
-                        if record is None:
-                            continue
-                        if _is_sealed(record.refresh_token, record.metadata):
-                            summary["already_sealed"] += 1
-                        else:
-                            tokens.append(self._seal_token(record))
-                    if tokens:
-                        timed_write(inner._store_tokens, tokens)
-                    summary["tokens"] += len(tokens)
-                    step(len(ids), {"phase": "tokens" if page else "sessions", "cursor": page})
-                    if page is None:
-                        break
-            elif phase == "sessions":
-                page = start
-                while True:
-                    ids, page = inner._session_id_page(page, batch_size)
-                    now = self.now()
-                    sessions = []
-                    for session_id in ids:
-                        session = inner._get_session(session_id, now)
-                        if session is None:
-                            continue
-                        if _is_sealed(session.user_agent, session.data):
-                            summary["already_sealed"] += 1
-                        else:
-                            sessions.append(self._seal_session(session))
-                    if sessions:
-                        timed_write(inner._store_sessions, sessions)
-                    summary["sessions"] += len(sessions)
-                    step(len(ids), {"phase": "sessions" if page else "kv", "cursor": page})
-                    if page is None:
-                        break
-            else:
-                after = start
-                keys = sorted(k for k in inner._list_kv_keys("", self.now()) if k != MARKER_KEY)
-                if after is not None:
-                    keys = [k for k in keys if k > after]
-                for batch in _batches(keys, batch_size):
-                    now = self.now()
-                    for key in batch:
-                        entry = inner._get_kv_entry(key, now)
-                        if entry is None:
-                            continue
-                        value, expires_at = entry
-                        if _looks_sealed_kv(value, self._by_id):
-                            summary["already_sealed"] += 1
-                            continue
-                        sealed_value = self._seal_kv(key, value)
-                        timed_write(inner._store_kv, key, sealed_value, expires_at)
-                        summary["kv"] += 1
-                    step(len(batch), {"phase": "kv", "cursor": batch[-1]})
-        self._inner.cleanup_expired(batch_size=batch_size)
-        with self._mutex:
-            self._write_marker(_ENCRYPTED, None)
-        self._inner._drop_old_copies()
-        return summary
-
-
-def _looks_sealed_kv(value: bytes, by_id: dict[bytes, _Key]) -> bool:
-    """A kv value that starts with our version byte and one of our key ids (a plaintext
-    value does so by chance with probability 2**-40)."""
-    return value[:1] == b"\x02" and value[1:_HEADER_SIZE] in by_id
-
-
-def _check_batch_size(batch_size: object) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool):
-        raise TypeError("batch_size must be an int")
-    if batch_size <= 0:
-        raise ValueError("batch_size must be > 0")
-
-
-def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    """Lists of up to ``size`` items from the iterator ``items``."""
-    batch: list[str] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-# The C scanner behind json.loads, called directly: it skips loads()' two regular
-# expression passes for whitespace, which were most of a small record's decode time.
-_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
-
-
-def _pack(first: str | None, second: str | None, obj: dict[str, Any]) -> bytes:
-    """``[first, second, obj]`` as compact JSON: one C encoder call for the whole record."""
-    return dumps([first, second, obj]).encode("utf-8")
-
-
-def _unpack(plaintext: bytes) -> tuple[str | None, str | None, Any]:
-    """The inverse of :func:`_pack`; ``ValueError`` when malformed."""
-    text = plaintext.decode("utf-8")
-    try:
-        value, end = _SCAN(text, 0)
-    except StopIteration:  # the scanner's way of saying "no JSON value here"
-        raise ValueError("not JSON") from None
-    if end != len(text) or not isinstance(value, list) or len(value) != 3:
-        raise ValueError("not a packed record")
-    first, second, obj = value
-    if not (first is None or isinstance(first, str)) or not (second is None or isinstance(second, str)):
-        raise ValueError("not a packed record")
-    return first, second, obj
+        return migration.encrypt_existing(self, batch_size, progress)

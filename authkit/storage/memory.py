@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from authkit.errors import NotFoundError
 from authkit.models import AuthToken, CleanupReport, SessionData
@@ -189,13 +190,22 @@ class MemoryStorage(AuthStorage):
     def _touch_session(
         self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
     ) -> bool:
+        return self._touch(session_id, now, expires_at=expires_at, last_activity=last_activity)
+
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        return self._touch(session_id, now, expires_at=expires_at, last_activity=last_activity, ip_address=ip_address)
+
+    def _touch(self, session_id: str, now: datetime, **changes: Any) -> bool:
         with self._mutex:
             old = self._sessions.get(session_id)
             if old is None or not _live(old.expires_at, now):
                 return False
             # A new object, not a change in place: a reader may hold the old one.
             touched = object.__new__(SessionData)
-            touched.__dict__.update(old.__dict__, expires_at=expires_at, last_activity=last_activity)
+            touched.__dict__.update(old.__dict__, **changes)
             self._sessions[session_id] = touched
             return True
 

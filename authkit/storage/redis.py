@@ -288,23 +288,33 @@ return 1
 """
 
 # KEYS: s:<id>, sx, so.  ARGV: base, id, now, score, px, expires, last (JSON numbers
-# or 'null').  Rewrites only the two times inside the stored record: the record is
-# [1,"user",created,expires,last,...] (compact JSON), and the user id is a JSON
-# string, which is skipped honouring its escapes.
+# or 'null') and, for _touch_session_ip only, the ip address (a JSON string or
+# 'null').  Rewrites only those fields inside the stored record: the record is
+# [1,"user",created,expires,last,ip,...] (compact JSON), and the user id and the
+# ip address are JSON strings (or null), skipped honouring their escapes.
 _TOUCH_SESSION = _LUA_LIB + r"""
 local base, id = ARGV[1], ARGV[2]
 if not session_live(base, KEYS[2], id, ARGV[3]) then return 0 end
 local record = redis.call('GET', KEYS[1])
 local find, sub = string.find, string.sub
-local i = find(record, '"', 1, true) + 1
-while true do
-  local c = find(record, '["\\]', i)
-  if sub(record, c, c) == '\\' then i = c + 2 else i = c + 1; break end
+local function string_end(from)  -- the position after the JSON string opening at from
+  local i = from + 1
+  while true do
+    local c = find(record, '["\\]', i)
+    if sub(record, c, c) == '\\' then i = c + 2 else return c + 1 end
+  end
 end
+local i = string_end(find(record, '"', 1, true))
 local a = find(record, ',', i + 1, true)  -- after created
 local b = find(record, ',', a + 1, true)  -- after expires
 local c = find(record, ',', b + 1, true)  -- after last_activity
-local touched = sub(record, 1, a) .. ARGV[6] .. ',' .. ARGV[7] .. sub(record, c)
+local touched
+if ARGV[8] == nil then
+  touched = sub(record, 1, a) .. ARGV[6] .. ',' .. ARGV[7] .. sub(record, c)
+else
+  local d = sub(record, c + 1, c + 1) == 'n' and c + 5 or string_end(c + 1)  -- after the ip
+  touched = sub(record, 1, a) .. ARGV[6] .. ',' .. ARGV[7] .. ',' .. ARGV[8] .. sub(record, d)
+end
 if ARGV[5] == '' then redis.call('SET', KEYS[1], touched) else redis.call('SET', KEYS[1], touched, 'PX', ARGV[5]) end
 local user = redis.call('HGET', KEYS[3], id)
 redis.call('ZADD', KEYS[2], ARGV[4], id)
@@ -339,6 +349,21 @@ return out
 _STORE_KV = r"""
 if ARGV[4] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4]) end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
+# KEYS: kx.  ARGV: base, then four per entry: key, header+value, score, px ('' = none).
+_STORE_KV_ENTRIES = r"""
+local base = ARGV[1]
+for i = 2, #ARGV, 4 do
+  local name = base .. 'kv:' .. ARGV[i]
+  if ARGV[i + 3] == '' then
+    redis.call('SET', name, ARGV[i + 1])
+  else
+    redis.call('SET', name, ARGV[i + 1], 'PX', ARGV[i + 3])
+  end
+  redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
+end
 return 1
 """
 
@@ -654,6 +679,7 @@ class RedisStorage(AuthStorage):
         self._store_sessions_lua = register(_STORE_SESSIONS)
         self._user_sessions_lua = register(_USER_SESSIONS)
         self._store_kv_lua = register(_STORE_KV)
+        self._store_kv_entries_lua = register(_STORE_KV_ENTRIES)
         self._touch_session_lua = register(_TOUCH_SESSION)
         self._delete_user_lua = register(_DELETE_USER)
         self._add_kv_lua = register(_ADD_KV)
@@ -864,11 +890,25 @@ class RedisStorage(AuthStorage):
             self._store_kv_lua(keys=[self._b + b"kv:" + name, self._kx],
                                args=[header + value, name, _score(expires_at), self._px(expires_at, self.now())])
 
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        if not entries:
+            return
+        now = self.now()
+        args: list[Any] = [self._b]
+        for key, value, expires_at in entries:
+            header = _HEADER.pack(_NO_EXPIRY if expires_at is None else _micros(expires_at))
+            args += [_enc(key), header + value, _score(expires_at), self._px(expires_at, now)]
+        with self._errors:
+            self._store_kv_entries_lua(keys=[self._kx], args=args)
+
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         with self._errors:
             data = self._client.get(self._key(b"kv:", key))
-        if data is None:
-            return None
+        return None if data is None else self._kv_entry(data, now)
+
+    @staticmethod
+    def _kv_entry(data: bytes, now: datetime) -> tuple[bytes, datetime | None] | None:
+        """A stored kv value (expiry header + value) as ``(value, expires_at)``, ``None`` if expired."""
         try:
             (micros,) = _HEADER.unpack_from(data)
         except struct.error as exc:
@@ -914,6 +954,17 @@ class RedisStorage(AuthStorage):
         args: list[Any] = [self._b, name, _micros(now), _score(expires_at), self._px(expires_at, now),
                 b"null" if expires_at is None else str(_micros(expires_at)).encode(),
                 str(_micros(last_activity)).encode()]
+        with self._errors:
+            return bool(self._touch_session_lua(keys=[self._b + b"s:" + name, self._sx, self._so], args=args))
+
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        name = _enc(session_id)
+        args: list[Any] = [self._b, name, _micros(now), _score(expires_at), self._px(expires_at, now),
+                b"null" if expires_at is None else str(_micros(expires_at)).encode(),
+                str(_micros(last_activity)).encode(), _dumps(ip_address)]
         with self._errors:
             return bool(self._touch_session_lua(keys=[self._b + b"s:" + name, self._sx, self._so], args=args))
 
@@ -983,6 +1034,27 @@ class RedisStorage(AuthStorage):
             members = self._client.zrangebylex(index, low, b"+", start=0, num=limit)
         ids = [_dec(m) for m in members]
         return ids, (ids[-1] if len(ids) == limit else None)
+
+    # Pages of whole records (encrypt_existing, reencrypt): the id page, then one MGET.
+
+    def _mget(self, kind: bytes, names: list[str]) -> list[bytes | None]:
+        if not names:
+            return []
+        with self._errors:
+            return list(self._client.mget([self._key(kind, n) for n in names]))
+
+    def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
+        ids, cursor = self._token_id_page(cursor, limit)
+        return [_token_from(data) for data in self._mget(b"t:", ids) if data is not None], cursor
+
+    def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
+        ids, cursor = self._session_id_page(cursor, limit)
+        records = zip(ids, self._mget(b"s:", ids), strict=True)
+        found = (_session_from(i, data) for i, data in records if data is not None)
+        return [s for s in found if _live(s.expires_at, now)], cursor
+
+    def _get_kv_entries(self, keys: list[str], now: datetime) -> list[tuple[bytes, datetime | None] | None]:
+        return [None if data is None else self._kv_entry(data, now) for data in self._mget(b"kv:", keys)]
 
     def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         return self._id_page(self._ti, cursor, limit)

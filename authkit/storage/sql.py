@@ -18,8 +18,10 @@ DDL and the connection pool.  The statements are compiled once per storage and
 run on the pool's DBAPI connections directly, so an operation costs what the
 same SQL costs through the driver (see ``benchmarks/bench_sql.py``); every
 connection is in autocommit mode and multi-statement work runs between an
-explicit ``BEGIN`` and ``COMMIT``.  Engine set-up, timeouts, retries and
-error translation live in ``_sql_engine``, locks in ``_sql_lock``.  See
+explicit ``BEGIN`` and ``COMMIT``.  The statements live in ``_sql_statements``
+(the atomic primitives' in ``_sql_primitives``), the row conversion in
+``_sql_rows``, engine set-up, timeouts, retries and error translation in
+``_sql_engine``, locks in ``_sql_lock``.  See
 ``docs/sql.md`` for the schema, locks, timeouts and operational notes.
 """
 
@@ -41,11 +43,8 @@ from authkit.storage._codec import (
     counter_bounds,
     counter_overflow,
     digest,
-    dumps,
     format_counter,
-    loads,
     micros,
-    moment,
     optional_micros,
     optional_moment,
 )
@@ -55,10 +54,7 @@ from authkit.storage.base import CLEANUP_KINDS, AuthStorage, Clock
 try:
     import sqlalchemy as sa
     from sqlalchemy import exc as sa_exc
-    from sqlalchemy.dialects import mysql as sa_mysql
-    from sqlalchemy.dialects import postgresql as sa_postgresql
-    from sqlalchemy.dialects import sqlite as sa_sqlite
-    from sqlalchemy.engine import URL, Dialect, Engine
+    from sqlalchemy.engine import URL, Engine
 except ImportError as _exc:  # pragma: no cover - SQLAlchemy is a runtime dependency
     raise ConfigurationError("SqlStorage needs SQLAlchemy 2: pip install authkit-sf") from _exc
 
@@ -72,8 +68,9 @@ from authkit.storage._sql_engine import (
     make_engine,
 )
 from authkit.storage._sql_lock import Lease, LeaseKeeper
-from authkit.storage._sql_primitives import SESSION_COLUMNS, PrimitiveStatements
+from authkit.storage._sql_rows import session_from_row, session_params, text, token_from_row, token_rows
 from authkit.storage._sql_schema import MYSQL_DIALECTS, SCHEMA_VERSION, Tables
+from authkit.storage._sql_statements import Statements
 
 __all__ = ["SqlStorage", "SCHEMA_VERSION"]
 
@@ -86,22 +83,6 @@ _IN_CHUNK = 500  # ids per "IN (...)" statement in bulk deletes
 # PyMySQL sends bytes as hex, doubling them: a kv value above this size goes to
 # MySQL in pieces, so 8 MiB fits the default 16 MiB max_allowed_packet.
 _MYSQL_CHUNK = 1024 * 1024
-
-_TOKEN_COLUMNS = (
-    "token_id", "user_id", "access_token", "refresh_token", "token_type",
-    "scopes", "issued_at", "expires_at", "client_id", "metadata",
-)
-_SESSION_COLUMNS = SESSION_COLUMNS
-
-
-# The encoding rules are the codec's (one place for every backend).
-_micros, _optional_micros, _moment, _optional_moment = micros, optional_micros, moment, optional_moment
-_dumps, _loads, _digest = dumps, loads, digest
-
-
-def _text(value: str | bytes) -> str:
-    # MySQL returns VARBINARY ids as bytes; the others return str.
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _rowcount(cursor: Any, sql: str, params: dict[str, Any]) -> int:
@@ -206,7 +187,7 @@ class SqlStorage(AuthStorage):
         try:
             self._runner = Runner(engine, owns_engine=owns_engine, in_memory=in_memory, label=self._label)
             self._setup_schema(create_schema)
-            self._compile_statements()
+            self._sql = Statements(self._tables, engine.dialect)
         except BaseException:
             if owns_engine:
                 engine.dispose()
@@ -323,270 +304,24 @@ class SqlStorage(AuthStorage):
         except sa_exc.SQLAlchemyError as exc:
             raise self._error(exc, connecting=False) from exc
 
-    # -- statements ---------------------------------------------------------------
-
-    def _compile_statements(self) -> None:
-        """Compile every statement once, to the driver's own SQL and named parameters."""
-        dialect: Dialect
-        if self._is_postgresql:
-            # The plain PostgreSQL dialect: psycopg's would add a ::TYPE cast to every parameter.
-            dialect = sa_postgresql.base.PGDialect(paramstyle="pyformat")  # type: ignore[no-untyped-call]
-        elif self._is_sqlite:
-            # Named parameters whatever paramstyle the engine was made with (a shared Engine).
-            dialect = sa_sqlite.pysqlite.SQLiteDialect_pysqlite(paramstyle="named")
-        else:
-            dialect = self._engine.dialect  # knows MariaDB from MySQL, for the upsert syntax
-        self._placeholder = ":{}" if dialect.paramstyle == "named" else "%({})s"
-        quote = dialect.identifier_preparer.quote
-        tables = self._tables
-        tokens, sessions, kv = tables.tokens, tables.sessions, tables.kv
-        bp = sa.bindparam
-        one: Any = sa.literal_column("1")
-        zero: Any = sa.literal_column("0")
-
-        def sql(statement: Any, column_keys: Sequence[str] | None = None) -> str:
-            compiled = statement.compile(dialect=dialect, column_keys=list(column_keys) if column_keys else None)
-            # Statements run without SQLAlchemy filling in parameters: every one must be ours.
-            stray = [name for name in compiled.binds if re.fullmatch(r".*_\d+", name)]
-            assert not stray, f"statement has parameters SQLAlchemy would fill in: {stray}"
-            return str(compiled)
-
-        self._begin = "BEGIN IMMEDIATE" if self._is_sqlite else "BEGIN"
-        token_row = [*_TOKEN_COLUMNS, "access_digest"]
-        self._sql_upsert_token = sql(self._upsert(tokens, "token_id", token_row), token_row)
-        self._sql_upsert_session = sql(self._upsert(sessions, "session_id", _SESSION_COLUMNS), _SESSION_COLUMNS)
-        self._sql_upsert_kv = sql(self._upsert(kv, "name", ("name", "value", "expires_at")),
-                                  ("name", "value", "expires_at"))
-        self._sql_update_token = sql(
-            sa.update(tokens).where(tokens.c.token_id == bp("token_id")), [c for c in token_row if c != "token_id"]
-        )
-        self._sql_clear_digest = sql(
-            sa.update(tokens)
-            .where(tokens.c.access_digest == bp("digest"), tokens.c.token_id != bp("keep"))
-            .values(access_digest=sa.null())
-        )
-        token_cols = [tokens.c[c] for c in _TOKEN_COLUMNS]
-        session_cols = [sessions.c[c] for c in _SESSION_COLUMNS]
-        self._sql_get_token = sql(sa.select(*token_cols).where(tokens.c.token_id == bp("id")))
-        live_token = sa.or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > bp("now"))
-        self._sql_get_token_by_access = sql(
-            sa.select(*token_cols).where(tokens.c.access_digest == bp("digest"), live_token)
-        )
-        self._sql_user_tokens = sql(
-            sa.select(*token_cols).where(tokens.c.user_id == bp("id")).order_by(tokens.c.issued_at, tokens.c.token_id)
-        )
-        live_session = sa.or_(sessions.c.expires_at.is_(None), sessions.c.expires_at > bp("now"))
-        self._sql_get_session = sql(
-            sa.select(*session_cols).where(sessions.c.session_id == bp("id"), live_session)
-        )
-        self._sql_user_sessions = sql(
-            sa.select(*session_cols)
-            .where(sessions.c.user_id == bp("id"), live_session)
-            .order_by(sessions.c.created_at, sessions.c.session_id)
-        )
-        self._sql_count_sessions = sql(sa.select(sa.func.count()).select_from(sessions).where(live_session))
-        live_kv = sa.or_(kv.c.expires_at.is_(None), kv.c.expires_at > bp("now"))
-        self._sql_get_kv_entry = sql(sa.select(kv.c.value, kv.c.expires_at).where(kv.c.name == bp("id"), live_kv))
-        # A range on the primary key, not LIKE: exact under binary collations,
-        # no wildcard to escape, and an index range scan on every database.
-        self._sql_kv_keys_all = sql(sa.select(kv.c.name).where(live_kv))
-        self._sql_kv_keys_from = sql(sa.select(kv.c.name).where(kv.c.name >= bp("low"), live_kv))
-        self._sql_kv_keys_range = sql(
-            sa.select(kv.c.name).where(kv.c.name >= bp("low"), kv.c.name < bp("high"), live_kv)
-        )
-        # The hand-written statements below (S608) join only identifiers quoted by the
-        # dialect, from a prefix checked against _PREFIX_RE; every value is a parameter.
-        self._sql_delete_in = {
-            name: f"DELETE FROM {quote(table.name)} WHERE {quote(pk)} IN "  # noqa: S608
-            for name, table, pk in (("tokens", tokens, "token_id"), ("sessions", sessions, "session_id"))
-        }
-        self._sql_delete_kv = sql(sa.delete(kv).where(kv.c.name == bp("id")))
-        self._sql_append_kv = sql(
-            sa.update(kv).where(kv.c.name == bp("id")).values(value=sa.func.concat(kv.c.value, bp("chunk")))
-        )
-        self._sql_cleanup: dict[str, str] = {}
-        self._sql_stats: dict[str, str] = {}
-        self._sql_id_page: dict[str, tuple[str, str]] = {}
-        for name, table, pk in (("tokens", tokens, "token_id"), ("sessions", sessions, "session_id"),
-                                ("kv", kv, "name")):
-            expired = table.c.expires_at <= bp("now")
-            now_p, limit_p = self._placeholder.format("now"), self._placeholder.format("limit")
-            t, key, exp = quote(table.name), quote(pk), quote("expires_at")
-            if self._is_mysql:
-                # MySQL cannot LIMIT a subquery of the table it deletes from; it can
-                # LIMIT the DELETE itself, walking the expires_at index.
-                self._sql_cleanup[name] = (
-                    f"DELETE FROM {t} WHERE {exp} <= {now_p} ORDER BY {exp} LIMIT {limit_p}"  # noqa: S608
-                )
-            else:
-                # The expiry test is repeated in the DELETE itself: a row a concurrent
-                # write made live again after the sub-select picked it is re-checked
-                # (PostgreSQL re-evaluates the WHERE on the newest row version) and kept.
-                if self._is_postgresql:
-                    # The picked rows' physical addresses: a TID scan fetches each directly
-                    # ("pk IN (...)" would hash-join against every expired row, each batch
-                    # again).  A row updated meanwhile has a new address and a new expiry:
-                    # the re-check of both on its newest version keeps it.
-                    pick = f"SELECT ctid FROM {t} WHERE {exp} <= {now_p} ORDER BY {exp} LIMIT {limit_p}"  # noqa: S608
-                    where = f"ctid = ANY(ARRAY({pick}))"
-                else:
-                    pick = f"SELECT {key} FROM {t} WHERE {exp} <= {now_p} ORDER BY {exp} LIMIT {limit_p}"  # noqa: S608
-                    where = f"{key} IN ({pick})"
-                self._sql_cleanup[name] = f"DELETE FROM {t} WHERE {where} AND {exp} <= {now_p}"  # noqa: S608
-            self._sql_stats[name] = sql(
-                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((expired, one), else_=zero)), zero))
-                .select_from(table)
-            )
-            if name != "kv":
-                cursor_p = self._placeholder.format("cursor")
-                self._sql_id_page[name] = (
-                    f"SELECT {key} FROM {t} ORDER BY {key} LIMIT {limit_p}",  # noqa: S608
-                    f"SELECT {key} FROM {t} WHERE {key} > {cursor_p} ORDER BY {key} LIMIT {limit_p}",  # noqa: S608
-                )
-        self._primitives = PrimitiveStatements(tables, self._dialect_name, sql)
-        locks = tables.locks
-        take: Any
-        if self._is_mysql:
-            # IGNORE: a duplicate name inserts nothing (rowcount 0) instead of failing.
-            take = sa_mysql.insert(locks).prefix_with("IGNORE")
-        else:
-            take = (sa_postgresql if self._is_postgresql else sa_sqlite).insert(locks).on_conflict_do_nothing(
-                index_elements=["name"]
-            )
-        self._sql_lock_take = sql(take, ("name", "owner", "expires_at"))
-        self._sql_lock_clear = sql(
-            sa.delete(locks).where(
-                locks.c.name == bp("lock"), sa.or_(locks.c.expires_at <= bp("now"), locks.c.owner == bp("owner"))
-            )
-        )
-        self._sql_lock_renew = sql(
-            sa.update(locks)
-            .where(locks.c.name == bp("lock"), locks.c.owner == bp("owner"))
-            .values(expires_at=bp("until"))
-        )
-        self._sql_lock_release = sql(sa.delete(locks).where(locks.c.name == bp("lock"), locks.c.owner == bp("owner")))
-
-    def _upsert(self, table: sa.Table, pk: str, columns: Sequence[str]) -> Any:
-        """INSERT ... ON CONFLICT/ON DUPLICATE KEY UPDATE every column but ``pk``."""
-        others = [c for c in columns if c != pk]
-        if self._is_mysql:
-            ins = sa_mysql.insert(table)
-            updates: list[tuple[str, Any]] = []
-            if table is self._tables.tokens:
-                # ON DUPLICATE KEY fires on ANY unique key: a new token whose access
-                # token an older token holds would overwrite that older row.  This
-                # guard makes that case fail (NULL into a NOT NULL column, an error in
-                # strict mode), and _store_tokens retries after releasing the digest.
-                guard = sa.func.IF(table.c[pk] == ins.inserted[pk], table.c[pk], sa.null())
-                updates.append((pk, guard))
-            updates += [(c, ins.inserted[c]) for c in others]
-            return ins.on_duplicate_key_update(updates)
-        module = sa_postgresql if self._is_postgresql else sa_sqlite
-        ins = module.insert(table)
-        return ins.on_conflict_do_update(index_elements=[pk], set_={c: ins.excluded[c] for c in others})
-
-    def _in_list(self, sql_head: str, ids: Sequence[str]) -> tuple[str, dict[str, str]]:
-        names = [f"p{i}" for i in range(len(ids))]
-        sql = sql_head + "(" + ", ".join(self._placeholder.format(n) for n in names) + ")"
-        return sql, dict(zip(names, ids, strict=True))
-
-    # -- row conversion -------------------------------------------------------------
-
-    @staticmethod
-    def _token_params(token: AuthToken, digest: bytes | None) -> dict[str, Any]:
-        return {
-            "token_id": token.token_id,
-            "user_id": token.user_id,
-            "access_token": token.access_token,
-            "refresh_token": token.refresh_token,
-            "token_type": token.token_type,
-            "scopes": _dumps(token.scopes),
-            "issued_at": _micros(token.issued_at),
-            "expires_at": _optional_micros(token.expires_at),
-            "client_id": token.client_id,
-            "metadata": _dumps(token.metadata),
-            "access_digest": digest,
-        }
-
-    @staticmethod
-    def _token(row: Sequence[Any]) -> AuthToken:
-        # Built without __init__: the row was validated when stored and the datetimes
-        # are made aware UTC here, so re-checking them would only cost time per read.
-        token: AuthToken = object.__new__(AuthToken)
-        token.__dict__.update(
-            token_id=_text(row[0]),
-            user_id=_text(row[1]),
-            access_token=row[2],
-            refresh_token=row[3],
-            token_type=row[4],
-            scopes=_loads(row[5]),
-            issued_at=_moment(row[6]),
-            expires_at=_optional_moment(row[7]),
-            client_id=row[8],
-            metadata=_loads(row[9]),
-        )
-        return token
-
-    @staticmethod
-    def _session_params(session: SessionData) -> dict[str, Any]:
-        return {
-            "session_id": session.session_id,
-            "user_id": session.user_id,
-            "created_at": _micros(session.created_at),
-            "expires_at": _optional_micros(session.expires_at),
-            "last_activity": _micros(session.last_activity),
-            "ip_address": session.ip_address,
-            "user_agent": session.user_agent,
-            "data": _dumps(session.data),
-        }
-
-    @staticmethod
-    def _session(row: Sequence[Any]) -> SessionData:
-        session: SessionData = object.__new__(SessionData)  # see _token
-        session.__dict__.update(
-            session_id=_text(row[0]),
-            user_id=_text(row[1]),
-            created_at=_moment(row[2]),
-            expires_at=_optional_moment(row[3]),
-            last_activity=_moment(row[4]),
-            ip_address=row[5],
-            user_agent=row[6],
-            data=_loads(row[7]),
-        )
-        return session
-
     # -- tokens -------------------------------------------------------------------
 
-    def _token_rows(self, tokens: list[AuthToken]) -> list[dict[str, Any]]:
-        # Two tokens of one batch with the same access token: the later one owns it
-        # (as if stored one after the other), the earlier keeps its row, unfindable.
-        owner: dict[bytes, int] = {}
-        digests = []
-        for i, token in enumerate(tokens):
-            digest = _digest(token.access_token)
-            owner[digest] = i
-            digests.append(digest)
-        return [
-            self._token_params(t, d if owner[d] == i else None)
-            for i, (t, d) in enumerate(zip(tokens, digests, strict=True))
-        ]
-
     def _store_tokens(self, tokens: list[AuthToken]) -> None:
-        rows = self._token_rows(tokens)
+        rows = token_rows(tokens)
         try:
-            self._write_tokens(self._sql_upsert_token, rows)
+            self._write_tokens(self._sql.upsert_token, rows)
         except StorageError as exc:
             if not self._is_integrity_error(exc):
                 raise
             # An access token is moving to another token id: take it from its old
             # holder in the same transaction.  Rare, so the common path stays one statement.
-            self._write_tokens(self._sql_upsert_token, rows, release_digests=True)
+            self._write_tokens(self._sql.upsert_token, rows, release_digests=True)
 
     def _write_tokens(self, sql: str, rows: list[dict[str, Any]], release_digests: bool = False) -> int:
         def work(cursor: Any) -> int:
             if release_digests:
                 cursor.executemany(
-                    self._sql_clear_digest,
+                    self._sql.clear_digest,
                     [{"digest": r["access_digest"], "keep": r["token_id"]} for r in rows if r["access_digest"]],
                 )
             if len(rows) == 1:
@@ -598,13 +333,13 @@ class SqlStorage(AuthStorage):
         return self._run(work, transaction=len(rows) > 1 or release_digests)
 
     def _update_token(self, token: AuthToken) -> None:
-        rows = self._token_rows([token])
+        rows = token_rows([token])
         try:
-            changed = self._write_tokens(self._sql_update_token, rows)
+            changed = self._write_tokens(self._sql.update_token, rows)
         except StorageError as exc:
             if not self._is_integrity_error(exc):
                 raise
-            changed = self._write_tokens(self._sql_update_token, rows, release_digests=True)
+            changed = self._write_tokens(self._sql.update_token, rows, release_digests=True)
         # MySQL reports rows matched, not changed (SQLAlchemy's PyMySQL dialect sets
         # CLIENT_FOUND_ROWS), so an update to identical values still counts as found.
         if changed < 1:
@@ -629,20 +364,20 @@ class SqlStorage(AuthStorage):
         return self._run(lambda cursor: _rowcount(cursor, sql, params))
 
     def _get_token(self, token_id: str) -> AuthToken | None:
-        row = self._fetchone(self._sql_get_token, {"id": token_id})
-        return None if row is None else self._token(row)
+        row = self._fetchone(self._sql.get_token, {"id": token_id})
+        return None if row is None else token_from_row(row)
 
     def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
-        row = self._fetchone(self._sql_get_token_by_access, {"digest": _digest(access_token), "now": _micros(now)})
+        row = self._fetchone(self._sql.get_token_by_access, {"digest": digest(access_token), "now": micros(now)})
         # The digest is the index; the comparison of the token itself is exact.
         if row is None or row[2] != access_token:
             return None
-        return self._token(row)
+        return token_from_row(row)
 
     def _delete_ids(self, kind: str, ids: list[str]) -> None:
         def work(cursor: Any) -> None:
             for start in range(0, len(ids), _IN_CHUNK):
-                cursor.execute(*self._in_list(self._sql_delete_in[kind], ids[start:start + _IN_CHUNK]))
+                cursor.execute(*self._sql.in_list(self._sql.delete_in[kind], ids[start:start + _IN_CHUNK]))
 
         self._run(work, transaction=len(ids) > _IN_CHUNK)
 
@@ -650,70 +385,80 @@ class SqlStorage(AuthStorage):
         self._delete_ids("tokens", token_ids)
 
     def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
-        return [self._token(row) for row in self._fetchall(self._sql_user_tokens, {"id": user_id})]
+        return [token_from_row(row) for row in self._fetchall(self._sql.user_tokens, {"id": user_id})]
 
     # -- sessions -----------------------------------------------------------------
 
     def _store_sessions(self, sessions: list[SessionData]) -> None:
-        rows = [self._session_params(s) for s in sessions]
+        rows = [session_params(s) for s in sessions]
 
         def work(cursor: Any) -> None:
             if len(rows) == 1:
-                cursor.execute(self._sql_upsert_session, rows[0])
+                cursor.execute(self._sql.upsert_session, rows[0])
             else:
-                cursor.executemany(self._sql_upsert_session, rows)
+                cursor.executemany(self._sql.upsert_session, rows)
 
         self._run(work, transaction=len(rows) > 1)
 
     def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
-        row = self._fetchone(self._sql_get_session, {"id": session_id, "now": _micros(now)})
-        return None if row is None else self._session(row)
+        row = self._fetchone(self._sql.get_session, {"id": session_id, "now": micros(now)})
+        return None if row is None else session_from_row(row)
 
     def _delete_sessions(self, session_ids: list[str]) -> None:
         self._delete_ids("sessions", session_ids)
 
     def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
-        rows = self._fetchall(self._sql_user_sessions, {"id": user_id, "now": _micros(now)})
-        return [self._session(row) for row in rows]
+        rows = self._fetchall(self._sql.user_sessions, {"id": user_id, "now": micros(now)})
+        return [session_from_row(row) for row in rows]
 
     def _count_active_sessions(self, now: datetime) -> int:
-        return int(self._fetchone(self._sql_count_sessions, {"now": _micros(now)})[0])
+        return int(self._fetchone(self._sql.count_sessions, {"now": micros(now)})[0])
 
     # -- key-value ------------------------------------------------------------------
 
     def _store_kv(self, key: str, value: bytes, expires_at: datetime | None) -> None:
-        expires = _optional_micros(expires_at)
+        expires = optional_micros(expires_at)
         if self._is_mysql and len(value) > _MYSQL_CHUNK:
 
             def work(cursor: Any) -> None:
-                cursor.execute(self._sql_upsert_kv, {"name": key, "value": value[:_MYSQL_CHUNK], "expires_at": expires})
+                cursor.execute(self._sql.upsert_kv, {"name": key, "value": value[:_MYSQL_CHUNK], "expires_at": expires})
                 for start in range(_MYSQL_CHUNK, len(value), _MYSQL_CHUNK):
-                    cursor.execute(self._sql_append_kv, {"id": key, "chunk": value[start:start + _MYSQL_CHUNK]})
+                    cursor.execute(self._sql.append_kv, {"id": key, "chunk": value[start:start + _MYSQL_CHUNK]})
 
             self._run(work, transaction=True)
             return
-        self._execute(self._sql_upsert_kv, {"name": key, "value": value, "expires_at": expires})
+        self._execute(self._sql.upsert_kv, {"name": key, "value": value, "expires_at": expires})
+
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        # Values too big for one MySQL packet go one by one (each its own transaction).
+        big = [e for e in entries if self._is_mysql and len(e[1]) > _MYSQL_CHUNK]
+        rows = [{"name": k, "value": v, "expires_at": optional_micros(e)} for k, v, e in entries
+                if not (self._is_mysql and len(v) > _MYSQL_CHUNK)]
+        if rows:
+            self._run(lambda cursor: cursor.executemany(self._sql.upsert_kv, rows), transaction=True)
+        for key, value, expires_at in big:
+            self._store_kv(key, value, expires_at)
 
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
-        row = self._fetchone(self._sql_get_kv_entry, {"id": key, "now": _micros(now)})
-        return None if row is None else (bytes(row[0]), _optional_moment(row[1]))
+        row = self._fetchone(self._sql.get_kv_entry, {"id": key, "now": micros(now)})
+        return None if row is None else (bytes(row[0]), optional_moment(row[1]))
 
     def _delete_kv(self, key: str) -> None:
-        self._execute(self._sql_delete_kv, {"id": key})
+        self._execute(self._sql.delete_kv, {"id": key})
 
     def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
-        params: dict[str, Any] = {"now": _micros(now)}
+        params: dict[str, Any] = {"now": micros(now)}
         if not prefix:
-            sql = self._sql_kv_keys_all
+            sql = self._sql.kv_keys_all
         else:
             params["low"] = prefix
             high = _next_prefix(prefix)
             if high is None:
-                sql = self._sql_kv_keys_from
+                sql = self._sql.kv_keys_from
             else:
-                sql = self._sql_kv_keys_range
+                sql = self._sql.kv_keys_range
                 params["high"] = high
-        keys = [_text(row[0]) for row in self._fetchall(sql, params)]
+        keys = [text(row[0]) for row in self._fetchall(sql, params)]
         # The range is exact; this check only guards against a database whose
         # collation was changed behind our back.
         return [k for k in keys if k.startswith(prefix)]
@@ -731,53 +476,61 @@ class SqlStorage(AuthStorage):
             # would answer False.  A deadlock rolled it back, so that is retried.
             return self._run(lambda cursor: _rowcount(cursor, sql, params) > 0, idempotent=False)
         except StorageError as exc:
-            if self._primitives.mysql and self._is_integrity_error(exc):
+            if self._sql.primitives.mysql and self._is_integrity_error(exc):
                 return False  # MySQL's guard refused: a live row stands
             raise
 
     def _create_session(self, session: SessionData, now: datetime) -> bool:
-        params = self._session_params(session)
-        params["now"] = _micros(now)
-        return self._write_unless_live(self._primitives.create_session, params)
+        params = session_params(session)
+        params["now"] = micros(now)
+        return self._write_unless_live(self._sql.primitives.create_session, params)
 
     def _replace_session(self, session: SessionData, now: datetime) -> bool:
-        params = self._session_params(session)
+        params = session_params(session)
         params["id"] = params.pop("session_id")
-        params["now"] = _micros(now)
-        return self._execute(self._primitives.replace_session, params) > 0
+        params["now"] = micros(now)
+        return self._execute(self._sql.primitives.replace_session, params) > 0
 
     def _touch_session(
         self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
     ) -> bool:
-        params = {"id": session_id, "expires_at": _optional_micros(expires_at),
-                  "last_activity": _micros(last_activity), "now": _micros(now)}
-        return self._execute(self._primitives.touch_session, params) > 0
+        params = {"id": session_id, "expires_at": optional_micros(expires_at),
+                  "last_activity": micros(last_activity), "now": micros(now)}
+        return self._execute(self._sql.primitives.touch_session, params) > 0
+
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        params = {"id": session_id, "expires_at": optional_micros(expires_at),
+                  "last_activity": micros(last_activity), "ip_address": ip_address, "now": micros(now)}
+        return self._execute(self._sql.primitives.touch_session_ip, params) > 0
 
     def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
         if keep is None:
-            sql, params = self._primitives.delete_user_sessions, {"user": user_id}
+            sql, params = self._sql.primitives.delete_user_sessions, {"user": user_id}
         else:
-            sql, params = self._primitives.delete_user_sessions_keep, {"user": user_id, "keep": keep}
+            sql, params = self._sql.primitives.delete_user_sessions_keep, {"user": user_id, "keep": keep}
         # Not idempotent as to the count it returns: no re-run after a lost connection.
         return max(self._run(lambda cursor: _rowcount(cursor, sql, params), idempotent=False), 0)
 
     def _delete_user_tokens(self, user_id: str) -> int:
         params = {"user": user_id}
-        return max(self._run(lambda cursor: _rowcount(cursor, self._primitives.delete_user_tokens, params),
+        return max(self._run(lambda cursor: _rowcount(cursor, self._sql.primitives.delete_user_tokens, params),
                              idempotent=False), 0)
 
     def _add_kv(self, key: str, value: bytes, expires_at: datetime | None, now: datetime) -> bool:
-        params = {"name": key, "value": value, "expires_at": _optional_micros(expires_at), "now": _micros(now)}
+        params = {"name": key, "value": value, "expires_at": optional_micros(expires_at), "now": micros(now)}
         if not (self._is_mysql and len(value) > _MYSQL_CHUNK):
-            return self._write_unless_live(self._primitives.add_kv, params)
+            return self._write_unless_live(self._sql.primitives.add_kv, params)
         # Too big for one MySQL packet: the first piece decides, in a transaction
         # with the rest, so no reader ever sees a partial value.
         params["value"] = value[:_MYSQL_CHUNK]
 
         def work(cursor: Any) -> None:
-            cursor.execute(self._primitives.add_kv, params)
+            cursor.execute(self._sql.primitives.add_kv, params)
             for start in range(_MYSQL_CHUNK, len(value), _MYSQL_CHUNK):
-                cursor.execute(self._sql_append_kv, {"id": key, "chunk": value[start:start + _MYSQL_CHUNK]})
+                cursor.execute(self._sql.append_kv, {"id": key, "chunk": value[start:start + _MYSQL_CHUNK]})
 
         try:
             self._run(work, transaction=True, idempotent=False)
@@ -789,12 +542,12 @@ class SqlStorage(AuthStorage):
 
     def _incr_kv(self, key: str, amount: int, expires_at: datetime | None, now: datetime) -> int:
         low, high = counter_bounds(amount)
-        params = {"name": key, "value": format_counter(amount), "expires_at": _optional_micros(expires_at),
-                  "now": _micros(now), "amount": amount, "lo": low, "hi": high}
+        params = {"name": key, "value": format_counter(amount), "expires_at": optional_micros(expires_at),
+                  "now": micros(now), "amount": amount, "lo": low, "hi": high}
 
         def work(cursor: Any) -> tuple[Any, ...] | int | None:
-            cursor.execute(self._primitives.incr_kv, params)
-            if self._primitives.mysql:
+            cursor.execute(self._sql.primitives.incr_kv, params)
+            if self._sql.primitives.mysql:
                 # LAST_INSERT_ID(total) arrives as lastrowid, unsigned.  A plain insert sets
                 # none (0): the counter is then `amount`; a changed row (2) always sets it.
                 reported = int(cursor.lastrowid or 0)
@@ -811,7 +564,7 @@ class SqlStorage(AuthStorage):
                 return result
             row = result
         except StorageError as exc:
-            if self._primitives.mysql and self._is_integrity_error(exc):
+            if self._sql.primitives.mysql and self._is_integrity_error(exc):
                 raise counter_overflow(key, amount) from None
             raise
         if row is None:  # the WHERE refused: not a counter, or no room for the addition
@@ -819,28 +572,36 @@ class SqlStorage(AuthStorage):
         return int(bytes(row[0]))
 
     def _touch_kv(self, key: str, expires_at: datetime | None, now: datetime) -> bool:
-        params = {"id": key, "expires_at": _optional_micros(expires_at), "now": _micros(now)}
-        return self._execute(self._primitives.touch_kv, params) > 0
+        params = {"id": key, "expires_at": optional_micros(expires_at), "now": micros(now)}
+        return self._execute(self._sql.primitives.touch_kv, params) > 0
 
     # -- maintenance ----------------------------------------------------------------
 
     def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
-        params = {"now": _micros(now), "limit": limit}
         counts = dict.fromkeys(CLEANUP_KINDS, 0)
         for name in kinds:
             # One table per statement, each its own (autocommitted) transaction:
             # every lock it takes is released before the next statement starts.  The
             # statement tests expiry itself, so running it again is harmless.
-            counts[name] = max(self._execute(self._sql_cleanup[name], params), 0)
+            while counts[name] < limit:
+                params = {"now": micros(now), "limit": limit - counts[name]}
+                deleted = max(self._execute(self._sql.cleanup[name], params), 0)
+                if deleted == 0:
+                    break
+                # Fewer than asked for need not mean none are left: on PostgreSQL and
+                # SQLite the statement picks its rows first, and a row a concurrent write
+                # made live meanwhile is picked but kept.  The caller takes a short batch
+                # for "done", so ask again until one comes back empty.
+                counts[name] += deleted
         return CleanupReport(tokens=counts["tokens"], sessions=counts["sessions"], kv=counts["kv"])
 
     def _stats(self, now: datetime) -> dict[str, int]:
-        params = {"now": _micros(now)}
+        params = {"now": micros(now)}
 
         def work(cursor: Any) -> dict[str, int]:
             stats: dict[str, int] = {}
             for name in ("tokens", "sessions", "kv"):
-                cursor.execute(self._sql_stats[name], params)
+                cursor.execute(self._sql.stats[name], params)
                 total, expired = cursor.fetchone()
                 stats[f"{name}_live"] = int(total) - int(expired)
                 stats[f"{name}_expired"] = int(expired)
@@ -849,13 +610,37 @@ class SqlStorage(AuthStorage):
         return self._run(work)
 
     def _id_page(self, kind: str, cursor_id: str | None, limit: int) -> tuple[list[str], str | None]:
-        first, after = self._sql_id_page[kind]
+        first, after = self._sql.id_page[kind]
         if cursor_id is None:
             rows = self._fetchall(first, {"limit": limit})
         else:
             rows = self._fetchall(after, {"limit": limit, "cursor": cursor_id})
-        ids = [_text(row[0]) for row in rows]
+        ids = [text(row[0]) for row in rows]
         return ids, (ids[-1] if len(ids) == limit else None)
+
+    def _record_page(self, kind: str, cursor: str | None, limit: int, now: datetime | None) -> list[Any]:
+        first, after = self._sql.record_page[kind]
+        params: dict[str, Any] = {"limit": limit}
+        if now is not None:
+            params["now"] = micros(now)
+        if cursor is not None:
+            params["cursor"] = cursor
+        return self._fetchall(first if cursor is None else after, params)
+
+    def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
+        tokens = [token_from_row(row) for row in self._record_page("tokens", cursor, limit, None)]
+        return tokens, (tokens[-1].token_id if len(tokens) == limit else None)
+
+    def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
+        sessions = [session_from_row(row) for row in self._record_page("sessions", cursor, limit, now)]
+        return sessions, (sessions[-1].session_id if len(sessions) == limit else None)
+
+    def _kv_page(
+        self, after: str | None, limit: int, now: datetime
+    ) -> tuple[list[tuple[str, bytes, datetime | None]], str | None]:
+        rows = self._record_page("kv", after, limit, now)
+        entries = [(text(row[0]), bytes(row[1]), optional_moment(row[2])) for row in rows]
+        return entries, (entries[-1][0] if len(entries) == limit else None)
 
     def _token_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         return self._id_page("tokens", cursor, limit)

@@ -95,6 +95,23 @@ class WrappingStorage(AuthStorage):
     def _session_id_page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         return self._inner._session_id_page(cursor, limit)
 
+    def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
+        return self._inner._token_page(cursor, limit)
+
+    def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
+        return self._inner._session_page(cursor, limit, now)
+
+    def _kv_page(
+        self, after: str | None, limit: int, now: datetime
+    ) -> tuple[list[tuple[str, bytes, datetime | None]], str | None]:
+        return self._inner._kv_page(after, limit, now)
+
+    def _get_kv_entries(self, keys: list[str], now: datetime) -> list[tuple[bytes, datetime | None] | None]:
+        return self._inner._get_kv_entries(keys, now)
+
+    def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
+        self._inner._store_kv_entries(entries)
+
     def _try_lock(self, name: str, ttl: float) -> Any:
         return self._inner._try_lock(name, ttl)
 
@@ -116,6 +133,12 @@ class WrappingStorage(AuthStorage):
         self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
     ) -> bool:
         return self._inner._touch_session(session_id, expires_at, last_activity, now)
+
+    def _touch_session_ip(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
+        now: datetime,
+    ) -> bool:
+        return self._inner._touch_session_ip(session_id, expires_at, last_activity, ip_address, now)
 
     def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
         return self._inner._delete_user_sessions(user_id, keep)
