@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -59,9 +60,23 @@ class Servers:
 
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], port: int, log: Path, *, user: str | None = None
+              ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` (as ``user`` when running as root), killed if this process dies."""
+        prepare: Any = _DIE_WITH_PARENT
+        if user is not None and os.geteuid() == 0:
+            # Drop to the user *before* asking to die with the parent: the kernel forgets that
+            # request when a process changes its credentials (PgBouncer's own "-u" would).
+            account = pwd.getpwnam(user)
+
+            def prepare() -> None:
+                os.setgroups([])
+                os.setgid(account.pw_gid)
+                os.setuid(account.pw_uid)
+                _DIE_WITH_PARENT()
+
         with log.open("wb") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_DIE_WITH_PARENT)
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=prepare)
         self.processes[name] = process
         wait_for_port(port, process, name)
         return process
@@ -164,7 +179,7 @@ def pgbouncer(*, pool_mode: str = "transaction", pool_size: int = 20,
     executable = binary("pgbouncer", "pgbouncer")
     upstream = urlsplit(upstream_url or require(POSTGRES_URL, "PostgreSQL"))
     port = free_port()
-    # pgbouncer refuses to run as root: it drops to nobody, who must read the config.
+    # pgbouncer refuses to run as root: it runs as nobody (Servers.start), who must read the config.
     tmp = Path(tempfile.mkdtemp(prefix="authkit-pgbouncer-"))
     tmp.chmod(0o755)
     user = upstream.username or "postgres"
@@ -182,10 +197,10 @@ def pgbouncer(*, pool_mode: str = "transaction", pool_size: int = 20,
     )
     for name in ("users.txt", "pgbouncer.ini"):
         (tmp / name).chmod(0o644)
-    argv = [executable, *(["-u", "nobody"] if os.geteuid() == 0 else []), str(tmp / "pgbouncer.ini")]
+    argv = [executable, str(tmp / "pgbouncer.ini")]
     servers = Servers()
     try:
-        servers.start("pgbouncer", argv, port, tmp / "pgbouncer.log")
+        servers.start("pgbouncer", argv, port, tmp / "pgbouncer.log", user="nobody")
         database = upstream.path.lstrip("/") or "test"
         yield f"postgresql://{user}@127.0.0.1:{port}/{database}"
     finally:
