@@ -11,6 +11,8 @@ Each operation runs in interleaved rounds (ours, peer, peer, ours, ...); the
 table gives the median throughputs, the median of the per-round ratios
 (ours / peer: above 1.00x is faster) with its range, and the round trips one
 operation costs on each side, counted by a TCP proxy between client and server.
+For Flask on Redis a second table gives the CPU one request costs, this process's
+plus a private ``redis-server``'s: steadier than throughput on a loaded machine.
 
 ``python -m benchmarks.run sessions`` (``--quick`` for a smoke run), or alone:
 ``python -m benchmarks.bench_sessions``.  Needs the ``bench`` extra
@@ -231,6 +233,52 @@ def _flask(server_url: str, ours: Callable[[str, int, ExitStack], _FlaskSide],
             result = versus(timed_ops[0][name], timed_ops[1][name], n, rounds)
             trips = (_turns(proxy, counted_ops[0][name]), _turns(proxy, counted_ops[1][name]))
             rows.add(name, result.cells(), trips)
+    rows.print()
+
+
+def _flask_cpu(n: int, rounds: int) -> None:
+    """CPU per Flask request on Redis, ours and Flask-Session's: this process's CPU time plus the
+    server's (``INFO cpu``) on a private ``redis-server`` that nothing else uses.
+
+    Wall-clock throughput on a loaded shared machine mostly measures the scheduler; CPU time
+    is what a request costs whatever else runs, so this table is the steadier yardstick.
+    """
+    import shutil
+    import statistics
+    import time
+
+    import redis
+
+    from tests.redis_cluster import RedisServer
+
+    if shutil.which("redis-server") is None:
+        print("\n## Flask sessions on Redis, CPU per request: skipped (no redis-server binary)")
+        return
+    rows = _Rows("Flask sessions on Redis, CPU per request (client + private server): authkit vs Flask-Session")
+    with RedisServer() as server, ExitStack() as stack:  # a port of AUTHKIT_TEST_PRIVATE_PORTS
+        client = redis.Redis.from_url(server.url)
+        stack.callback(client.close)
+
+        def server_cpu() -> float:
+            info = client.info("cpu")
+            return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+        sides = [_flask_authkit(server.url, n, stack), _flask_session_redis(server.url, n, stack)]
+        ops = [side.ops() for side in sides]
+        for name in ops[0]:
+            costs: list[list[float]] = [[], []]
+            for round_ in range(rounds):
+                for side in (0, 1) if round_ % 2 == 0 else (1, 0):
+                    op = ops[side][name]()
+                    cpu, started = server_cpu(), time.process_time()
+                    for i in range(n):
+                        op(i)
+                    costs[side].append((time.process_time() - started + server_cpu() - cpu) / n)
+            ratios = [p / o for o, p in zip(costs[0], costs[1], strict=True)]
+            ours, peer = statistics.median(costs[0]), statistics.median(costs[1])
+            rows.rows.append((name, f"{ours * 1e6:,.0f} us", f"{peer * 1e6:,.0f} us",
+                              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})", "",
+                              ">= 1.00x (peer CPU / ours)"))
     rows.print()
 
 
@@ -468,6 +516,7 @@ def run(quick: bool) -> None:
     if reachable(REDIS_URL):
         _flask(REDIS_URL, _flask_authkit, _flask_session_redis,
                "Flask sessions on Redis: authkit vs Flask-Session (redis)", n, rounds)
+        _flask_cpu(n, rounds)
     else:
         print("\n## Flask sessions on Redis: skipped (Redis is not reachable)")
     if reachable(POSTGRES_URL):

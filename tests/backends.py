@@ -138,7 +138,7 @@ def drop_redis_keys(client: object, prefix: str) -> None:
     import redis
     import redis.cluster
 
-    from authkit.storage.redis import _glob_escape
+    from authkit.storage._redis_codec import glob_escape as _glob_escape
 
     pattern = _glob_escape(prefix.encode()) + b"*"
     if isinstance(client, redis.cluster.RedisCluster):

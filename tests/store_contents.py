@@ -49,7 +49,7 @@ def _sql(storage: Any) -> str:
 
 
 def _redis(storage: Any) -> str:
-    from authkit.storage.redis import _glob_escape
+    from authkit.storage._redis_codec import glob_escape as _glob_escape
 
     client = storage._client
     base: bytes = storage._b  # the prefix plus its hash tag: every key of the storage starts with it

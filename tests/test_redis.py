@@ -24,6 +24,7 @@ import redis.cluster
 from authkit.errors import NotFoundError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, SessionData
 from authkit.storage import open_storage
+from authkit.storage._codec import EPOCH
 from authkit.storage.redis import RedisStorage
 from tests.backends import drop_redis_keys
 from tests.clock import FakeClock
@@ -55,13 +56,15 @@ def store(raw: Any, clock: FakeClock) -> Iterator[RedisStorage]:
 
 def keys_of(client: Any, prefix: str, *, marker: bool = False) -> list[bytes]:
     """The key names under ``prefix``; without each storage's marker key unless ``marker``."""
-    from authkit.storage.redis import _MARKER, _glob_escape
+    from authkit.storage._redis_codec import MARKER as _MARKER
+    from authkit.storage._redis_codec import glob_escape as _glob_escape
 
     pattern = _glob_escape(prefix.encode()) + b"*"
     if isinstance(client, redis.cluster.RedisCluster):
-        names = [k for node in client.get_primaries() for k in client.scan_iter(match=pattern, target_nodes=node)]
+        names = [k for node in client.get_primaries()
+                 for k in client.scan_iter(match=pattern, count=1000, target_nodes=node)]
     else:
-        names = list(client.scan_iter(match=pattern))
+        names = list(client.scan_iter(match=pattern, count=1000))
     return [k for k in names if marker or not k.endswith(b"}:" + _MARKER)]
 
 
@@ -80,7 +83,7 @@ def check_indexes(storage: RedisStorage) -> None:
     for token_id, owner in owners.items():
         got = storage.get_token(token_id)
         assert got is not None, token_id
-        from authkit.storage.redis import _digest
+        from authkit.storage._redis_codec import digest as _digest
 
         assert owner == _digest(got.access_token) + got.user_id.encode()
         holder = client.get(b + b"ta:" + owner[:64])  # this token, or another with the same access token
@@ -169,7 +172,7 @@ def test_records_redis_expired_are_never_returned_and_cleanup_prunes_them(
 
 def test_index_pointing_at_a_replaced_record_is_not_trusted(store: RedisStorage, raw: Any) -> None:
     store.store_token(token(access_token="a1"))
-    from authkit.storage.redis import _digest
+    from authkit.storage._redis_codec import digest as _digest
 
     # A stale digest key (as a crash between writes could leave, if writes were not atomic):
     raw.set(store._b + b"ta:" + _digest("forged"), b"t1")
@@ -630,6 +633,69 @@ def test_touch_session_keeps_odd_user_ids_and_data(store: RedisStorage, clock: F
     assert got is not None and got.user_id == user and got.data == data and got.expires_at == later
     assert [s.session_id for s in store.list_user_sessions(user)] == ["s1"]
     check_indexes(store)
+
+
+def check_session_indexes(storage: RedisStorage, users: list[str]) -> None:
+    """Every session is in the expiry and id indexes and in its user's index (score 0),
+    and the indexes of ``users`` (every user the test used) hold nothing else."""
+    client: Any = storage._client
+    b = storage._b
+    owners = {k.decode(): v.decode() for k, v in client.hgetall(b + b"so").items()}
+    assert {m.decode() for m in client.zrange(b + b"sx", 0, -1)} == set(owners)
+    assert {m.decode() for m in client.zrange(b + b"si", 0, -1)} == set(owners)
+    assert set(owners.values()) <= set(users)
+    for user in users:
+        members = dict(client.zrange(b + b"su:" + user.encode(), 0, -1, withscores=True))
+        assert set(members.values()) <= {0.0}, "the per-user index holds no expiry"
+        assert {m.decode() for m in members} == {i for i, u in owners.items() if u == user}
+
+
+def test_session_writes_decide_liveness_by_the_record_and_the_clock(
+    store: RedisStorage, raw: Any, clock: FakeClock
+) -> None:
+    hour = clock() + timedelta(hours=1)
+    store.store_session("gone", SessionData("", "u1", expires_at=hour, data={"v": 1}))
+    raw.delete(store._b + b"s:gone")  # Redis expired the record; the indexes still say live
+    assert store.replace_session("gone", SessionData("", "u1", expires_at=hour, data={"v": 2})) is False
+    assert not raw.exists(store._b + b"s:gone")  # a refused replace writes nothing
+    assert store.touch_session("gone", hour) is False
+    assert store.create_session("gone", SessionData("", "u1", expires_at=hour, data={"v": 3})) is True
+    assert store.get_session("gone").data == {"v": 3}  # type: ignore[union-attr]
+
+    store.store_session("live", SessionData("", "u1", expires_at=hour, data={"v": 1}))
+    assert store.create_session("live", SessionData("", "u2", expires_at=hour, data={"v": 2})) is False
+    got = store.get_session("live")
+    assert got is not None and (got.user_id, got.data) == ("u1", {"v": 1})
+
+    store.store_session("old", SessionData("", "u1", expires_at=clock() + timedelta(seconds=5)))
+    clock.advance(6)  # expired by the storage clock; Redis still holds the record
+    assert store.replace_session("old", SessionData("", "u1", expires_at=hour)) is False
+    assert store.create_session("old", SessionData("", "u3", expires_at=hour, data={"v": 4})) is True
+    assert [s.session_id for s in store.list_user_sessions("u3")] == ["old"]
+    check_session_indexes(store, ["u1", "u2", "u3"])
+
+
+def test_session_indexes_follow_every_kind_of_write(store: RedisStorage, clock: FakeClock) -> None:
+    hour = clock() + timedelta(hours=1)
+    store.store_sessions_bulk([(f"s{i}", SessionData("", f"u{i % 3}", expires_at=hour)) for i in range(9)])
+    check_session_indexes(store, [f"u{i}" for i in range(10)])
+    later = hour + timedelta(hours=1)
+    assert store.replace_session("s0", SessionData("", "u0", expires_at=later, data={"n": 1}))  # same user
+    assert store.replace_session("s1", SessionData("", "u7", expires_at=later))  # moves to another user
+    assert store.touch_session("s2", later, last_activity=clock())
+    assert store.create_session("s9", SessionData("", "u7", expires_at=hour))
+    store.store_session("s3", SessionData("", "u8", expires_at=None))
+    check_session_indexes(store, [f"u{i}" for i in range(10)])
+    assert [s.session_id for s in store.list_user_sessions("u7")] == ["s1", "s9"]
+    assert [s.session_id for s in store.list_user_sessions("u1")] == ["s4", "s7"]
+    assert store._client.zscore(store._sx, "s2") == float(int((later - EPOCH) / timedelta(microseconds=1)))
+    store.delete_session("s1")
+    assert store.delete_user_sessions("u7") == 1
+    check_session_indexes(store, [f"u{i}" for i in range(10)])
+    clock.advance(timedelta(hours=1, seconds=1))  # every session but s0, s2 and s3 expires
+    assert store.list_user_sessions("u0") == [store.get_session("s0")]
+    assert store.cleanup_expired().sessions == 5
+    check_session_indexes(store, [f"u{i}" for i in range(10)])
 
 
 def test_incr_kv_leaves_no_scratch_key(store: RedisStorage) -> None:

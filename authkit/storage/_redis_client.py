@@ -1,0 +1,116 @@
+"""Connecting :class:`~authkit.storage.redis.RedisStorage`: redis-py clients from URLs
+(single server, Cluster, Sentinel), where a client points, and redis-py's
+exceptions turned into authkit's.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+import redis.cluster
+import redis.sentinel
+from redis import exceptions as redis_errors
+
+from authkit.errors import ConfigurationError, StorageError, StorageUnavailableError
+from authkit.storage import _redis_sentinel as _sentinel
+from authkit.storage._redact import url_secrets
+
+__all__ = ["Errors", "open_client", "where"]
+
+# Errors that mean "the server cannot be reached (now)"; every other redis-py
+# error is a plain StorageError.  RedisClusterException is not a RedisError:
+# it is what the cluster client raises when no node answers.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.RedisClusterException,
+    redis_errors.BusyLoadingError,
+)
+
+
+class Errors:
+    """``with storage._errors:`` turns redis-py exceptions into authkit's, cause attached."""
+
+    __slots__ = ("_secrets", "_where")
+
+    def __init__(self, where: str, secrets: list[str]) -> None:
+        self._where = where
+        self._secrets = secrets
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, _UNAVAILABLE):
+            raise StorageUnavailableError(f"Redis at {self._where} is unavailable: {self.text(exc)}") from exc
+        if isinstance(exc, redis_errors.RedisError):
+            raise StorageError(f"Redis at {self._where} failed: {self.text(exc)}") from exc
+
+    def text(self, exc: BaseException) -> str:
+        """``exc`` as text for a message, every secret masked."""
+        text = f"{type(exc).__name__}: {exc}"
+        for secret in self._secrets:  # never echo a password, whatever the driver put in its message
+            text = text.replace(secret, "***")
+        return text
+
+
+def where(client: Any) -> str:
+    """Where the client points, for repr and messages: never the password."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        cluster: Any = client  # get_nodes() has no type hints
+        nodes = sorted(f"{n.host}:{n.port}" for n in cluster.get_nodes())
+        return "cluster " + ",".join(nodes[:3]) + (",…" if len(nodes) > 3 else "")
+    pool = client.connection_pool
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        sentinels = pool.sentinel_manager.sentinels
+        at = ",".join(where(s).rsplit("/", 1)[0] for s in sentinels)
+        return f"sentinel {pool.service_name} via {at}/{pool.connection_kwargs.get('db', 0)}"
+    kwargs = pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+def open_client(url: str, cluster: bool, options: dict[str, Any]) -> tuple[Any, Any]:
+    """``(client, sentinel)`` for ``url``: a redis-py client (``sentinel``: the
+    :class:`redis.sentinel.Sentinel` behind it, else ``None``), options checked now.
+
+    Connect and read timeouts default to 5 s and 30 s; ``options`` go to redis-py.
+    A bad URL or option is a :class:`ConfigurationError` naming no secret.
+    """
+    options.setdefault("socket_connect_timeout", 5.0)
+    options.setdefault("socket_timeout", 30.0)
+    try:
+        urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
+        raise ConfigurationError("malformed Redis URL") from exc
+    # Every secret of the URL (user-info and ?password=), masked out of any message.
+    errors = Errors(url.split("://", 1)[0] + "://…", url_secrets(url))
+    sentinel: Any = None
+    try:
+        with errors:
+            client: redis.Redis | redis.cluster.RedisCluster
+            if url.split("://", 1)[0].lower() in _sentinel.SCHEMES:
+                if cluster:
+                    raise ConfigurationError("cluster=True and a redis+sentinel:// URL exclude each other")
+                client, sentinel = _sentinel.sentinel_client(url, options)
+            elif cluster:
+                client = redis.cluster.RedisCluster.from_url(url, **options)
+            else:
+                client = redis.Redis.from_url(url, **options)
+                # redis-py only builds a connection (and so rejects an unknown
+                # option) at the first command: check the options now.
+                pool = client.connection_pool
+                pool.connection_class(**pool.connection_kwargs)
+    except ValueError as exc:
+        raise ConfigurationError(f"bad Redis URL or option: {errors.text(exc)}") from exc
+    return client, sentinel
