@@ -90,9 +90,9 @@ def postgresql(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthS
 
 def postgresql_pgbouncer(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:
     """PostgreSQL through a private PgBouncer in transaction pooling mode (tests/local_servers.py)."""
-    from tests.local_servers import PGBOUNCER_OPTIONS, pgbouncer_url
+    from tests.local_servers import pgbouncer_url
 
-    return _sql(pgbouncer_url(), tmp_path, clock, **PGBOUNCER_OPTIONS)
+    return _sql(pgbouncer_url(), tmp_path, clock)
 
 
 def mysql(tmp_path: Path, clock: FakeClock) -> AbstractContextManager[AuthStorage]:

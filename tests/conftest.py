@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import concurrent.futures.thread
 import faulthandler
 import os
 import sys
@@ -13,6 +14,8 @@ import pytest
 from authkit.storage import AuthStorage
 from tests.backends import BACKENDS
 from tests.clock import FakeClock
+
+pytest_plugins = ["tests.salesforce_org"]  # org, rest, sf: the fake org the SalesforceClient tests share
 
 
 @pytest.fixture
@@ -40,13 +43,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     from ever exiting after the summary. Give such threads a moment, then show where they are
     stuck and exit with the run's own status."""
     deadline = time.monotonic() + 30
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    stuck = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in _blocking_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [thread.name for thread in _blocking_threads()]
     if stuck:
         print(f"\nleft running by a test, so exiting without waiting for them: {stuck}", file=sys.stderr)
         faulthandler.dump_traceback(file=sys.stderr)
         sys.stderr.flush()
         sys.stdout.flush()
         os._exit(_exit_status[-1] if _exit_status else 1)
+
+
+def _blocking_threads() -> list[threading.Thread]:
+    """Threads the interpreter would wait for at exit, but for idle executor workers (asgiref's,
+    asyncio's): ``concurrent.futures`` stops those itself at exit."""
+    return [thread for thread in threading.enumerate()
+            if thread is not threading.main_thread() and not thread.daemon
+            and getattr(thread, "_target", None) is not concurrent.futures.thread._worker]

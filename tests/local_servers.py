@@ -1,13 +1,15 @@
 """Private servers a test starts, kills and stops itself: never the shared ones.
 
-Ports come from 16900-16999 (this suite's spare range).  A missing binary skips the test with a
-loud reason, or fails it under ``AUTHKIT_REQUIRE_SERVICES=1`` (CI installs them in ``.ci/run``).
+Ports come from ``tests/ports.py`` (claimed, so runs side by side never collide).  A missing
+binary skips the test with a loud reason, or fails it under ``AUTHKIT_REQUIRE_SERVICES=1`` (CI
+installs them in ``.ci/run``).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_port, spare_ports
 from tests.redis_cluster import _DIE_WITH_PARENT
 from tests.services import POSTGRES_URL, REQUIRED, require
 
@@ -51,27 +54,29 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeou
     raise AssertionError(f"{what} did not listen on {port} within {timeout:g}s")
 
 
-def free_port(low: int, high: int) -> int:
-    """A port in [low, high) nothing listens on now."""
-    for port in range(low, high):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port in {low}-{high}")
-
-
 @dataclass
 class Servers:
     """Processes started by one fixture, stopped (killed if need be) at its end."""
 
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], port: int, log: Path, *, user: str | None = None
+              ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` (as ``user`` when running as root), killed if this process dies."""
+        prepare: Any = _DIE_WITH_PARENT
+        if user is not None and os.geteuid() == 0:
+            # Drop to the user *before* asking to die with the parent: the kernel forgets that
+            # request when a process changes its credentials (PgBouncer's own "-u" would).
+            account = pwd.getpwnam(user)
+
+            def prepare() -> None:
+                os.setgroups([])
+                os.setgid(account.pw_gid)
+                os.setuid(account.pw_uid)
+                _DIE_WITH_PARENT()
+
         with log.open("wb") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_DIE_WITH_PARENT)
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=prepare)
         self.processes[name] = process
         wait_for_port(port, process, name)
         return process
@@ -108,13 +113,10 @@ class SentinelSet:
 
 
 @contextmanager
-def redis_sentinel_set(tmp: Path, base: int = 16900, *, down_after_ms: int = 1000) -> Iterator[SentinelSet]:
-    """A master, one replica and three sentinels (quorum 2) on ports from ``base``."""
+def redis_sentinel_set(tmp: Path, *, down_after_ms: int = 1000) -> Iterator[SentinelSet]:
+    """A master, one replica and three sentinels (quorum 2) on spare ports."""
     server = binary("redis-server", "redis-server")
-    ports = []
-    for _ in range(5):
-        ports.append(free_port(ports[-1] + 1 if ports else base, base + 50))
-    master, replica, *sentinels = ports
+    master, replica, *sentinels = spare_ports(5)
     service = "h15svc"
     servers = Servers()
     try:
@@ -164,21 +166,20 @@ def wait_until_ready(servers: SentinelSet, timeout: float = 60.0) -> None:
 
 # -- PgBouncer ---------------------------------------------------------------------------
 
-#: What SqlStorage needs behind PgBouncer in transaction pooling mode: no server-side prepared
-#: statements (psycopg prepares a statement after 5 runs, on a server connection the next
-#: transaction may not get).
-PGBOUNCER_OPTIONS: dict[str, object] = {"connect_args": {"prepare_threshold": None}}
+# SqlStorage needs no option behind PgBouncer: it notices the pooler (authkit/storage/_sql_pgbouncer.py).
 
 
 @contextmanager
-def pgbouncer(base: int = 16950, *, pool_mode: str = "transaction", pool_size: int = 20) -> Iterator[str]:
-    """A private PgBouncer in front of the shared PostgreSQL; yields its ``postgresql://`` URL."""
+def pgbouncer(*, pool_mode: str = "transaction", pool_size: int = 20,
+              upstream_url: str | None = None, settings: dict[str, str] | None = None) -> Iterator[str]:
+    """A private PgBouncer in front of ``upstream_url`` (default: the shared PostgreSQL); yields its
+    ``postgresql://`` URL.  ``settings`` are more ``[pgbouncer]`` lines (e.g. ``server_login_retry``)."""
     from urllib.parse import urlsplit
 
     executable = binary("pgbouncer", "pgbouncer")
-    upstream = urlsplit(require(POSTGRES_URL, "PostgreSQL"))
-    port = free_port(base, min(base + 40, 17000))  # 16900-16999 is this suite's spare range
-    # pgbouncer refuses to run as root: it drops to nobody, who must read the config.
+    upstream = urlsplit(upstream_url or require(POSTGRES_URL, "PostgreSQL"))
+    port = free_port()
+    # pgbouncer refuses to run as root: it runs as nobody (Servers.start), who must read the config.
     tmp = Path(tempfile.mkdtemp(prefix="authkit-pgbouncer-"))
     tmp.chmod(0o755)
     user = upstream.username or "postgres"
@@ -192,13 +193,14 @@ def pgbouncer(base: int = 16950, *, pool_mode: str = "transaction", pool_size: i
         f"pool_mode = {pool_mode}\ndefault_pool_size = {pool_size}\nmax_client_conn = 500\n"
         # psycopg/libpq may send these startup parameters; PgBouncer 1.18 refuses unknown ones.
         "ignore_startup_parameters = extra_float_digits,options\n"
+        + "".join(f"{key} = {value}\n" for key, value in (settings or {}).items())
     )
     for name in ("users.txt", "pgbouncer.ini"):
         (tmp / name).chmod(0o644)
-    argv = [executable, *(["-u", "nobody"] if os.geteuid() == 0 else []), str(tmp / "pgbouncer.ini")]
+    argv = [executable, str(tmp / "pgbouncer.ini")]
     servers = Servers()
     try:
-        servers.start("pgbouncer", argv, port, tmp / "pgbouncer.log")
+        servers.start("pgbouncer", argv, port, tmp / "pgbouncer.log", user="nobody")
         database = upstream.path.lstrip("/") or "test"
         yield f"postgresql://{user}@127.0.0.1:{port}/{database}"
     finally:

@@ -82,11 +82,12 @@ class PrivatePostgres:
         options = f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run("pg_ctl", "-D", str(self._data), "-o", options, "-l", str(self._log), "-w", "-t", "60", "start")
 
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self._data), "-m", "fast", "-w", "-t", "60", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        """``mode`` as pg_ctl's: ``fast``, or ``immediate`` (no checkpoint: a crash, recovered from WAL at start)."""
+        self._run("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "-t", "60", "stop")
 
-    def restart(self) -> None:
-        self.stop()
+    def restart(self, mode: str = "fast") -> None:
+        self.stop(mode)
         self.start()
 
 

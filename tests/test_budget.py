@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -317,3 +317,101 @@ def test_four_processes_never_over_never_starved(kind: str) -> None:
         assert totals["capped"] == (96, 0) and seen["capped"] == 96  # never starved
         assert 1 <= in_flight["peak"] <= 3
         assert totals["windows"] == (64, 0) and seen["windows"] == 64
+
+
+# -- fairness: waiters are served in the order they were refused ---------------------------
+
+class _Turns:
+    """A clock the test moves; ``sleep`` blocks (bounded) until the clock has passed its end."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)  # a window boundary
+        self.sleeping = 0
+        self.served: dict[int, datetime] = {}
+        self.cond = threading.Condition()
+
+    def __call__(self) -> datetime:
+        with self.cond:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.cond:
+            until = self.now + timedelta(seconds=seconds)
+            self.sleeping += 1
+            self.cond.notify_all()
+            try:
+                assert self.cond.wait_for(lambda: self.now >= until, timeout=30), "never woken"
+            finally:
+                self.sleeping -= 1
+
+    def until(self, condition: Callable[[], bool]) -> None:
+        with self.cond:
+            assert self.cond.wait_for(condition, timeout=30), "the threads never got there"
+
+    def advance(self, seconds: float) -> None:
+        with self.cond:
+            self.now += timedelta(seconds=seconds)
+            self.cond.notify_all()
+
+
+def test_waiters_are_served_in_order_and_newcomers_queue_behind_them() -> None:
+    turns = _Turns()
+    start = turns.now
+    with MemoryStorage(clock=turns) as store:
+        budget = RequestBudget(store, limit=2, window=10, wait=100, sleep=turns.sleep)
+
+        def call(n: int) -> None:
+            with budget.acquire() as window:
+                with turns.cond:
+                    turns.served[n] = window
+                    turns.cond.notify_all()
+
+        threads: list[threading.Thread] = []
+
+        def arrive(n: int) -> None:
+            # Strictly one after the other: each is served or asleep before the next one calls.
+            thread = threading.Thread(target=call, args=(n,), daemon=True)
+            threads.append(thread)
+            thread.start()
+            turns.until(lambda: len(turns.served) + turns.sleeping == len(threads))
+
+        for n in range(8):
+            arrive(n)
+        assert sorted(turns.served) == [0, 1] and turns.sleeping == 6
+        turns.advance(10.01)  # window 1: the two who were refused first, and only they
+        turns.until(lambda: len(turns.served) == 4)
+        arrive(8)  # a newcomer in window 1 queues behind every earlier waiter
+        for served in (6, 8, 9):
+            turns.advance(10)
+            turns.until(lambda served=served: len(turns.served) == served)
+        for thread in threads:
+            thread.join(30)
+        windows = {n: round((at - start).total_seconds() / 10) for n, at in turns.served.items()}
+        assert windows == {0: 0, 1: 0, 2: 1, 3: 1, 4: 2, 5: 2, 6: 3, 7: 3, 8: 4}
+
+
+def test_a_late_increment_never_grants_in_a_window_that_is_over(clock: _Frozen) -> None:
+    """A call whose ``incr_kv`` reaches the store after its window's counter expired (a slow
+    round trip, a server restart) would restart that counter and be granted in a window that is
+    over, on top of the current window's limit."""
+
+    class Slow(MemoryStorage):
+        delay = 0.0
+
+        def incr_kv(self, key: str, amount: int = 1, ttl: Any = None) -> int:
+            clock.sleep(self.delay)  # the statement runs this much later than it was sent
+            self.delay = 0.0
+            return super().incr_kv(key, amount, ttl)
+
+    with Slow(clock=clock) as store:
+        budget = RequestBudget(store, limit=1, window=10)
+        windows = []
+        with budget.acquire() as window:  # window 0
+            windows.append(window)
+        clock.sleep(5)
+        store.delay = 20  # sent in window 0, runs in window 2, after window 0's counter expired
+        with budget.acquire() as window:
+            windows.append(window)
+        with pytest.raises(RequestLimitError):  # window 2's one request is the late one
+            _spend(budget)
+        assert [round((w - windows[0]).total_seconds()) for w in windows] == [0, 20]

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from authkit.errors import ApiError, MalformedQueryError, ResourceNotFoundError
-from authkit.salesforce import Bulk, BulkJobError, BulkResult, JwtAuth, SalesforceClient
+from authkit.salesforce import Bulk, BulkJobError, BulkResult, SalesforceClient
 from authkit.testing import FakeSalesforce
 from authkit.testing._org_process import OrgProcess
 from authkit.testing.fake_bulk import FakeBulkApi
 from authkit.testing.fake_rest import FakeRestApi
+from tests.streams import Pipe
 from tests.threads import run_threads
 
 V = "/services/data/v62.0"
@@ -49,30 +50,11 @@ class Clock:
         self.now += seconds
 
 
-@pytest.fixture(scope="module")
-def org() -> Iterator[FakeSalesforce]:
-    with FakeSalesforce() as org:
-        yield org
-
-
 @pytest.fixture
-def fake(org: FakeSalesforce) -> FakeBulkApi:
-    """A fresh, empty data API and Bulk API for each test (the org and its app are shared by the module)."""
-    org.rest = FakeRestApi()
-    org.bulk = FakeBulkApi(org.rest)
-    org.clear_injected_errors()
+def fake(org: FakeSalesforce, rest: FakeRestApi) -> FakeBulkApi:
+    """The fresh Bulk API over ``rest`` (tests/salesforce_org.py)."""
+    assert org.bulk is not None
     return org.bulk
-
-
-@pytest.fixture
-def auth(org: FakeSalesforce, fake: FakeBulkApi) -> JwtAuth:
-    return org.jwt_auth()
-
-
-@pytest.fixture
-def sf(auth: JwtAuth) -> Iterator[SalesforceClient]:
-    with SalesforceClient(auth, backoff_factor=0.01) as client:
-        yield client
 
 
 @pytest.fixture
@@ -248,24 +230,6 @@ def test_csv_file_errors(bulk: Bulk, tmp_path: Path) -> None:
         bulk.insert("Account", tmp_path / "missing.csv")
 
 
-class Unseekable(io.RawIOBase):
-    """A pipe-like binary stream: it cannot be rewound."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self._data.read(min(len(buffer), 7))  # short reads, as a pipe gives
-        buffer[:len(chunk)] = chunk
-        return len(chunk)
-
-
 @pytest.mark.parametrize("source", ["dicts", "path", "file", "pipe"])
 def test_split_across_jobs_under_the_upload_limit(
     org: FakeSalesforce, sf: SalesforceClient, clock: Clock, fake: FakeBulkApi, tmp_path: Path, source: str
@@ -277,7 +241,7 @@ def test_split_across_jobs_under_the_upload_limit(
     path = tmp_path / "in.csv"
     path.write_bytes(csv_bytes(table))
     data: Any = {"dicts": [dict(zip(table[0], row, strict=True)) for row in table[1:]], "path": path,
-                 "file": io.BytesIO(path.read_bytes()), "pipe": Unseekable(path.read_bytes())}[source]
+                 "file": io.BytesIO(path.read_bytes()), "pipe": Pipe(path.read_bytes())}[source]
     result = bulk.insert("Account", data)
     assert len(result.job_ids) == fake.uploads > 3
     assert all(size <= 300 for _, size, _, _ in fake.upload_log)
@@ -313,7 +277,7 @@ def test_upload_rejected_with_401_is_sent_again_intact(
     path = tmp_path / "in.csv"
     path.write_bytes(csv_bytes(table))
     data: Any = {"dicts": [dict(zip(table[0], row, strict=True)) for row in table[1:]], "path": path,
-                 "pipe": Unseekable(path.read_bytes())}[source]
+                 "pipe": Pipe(path.read_bytes())}[source]
     bulk._client.auth.access_token()
     tokens_before = org.token_requests
     fake.reject_next_upload()

@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,37 +27,19 @@ from authkit.errors import (
     SessionExpiredError,
 )
 from authkit.salesforce import AuthSession, JwtAuth, SalesforceClient, StaticTokenAuth
-from authkit.salesforce.client import ApiUsage, _parse_usage, retrying_adapter
+from authkit.salesforce._responses import parse_usage as _parse_usage
+from authkit.salesforce.client import ApiUsage, retrying_adapter
 from authkit.testing import FakeSalesforce
 from authkit.testing.fake_rest import FakeRestApi
+from tests.streams import Pipe
 
 V = "/services/data/v62.0"
 FAST = {"backoff_factor": 0.01}  # tests never sleep on backoff
 
 
-@pytest.fixture(scope="module")
-def org() -> Iterator[FakeSalesforce]:
-    with FakeSalesforce() as org:
-        yield org
-
-
 @pytest.fixture
-def rest(org: FakeSalesforce) -> FakeRestApi:
-    """A fresh, empty data API for each test (the org and its JWT app are shared by the module)."""
-    org.rest = FakeRestApi(page_size=5)
-    org.clear_injected_errors()
-    return org.rest
-
-
-@pytest.fixture
-def auth(org: FakeSalesforce, rest: FakeRestApi) -> JwtAuth:
-    return org.jwt_auth()
-
-
-@pytest.fixture
-def sf(auth: JwtAuth) -> Iterator[SalesforceClient]:
-    with SalesforceClient(auth, **FAST) as client:
-        yield client
+def page_size() -> int:
+    return 5  # small pages exercise pagination
 
 
 class Echo:
@@ -158,21 +139,6 @@ def test_second_401_is_session_expired(org: FakeSalesforce, sf: SalesforceClient
     sf.get("limits")  # and the client goes on working
 
 
-class _OneShot(io.RawIOBase):
-    """A stream that cannot seek (a pipe, a socket)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self._data.read(len(buffer))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
-
-
 @pytest.mark.parametrize("kind", ["json", "form", "str", "bytes", "file", "file-at-offset", "generator", "pipe"])
 def test_body_is_resent_intact_after_401(org: FakeSalesforce, rest: FakeRestApi, sf: SalesforceClient,
                                          kind: str) -> None:
@@ -199,7 +165,7 @@ def test_body_is_resent_intact_after_401(org: FakeSalesforce, rest: FakeRestApi,
     elif kind == "generator":
         kwargs = {"data": (payload[i:i + 1000] for i in range(0, len(payload), 1000))}
     else:
-        kwargs = {"data": io.BufferedReader(_OneShot(payload))}
+        kwargs = {"data": io.BufferedReader(Pipe(payload))}
     sf.get("limits")
     org.expire_sessions()
     assert sf.post("/services/apexrest/echo", **kwargs) == {"length": len(expected)}

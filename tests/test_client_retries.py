@@ -3,7 +3,6 @@ and the events the client reports — against FakeSalesforce."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,24 +17,10 @@ from authkit.testing.fake_rest import FakeRestApi
 V = "/services/data/v62.0"
 
 
-@pytest.fixture(scope="module")
-def org() -> Iterator[FakeSalesforce]:
-    with FakeSalesforce() as org:
-        yield org
-
-
 @pytest.fixture
-def rest(org: FakeSalesforce) -> FakeRestApi:
-    org.rest = FakeRestApi()
-    org.clear_injected_errors()
-    return org.rest
-
-
-@pytest.fixture
-def sf(org: FakeSalesforce, rest: FakeRestApi) -> Iterator[SalesforceClient]:
-    with SalesforceClient(org.jwt_auth(), backoff_factor=0) as client:
-        client.get("limits")
-        yield client
+def sf(sf: SalesforceClient) -> SalesforceClient:
+    sf.get("limits")  # mint the token now, so request counts below are the calls' own
+    return sf
 
 
 def sent(org: FakeSalesforce, method: str, path: str) -> int:

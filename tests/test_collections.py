@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,24 +14,10 @@ from authkit.testing.fake_rest import FakeRestApi
 V = "/services/data/v62.0"
 
 
-@pytest.fixture(scope="module")
-def org() -> Iterator[FakeSalesforce]:
-    with FakeSalesforce() as org:
-        yield org
-
-
 @pytest.fixture
-def rest(org: FakeSalesforce) -> FakeRestApi:
-    org.rest = FakeRestApi()
-    org.clear_injected_errors()
-    return org.rest
-
-
-@pytest.fixture
-def sf(org: FakeSalesforce, rest: FakeRestApi) -> Iterator[SalesforceClient]:
-    with SalesforceClient(org.jwt_auth(), backoff_factor=0) as client:
-        client.get("limits")  # mint the token now, so request counts below are the calls' own
-        yield client
+def sf(sf: SalesforceClient) -> SalesforceClient:
+    sf.get("limits")  # mint the token now, so request counts below are the calls' own
+    return sf
 
 
 def accounts(n: int, start: int = 0) -> list[dict[str, Any]]:

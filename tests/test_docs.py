@@ -100,7 +100,7 @@ def _public_looking_modules() -> list[str]:
 
 def test_internals_are_reachable_only_through_private_modules() -> None:
     modules = _public_looking_modules()
-    assert "authkit.salesforce.client" in modules and "authkit.salesforce.oauth" not in modules
+    assert "authkit.salesforce.client" in modules and "authkit.salesforce._oauth" not in modules
     for name in modules:
         module = importlib.import_module(name)
         exported = INTERNALS & set(getattr(module, "__all__", ()))

@@ -26,11 +26,6 @@ JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def org(clock: FakeClock) -> Iterator[FakeSalesforce]:
     with FakeSalesforce(clock=clock, session_idle_timeout=600) as fake:
         yield fake

@@ -388,6 +388,7 @@ def test_a_deadlock_on_the_write_path_is_retried(kind: str, opened: Callable[...
             while not _blocked(watcher, kind):  # until the storage waits for "b"
                 assert time.monotonic() < deadline, "the storage's transaction never waited for b"
                 watcher.rollback()  # a fresh snapshot for the next look
+                time.sleep(0.15)  # InnoDB refreshes innodb_trx only when last read over 0.1 s ago
             conn.exec_driver_sql(update, {"v": b"other", "k": "a"})
 
     other_holds_b = threading.Event()

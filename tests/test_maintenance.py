@@ -431,7 +431,7 @@ def test_a_mistyped_redis_prefix_or_database_is_refused_not_reported_empty(
         import redis
 
         client = redis.Redis.from_url(url)
-        for name in client.scan_iter(match=prefix + "*"):
+        for name in client.scan_iter(match=prefix + "*", count=1000):
             client.delete(name)
         client.close()
 

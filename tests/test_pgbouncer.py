@@ -20,14 +20,14 @@ from authkit.models import AuthToken, SessionData
 from authkit.storage.sql import SqlStorage
 from tests.backends import LEASE_LOCKS
 from tests.clock import FakeClock
-from tests.local_servers import PGBOUNCER_OPTIONS, pgbouncer
+from tests.local_servers import pgbouncer
 from tests.services import unique_prefix
 from tests.threads import run_threads
 
 
 @pytest.fixture(scope="module")
 def bouncer() -> Iterator[str]:
-    with pgbouncer(16960, pool_size=4) as url:  # fewer server connections than client threads
+    with pgbouncer(pool_size=4) as url:  # fewer server connections than client threads
         yield url
 
 
@@ -38,7 +38,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def store(bouncer: str, clock: FakeClock) -> Iterator[SqlStorage]:
-    storage = SqlStorage(bouncer, prefix=unique_prefix("pb"), clock=clock, **PGBOUNCER_OPTIONS)  # type: ignore[arg-type]
+    storage = SqlStorage(bouncer, prefix=unique_prefix("pb"), clock=clock)
     try:
         yield storage
     finally:

@@ -61,9 +61,10 @@ def keys_of(client: Any, prefix: str, *, marker: bool = False) -> list[bytes]:
 
     pattern = _glob_escape(prefix.encode()) + b"*"
     if isinstance(client, redis.cluster.RedisCluster):
-        names = [k for node in client.get_primaries() for k in client.scan_iter(match=pattern, target_nodes=node)]
+        names = [k for node in client.get_primaries()
+                 for k in client.scan_iter(match=pattern, count=1000, target_nodes=node)]
     else:
-        names = list(client.scan_iter(match=pattern))
+        names = list(client.scan_iter(match=pattern, count=1000))
     return [k for k in names if marker or not k.endswith(b"}:" + _MARKER)]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import tracemalloc
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -17,28 +16,15 @@ from authkit.errors import ApiError, MalformedQueryError, ResourceNotFoundError
 from authkit.salesforce import SalesforceClient, StaticTokenAuth, format_sosl
 from authkit.testing import FakeSalesforce
 from authkit.testing.fake_rest import FakeRestApi
+from tests.streams import Pipe
 
 V = "/services/data/v62.0"
 NOW = datetime.now(timezone.utc)
 
 
-@pytest.fixture(scope="module")
-def org() -> Iterator[FakeSalesforce]:
-    with FakeSalesforce() as org:
-        yield org
-
-
 @pytest.fixture
-def rest(org: FakeSalesforce) -> FakeRestApi:
-    org.rest = FakeRestApi(page_size=50)
-    org.clear_injected_errors()
-    return org.rest
-
-
-@pytest.fixture
-def sf(org: FakeSalesforce, rest: FakeRestApi) -> Iterator[SalesforceClient]:
-    with SalesforceClient(org.jwt_auth(), backoff_factor=0) as client:
-        yield client
+def page_size() -> int:
+    return 50
 
 
 # -- search ------------------------------------------------------------------------------------------
@@ -453,21 +439,6 @@ def test_multipart_body_reads_and_rewinds() -> None:
     assert body.tell() == len(body)
 
 
-class _Pipe(io.RawIOBase):
-    """A stream that cannot seek, like a pipe."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self._data.read(len(buffer))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
-
-
 def test_blob_upload_is_resent_whole_after_a_401(org: FakeSalesforce, rest: FakeRestApi, sf: SalesforceClient,
                                                  tmp_path: Any) -> None:
     path = tmp_path / "doc.bin"
@@ -476,7 +447,7 @@ def test_blob_upload_is_resent_whole_after_a_401(org: FakeSalesforce, rest: Fake
     for source in ("file", "pipe"):
         org.expire_sessions()
         with open(path, "rb") as handle:
-            data: Any = handle if source == "file" else _Pipe(handle.read())
+            data: Any = handle if source == "file" else Pipe(handle.read())
             created = sf.sobject("ContentVersion").create_with_blob({"PathOnClient": "doc.bin"}, "VersionData",
                                                                     data, "doc.bin")
         assert sf.download(f"sobjects/ContentVersion/{created['id']}/VersionData") == path.read_bytes(), source

@@ -34,15 +34,11 @@ from authkit.salesforce._token_store import shared_token_id
 from authkit.salesforce.auth import default_audience
 from authkit.storage import AuthStorage, MemoryStorage, open_storage
 from authkit.testing import ConnectedApp, FakeSalesforce
+from tests.auth_sessions import make
 from tests.clock import FakeClock
 from tests.services import MYSQL_URL, POSTGRES_URL, REDIS_URL, require, unique_prefix
 
 FLOWS = ["jwt", "refresh_token", "client_credentials", "password"]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
@@ -54,23 +50,6 @@ def org(clock: FakeClock) -> Iterator[FakeSalesforce]:
 @pytest.fixture
 def app(org: FakeSalesforce) -> ConnectedApp:
     return org.register_jwt_app(run_as=org.default_user.username)
-
-
-def make(flow: str, org: FakeSalesforce, app: ConnectedApp, **options: Any) -> AuthSession:
-    """A session of ``flow`` for the org's default user (fast retries for tests)."""
-    options.setdefault("backoff", 0.01)
-    user = org.default_user
-    if flow == "jwt":
-        assert app.private_key_pem is not None
-        return JwtAuth(app.client_id, user.username, app.private_key_pem, login_url=org.login_url, **options)
-    if flow == "refresh_token":
-        rt = options.pop("refresh_token", None) or org.issue_refresh_token(app.client_id)
-        options.setdefault("client_secret", app.client_secret)
-        return RefreshTokenAuth(app.client_id, rt, login_url=org.login_url, **options)
-    if flow == "client_credentials":
-        return ClientCredentialsAuth(app.client_id, app.client_secret, org.login_url, **options)
-    return PasswordAuth(app.client_id, app.client_secret, user.username, user.password, user.security_token,
-                        login_url=org.login_url, **options)
 
 
 def call_api(auth: AuthSession) -> str:

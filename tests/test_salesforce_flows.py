@@ -32,16 +32,11 @@ from authkit.salesforce.auth import JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT, defa
 from authkit.salesforce.settings import FLOWS, build_auth, flow_keys, flow_name
 from authkit.storage import MemoryStorage, open_storage
 from authkit.testing import ConnectedApp, FakeSalesforce
+from tests.auth_sessions import SUBJECT, make
 from tests.clock import FakeClock
 from tests.threads import run_threads
 
 MINTING = ["jwt", "refresh_token", "client_credentials", "password", "token_exchange"]
-SUBJECT = "idp-access-token-0123456789"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
@@ -54,25 +49,6 @@ def org(clock: FakeClock) -> Iterator[FakeSalesforce]:
 @pytest.fixture
 def app(org: FakeSalesforce) -> ConnectedApp:
     return org.register_jwt_app(run_as=org.default_user.username)
-
-
-def make(flow: str, org: FakeSalesforce, app: ConnectedApp, **options: Any) -> Any:
-    options.setdefault("backoff", 0.01)
-    user = org.default_user
-    if flow == "jwt":
-        assert app.private_key_pem is not None
-        return JwtAuth(app.client_id, user.username, app.private_key_pem, login_url=org.login_url, **options)
-    if flow == "refresh_token":
-        options.setdefault("client_secret", app.client_secret)
-        return RefreshTokenAuth(app.client_id, options.pop("refresh_token", None) or
-                                org.issue_refresh_token(app.client_id), login_url=org.login_url, **options)
-    if flow == "client_credentials":
-        return ClientCredentialsAuth(app.client_id, app.client_secret, org.login_url, **options)
-    if flow == "password":
-        return PasswordAuth(app.client_id, app.client_secret, user.username, user.password, user.security_token,
-                            login_url=org.login_url, **options)
-    options.setdefault("client_secret", app.client_secret)
-    return TokenExchangeAuth(app.client_id, SUBJECT, "access_token", login_url=org.login_url, **options)
 
 
 def browser_login(org: FakeSalesforce, flow: WebServerFlow, **changes: str) -> tuple[str, str, str]:

@@ -201,8 +201,9 @@ def test_query_result_total_size_and_count(org: FakeSalesforce, sf: SalesforceCl
 
 
 def test_fake_parser_module() -> None:
+    from authkit.testing._fake_errors import RestError as _RestError
+    from authkit.testing._fake_query import parse_soql_or_error as _parse_soql
     from authkit.testing._fake_soql import QueryError, parse_soql, parse_sosl
-    from authkit.testing.fake_rest import _parse_soql, _RestError
 
     parsed = parse_soql("SELECT Name FROM Account WHERE name LIKE 'a\\_%' AND NumberOfEmployees > 3")
     rest = FakeRestApi()

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any
+
+from authkit.salesforce._names import check_name
+from authkit.salesforce._request_body import SegmentedBody, seekable
 
 if TYPE_CHECKING:
     import requests
@@ -25,75 +27,29 @@ if TYPE_CHECKING:
 _BLOCK = 256 * 1024  # bytes read from a CSV source (or a response) at a time: the memory bound
 _BATCH = 1000  # dict records encoded together
 _BOM = b"\xef\xbb\xbf"
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-class _Body(io.RawIOBase):
+class _Body(SegmentedBody):
     """One job's upload: ``header`` then bytes ``start:end`` of ``file``, re-readable from the start.
 
     It is what the client streams; on a ``401`` the client seeks it back to 0 and
     sends the same bytes again.  It seeks ``file`` before every read, so several
-    bodies (and the scanner cutting them) can share one open file.
+    bodies (and the scanner cutting them) can share one open file.  ``on_read``
+    hears the position after each read (upload progress).
     """
 
     def __init__(self, file: IO[bytes], header: bytes, start: int, end: int, *, delimiter: str,
                  line_ending: str, owned: bool = False) -> None:
-        super().__init__()
-        self._file = file
-        self._header = header
-        self._start = start
-        self._end = end
-        self._pos = 0
-        self._owned = owned
+        super().__init__(header, (file, start, end), owned=[file] if owned else [])
         self.delimiter = delimiter
         self.line_ending = line_ending
         self.on_read: Callable[[int], None] | None = None
 
-    def __len__(self) -> int:
-        return len(self._header) + self._end - self._start
-
-    def __enter__(self) -> _Body:
-        return self
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self)}[whence]
-        self._pos = max(0, min(base + offset, len(self)))
-        return self._pos
-
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        wanted = min(len(view), len(self) - self._pos)
-        if wanted <= 0:
-            return 0
-        done = 0
-        if self._pos < len(self._header):
-            part = self._header[self._pos:self._pos + wanted]
-            view[:len(part)] = part
-            done = len(part)
-        if done < wanted:
-            offset = self._start + self._pos + done - len(self._header)
-            self._file.seek(offset)
-            data = self._file.read(wanted - done)
-            view[done:done + len(data)] = data
-            done += len(data)
-        self._pos += done
-        if self.on_read is not None:
-            self.on_read(self._pos)
+        done = super().readinto(buffer)
+        if done and self.on_read is not None:
+            self.on_read(self.tell())
         return done
-
-    def close(self) -> None:
-        if self._owned and not self._file.closed:
-            self._file.close()
-        super().close()
 
 
 def _spool_records(records: Iterable[Any], fields: Sequence[str] | None, limit: int) -> list[_Body]:
@@ -102,7 +58,9 @@ def _spool_records(records: Iterable[Any], fields: Sequence[str] | None, limit: 
     Everything is checked and written before the first job is created.  Files are
     removed when their body is closed (and all of them if this fails).
     """
-    bodies: list[_Body] = []
+    spooled: list[tuple[IO[bytes], int]] = []  # each full temporary file and its size
+    current: IO[bytes] | None = None
+    size = 0
     try:
         rows = iter(records)
         first = next(rows, None)
@@ -117,8 +75,6 @@ def _spool_records(records: Iterable[Any], fields: Sequence[str] | None, limit: 
         header_bytes = buffer.getvalue().encode("utf-8")
         if len(header_bytes) + 1 > limit:
             raise ValueError("the CSV header alone is larger than the upload limit")
-        current: IO[bytes] | None = None
-        size = 0
 
         def flush_batch(batch: list[list[str]]) -> None:
             nonlocal current, size
@@ -136,13 +92,11 @@ def _spool_records(records: Iterable[Any], fields: Sequence[str] | None, limit: 
                 return
             if len(header_bytes) + len(data) > limit:
                 raise ValueError(f"a record of {len(data)} bytes does not fit in one upload of {limit} bytes")
-            if bodies:
-                bodies[-1]._end = size  # the previous file is full
+            if current is not None:
+                spooled.append((current, size))  # the previous file is full
             current = tempfile.TemporaryFile()
-            bodies.append(_Body(current, b"", 0, 0, delimiter="COMMA", line_ending="LF", owned=True))
             current.write(header_bytes + data)
             size = len(header_bytes) + len(data)
-            bodies[-1]._end = size
 
         batch: list[list[str]] = []
         record: Any = first
@@ -154,13 +108,15 @@ def _spool_records(records: Iterable[Any], fields: Sequence[str] | None, limit: 
             record = next(rows, None)
         if batch:
             flush_batch(batch)
-        bodies[-1]._end = size
-        for body in bodies:
-            body._file.flush()
-        return bodies
+        assert current is not None  # records was not empty
+        spooled.append((current, size))
+        for file, _ in spooled:
+            file.flush()
+        return [_Body(file, b"", 0, length, delimiter="COMMA", line_ending="LF", owned=True)
+                for file, length in spooled]
     except BaseException:
-        for body in bodies:
-            body.close()
+        for file in [f for f, _ in spooled] + ([current] if current is not None else []):
+            file.close()  # a temporary file: closing removes it
         raise
 
 
@@ -185,7 +141,7 @@ def _header(first: Any, fields: Sequence[str] | None) -> list[str]:
     if not header:
         raise ValueError("no fields: the first record is empty and fields= is not given")
     for name in header:
-        _check_name(name, "field")
+        check_name(name, "field")
     if len({name.lower() for name in header}) != len(header):
         raise ValueError("field names must be unique (they are case-insensitive)")
     return header
@@ -239,9 +195,9 @@ def _file_uploads(path: str | None, stream: IO[bytes] | None, limit: int, delimi
         assert stream is not None
         handle = stream
     try:
-        seekable = _seekable(handle)
-        position = handle.tell() if seekable else 0
-        scanner = _RowScanner(handle, position if seekable else None)
+        rewindable = seekable(handle)
+        position = handle.tell() if rewindable else 0
+        scanner = _RowScanner(handle, position if rewindable else None)
         header = scanner.first_row()
         if header.startswith(_BOM):
             header = header[len(_BOM):]
@@ -256,7 +212,7 @@ def _file_uploads(path: str | None, stream: IO[bytes] | None, limit: int, delimi
         while True:
             start = scanner.offset
             size = 0
-            spool: IO[bytes] | None = None if seekable else tempfile.TemporaryFile()
+            spool: IO[bytes] | None = None if rewindable else tempfile.TemporaryFile()
             try:
                 while size < capacity:
                     piece = scanner.next_piece(min(capacity - size, _BLOCK))
@@ -284,16 +240,6 @@ def _file_uploads(path: str | None, stream: IO[bytes] | None, limit: int, delimi
     finally:
         if path is not None:
             handle.close()
-
-
-def _seekable(handle: IO[bytes]) -> bool:
-    try:
-        if not handle.seekable():
-            return False
-        handle.tell()
-        return True
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 class _RowScanner:
@@ -425,11 +371,3 @@ def _csv_rows(response: requests.Response, delimiter: str) -> Iterator[dict[str,
                 yield dict(zip(header, row, strict=False))
     finally:
         response.close()
-
-
-def _check_name(name: object, what: str) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"{what} name must be a str")
-    if not _NAME_RE.match(name):
-        raise ValueError(f"invalid {what} name {name!r}")
-    return name

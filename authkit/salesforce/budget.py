@@ -19,17 +19,26 @@ How it works:
 - **Requests per window**: fixed windows of ``window`` seconds, aligned on the Unix epoch and
   decided by the storage's clock (``storage.now()``).  Each request is one ``incr_kv`` on the
   window's counter (one atomic step on the server); the request is sent only if the new value is
-  at most ``limit``, so no more than ``limit`` requests are ever sent in one window, whatever
-  the number of processes.  A refused attempt also counts (the counter passes ``limit``), which
-  is harmless: only the first ``limit`` increments are granted.
+  at most ``limit``, so no more than ``limit`` requests are ever granted in one window, whatever
+  the number of processes (a request counts in the window it was granted in: one granted at a
+  window's end may reach Salesforce in the next).  A refused attempt also counts (the counter
+  passes ``limit``), which is harmless: only the first ``limit`` increments are granted.  A call
+  that waits costs one more ``incr_kv`` per full window it passes over.  An increment that reaches the store after
+  its window ended (a slow round trip, a server restart) counts again in the current window:
+  the old window's counter may have expired and restarted, and would grant a request on top of
+  the current window's limit.
 - **Concurrent requests** (``max_concurrent``): that many lease slots, each an ``add_kv`` key
   with a ``lease_ttl``; a request holds one while it is in flight and deletes it afterwards.
   A crashed process's slot frees itself after ``lease_ttl``, so ``lease_ttl`` must be longer
   than your longest request (the client's read timeout).
-- **When spent**: the call waits (for a slot, or for the next window) as long as ``wait``
-  seconds allow, then raises :class:`~authkit.errors.RequestLimitError` (``status_code`` 429,
-  ``error_code`` ``"BUDGET_EXCEEDED"``, ``response`` ``None``) **before sending anything**.
-  It does not sleep at all if the next window starts after the wait would end.
+- **When spent**: the call reserves its request in the first later window that has room and
+  starts before ``wait`` runs out (one ``incr_kv`` on that window's counter), sleeps until that
+  window starts and sends.  A reservation counts in its window like a request, so waiters are
+  served in the order they were refused, ahead of callers that arrive later, and none is
+  starved by newcomers.  With no such window the call raises
+  :class:`~authkit.errors.RequestLimitError` (``status_code`` 429, ``error_code``
+  ``"BUDGET_EXCEEDED"``, ``response`` ``None``) **before sending anything**, without sleeping.
+  Waiters for a concurrency slot poll (with backoff up to 250 ms): they are not queued.
 - **Fails closed**: if the store cannot be reached the call raises the storage's
   :class:`~authkit.errors.StorageUnavailableError` and nothing is sent.
 
@@ -58,6 +67,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICRO = timedelta(microseconds=1)
 #: How long a waiter for a concurrency slot sleeps at first, and at most (it doubles in between).
 _SLOT_POLL = (0.005, 0.25)
+#: How many times a call counts again after its increment outlived its window, before giving up.
+_RECOUNTS = 3
 
 
 class RequestBudget:
@@ -133,33 +144,56 @@ class RequestBudget:
         return min(int(raw), self._limit) if raw is not None else 0
 
     @contextmanager
-    def acquire(self) -> Iterator[None]:
+    def acquire(self) -> Iterator[datetime]:
         """Hold one request of the budget (and a concurrency slot) for the ``with`` body.
 
-        Raises :class:`~authkit.errors.RequestLimitError` when there is no room within ``wait``.
+        Yields the start of the window the request counts in.  Raises
+        :class:`~authkit.errors.RequestLimitError` when there is no room within ``wait``.
         """
         deadline = self._storage.now() + timedelta(seconds=self._wait)
-        while True:
-            slot = self._take_slot(deadline)
-            try:
-                now = self._storage.now()
-                index, left_us = self._window(now)
-                key = self._window_key(index)
-                # The counter lives until its window is over (plus a window, for clock skew between hosts).
-                ttl = (left_us + self._window_us) / 1_000_000
-                if self._storage.incr_kv(key, 1, ttl=ttl) <= self._limit:
-                    yield
-                    return
-            finally:
-                if slot is not None:
-                    self._release_slot(*slot)
-            # Spent for this window: wait for the next one only if it starts before the deadline.
-            pause = left_us / 1_000_000 + 0.001
-            if now + timedelta(seconds=pause) > deadline:
-                raise self._error(f"{self._limit} requests per {self._window_us / 1e6:g}s spent")
-            self._sleep(pause)
+        start = self._reserve(deadline)
+        while True:  # sleep until the reserved window starts (a no-op for the current one)
+            early = (start - self._storage.now()).total_seconds()
+            if early <= 0:
+                break
+            self._sleep(early + 0.001)
+        slot = self._take_slot(deadline)
+        try:
+            yield start
+        finally:
+            if slot is not None:
+                self._release_slot(*slot)
 
     # -- internals -----------------------------------------------------------------
+
+    def _reserve(self, deadline: datetime) -> datetime:
+        """Count one request in the current window, or else the first later one with room that
+        starts by ``deadline``; the start of that window.  Every attempt is one ``incr_kv``."""
+        now = self._storage.now()
+        index, left_us = self._window(now)
+        recounts = 0
+        while True:
+            # The counter lives until its window is over (plus a window, for clock skew between hosts).
+            ttl = (left_us + self._window_us) / 1_000_000
+            granted = self._storage.incr_kv(self._window_key(index), 1, ttl=ttl) <= self._limit
+            later = self._storage.now()
+            if self._window(later)[0] > index:
+                # The window ended while the increment was on its way: if the counter had expired
+                # meanwhile, the increment restarted it and "granted" a request in a window that
+                # is over, on top of the current one's limit.  Count again, from now.
+                recounts += 1
+                if recounts > _RECOUNTS:
+                    raise self._error(f"the store answers slower than a window ({self._window_us / 1e6:g}s)")
+                now = later
+                index, left_us = self._window(now)
+                continue
+            if granted:
+                return _EPOCH + index * self._window_us * _MICRO
+            # Full: try the next window, if it starts before the wait is over.
+            index += 1
+            left_us += self._window_us
+            if now + (left_us - self._window_us) * _MICRO > deadline:
+                raise self._error(f"{self._limit} requests per {self._window_us / 1e6:g}s spent")
 
     def _window(self, now: datetime) -> tuple[int, int]:
         """The window's index and the microseconds left in it, in integers (no float drift)."""

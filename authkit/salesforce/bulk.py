@@ -48,12 +48,12 @@ from authkit.errors import ApiError, ResourceNotFoundError
 from authkit.salesforce._bulk_csv import (
     _BLOCK,
     _Body,
-    _check_name,
     _csv_rows,
     _each_then_close,
     _file_uploads,
     _spool_records,
 )
+from authkit.salesforce._names import check_name
 
 if TYPE_CHECKING:
     import requests
@@ -233,7 +233,7 @@ class Bulk:
                column_delimiter: str = "COMMA",
                progress: Callable[[int], None] | None = None) -> BulkResult | list[str]:
         """Update the record whose ``external_id_field`` matches, or create it (``sf__Created`` says which)."""
-        _check_name(external_id_field, "external_id_field")
+        check_name(external_id_field, "external_id_field")
         return self._ingest("upsert", sobject, records, external_id_field, fields, wait, timeout, column_delimiter,
                             progress)
 
@@ -268,7 +268,7 @@ class Bulk:
     def _ingest(self, operation: str, sobject: str, records: Any, external_id: str | None,
                 fields: Sequence[str] | None, wait: bool, timeout: float | None, column_delimiter: str,
                 progress: Callable[[int], None] | None) -> BulkResult | list[str]:
-        _check_name(sobject, "sObject")
+        check_name(sobject, "sObject")
         _check_timeout(timeout)
         if column_delimiter not in _DELIMITERS:
             raise ValueError(f"column_delimiter must be one of {', '.join(_DELIMITERS)}")

@@ -36,7 +36,7 @@ What it does on every request:
 - sends ``User-Agent: authkit/<version> python-requests/<version>`` and reports retries and API
   usage as :mod:`authkit.salesforce.events`;
 - turns REST error bodies into :class:`~authkit.errors.ApiError` subclasses
-  (see ``_ERROR_CLASSES``) and transport failures into
+  (see ``_ERROR_CLASSES`` in ``_responses.py``) and transport failures into
   :class:`~authkit.errors.SalesforceConnectionError`;
 - logs one DEBUG line on ``authkit.salesforce``: method, path (query values
   elided), status and elapsed milliseconds.  Tokens appear in no log line,
@@ -45,44 +45,30 @@ What it does on every request:
 One client is meant to be shared by every thread of a process: it keeps no
 per-request state, its connection pool holds ``pool_maxsize`` connections,
 and the auth session is single-flight.
+
+Where each part lives in ``authkit/salesforce/``: the request path (401, retries, budget, usage) in
+``_requester.py``, urllib3's retries in ``_retry.py``, answers and errors in ``_responses.py``,
+the instance URL check in ``_urls.py``, re-sendable bodies in ``_request_body.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import io
-import logging
-import random
 import re
-import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, overload
-from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError
-from urllib3.util.retry import Retry
 
-from authkit import __version__
-from authkit.errors import (
-    ApiError,
-    DuplicateValueError,
-    InsufficientAccessError,
-    InvalidFieldError,
-    MalformedQueryError,
-    RequestLimitError,
-    ResourceNotFoundError,
-    SalesforceConnectionError,
-    SessionExpiredError,
-)
+from authkit.errors import SalesforceConnectionError
 from authkit.salesforce import composite as _composite
-from authkit.salesforce import events
 from authkit.salesforce._oauth import Timeout, _check_timeout
+from authkit.salesforce._requester import USER_AGENT, Requester
+from authkit.salesforce._responses import ApiUsage, body, discard
+from authkit.salesforce._retry import retrying_adapter
+from authkit.salesforce._urls import URL_RE, safe_path
 from authkit.salesforce.auth import AuthSession
 from authkit.salesforce.budget import RequestBudget
 from authkit.salesforce.collections import Collections
@@ -95,40 +81,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SalesforceClient", "SObject", "ApiUsage", "QueryResult", "retrying_adapter", "USER_AGENT"]
 
-logger = logging.getLogger("authkit.salesforce")
-
-#: Salesforce ``errorCode`` -> the exception raised for it.  Codes not listed fall back
-#: to ``_STATUS_CLASSES`` by HTTP status, then to :class:`ApiError`.
-_ERROR_CLASSES: dict[str, type[ApiError]] = {
-    "REQUEST_LIMIT_EXCEEDED": RequestLimitError,
-    "NOT_FOUND": ResourceNotFoundError,
-    "ENTITY_IS_DELETED": ResourceNotFoundError,
-    "DUPLICATE_VALUE": DuplicateValueError,
-    "DUPLICATES_DETECTED": DuplicateValueError,
-    "MALFORMED_QUERY": MalformedQueryError,
-    "MALFORMED_SEARCH": MalformedQueryError,
-    "INVALID_QUERY_FILTER_OPERATOR": MalformedQueryError,
-    "INVALID_FIELD": InvalidFieldError,
-    "INVALID_FIELD_FOR_INSERT_UPDATE": InvalidFieldError,
-    "INSUFFICIENT_ACCESS": InsufficientAccessError,
-    "INSUFFICIENT_ACCESS_OR_READONLY": InsufficientAccessError,
-    "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY": InsufficientAccessError,
-}
-_STATUS_CLASSES: dict[int, type[ApiError]] = {404: ResourceNotFoundError, 429: RequestLimitError}
-
-_METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS"})
-_REQUEST_OPTIONS = frozenset({"params", "data", "json", "files", "headers", "timeout", "stream"})
-_RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _VERSION_RE = re.compile(r"^\d{2,3}\.\d$")
-#: Methods safe to send twice: a 500 on them is retried (a POST or PATCH that got a 500 may have been applied).
-_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-#: Salesforce did not apply a write that failed with these: resending is safe whatever the method.
-_RETRY_CODES = frozenset({"UNABLE_TO_LOCK_ROW"})
-_MAX_BACKOFF = 30.0
-USER_AGENT = f"authkit/{__version__} python-requests/{requests.__version__}"
 _NO_STATUSES: frozenset[int] = frozenset()
-_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class _Default(enum.Enum):
@@ -138,128 +92,6 @@ class _Default(enum.Enum):
 
 
 _DEFAULT = _Default.VALUE
-
-
-# -- transient failures: urllib3's Retry, with a ceiling on Retry-After ------------------
-
-
-class _Retry(Retry):
-    """:class:`~urllib3.util.Retry` that gives up, instead of sleeping, when the server
-    asks to wait longer than ``max_retry_after`` seconds (the 429/503 reaches the caller
-    as an :class:`~authkit.errors.ApiError` at once)."""
-
-    def __init__(self, *args: Any, max_retry_after: float = 60.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_retry_after = max_retry_after
-
-    def new(self, **kw: Any) -> _Retry:
-        kw.setdefault("max_retry_after", self.max_retry_after)
-        return super().new(**kw)
-
-    def increment(self, method: str | None = None, url: str | None = None, *args: Any, **kwargs: Any) -> _Retry:
-        response = kwargs.get("response")
-        header = response.headers.get("Retry-After") if response is not None else None
-        if header and self.respect_retry_after_header:
-            try:
-                wait = self.parse_retry_after(header)
-            except Exception:  # an unparsable header: urllib3 raises its own error type
-                wait = None
-            if wait is not None and wait > self.max_retry_after:
-                raise MaxRetryError(kwargs.get("_pool"), url or "", None)  # type: ignore[arg-type]
-        retry = super().increment(method, url, *args, **kwargs)
-        # Reached only when urllib3 will send again (it raised otherwise): report the retry.
-        error = kwargs.get("error")
-        events.emit(events.TRANSIENT_RETRY, method=method, path=_safe_path(url or ""),
-                    status=response.status if response is not None else None,
-                    error_code=type(error).__name__ if error is not None else None,
-                    attempt=len(retry.history), delay=retry.get_backoff_time(), source="adapter")
-        return retry
-
-
-def retrying_adapter(
-    retries: int | None = 3,
-    *,
-    backoff_factor: float = 0.5,
-    max_retry_after: float = 60.0,
-    pool_maxsize: int = 32,
-) -> HTTPAdapter:
-    """The pooled, retrying :class:`~requests.adapters.HTTPAdapter` the client mounts on its
-    own session — mount it on yours to get the same behaviour with ``session=``::
-
-        session = requests.Session()
-        session.proxies = {"https": "http://proxy:3128"}
-        session.mount("https://", retrying_adapter(retries=5))
-        sf = SalesforceClient(auth, session=session)
-
-    ``retries`` bounds the attempts after the first (``0``/``None``: no retries);
-    the waits are ``backoff_factor * 2**n`` seconds (at most 30), or ``Retry-After``
-    when the server sends it and it is at most ``max_retry_after`` seconds.
-    """
-    if retries is None:
-        retries = 0
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise ValueError("retries must be an int >= 0 or None")
-    for name, value in (("backoff_factor", backoff_factor), ("max_retry_after", max_retry_after)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{name} must be a number of seconds >= 0")
-    if not isinstance(pool_maxsize, int) or isinstance(pool_maxsize, bool) or pool_maxsize < 1:
-        raise ValueError("pool_maxsize must be an int >= 1")
-    retry = _Retry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        other=0,
-        allowed_methods=Retry.DEFAULT_ALLOWED_METHODS,  # idempotent only; unsent requests retry for all
-        status_forcelist=_RETRY_STATUSES,
-        backoff_factor=backoff_factor,
-        backoff_max=30.0,
-        raise_on_status=False,  # the last 5xx/429 comes back as a response -> ApiError
-        respect_retry_after_header=True,
-        max_retry_after=max_retry_after,
-    )
-    return HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=retry)
-
-
-# -- API usage ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ApiUsage:
-    """The org's API usage from the last ``Sforce-Limit-Info`` header.
-
-    ``used``/``limit`` are the org's daily API requests (``api-usage=25/15000``);
-    ``app_used``/``app_limit``/``app_name`` the connected app's share when the org
-    reports it (``per-app-api-usage=17/250(appName=etl)``), else ``None``.
-    """
-
-    used: int
-    limit: int
-    app_used: int | None = None
-    app_limit: int | None = None
-    app_name: str | None = None
-
-    @property
-    def remaining(self) -> int:
-        """Daily API requests left for the org."""
-        return max(self.limit - self.used, 0)
-
-
-_USAGE_RE = re.compile(r"(?:^|[\s;,])api-usage=(\d+)/(\d+)")
-_APP_USAGE_RE = re.compile(r"per-app-api-usage=(\d+)/(\d+)(?:\(appName=([^)]*)\))?")
-
-
-def _parse_usage(header: str) -> ApiUsage | None:
-    org = _USAGE_RE.search(header)
-    if org is None:
-        return None
-    app = _APP_USAGE_RE.search(header)
-    if app is None:
-        return ApiUsage(int(org.group(1)), int(org.group(2)))
-    return ApiUsage(int(org.group(1)), int(org.group(2)), int(app.group(1)), int(app.group(2)), app.group(3))
-
-
-# -- the client -------------------------------------------------------------------------------
 
 
 class SalesforceClient:
@@ -323,17 +155,15 @@ class SalesforceClient:
         self._auth = auth
         self._api_version = version
         self._data_path = f"/services/data/v{version}/"
-        self._timeout = timeout
         self._closed = False
-        self._limit_info: tuple[str, ApiUsage | None] | None = None
         if budget is not None and not isinstance(budget, RequestBudget):
             raise TypeError("budget must be an authkit.salesforce.RequestBudget")
-        self._budget = budget  # every send holds one request of it (see authkit.salesforce.budget)
-        # UNABLE_TO_LOCK_ROW and 500 are retried here (urllib3 cannot read an error body):
+        # UNABLE_TO_LOCK_ROW and 500 are retried by the requester (urllib3 cannot read an error body):
         # the same bound and backoff as the adapter's retries.
         retries_given = given.get("retries", 3)
-        self._retries: int = 0 if retries_given is None else int(retries_given)
-        self._backoff: float = float(given.get("backoff_factor", 0.5))
+        self._requester = Requester(auth, self._session, self._data_path, timeout,
+                                    0 if retries_given is None else int(retries_given),
+                                    float(given.get("backoff_factor", 0.5)), budget)
         self.collections = Collections(self)
         """sObject Collections: many records per request (see :mod:`authkit.salesforce.collections`)."""
         self.tooling = Tooling(self)
@@ -379,8 +209,7 @@ class SalesforceClient:
     @property
     def api_usage(self) -> ApiUsage | None:
         """The org's API usage from the last response's ``Sforce-Limit-Info``; ``None`` before any."""
-        info = self._limit_info
-        return info[1] if info is not None else None
+        return self._requester.usage
 
     # -- requests --------------------------------------------------------------------
 
@@ -407,153 +236,31 @@ class SalesforceClient:
         """
         if self._closed:
             raise ValueError("SalesforceClient is closed")
-        if not isinstance(method, str) or not isinstance(path, str):
-            raise TypeError("method and path must be str")
-        method = method.upper()
-        if method not in _METHODS:
-            raise ValueError(f"unsupported HTTP method {method!r}")
-        unknown = set(kwargs) - _REQUEST_OPTIONS
-        if unknown:
-            raise TypeError(f"unexpected request option(s): {', '.join(sorted(unknown))}")
-        token = self._auth.access_token()
-        url = self._url(path)
-        data = _replayable(kwargs.get("data"))
-        # A seekable file body is streamed; remember where it starts so a retry re-sends all of it.
-        body_start = data.tell() if hasattr(data, "read") else None
-        headers = {"User-Agent": USER_AGENT}
-        if kwargs.get("headers"):
-            headers.update(kwargs["headers"])
-        prepared = self._session.prepare_request(requests.Request(
-            method, url, params=kwargs.get("params"), data=data, json=kwargs.get("json"),
-            files=kwargs.get("files"), headers=headers,
-        ))
-        settings: dict[str, Any] = dict(
-            self._session.merge_environment_settings(prepared.url, {}, kwargs.get("stream"), None, None)
-        )
-        settings["timeout"] = kwargs.get("timeout", self._timeout)
-        settings["allow_redirects"] = False  # never carry the bearer token anywhere else
-        safe = _safe_path(prepared.url or url)
-        if idempotent is None:
-            idempotent = method in _IDEMPOTENT
-
-        attempt = 0
-        while True:
-            response, token, prepared, url = self._authorized(
-                prepared, token, settings, method, safe, path, url, data, body_start, kwargs.get("params"))
-            if response.status_code < 300 or response.status_code in accept:
-                return response
-            error = _api_error(response)
-            transient = error.error_code in _RETRY_CODES or (response.status_code == 500 and idempotent)
-            if not transient or attempt >= self._retries:
-                raise error
-            attempt += 1
-            delay = min(self._backoff * 2 ** (attempt - 1), _MAX_BACKOFF) * random.uniform(0.5, 1.5)
-            events.emit(events.TRANSIENT_RETRY, method=method, path=safe, status=response.status_code,
-                        error_code=error.error_code, attempt=attempt, delay=delay, source="client")
-            logger.debug("%s %s: %s, retrying in %.2f s", method, safe, error.error_code or response.status_code,
-                         delay)
-            if delay > 0:
-                time.sleep(delay)
-            if body_start is not None:
-                data.seek(body_start)
-            prepared = prepared.copy()
-            token = self._auth.access_token()
-
-    def _authorized(
-        self, prepared: requests.PreparedRequest, token: str, settings: dict[str, Any], method: str, safe: str,
-        path: str, url: str, data: Any, body_start: int | None, params: Any,
-    ) -> tuple[requests.Response, str, requests.PreparedRequest, str]:
-        """Send once; on a 401 invalidate ``token`` and send once more with a new one.
-
-        Returns the response and the token, request and URL that got it (a retry may change them)."""
-        response = self._send(prepared, token, settings, method, safe)
-        if response.status_code != 401:
-            return response, token, prepared, url
-        _discard(response)
-        self._auth.invalidate(token)
-        fresh = self._auth.access_token()
-        if fresh == token:
-            raise SessionExpiredError(
-                f"{method} {safe}: 401 INVALID_SESSION_ID and the auth session has no new token "
-                f"({type(self._auth).__name__} cannot refresh)"
-            )
-        events.emit(events.UNAUTHORIZED_RETRY, method=method, path=safe)
-        if body_start is not None:
-            data.seek(body_start)
-        retry = prepared.copy()
-        new_url = self._url(path)
-        if new_url != url:  # the new token belongs to another instance (org migration, My Domain change)
-            retry.prepare_url(new_url, params)
-        response = self._send(retry, fresh, settings, method, safe)
-        if response.status_code == 401:
-            _discard(response)
-            raise SessionExpiredError(f"{method} {safe}: 401 INVALID_SESSION_ID again with a new token")
-        return response, fresh, retry, new_url
-
-    def _send(
-        self, prepared: requests.PreparedRequest, token: str, settings: dict[str, Any], method: str, safe: str
-    ) -> requests.Response:
-        prepared.headers["Authorization"] = f"Bearer {token}"
-        started = time.perf_counter()
-        try:
-            with self._budget.acquire() if self._budget is not None else contextlib.nullcontext():
-                response = self._session.send(prepared, **settings)
-        except requests.RequestException as exc:
-            logger.debug("%s %s -> %s (%.1f ms)", method, safe, type(exc).__name__,
-                         (time.perf_counter() - started) * 1000)
-            raise SalesforceConnectionError(f"{method} {safe} failed: {type(exc).__name__}") from exc
-        finally:
-            # The prepared request may outlive this call (response.request, a debugger): drop the token.
-            prepared.headers.pop("Authorization", None)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s %s -> %d (%.1f ms)", method, safe, response.status_code,
-                         (time.perf_counter() - started) * 1000)
-        header = response.headers.get("Sforce-Limit-Info")
-        if header:
-            info = self._limit_info
-            if info is None or info[0] != header:
-                usage = _parse_usage(header)
-                self._limit_info = (header, usage)
-                if usage is not None:
-                    events.emit(events.API_USAGE, used=usage.used, limit=usage.limit, app_used=usage.app_used,
-                                app_limit=usage.app_limit, app_name=usage.app_name)
-        return response
+        return self._requester.send(method, path, accept, idempotent=idempotent, **kwargs)
 
     def _url(self, path: str) -> str:
         """The full URL for ``path``, or ``ValueError`` if it is not on the instance."""
-        instance = self._auth.instance_url.rstrip("/")
-        if _URL_RE.match(path):
-            if _origin(path) != _origin(instance) or "@" in urlsplit(path).netloc:
-                raise ValueError(
-                    f"refusing to send the bearer token to {urlsplit(path).scheme}://{urlsplit(path).netloc}: "
-                    f"only URLs on the instance {instance} are allowed"
-                )
-            return path
-        if path.startswith("/"):
-            return instance + path
-        if not path:
-            raise ValueError("path must not be empty")
-        return instance + self._data_path + path
+        return self._requester.url(path)
 
     def get(self, path: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         """GET ``path``; the parsed JSON body (``None`` when empty)."""
-        return _body(self.request("GET", path, params=params, **kwargs))
+        return body(self.request("GET", path, params=params, **kwargs))
 
     def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
         """POST ``json`` (or ``data=``) to ``path``; the parsed JSON body (``None`` when empty)."""
-        return _body(self.request("POST", path, json=json, **kwargs))
+        return body(self.request("POST", path, json=json, **kwargs))
 
     def patch(self, path: str, json: Any = None, **kwargs: Any) -> Any:
         """PATCH ``path``; the parsed JSON body (``None`` for 204)."""
-        return _body(self.request("PATCH", path, json=json, **kwargs))
+        return body(self.request("PATCH", path, json=json, **kwargs))
 
     def put(self, path: str, json: Any = None, **kwargs: Any) -> Any:
         """PUT ``path``; the parsed JSON body (``None`` for 204)."""
-        return _body(self.request("PUT", path, json=json, **kwargs))
+        return body(self.request("PUT", path, json=json, **kwargs))
 
     def delete(self, path: str, **kwargs: Any) -> Any:
         """DELETE ``path``; the parsed JSON body (``None`` for 204)."""
-        return _body(self.request("DELETE", path, **kwargs))
+        return body(self.request("DELETE", path, **kwargs))
 
     # -- the data API ------------------------------------------------------------------
 
@@ -610,9 +317,9 @@ class SalesforceClient:
         headers = {"If-Modified-Since": http_date(if_modified_since)}
         response = self._request("GET", path, frozenset({304}), headers=headers)
         if response.status_code == 304:
-            _discard(response)
+            discard(response)
             return None
-        return dict(_body(response))
+        return dict(body(response))
 
     def search(self, sosl: str) -> list[dict[str, Any]]:
         """The records a SOSL search finds (its ``searchRecords``).
@@ -678,7 +385,7 @@ class SalesforceClient:
                     written += len(chunk)
             except requests.RequestException as exc:
                 raise SalesforceConnectionError(
-                    f"GET {_safe_path(response.url)} failed mid-body: {type(exc).__name__}") from exc
+                    f"GET {safe_path(response.url)} failed mid-body: {type(exc).__name__}") from exc
             return written
         finally:
             response.close()
@@ -690,9 +397,9 @@ class SalesforceClient:
         """
         if not isinstance(path, str):
             raise TypeError("path must be a str")
-        if _URL_RE.match(path) or path.startswith("/services/"):
+        if URL_RE.match(path) or path.startswith("/services/"):
             raise ValueError("apex() takes the path under /services/apexrest/, e.g. 'orders/submit'")
-        return _body(self.request(method, "/services/apexrest/" + path.lstrip("/"), **kwargs))
+        return body(self.request(method, "/services/apexrest/" + path.lstrip("/"), **kwargs))
 
     def composite(
         self, requests: Iterable[Mapping[str, Any]], all_or_none: bool = False, collate_subrequests: bool = False
@@ -732,94 +439,6 @@ class SalesforceClient:
     def versions(self) -> list[dict[str, Any]]:
         """The API versions the instance serves: ``[{"version": "62.0", "label": ..., "url": ...}, ...]``."""
         return list(self.get("/services/data/"))
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("invalid port in URL") from None
-    return scheme, (parts.hostname or "").lower(), port if port is not None else _DEFAULT_PORTS.get(scheme)
-
-
-def _safe_path(url: str) -> str:
-    """The path with query values elided, for logs and messages (a SOQL filter may hold personal data)."""
-    parts = urlsplit(url)
-    if not parts.query:
-        return parts.path
-    names = [pair.partition("=")[0] for pair in parts.query.split("&") if pair]
-    return parts.path + "?" + "&".join(f"{name}=..." for name in names)
-
-
-def _replayable(data: Any) -> Any:
-    """``data`` as something that can be sent twice: a one-shot stream is read into memory now.
-
-    Bytes, str, dicts and lists are encoded by requests on each prepare; a seekable
-    file is rewound by the caller.  A generator or a pipe cannot be rewound, and
-    sending it half on a retry would corrupt the record, so it is buffered.
-    """
-    if data is None or isinstance(data, (bytes, bytearray, str, Mapping, list, tuple)):
-        return data
-    if hasattr(data, "read"):
-        try:
-            seekable = bool(data.seekable()) if hasattr(data, "seekable") else False
-            if seekable:
-                data.tell()
-        except (OSError, ValueError, io.UnsupportedOperation):
-            seekable = False
-        if seekable:
-            return data
-        content = data.read()
-        return content.encode("utf-8") if isinstance(content, str) else bytes(content)
-    if isinstance(data, Iterable):
-        chunks = [c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in data]
-        return b"".join(chunks)
-    raise TypeError(f"data must be bytes, str, a mapping, a file or an iterable of bytes, not {type(data).__name__}")
-
-
-def _discard(response: requests.Response) -> None:
-    """Read and release a response we will not return, so its connection goes back to the pool."""
-    try:
-        _ = response.content
-    except requests.RequestException:
-        pass
-    response.close()
-
-
-def _body(response: requests.Response) -> Any:
-    if response.status_code == 204 or not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return response.text  # an Apex REST resource may answer text
-
-
-def _api_error(response: requests.Response) -> ApiError:
-    """The :class:`ApiError` subclass for a REST error answer (a list or one object of errors)."""
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = None
-    item = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else body
-    status = response.status_code
-    if isinstance(item, dict) and ("errorCode" in item or "message" in item):
-        code = item.get("errorCode")
-        message = str(item.get("message") or "")
-        fields = [str(f) for f in item.get("fields") or []]
-    elif status == 300:  # an upsert matched several records: the body lists their URLs
-        code, fields = "MULTIPLE_CHOICES", []
-        message = f"more than one record matches: {', '.join(str(u) for u in body or [])}"
-    else:
-        code, fields = None, []
-        message = response.reason or f"HTTP {status}"
-    cls = _ERROR_CLASSES.get(code or "") or _STATUS_CLASSES.get(status, ApiError)
-    return cls(message, status_code=status, error_code=code, fields=fields, response=response)
 
 
 _SEARCH_OPTIONS = {"in_": "in", "network_ids": "netWorkIds"}

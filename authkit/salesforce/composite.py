@@ -127,9 +127,9 @@ def composite_tree(
     response = client._request("POST", f"composite/tree/{sobject}", frozenset({400}), json={"records": rows})
     body = response.json() if response.content else None
     if not (isinstance(body, dict) and "results" in body):
-        from authkit.salesforce.client import _api_error
+        from authkit.salesforce._responses import api_error
 
-        raise _api_error(response)
+        raise api_error(response)
     return list(body["results"])
 
 

@@ -39,6 +39,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
 
 from authkit.errors import ConfigurationError, StorageError, StorageUnavailableError
+from authkit.storage import _sql_pgbouncer
 from authkit.storage._private_file import create_private_file
 from authkit.storage._redact import url_secrets
 from authkit.storage._sql_schema import MYSQL_DIALECTS
@@ -152,7 +153,8 @@ def make_engine(url_or_str: str | URL, options: dict[str, Any], timeout: float) 
             # The server gives up on a statement (and on a transaction left idle) after
             # the timeout; keepalives and tcp_user_timeout notice a peer that vanished.
             ms = int(timeout * 1000)
-            server_options = f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"
+            server_options = (f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms} "
+                              f"{_sql_pgbouncer.MARKER_OPTION}")
             # Yours come last: a later "-c" wins, so options you pass override these.
             connect_args["options"] = (server_options + " " + connect_args.get("options", "")).strip()
             connect_args.setdefault("keepalives", 1)
@@ -176,6 +178,7 @@ def make_engine(url_or_str: str | URL, options: dict[str, Any], timeout: float) 
         raise TypeError(f"bad engine option: {exc}") from None
     if drivername.startswith("postgresql"):
         _bound_psycopg_reads(engine, timeout)
+        event.listen(engine, "connect", _sql_pgbouncer.adapt, insert=True)  # behind PgBouncer? (_sql_pgbouncer.py)
     install_connect_hooks(engine, timeout)
     return engine, in_memory
 
@@ -203,7 +206,7 @@ def _bound_psycopg_reads(engine: Engine, timeout: float) -> None:
 
     @event.listens_for(engine, "do_connect")
     def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
-        return _BoundedConnection.connect(*cargs, **cparams)
+        return _sql_pgbouncer.connect(_BoundedConnection.connect, cargs, cparams)
 
 
 def install_connect_hooks(engine: Engine, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -413,6 +416,8 @@ class Runner:
             connection.close()  # old: back to SQLAlchemy's pool, which replaces it
         try:
             connection = self.engine.raw_connection()
+        except ConfigurationError:
+            raise  # the server is there, and says it cannot work (e.g. a pooler's mode)
         except Exception as exc:
             raise self.error(exc, connecting=True) from exc
         connection.info["authkit_born"] = time.monotonic()  # SQLAlchemy checked its age just now

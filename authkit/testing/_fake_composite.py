@@ -13,10 +13,11 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from authkit.testing._fake_errors import RestError
+from authkit.testing._fake_errors import RestError, allow
 
 if TYPE_CHECKING:
-    from authkit.testing.fake_rest import FakeRestApi, _SObjectType
+    from authkit.testing._fake_records import SObjectType
+    from authkit.testing.fake_rest import FakeRestApi
 
 __all__ = ["composite", "batch", "graph", "tree", "collections"]
 
@@ -209,7 +210,7 @@ def _tree_size(records: Any) -> int:
     return total
 
 
-def _tree_insert(api: FakeRestApi, sobj: _SObjectType, records: list[Any], parent: tuple[str, str] | None,
+def _tree_insert(api: FakeRestApi, sobj: SObjectType, records: list[Any], parent: tuple[str, str] | None,
                  created: list[dict[str, Any]], seen: set[str]) -> None:
     for record in records:
         attributes = record.get("attributes") if isinstance(record, dict) else None
@@ -261,7 +262,7 @@ def collections(api: FakeRestApi, method: str, parts: list[str], query: dict[str
                 version: str) -> tuple[int, Any]:
     """``composite/sobjects[/T[/ExternalIdField]]``: ``parts`` are the path after ``composite/sobjects``."""
     if not parts:
-        api._allow(method, "POST", "PATCH", "DELETE")
+        allow(method, "POST", "PATCH", "DELETE")
         if method == "DELETE":
             ids = [i for i in ",".join(query.get("ids") or []).split(",") if i]
             all_or_none = (query.get("allOrNone") or ["false"])[-1].lower() == "true"
@@ -273,7 +274,7 @@ def collections(api: FakeRestApi, method: str, parts: list[str], query: dict[str
         return 200, _save_all(api, records, all_or_none, lambda r: _update_one(api, r))
     sobj = api._type(parts[0])
     if len(parts) == 1:
-        api._allow(method, "GET", "POST")
+        allow(method, "GET", "POST")
         if method == "GET":
             ids = [i for i in ",".join(query.get("ids") or []).split(",") if i]
             names = [f for f in ",".join(query.get("fields") or []).split(",") if f]
@@ -295,7 +296,7 @@ def collections(api: FakeRestApi, method: str, parts: list[str], query: dict[str
                 found.append(api._project(record, fields, sobj, version))
         return 200, found
     if len(parts) == 2:
-        api._allow(method, "PATCH")
+        allow(method, "PATCH")
         ext = sobj.field_name(parts[1])
         if ext is None or ext not in sobj.external_ids:
             raise RestError(400, "INVALID_FIELD", f"Field name provided, {parts[1]} is not an External ID or "
@@ -348,7 +349,7 @@ def _save_all(api: FakeRestApi, items: list[Any], all_or_none: bool, save: Any) 
     return results
 
 
-def _typed(api: FakeRestApi, record: Any) -> tuple[_SObjectType, dict[str, Any]]:
+def _typed(api: FakeRestApi, record: Any) -> tuple[SObjectType, dict[str, Any]]:
     if not isinstance(record, dict):
         raise RestError(400, "JSON_PARSER_ERROR", "Each record must be a JSON object")
     attributes = record.get("attributes")
@@ -379,7 +380,7 @@ def _update_one(api: FakeRestApi, record: Any) -> dict[str, Any]:
     return {"id": current["Id"], "success": True, "errors": []}
 
 
-def _upsert_one(api: FakeRestApi, sobj: _SObjectType, ext: str, record: Any) -> dict[str, Any]:
+def _upsert_one(api: FakeRestApi, sobj: SObjectType, ext: str, record: Any) -> dict[str, Any]:
     kind, fields = _typed(api, {"attributes": {"type": sobj.name}, **record} if isinstance(record, dict) and
                           "attributes" not in record else record)
     if kind is not sobj:

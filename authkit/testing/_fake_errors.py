@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RestError", "Raw", "Result", "not_found", "parse_body", "fields_body", "json_result"]
+__all__ = ["RestError", "Raw", "Result", "not_found", "allow", "parse_body", "fields_body", "json_result"]
 
 #: ``(status, extra headers, body bytes)``: one answer of the fake org.
 Result = tuple[int, dict[str, str], bytes]
@@ -43,6 +43,13 @@ class Raw:
 
 def not_found() -> RestError:
     return RestError(404, "NOT_FOUND", "The requested resource does not exist")
+
+
+def allow(method: str, *allowed: str) -> None:
+    """``METHOD_NOT_ALLOWED`` unless ``method`` is one of ``allowed`` (``HEAD`` goes where ``GET`` does)."""
+    if method not in allowed and not (method == "HEAD" and "GET" in allowed):
+        raise RestError(405, "METHOD_NOT_ALLOWED",
+                        f"HTTP Method '{method}' not allowed. Allowed are {','.join(allowed)}")
 
 
 def json_result(status: int, value: Any) -> Result:

@@ -30,7 +30,7 @@ FIELDS = ("Name", "Value__c")
 
 def _serve(rows: int, options: dict[str, Any], commands: IO[str], answers: IO[str]) -> None:
     """The child: start an org, answer one JSON line per command line until ``stop``."""
-    from authkit.testing.fake_rest import _now
+    from authkit.testing._fake_records import now
     from authkit.testing.fake_salesforce import FakeSalesforce
 
     def send(value: Any) -> None:
@@ -43,11 +43,11 @@ def _serve(rows: int, options: dict[str, Any], commands: IO[str], answers: IO[st
         for name, value in options.items():
             setattr(org.bulk, name, value)
         store = org.rest._records[SOBJECT]
-        now = _now()
+        stamp = now()
         for n in range(rows):
             record_id = f"a01{n:012d}AAA"
-            store[record_id] = {"Id": record_id, "IsDeleted": False, "CreatedDate": now, "LastModifiedDate": now,
-                                "SystemModstamp": now, "Name": f"Item {n}", "Value__c": str(n)}
+            store[record_id] = {"Id": record_id, "IsDeleted": False, "CreatedDate": stamp, "LastModifiedDate": stamp,
+                                "SystemModstamp": stamp, "Name": f"Item {n}", "Value__c": str(n)}
         send([org.instance_url, org.jwt_auth().access_token()])
         for line in commands:
             command = line.strip()

@@ -55,11 +55,12 @@ import secrets
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from authkit.testing._fake_errors import RestError as _RestError
-from authkit.testing.fake_rest import FakeRestApi, _parse_soql, _SObjectType
+from authkit.testing._fake_query import parse_soql_or_error
+from authkit.testing._fake_records import SYSTEM_FIELDS, SObjectType, now
+from authkit.testing.fake_rest import FakeRestApi
 
 __all__ = ["FakeBulkApi", "JOBS_PATH_RE", "DEFAULT_UPLOAD_LIMIT"]
 
@@ -76,11 +77,6 @@ _LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
 _OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
 _TERMINAL = ("JobComplete", "Failed", "Aborted")
 _CSV = "text/csv; charset=UTF-8"
-_SYSTEM = frozenset({"Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp"})
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
 
 @dataclass
@@ -95,8 +91,8 @@ class _Job:
     external_id: str | None = None
     soql: str | None = None
     state: str = "Open"
-    created: str = field(default_factory=_now)
-    modstamp: str = field(default_factory=_now)
+    created: str = field(default_factory=now)
+    modstamp: str = field(default_factory=now)
     data: bytes | None = None
     polls_left: int = 0
     processed: int = 0
@@ -175,7 +171,7 @@ class FakeBulkApi:
         self._jobs: dict[str, _Job] = {}
         self._fail_next: list[tuple[str, int | None]] = []
         self._reject_uploads = 0
-        self._stamp = _now()
+        self._stamp = now()
         self._stem, self._serial = secrets.token_hex(3).upper(), 0
         self._mutex = threading.RLock()
 
@@ -314,7 +310,7 @@ class FakeBulkApi:
             if operation not in ("query", "queryAll"):
                 raise _error(400, "INVALIDJOB", f"Invalid operation: {operation}")
             soql = str(spec.get("query", ""))
-            parsed = _parse_soql(soql)  # MALFORMED_QUERY now, as Salesforce answers a bad query at creation
+            parsed = parse_soql_or_error(soql)  # MALFORMED_QUERY now, as Salesforce answers a bad query at creation
             if parsed.count:
                 raise _error(400, "INVALIDJOB", "Aggregate queries are not supported by Bulk API 2.0")
             sobj = self.rest._types.get(parsed.sobject.lower())
@@ -364,7 +360,7 @@ class FakeBulkApi:
                 job.fail = self._fail_next.pop(0)
         else:
             raise _error(400, "INVALIDJOBSTATE", f"Invalid state for a {job.kind} job update: {wanted}")
-        job.modstamp = _now()
+        job.modstamp = now()
         self._advance(job, poll=False)
         return _json(200, job.info())
 
@@ -389,7 +385,7 @@ class FakeBulkApi:
             self._run_query(job)
         else:
             self._run_ingest(job)
-        job.modstamp = _now()
+        job.modstamp = now()
 
     # -- ingest --------------------------------------------------------------------------
 
@@ -474,7 +470,7 @@ class FakeBulkApi:
         sobj = self.rest._types[job.sobject.lower()]
         limit = job.fail[1] if job.fail is not None else None
         index = self._external_index(sobj, job.external_id) if job.operation == "upsert" else None
-        self._stamp = _now()  # one timestamp for the records a job creates
+        self._stamp = now()  # one timestamp for the records a job creates
         self._stem, self._serial = secrets.token_hex(3).upper(), 0
         for position, row in enumerate(rows):
             if limit is not None and position >= limit:
@@ -506,7 +502,7 @@ class FakeBulkApi:
                     known = name
                 else:
                     raise _JobFailure(f"InvalidBatch : Field name not found : {name}")
-            if known in _SYSTEM and known != "Id":
+            if known in SYSTEM_FIELDS and known != "Id":
                 raise _JobFailure(f"InvalidBatch : Field name not found : {name}")
             fields.append(known)
         if len(set(fields)) != len(fields):
@@ -521,13 +517,13 @@ class FakeBulkApi:
             raise _JobFailure(f"InvalidBatch : Field name not found : {job.external_id}")
         return fields
 
-    def _external_index(self, sobj: _SObjectType, external_id: str | None) -> dict[str, dict[str, Any]]:
+    def _external_index(self, sobj: SObjectType, external_id: str | None) -> dict[str, dict[str, Any]]:
         records = self.rest._records[sobj.name]
         if external_id == "Id" or external_id is None:
             return dict(records)
         return {str(r[external_id]): r for r in records.values() if r.get(external_id) is not None}
 
-    def _apply(self, job: _Job, sobj: _SObjectType, fields: list[str], row: list[str],
+    def _apply(self, job: _Job, sobj: SObjectType, fields: list[str], row: list[str],
                index: dict[str, dict[str, Any]] | None) -> tuple[str, bool]:
         values: dict[str, Any] = {}
         for name, value in zip(fields, row, strict=True):
@@ -565,28 +561,28 @@ class FakeBulkApi:
             return new_id, True
         return self._insert(sobj, values), True
 
-    def _insert(self, sobj: _SObjectType, values: dict[str, Any]) -> str:
+    def _insert(self, sobj: SObjectType, values: dict[str, Any]) -> str:
         """``FakeRestApi._create`` for a row whose field names the header check already made canonical."""
         if sobj.required:
             missing = sorted(f for f in sobj.required if values.get(f) in (None, ""))
             if missing:
                 raise _RestError(400, "REQUIRED_FIELD_MISSING",
                                  f"Required fields are missing: [{', '.join(missing)}]", missing)
-        now = self._stamp
+        stamp = self._stamp
         store = self.rest._records[sobj.name]
         # Ids from a per-job random stem and a counter: unique, and far cheaper than a random id per record.
         self._serial += 1
         record_id = f"{sobj.key_prefix}{self._stem}{self._serial:06X}AAA"
         if record_id in store or record_id in self.rest._deleted[sobj.name] or len(record_id) != 18:
             record_id = self.rest._new_id(sobj)
-        record = {"Id": record_id, "IsDeleted": False, "CreatedDate": now, "LastModifiedDate": now,
-                  "SystemModstamp": now, **values}
+        record = {"Id": record_id, "IsDeleted": False, "CreatedDate": stamp, "LastModifiedDate": stamp,
+                  "SystemModstamp": stamp, **values}
         if sobj.external_ids and any(values.get(name) is not None for name in sobj.external_ids):
             self.rest._check_unique(sobj, record)
         store[record_id] = record
         return record_id
 
-    def _existing(self, sobj: _SObjectType, record_id: Any) -> dict[str, Any]:
+    def _existing(self, sobj: SObjectType, record_id: Any) -> dict[str, Any]:
         if not record_id:
             raise _RestError(400, "MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
         try:
@@ -614,7 +610,7 @@ class FakeBulkApi:
     def _run_query(self, job: _Job) -> None:
         assert job.soql is not None
         rest = self.rest
-        parsed = _parse_soql(job.soql)
+        parsed = parse_soql_or_error(job.soql)
         sobj = rest._types[parsed.sobject.lower()]
         fields = []
         for name in parsed.fields:
