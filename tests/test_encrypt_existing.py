@@ -299,3 +299,46 @@ def test_one_write_holds_at_most_250_records_whatever_the_batch_size(key: str, c
     summary = storage.encrypt_existing(batch_size=1000)
     assert (summary["tokens"], summary["sessions"], summary["kv"]) == (600, 600, 600)
     assert calls == {"_store_tokens": 3, "_store_sessions": 3, "_store_kv_entries": 3}  # 250 + 250 + 100
+
+
+@pytest.mark.parametrize("read", ["get_token", "get_token_by_access_token", "get_session", "get_kv"])
+def test_a_read_that_a_finishing_migration_overtakes_is_not_taken_for_tampering(
+    tmp_path: Path, clock: FakeClock, key: str, read: str
+) -> None:
+    """A reader fetches a record still in plaintext; before it looks at the store's state, the
+    migration seals that record and finishes. The plaintext it read was legitimate when read."""
+    site = make_site("sqlite", tmp_path, clock)
+    with site.open() as plain:
+        fill_plain(plain, 1, clock)
+    reader, migrator = site.open(encryption_keys=[key]), site.open(encryption_keys=[key])
+    assert isinstance(reader, EncryptedStorage) and isinstance(migrator, EncryptedStorage)
+    migrator.begin_encrypt_existing()
+    assert reader.get_kv("k0") is not None  # the reader has seen the migration begin
+    hook = {"get_token": "_get_token", "get_token_by_access_token": "_get_token_by_access_token",
+            "get_session": "_get_session", "get_kv": "_get_kv_entry"}[read]
+    inner_read = getattr(reader.inner, hook)
+
+    overtook: list[bool] = []
+
+    def overtaken(*args: Any) -> Any:
+        record = inner_read(*args)  # the plaintext record (by access token: a miss in the sealed index)
+        if not overtook:
+            overtook.append(True)
+            migrator.encrypt_existing()  # seals the record just read, and marks the store encrypted
+            clock.advance(60)  # the reader's cached view of the state runs out
+        return record
+
+    setattr(reader.inner, hook, overtaken)
+    try:
+        if read == "get_token":
+            got: Any = reader.get_token("t0")
+        elif read == "get_token_by_access_token":
+            got = reader.get_token_by_access_token(f"{ACCESS}0")
+        elif read == "get_session":
+            got = reader.get_session("s0")
+        else:
+            got = reader.get_kv("k0")
+    finally:
+        reader.close()
+        migrator.close()
+    assert got is not None

@@ -72,10 +72,11 @@ def reencrypt(storage: EncryptedStorage, batch_size: int, progress: Callable[[in
 
     cursor: str | None = None
     while True:
+        legacy = storage._legacy_ok()  # asked before the read (see _legacy_ok)
         sealed_tokens, cursor = inner._token_page(cursor, batch_size)
         tokens = []
         for sealed in sealed_tokens:
-            token, header = storage._open_token_with_header(sealed)
+            token, header = storage._open_token_with_header(sealed, legacy)
             if header != current:
                 tokens.append(token)
         if tokens:
@@ -86,10 +87,11 @@ def reencrypt(storage: EncryptedStorage, batch_size: int, progress: Callable[[in
             break
 
     while True:
+        legacy = storage._legacy_ok()
         sealed_sessions, cursor = inner._session_page(cursor, batch_size, storage.now())
         sessions = []
         for sealed_session in sealed_sessions:
-            session, header = storage._open_session_with_header(sealed_session)
+            session, header = storage._open_session_with_header(sealed_session, legacy)
             if header != current:
                 sessions.append(session)
         if sessions:
@@ -100,12 +102,13 @@ def reencrypt(storage: EncryptedStorage, batch_size: int, progress: Callable[[in
             break
 
     while True:
+        legacy = storage._legacy_ok()
         entries, cursor = inner._kv_page(cursor, batch_size, storage.now())
         moved: list[Entry] = []
         for key, stored, expires_at in entries:
             if key == MARKER_KEY or parse_counter(stored) is not None:
                 continue  # the marker, or a counter (kept in clear)
-            value, header = storage._open_kv(key, stored)
+            value, header = storage._open_kv(key, stored, legacy)
             if header != current:
                 moved.append((key, value, expires_at))
         for chunk in _by_size(moved):

@@ -168,11 +168,12 @@ class EncryptedStorage(WrappingStorage):
 
     def _read_state(self) -> str | None:
         """The marker's state (``None``: no marker; unverifiable counts as encrypted), cached briefly."""
-        now = self.now()
         cached = self._state
-        if cached is not None:
-            if cached[0] == ENCRYPTED or now - cached[1] < _STATE_TTL:
-                return cached[0]
+        if cached is not None and cached[0] == ENCRYPTED:
+            return ENCRYPTED  # the common case, so before the clock
+        now = self.now()
+        if cached is not None and now - cached[1] < _STATE_TTL:
+            return cached[0]
         raw = self._read_marker()
         state = None if raw is None else (self._parse_marker(raw)[0] or ENCRYPTED)
         if cached is not None and cached[0] == ENCRYPTED:
@@ -196,7 +197,11 @@ class EncryptedStorage(WrappingStorage):
             self._marked = True
 
     def _legacy_ok(self) -> bool:
-        """Whether a plaintext record may be read: only while a verified migration is in progress."""
+        """Whether a plaintext record may be read: only while a verified migration is in progress.
+
+        A read asks *before* it reads its record and passes the answer on: asked after, a
+        migration that sealed the record and finished in between would make a plaintext
+        record read a moment before look like one written into an encrypted store."""
         return self._read_state() == MIGRATING
 
     @staticmethod
@@ -225,11 +230,12 @@ class EncryptedStorage(WrappingStorage):
         sealed.metadata = {}
         return sealed
 
-    def _open_token_with_header(self, sealed: AuthToken) -> tuple[AuthToken, bytes | None]:
-        """The token and the header it was sealed under (``None``: a legacy plaintext record)."""
+    def _open_token_with_header(self, sealed: AuthToken, legacy: bool) -> tuple[AuthToken, bytes | None]:
+        """The token and the header it was sealed under (``None``: a legacy plaintext record,
+        accepted when ``legacy``, the ``_legacy_ok()`` of before the record was read)."""
         text = sealed.refresh_token
         if not is_sealed(text, sealed.metadata):
-            if self._legacy_ok():
+            if legacy:
                 return sealed, None
             raise self._not_encrypted("token")
         assert text is not None
@@ -241,8 +247,8 @@ class EncryptedStorage(WrappingStorage):
         sealed.metadata = metadata
         return sealed, header
 
-    def _open_token(self, sealed: AuthToken) -> AuthToken:
-        return self._open_token_with_header(sealed)[0]
+    def _open_token(self, sealed: AuthToken, legacy: bool) -> AuthToken:
+        return self._open_token_with_header(sealed, legacy)[0]
 
     def _store_tokens(self, tokens: list[AuthToken]) -> None:
         if not self._marked:
@@ -250,21 +256,23 @@ class EncryptedStorage(WrappingStorage):
         self._inner._store_tokens([self._seal_token(t) for t in tokens])
 
     def _get_token(self, token_id: str) -> AuthToken | None:
+        legacy = self._legacy_ok()
         sealed = self._inner._get_token(token_id)
-        return None if sealed is None else self._open_token(sealed)
+        return None if sealed is None else self._open_token(sealed, legacy)
 
     def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
         # Newest key first; records written under an older key (before
         # reencrypt) are found in a later lookup (see Keyring.lookup_order).
+        legacy = self._legacy_ok()
         for key in self._ring.lookup_order:
             token = self._lookup(key, access_token, now)
             if token is not None:
                 return token
-        if self._legacy_ok():
+        if legacy:
             # During a migration a token not sealed yet is indexed by its plain value.
-            legacy = self._inner._get_token_by_access_token(access_token, now)
-            if legacy is not None and not is_sealed(legacy.refresh_token, legacy.metadata):
-                return legacy
+            plain = self._inner._get_token_by_access_token(access_token, now)
+            if plain is not None and not is_sealed(plain.refresh_token, plain.metadata):
+                return plain
             # Sealing is one way (plain -> sealed): a token the migration sealed between
             # our first lookup and the plain one is under the newest key's index now.
             return self._lookup(self._ring.current, access_token, now)
@@ -274,7 +282,7 @@ class EncryptedStorage(WrappingStorage):
         sealed = self._inner._get_token_by_access_token(key.index(access_token), now)
         if sealed is None:
             return None
-        token = self._open_token(sealed)
+        token = self._open_token(sealed, False)  # found by a keyed index: sealed, never plaintext
         # (A plain comparison: the keyed index already matched, this only catches a moved index.)
         if token.access_token != access_token:
             # The index was copied from another record: the ciphertext holds a different token.
@@ -287,7 +295,8 @@ class EncryptedStorage(WrappingStorage):
         self._inner._update_token(self._seal_token(token))
 
     def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
-        return [self._open_token(t) for t in self._inner._list_user_tokens(user_id)]
+        legacy = self._legacy_ok()
+        return [self._open_token(t, legacy) for t in self._inner._list_user_tokens(user_id)]
 
     # -- sessions ---------------------------------------------------------
 
@@ -300,12 +309,12 @@ class EncryptedStorage(WrappingStorage):
         sealed.data = {}
         return sealed
 
-    def _open_session_with_header(self, sealed: SessionData) -> tuple[SessionData, bytes | None]:
+    def _open_session_with_header(self, sealed: SessionData, legacy: bool) -> tuple[SessionData, bytes | None]:
         """The session and the header it was sealed under (``None``: a legacy plaintext record;
         ``b""`` when its expiry tag was made with another key than its ciphertext)."""
         text = sealed.user_agent
         if not is_sealed(text, sealed.data):
-            if self._legacy_ok():
+            if legacy:
                 return sealed, None
             raise self._not_encrypted("session")
         assert text is not None
@@ -316,8 +325,8 @@ class EncryptedStorage(WrappingStorage):
         sealed.user_agent = agent
         return sealed, header if header[1:] == tag_key_id else b""
 
-    def _open_session(self, sealed: SessionData) -> SessionData:
-        return self._open_session_with_header(sealed)[0]
+    def _open_session(self, sealed: SessionData, legacy: bool) -> SessionData:
+        return self._open_session_with_header(sealed, legacy)[0]
 
     def _store_sessions(self, sessions: list[SessionData]) -> None:
         if not self._marked:
@@ -325,20 +334,23 @@ class EncryptedStorage(WrappingStorage):
         self._inner._store_sessions([self._seal_session(s) for s in sessions])
 
     def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
+        legacy = self._legacy_ok()
         sealed = self._inner._get_session(session_id, now)
-        return None if sealed is None else self._open_session(sealed)
+        return None if sealed is None else self._open_session(sealed, legacy)
 
     def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
-        return [self._open_session(s) for s in self._inner._list_user_sessions(user_id, now)]
+        legacy = self._legacy_ok()
+        return [self._open_session(s, legacy) for s in self._inner._list_user_sessions(user_id, now)]
 
     # -- key-value --------------------------------------------------------
 
     def _seal_kv(self, key: str, value: bytes) -> bytes:
         return self._ring.seal(value, kv_ad(key))
 
-    def _open_kv(self, key: str, stored: bytes) -> tuple[bytes, bytes | None]:
-        """The value and the header it was sealed under (``None``: a legacy plaintext value)."""
-        if not self._ring.looks_sealed_kv(stored) and self._legacy_ok():
+    def _open_kv(self, key: str, stored: bytes, legacy: bool) -> tuple[bytes, bytes | None]:
+        """The value and the header it was sealed under (``None``: a legacy plaintext value,
+        accepted when ``legacy``, the ``_legacy_ok()`` of before the value was read)."""
+        if legacy and not self._ring.looks_sealed_kv(stored):
             # Not sealed by any of our keys: during a migration, a plaintext value not moved yet.
             return stored, None
         return self._ring.open(stored, kv_ad(key), "kv value")
@@ -360,14 +372,15 @@ class EncryptedStorage(WrappingStorage):
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         if key == MARKER_KEY:
             self._check_key(key)
+        legacy = self._legacy_ok()
         entry = self._inner._get_kv_entry(key, now)
         # The inner store's expiry: touch_kv moves it, and it is not bound (see the module doc).
-        return None if entry is None else (self._open_kv_value(key, entry[0]), entry[1])
+        return None if entry is None else (self._open_kv_value(key, entry[0], legacy), entry[1])
 
-    def _open_kv_value(self, key: str, stored: bytes) -> bytes:
+    def _open_kv_value(self, key: str, stored: bytes, legacy: bool) -> bytes:
         if parse_counter(stored) is not None:
             return stored  # an incr_kv counter, kept in clear (see the module doc)
-        return self._open_kv(key, stored)[0]
+        return self._open_kv(key, stored, legacy)[0]
 
     def _delete_kv(self, key: str) -> None:
         self._check_key(key)
@@ -389,18 +402,21 @@ class EncryptedStorage(WrappingStorage):
     # Whole-record pages: the inner store's (one statement on SQL), decrypted.
 
     def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
+        legacy = self._legacy_ok()
         tokens, cursor = self._inner._token_page(cursor, limit)
-        return [self._open_token(t) for t in tokens], cursor
+        return [self._open_token(t, legacy) for t in tokens], cursor
 
     def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
+        legacy = self._legacy_ok()
         sessions, cursor = self._inner._session_page(cursor, limit, now)
-        return [self._open_session(s) for s in sessions], cursor
+        return [self._open_session(s, legacy) for s in sessions], cursor
 
     def _kv_page(
         self, after: str | None, limit: int, now: datetime
     ) -> tuple[list[tuple[str, bytes, datetime | None]], str | None]:
+        legacy = self._legacy_ok()
         entries, after = self._inner._kv_page(after, limit, now)
-        return [(k, self._open_kv_value(k, v), e) for k, v, e in entries if k != MARKER_KEY], after
+        return [(k, self._open_kv_value(k, v, legacy), e) for k, v, e in entries if k != MARKER_KEY], after
 
     def _get_kv_entries(self, keys: list[str], now: datetime) -> list[tuple[bytes, datetime | None] | None]:
         return [self._get_kv_entry(k, now) for k in keys]
