@@ -11,6 +11,7 @@ pytest.importorskip("redis")
 
 import redis
 
+import authkit.storage.url
 from authkit import open_storage
 from authkit.errors import ConfigurationError, StorageUnavailableError
 from authkit.storage.redis import RedisStorage
@@ -23,6 +24,8 @@ def no_marker_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests read how a URL is parsed: the hosts are made up, so nothing may connect.
     (Opening a store checks its marker key on the server; the failover tests cover that.)"""
     monkeypatch.setattr(RedisStorage, "_check_marker", lambda self, create: None)
+    # Nor the encryption marker a plain open looks for (it waited ~10 s on the made-up hosts).
+    monkeypatch.setattr(authkit.storage.url, "check_plain_open", lambda storage: None)
 
 
 def test_url_form(no_marker_check: None) -> None:
