@@ -50,7 +50,7 @@ class Site:
         if self.name == "sqlite":
             return b"".join(p.read_bytes() for p in self.tmp_path.iterdir() if p.name.startswith("at-rest.db"))
         if self.name == "redis":
-            return _raw_redis(self.url, self.prefix)
+            return raw_redis(self.url, self.prefix)
         return _raw_sql(self.url, self.prefix)
 
     def drop(self) -> None:
@@ -89,7 +89,8 @@ def _raw_sql(url: str, prefix: str) -> bytes:
     return b"\n".join(out)
 
 
-def _raw_redis(url: str, prefix: str) -> bytes:
+def raw_redis(url: str, prefix: str) -> bytes:
+    """Every key under ``prefix`` and everything stored in it, as one blob to scan for secrets."""
     import redis
 
     client = redis.Redis.from_url(url)
@@ -107,6 +108,8 @@ def _raw_redis(url: str, prefix: str) -> bytes:
                 out += [member for member, _ in client.zrange(name, 0, -1, withscores=True)]
             elif kind == b"set":
                 out += list(client.smembers(name))
+            elif kind == b"list":
+                out += client.lrange(name, 0, -1)
             else:
                 raise AssertionError(f"unexpected redis type {kind!r}")
     finally:

@@ -22,6 +22,7 @@ from authkit.models import AuthToken, SessionData
 from authkit.storage import AuthStorage, MemoryStorage, open_storage
 from authkit.storage.encrypted import ENVELOPE_PREFIX, EncryptedStorage, generate_key
 from authkit.storage.url import ENCRYPTION_KEYS_ENV
+from tests.at_rest import raw_redis
 from tests.backends import BACKENDS, drop_redis_keys
 from tests.clock import FakeClock
 from tests.services import REDIS_URL, require, unique_prefix
@@ -203,30 +204,6 @@ def test_sqlite_file_holds_no_plaintext(tmp_path: Path, clock: FakeClock, key: s
     assert_no_plaintext(blob)
 
 
-def _raw_redis_dump(client: object, prefix: str) -> bytes:
-    import redis
-
-    assert isinstance(client, redis.Redis)
-    out = []
-    for name in client.scan_iter(match=prefix.replace("*", "\\*") + "*", count=500):
-        out.append(name)
-        kind = client.type(name)
-        if kind == b"string":
-            out.append(client.get(name) or b"")
-        elif kind == b"hash":
-            for field, value in client.hgetall(name).items():
-                out += [field, value]
-        elif kind == b"zset":
-            out += [member for member, _ in client.zrange(name, 0, -1, withscores=True)]
-        elif kind == b"set":
-            out += list(client.smembers(name))
-        elif kind == b"list":
-            out += client.lrange(name, 0, -1)
-        else:
-            raise AssertionError(f"unexpected redis type {kind!r}")
-    return b"\n".join(out)
-
-
 def test_redis_keys_and_values_hold_no_plaintext(clock: FakeClock, key: str) -> None:
     import redis
 
@@ -237,7 +214,7 @@ def test_redis_keys_and_values_hold_no_plaintext(clock: FakeClock, key: str) -> 
         with open_storage(url, prefix=prefix, encryption_keys=[key], clock=clock) as storage:
             store_secrets(storage)
             assert_secrets_read_back(storage)
-            dump = _raw_redis_dump(client, prefix)
+            dump = raw_redis(url, prefix)
             assert b"tok-1" in dump and b"sess-1" in dump and b"kv-1" in dump
             assert_no_plaintext(dump)
     finally:
