@@ -70,52 +70,32 @@ def reencrypt(storage: EncryptedStorage, batch_size: int, progress: Callable[[in
         if progress is not None:
             progress(done)
 
-    cursor: str | None = None
-    while True:
-        legacy = storage._legacy_ok()  # asked before the read (see _legacy_ok)
-        sealed_tokens, cursor = inner._token_page(cursor, batch_size)
-        tokens = []
-        for sealed in sealed_tokens:
-            token, header = storage._open_token_with_header(sealed, legacy)
-            if header != current:
-                tokens.append(token)
-        if tokens:
-            for run in _runs(tokens):
-                storage._store_tokens(run)
-        report(len(tokens))
-        if cursor is None:
-            break
+    def open_entry(entry: Entry, legacy: bool) -> tuple[Entry | None, bytes | None]:
+        key, stored, expires_at = entry
+        if key == MARKER_KEY or parse_counter(stored) is not None:
+            return None, current  # the marker, or a counter (kept in clear): nothing to move
+        value, header = storage._open_kv(key, stored, legacy)
+        return (key, value, expires_at), header
 
-    while True:
-        legacy = storage._legacy_ok()
-        sealed_sessions, cursor = inner._session_page(cursor, batch_size, storage.now())
-        sessions = []
-        for sealed_session in sealed_sessions:
-            session, header = storage._open_session_with_header(sealed_session, legacy)
-            if header != current:
-                sessions.append(session)
-        if sessions:
-            for session_run in _runs(sessions):
-                storage._store_sessions(session_run)
-        report(len(sessions))
-        if cursor is None:
-            break
-
-    while True:
-        legacy = storage._legacy_ok()
-        entries, cursor = inner._kv_page(cursor, batch_size, storage.now())
-        moved: list[Entry] = []
-        for key, stored, expires_at in entries:
-            if key == MARKER_KEY or parse_counter(stored) is not None:
-                continue  # the marker, or a counter (kept in clear)
-            value, header = storage._open_kv(key, stored, legacy)
-            if header != current:
-                moved.append((key, value, expires_at))
-        for chunk in _by_size(moved):
-            storage._store_kv_entries(chunk)
-        report(len(moved))
-        if cursor is None:
-            break
+    # Per kind: read a page, open a record (with its header), cut the stale ones into writes, write.
+    kinds: list[tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = [
+        (lambda c: inner._token_page(c, batch_size), storage._open_token_with_header, _runs,
+         storage._store_tokens),
+        (lambda c: inner._session_page(c, batch_size, storage.now()), storage._open_session_with_header, _runs,
+         storage._store_sessions),
+        (lambda c: inner._kv_page(c, batch_size, storage.now()), open_entry, _by_size, storage._store_kv_entries),
+    ]
+    for read, open_record, writes, write in kinds:
+        cursor: str | None = None
+        while True:
+            legacy = storage._legacy_ok()  # asked before the read (see _legacy_ok)
+            records, cursor = read(cursor)
+            stale = [record for record, header in (open_record(r, legacy) for r in records) if header != current]
+            for chunk in writes(stale):
+                write(chunk)
+            report(len(stale))
+            if cursor is None:
+                break
     inner._drop_old_copies()
     return done
 
