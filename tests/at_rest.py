@@ -165,3 +165,13 @@ def fill_plain(storage: AuthStorage, n: int, clock: FakeClock) -> None:
     storage.store_sessions_bulk([(f"s{i}", secret_session(expires_at=now + timedelta(hours=1))) for i in range(n)])
     for i in range(n):
         storage.store_kv(f"k{i}", KV_SECRET + str(i).encode(), ttl=3600)
+
+
+def assert_filled(storage: AuthStorage, n: int) -> None:
+    """``storage`` reads back every record :func:`fill_plain` wrote, secrets included."""
+    for i in range(n):
+        token = storage.get_token_by_access_token(f"{ACCESS}{i}")
+        assert token is not None and token.refresh_token == REFRESH
+        session = storage.get_session(f"s{i}")
+        assert session is not None and session.data == {"secret": SESSION_SECRET}
+        assert storage.get_kv(f"k{i}") == KV_SECRET + str(i).encode()

@@ -32,6 +32,7 @@ from tests.at_rest import (
     SESSION_SECRET,
     SITE_NAMES,
     Site,
+    assert_filled,
     assert_no_secret,
     fill_plain,
     make_site,
@@ -207,12 +208,7 @@ def test_readers_and_writers_with_keys_work_throughout_a_migration(tmp_path: Pat
             return
         storage = storages[worker]
         for round_ in range(3):
-            for i in range(n):
-                token = storage.get_token_by_access_token(f"{ACCESS}{i}")
-                assert token is not None and token.refresh_token == REFRESH
-                session = storage.get_session(f"s{i}")
-                assert session is not None and session.data == {"secret": SESSION_SECRET}
-                assert storage.get_kv(f"k{i}") == KV_SECRET + str(i).encode()
+            assert_filled(storage, n)
             storage.store_kv(f"new-{worker}-{round_}", KV_SECRET)
 
     run_threads(work, 3)
@@ -254,12 +250,7 @@ def test_encrypt_existing_reads_a_page_per_batch_not_a_record_at_a_time(site: Si
         assert calls["_token_page"] == calls["_session_page"] == pages
         assert calls["_kv_page"] == -(-(n + 1) // batch)  # (+ the marker)
         assert calls["_store_tokens"] == calls["_store_sessions"] == pages
-        for i in range(n):
-            token = migrator.get_token_by_access_token(f"{ACCESS}{i}")
-            assert token is not None and token.refresh_token == REFRESH
-            session = migrator.get_session(f"s{i}")
-            assert session is not None and session.data == {"secret": SESSION_SECRET}
-            assert migrator.get_kv(f"k{i}") == KV_SECRET + str(i).encode()
+        assert_filled(migrator, n)
     assert_no_secret(site.raw())
 
 
