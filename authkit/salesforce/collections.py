@@ -55,7 +55,7 @@ class Collections:
 
     def create(self, records: Iterable[Mapping[str, Any]], all_or_none: bool = False) -> list[dict[str, Any]]:
         """Create ``records`` (each with ``attributes.type``, no ``Id``); one result per record."""
-        known: set[str] = set()  # names already checked: records of one call share their fields
+        known = {"attributes"}  # names already checked (records of one call share their fields)
         results: list[dict[str, Any]] = []
         for chunk in _chunks(records, CHUNK_SIZE, all_or_none):
             body = {"allOrNone": bool(all_or_none), "records": [_record(r, known, need_id=False) for r in chunk]}
@@ -64,7 +64,7 @@ class Collections:
 
     def update(self, records: Iterable[Mapping[str, Any]], all_or_none: bool = False) -> list[dict[str, Any]]:
         """Update ``records`` (each with ``attributes.type`` and ``Id``); one result per record."""
-        known: set[str] = set()  # names already checked: records of one call share their fields
+        known = {"attributes"}  # names already checked (records of one call share their fields)
         results: list[dict[str, Any]] = []
         for chunk in _chunks(records, CHUNK_SIZE, all_or_none):
             body = {"allOrNone": bool(all_or_none), "records": [_record(r, known, need_id=True) for r in chunk]}
@@ -79,7 +79,7 @@ class Collections:
         check_name(sobject, "sObject")
         check_name(external_id_field, "external id field")
         path = f"composite/sobjects/{sobject}/{external_id_field}"
-        known: set[str] = set()  # names already checked: records of one call share their fields
+        known = {"attributes"}  # names already checked (records of one call share their fields)
         results: list[dict[str, Any]] = []
         for chunk in _chunks(records, CHUNK_SIZE, all_or_none):
             rows = []
@@ -162,15 +162,16 @@ def _record(
     if type(attributes) is not dict and not isinstance(attributes, Mapping):
         raise ValueError('each record needs "attributes": {"type": "<sObject>"}')
     kind = attributes.get("type")
-    if "." + str(kind) not in known:  # "." starts no field name: type and field names never clash
+    if type(kind) is not str or "." + kind not in known:  # "." starts no field name: no clash
         if not isinstance(kind, str):
             raise ValueError('each record needs "attributes": {"type": "<sObject>"}')
         check_name(kind, "sObject")
         known.add("." + kind)
-    for name in record:
-        if name not in known and name != "attributes":
-            check_name(name, "field")
-            known.add(name)
+    if not known.issuperset(record):  # one C call when every field was seen before
+        for name in record:
+            if name not in known:
+                check_name(name, "field")
+                known.add(name)
     if need_id:
         check_id(record.get("Id"))
     elif "Id" in record:
