@@ -396,6 +396,25 @@ def test_server_restart_mid_run() -> None:
         storage.close()
 
 
+def test_scripts_are_loaded_again_after_the_server_forgets_them(clock: FakeClock) -> None:
+    """Scripts run by SHA: a server that lost its script cache (restart, failover, SCRIPT
+    FLUSH) is given them again and the call goes through, on our own server."""
+    with RedisServer() as server:
+        storage = RedisStorage.from_url(server.url, prefix="r:", clock=clock)
+        hour = clock() + timedelta(hours=1)
+        assert storage.create_session("s", SessionData("", "u1", expires_at=hour, data={"n": 1}))
+        storage._client.script_flush()
+        assert storage.replace_session("s", SessionData("", "u1", expires_at=hour, data={"n": 2}))
+        storage._client.script_flush()
+        assert storage.touch_session("s", hour + timedelta(hours=1))
+        got = storage.get_session("s")
+        assert got is not None and got.data == {"n": 2} and got.expires_at == hour + timedelta(hours=1)
+        storage._client.script_flush()
+        storage.delete_session("s")
+        assert storage.get_session("s") is None and storage.stats()["sessions_live"] == 0
+        storage.close()
+
+
 # -- threads, processes, fork ---------------------------------------------------
 
 

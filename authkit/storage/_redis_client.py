@@ -1,10 +1,12 @@
 """Connecting :class:`~authkit.storage.redis.RedisStorage`: redis-py clients from URLs
-(single server, Cluster, Sentinel), where a client points, and redis-py's
-exceptions turned into authkit's.
+(single server, Cluster, Sentinel), where a client points, redis-py's
+exceptions turned into authkit's, and the Lua scripts run by their SHA.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +20,7 @@ from authkit.errors import ConfigurationError, StorageError, StorageUnavailableE
 from authkit.storage import _redis_sentinel as _sentinel
 from authkit.storage._redact import url_secrets
 
-__all__ = ["Errors", "open_client", "where"]
+__all__ = ["Errors", "Script", "open_client", "where"]
 
 # Errors that mean "the server cannot be reached (now)"; every other redis-py
 # error is a plain StorageError.  RedisClusterException is not a RedisError:
@@ -61,6 +63,34 @@ class Errors:
         for secret in self._secrets:  # never echo a password, whatever the driver put in its message
             text = text.replace(secret, "***")
         return text
+
+
+class Script:
+    """A Lua script called as ``EVALSHA`` straight through ``client.execute_command``.
+
+    What redis-py's ``register_script`` does, minus its layers (a tuple copy of
+    the arguments, a pipeline check and the ``evalsha`` wrapper on every call):
+    the sessions call a script on every request.  A server that does not know
+    the script yet (a restart, a failover, a new cluster node) gets it with
+    ``SCRIPT LOAD`` and the call is made again, as redis-py does.
+
+    >>> release = Script(client, "return redis.call('DEL', KEYS[1])")
+    >>> release([b"lock:x"], [])
+    """
+
+    __slots__ = ("_client", "_sha", "_text")
+
+    def __init__(self, client: Any, text: str) -> None:
+        self._client = client
+        self._text = text.encode()
+        self._sha = hashlib.sha1(self._text).hexdigest()  # noqa: S324 - the name Redis gives a script
+
+    def __call__(self, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        try:
+            return self._client.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+        except redis_errors.NoScriptError:
+            self._client.script_load(self._text)
+            return self._client.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
 
 
 def where(client: Any) -> str:
