@@ -258,19 +258,34 @@ local record, base, id, user, mode = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[7]
 local sx, so = base .. 'sx', base .. 'so'
 local set = {'SET', record, ARGV[6]}
 if ARGV[5] ~= '' then set[4] = 'PX'; set[5] = ARGV[5] end
+local n = #set
 local indexed = true  -- unknown in mode '': ask the owner hash
-if mode ~= '' then
-  local score = redis.call('ZSCORE', sx, id)
-  local live = score ~= false and (score == 'inf' or tonumber(score) > tonumber(ARGV[8]))
-  if mode == 'r' then
-    if not live then return 0 end
-    set[#set + 1] = 'XX'
-  elseif live then
-    set[#set + 1] = 'NX'
+if mode == 'c' then
+  -- A create almost always has a new id: SET NX stores it, no liveness to check,
+  -- and HSETNX both indexes the owner and says whether the id was indexed before.
+  set[n + 1] = 'NX'
+  if redis.call(unpack(set)) then
+    if redis.call('HSETNX', so, id, user) == 1 then
+      redis.call('ZADD', base .. 'si', 0, id)
+      redis.call('ZADD', KEYS[2], 0, id)
+      redis.call('ZADD', sx, ARGV[4], id)
+      return 1
+    end
+  else  -- a record is there: taken only if it is not live
+    local score = redis.call('ZSCORE', sx, id)
+    if score ~= false and (score == 'inf' or tonumber(score) > tonumber(ARGV[8])) then return 0 end
+    set[n + 1] = nil
+    redis.call(unpack(set))
+    indexed = score ~= false  -- sx and so gain and lose an id together
   end
-  indexed = score ~= false  -- sx and so gain and lose an id together: a new id (a create) skips the HGET
+elseif mode == 'r' then
+  local score = redis.call('ZSCORE', sx, id)
+  if score == false or (score ~= 'inf' and tonumber(score) <= tonumber(ARGV[8])) then return 0 end
+  set[n + 1] = 'XX'
+  if not redis.call(unpack(set)) then return 0 end
+else
+  redis.call(unpack(set))
 end
-if not redis.call(unpack(set)) then return 0 end
 local old = indexed and redis.call('HGET', so, id)
 if old ~= user then
   if old then redis.call('ZREM', base .. 'su:' .. old, id) else redis.call('ZADD', base .. 'si', 0, id) end
