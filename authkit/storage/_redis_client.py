@@ -6,7 +6,8 @@ exceptions turned into authkit's, and the Lua scripts run by their SHA.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +21,7 @@ from authkit.errors import ConfigurationError, StorageError, StorageUnavailableE
 from authkit.storage import _redis_sentinel as _sentinel
 from authkit.storage._redact import url_secrets
 
-__all__ = ["Errors", "Script", "open_client", "where"]
+__all__ = ["Errors", "Script", "command_runner", "open_client", "where"]
 
 # Errors that mean "the server cannot be reached (now)"; every other redis-py
 # error is a plain StorageError.  RedisClusterException is not a RedisError:
@@ -65,6 +66,41 @@ class Errors:
         return text
 
 
+def command_runner(client: Any) -> Callable[..., Any]:
+    """``run(*args)``: what ``client.execute_command(*args)`` returns for GET and EVALSHA,
+    with fewer layers on a plain ``redis.Redis``.
+
+    A session request is one or two commands, and redis-py's per-command layers
+    (observability hooks, closures, timers) cost about as much client CPU as
+    the round trip itself.  On a plain client this takes a pooled connection,
+    sends and reads under the connection's own ``Retry`` (a connection error is
+    retried on a fresh connection, as redis-py does) and gives the connection
+    back; no reply callbacks apply to GET and EVALSHA.  A cluster client, a
+    single-connection client and anything else use ``execute_command`` itself.
+    """
+    if type(client) is not redis.Redis or client.connection is not None:
+        return client.execute_command  # type: ignore[no-any-return]
+    pool: Any = client.connection_pool  # redis-py's connections are untyped: checked by the tests
+    # redis-py < 5.3 wants a command name here; later versions warn about one.
+    named = inspect.signature(pool.get_connection).parameters["command_name"].default is inspect.Parameter.empty
+
+    def run(*args: Any) -> Any:
+        conn: Any = pool.get_connection(args[0]) if named else pool.get_connection()
+
+        def round_trip() -> Any:
+            conn.send_command(*args)
+            return conn.read_response()
+
+        try:
+            return conn.retry.call_with_retry(round_trip, lambda error: conn.disconnect())
+        finally:
+            if getattr(conn, "should_reconnect", bool)():  # a maintenance notice (redis-py >= 6)
+                conn.disconnect()
+            pool.release(conn)
+
+    return run
+
+
 class Script:
     """A Lua script called as ``EVALSHA`` straight through ``client.execute_command``.
 
@@ -74,23 +110,24 @@ class Script:
     the script yet (a restart, a failover, a new cluster node) gets it with
     ``SCRIPT LOAD`` and the call is made again, as redis-py does.
 
-    >>> release = Script(client, "return redis.call('DEL', KEYS[1])")
-    >>> release([b"lock:x"], [])
+    >>> delete = Script(client, "return redis.call('DEL', KEYS[1])", command_runner(client))
+    >>> delete([b"lock:x"], [])
     """
 
-    __slots__ = ("_client", "_sha", "_text")
+    __slots__ = ("_client", "_run", "_sha", "_text")
 
-    def __init__(self, client: Any, text: str) -> None:
+    def __init__(self, client: Any, text: str, run: Callable[..., Any]) -> None:
         self._client = client
+        self._run = run  # client.execute_command, or command_runner(client)
         self._text = text.encode()
         self._sha = hashlib.sha1(self._text).hexdigest()  # noqa: S324 - the name Redis gives a script
 
     def __call__(self, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         try:
-            return self._client.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+            return self._run("EVALSHA", self._sha, len(keys), *keys, *args)
         except redis_errors.NoScriptError:
             self._client.script_load(self._text)
-            return self._client.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+            return self._run("EVALSHA", self._sha, len(keys), *keys, *args)
 
 
 def where(client: Any) -> str:

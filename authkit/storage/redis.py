@@ -60,7 +60,7 @@ from authkit.models import AuthToken, CleanupReport, SessionData
 from authkit.storage import _redis_codec as codec
 from authkit.storage import _redis_scripts as lua
 from authkit.storage._codec import counter_overflow, live, micros, moment, ttl_seconds
-from authkit.storage._redis_client import Errors, Script, open_client, where
+from authkit.storage._redis_client import Errors, Script, command_runner, open_client, where
 from authkit.storage.base import CLEANUP_KINDS, AuthStorage, Clock
 
 __all__ = ["RedisStorage"]
@@ -125,25 +125,27 @@ class RedisStorage(AuthStorage):
         password = client.get_connection_kwargs().get("password")
         self._where = where(client)
         self._errors = Errors(self._where, [password] if isinstance(password, str) and password else [])
-        self._store_tokens_lua = Script(client, lua.STORE_TOKENS)
-        self._delete_records_lua = Script(client, lua.DELETE_RECORDS)
-        self._token_by_access_lua = Script(client, lua.TOKEN_BY_ACCESS)
-        self._user_tokens_lua = Script(client, lua.USER_TOKENS)
-        self._store_sessions_lua = Script(client, lua.STORE_SESSIONS)
-        self._write_session_lua = Script(client, lua.WRITE_SESSION)
-        self._touch_session_lua = Script(client, lua.TOUCH_SESSION)
-        self._delete_session_lua = Script(client, lua.DELETE_SESSION)
-        self._user_sessions_lua = Script(client, lua.USER_SESSIONS)
-        self._delete_user_lua = Script(client, lua.DELETE_USER)
-        self._store_kv_lua = Script(client, lua.STORE_KV)
-        self._store_kv_entries_lua = Script(client, lua.STORE_KV_ENTRIES)
-        self._add_kv_lua = Script(client, lua.ADD_KV)
-        self._incr_kv_lua = Script(client, lua.INCR_KV)
-        self._touch_kv_lua = Script(client, lua.TOUCH_KV)
-        self._delete_kv_lua = Script(client, lua.DELETE_KV)
-        self._cleanup_lua = Script(client, lua.CLEANUP)
-        self._stats_lua = Script(client, lua.STATS)
-        self._release_lua = Script(client, lua.RELEASE_LOCK)
+        # GET and EVALSHA, the commands of every session request, on redis-py's lean path.
+        self._run = run = command_runner(client)
+        self._store_tokens_lua = Script(client, lua.STORE_TOKENS, run)
+        self._delete_records_lua = Script(client, lua.DELETE_RECORDS, run)
+        self._token_by_access_lua = Script(client, lua.TOKEN_BY_ACCESS, run)
+        self._user_tokens_lua = Script(client, lua.USER_TOKENS, run)
+        self._store_sessions_lua = Script(client, lua.STORE_SESSIONS, run)
+        self._write_session_lua = Script(client, lua.WRITE_SESSION, run)
+        self._touch_session_lua = Script(client, lua.TOUCH_SESSION, run)
+        self._delete_session_lua = Script(client, lua.DELETE_SESSION, run)
+        self._user_sessions_lua = Script(client, lua.USER_SESSIONS, run)
+        self._delete_user_lua = Script(client, lua.DELETE_USER, run)
+        self._store_kv_lua = Script(client, lua.STORE_KV, run)
+        self._store_kv_entries_lua = Script(client, lua.STORE_KV_ENTRIES, run)
+        self._add_kv_lua = Script(client, lua.ADD_KV, run)
+        self._incr_kv_lua = Script(client, lua.INCR_KV, run)
+        self._touch_kv_lua = Script(client, lua.TOUCH_KV, run)
+        self._delete_kv_lua = Script(client, lua.DELETE_KV, run)
+        self._cleanup_lua = Script(client, lua.CLEANUP, run)
+        self._stats_lua = Script(client, lua.STATS, run)
+        self._release_lua = Script(client, lua.RELEASE_LOCK, run)
         self._check_marker(create_schema)
 
     def _check_marker(self, create: bool) -> None:
@@ -226,7 +228,7 @@ class RedisStorage(AuthStorage):
 
     def _get_token(self, token_id: str) -> AuthToken | None:
         with self._errors:
-            data = self._client.get(self._key(b"t:", token_id))
+            data = self._run("GET", self._key(b"t:", token_id))
         return None if data is None else codec.token_from(data)
 
     def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
@@ -283,7 +285,7 @@ class RedisStorage(AuthStorage):
 
     def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
         with self._errors:
-            data = self._client.get(self._key(b"s:", session_id))
+            data = self._run("GET", self._key(b"s:", session_id))
         if data is None:
             return None
         session = codec.session_from(session_id, data)
@@ -337,7 +339,7 @@ class RedisStorage(AuthStorage):
 
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         with self._errors:
-            data = self._client.get(self._key(b"kv:", key))
+            data = self._run("GET", self._key(b"kv:", key))
         return None if data is None else self._kv_entry(data, now)
 
     @staticmethod
