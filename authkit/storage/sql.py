@@ -171,7 +171,7 @@ class SqlStorage(AuthStorage):
                 install_connect_hooks(engine, timeout)
         elif isinstance(url_or_engine, (str, URL)):
             owns_engine = True
-            engine, in_memory = make_engine(url_or_engine, engine_options, timeout)
+            engine, in_memory = make_engine(url_or_engine, engine_options, timeout, create_file=create_schema)
         else:
             raise TypeError(f"url_or_engine must be a URL str or an Engine, not {type(url_or_engine).__name__}")
         self._engine = engine
