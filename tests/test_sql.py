@@ -110,6 +110,7 @@ def test_server_down_is_unavailable_and_the_same_storage_recovers(
         lambda: storage.store_tokens_bulk([token("t2", "access-2"), token("t3", "access-3")]),
         lambda: storage.get_token_by_access_token("access-1"),
         lambda: storage.cleanup_expired(),
+        lambda: storage.drop_schema(),
     ):
         with pytest.raises(StorageUnavailableError) as info:
             call()
