@@ -415,6 +415,24 @@ def test_scripts_are_loaded_again_after_the_server_forgets_them(clock: FakeClock
         storage.close()
 
 
+def test_a_dropped_connection_is_retried_on_a_fresh_one(clock: FakeClock) -> None:
+    """The session commands skip redis-py's command layers but keep its Retry: a pooled
+    connection the server closed (idle timeout, CLIENT KILL, a proxy) costs no error."""
+    with RedisServer() as server:
+        storage = RedisStorage.from_url(server.url, prefix="r:", clock=clock)
+        admin = redis.Redis.from_url(server.url)
+        hour = clock() + timedelta(hours=1)
+        assert storage.create_session("s", SessionData("", "u1", expires_at=hour, data={"n": 1}))
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        got = storage.get_session("s")  # GET on the dead connection
+        assert got is not None and got.data == {"n": 1}
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        assert storage.replace_session("s", SessionData("", "u1", expires_at=hour, data={"n": 2}))  # EVALSHA
+        assert storage.get_session("s").data == {"n": 2}  # type: ignore[union-attr]
+        admin.close()
+        storage.close()
+
+
 # -- threads, processes, fork ---------------------------------------------------
 
 
