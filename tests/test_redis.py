@@ -433,6 +433,16 @@ def test_a_dropped_connection_is_retried_on_a_fresh_one(clock: FakeClock) -> Non
         storage.close()
 
 
+def test_session_commands_are_packed_as_redis_py_packs_them() -> None:
+    from authkit.storage._redis_client import _packed
+
+    conn = redis.Redis().connection_pool.make_connection()  # packs; connects nowhere
+    for args in [("GET", b"k"), ("EVALSHA", "ab" * 20, 2, b"x", b"", b"\x00\r\n\xff", 0, -5, 2**70, "z")]:
+        assert _packed(args) == b"".join(conn.pack_command(*args))
+    for odd in ["\u00fc", 1.5, True, memoryview(b"x")]:  # the client's encoder decides: left to redis-py
+        assert _packed(("GET", odd)) is None
+
+
 # -- threads, processes, fork ---------------------------------------------------
 
 

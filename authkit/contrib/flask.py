@@ -343,7 +343,10 @@ class AuthKitSessionInterface(SessionInterface):
     ) -> SessionData:
         user = session.get(self.user_id_key)
         user_id = str(user) if user is not None else ""
-        return SessionData(
+        # Built without __init__: every datetime here is the storage clock's (aware UTC)
+        # or a stored record's, and the storage checks the whole record it is given.
+        record: SessionData = object.__new__(SessionData)
+        record.__dict__.update(
             session_id=stored_session_id(sid) if stored is None else stored.session_id,
             user_id=user_id if _valid_sid(user_id) else ANONYMOUS_USER_ID,
             created_at=stored.created_at if stored is not None else now,
@@ -353,6 +356,7 @@ class AuthKitSessionInterface(SessionInterface):
             user_agent=(request.user_agent.string or None) if stored is None else stored.user_agent,
             data=data,
         )
+        return record
 
 
 def _valid_sid(sid: str) -> bool:

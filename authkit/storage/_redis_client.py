@@ -88,7 +88,11 @@ def command_runner(client: Any) -> Callable[..., Any]:
         conn: Any = pool.get_connection(args[0]) if named else pool.get_connection()
 
         def round_trip() -> Any:
-            conn.send_command(*args)
+            packed = _packed(args) if type(conn).send_command is _PLAIN_SEND else None
+            if packed is None:  # a connection that does more on sending (client-side caching)
+                conn.send_command(*args)
+            else:
+                conn.send_packed_command([packed])
             return conn.read_response()
 
         try:
@@ -99,6 +103,32 @@ def command_runner(client: Any) -> Callable[..., Any]:
             pool.release(conn)
 
     return run
+
+
+# What redis-py's plain connections do to send a command: pack it (in Python, per
+# argument, through the client's encoder), then send it.
+_PLAIN_SEND = getattr(redis.connection, "AbstractConnection", redis.connection.Connection).send_command
+
+
+def _packed(args: tuple[Any, ...]) -> bytes | None:
+    """``args`` as one RESP command, as redis-py's packer would give it; ``None`` for
+    an argument it would encode by the client's settings (non-ASCII text, floats).
+
+    Our commands are bytes, ASCII names and ints: packing them in one pass costs
+    half what redis-py's general packer does, which shows on the session hot path.
+    """
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        kind = type(arg)
+        if kind is not bytes:
+            if kind is str and arg.isascii():
+                arg = arg.encode()
+            elif kind is int:
+                arg = b"%d" % arg
+            else:
+                return None
+        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(parts)
 
 
 class Script:
