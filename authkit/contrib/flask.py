@@ -281,7 +281,8 @@ class AuthKitSessionInterface(SessionInterface):
         if not session:
             # Emptied (logout) or regenerated to nothing: forget it everywhere.
             if session.sid is not None:
-                storage.delete_session(stored_session_id(session.sid))
+                loaded = session.record  # its id is the digest, already computed
+                storage.delete_session(stored_session_id(session.sid) if loaded is None else loaded.session_id)
                 session.sid = session.record = None
             if session.modified:
                 response.delete_cookie(name, **cookie)
