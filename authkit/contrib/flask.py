@@ -189,6 +189,8 @@ class AuthKitSessionInterface(SessionInterface):
         if not isinstance(user_id_key, str) or not user_id_key:
             raise TypeError("user_id_key must be a non-empty str")
         self._storage = storage
+        # Decided once: AuthStorage is an ABC, and isinstance() against one costs on every request.
+        self._given = storage if isinstance(storage, AuthStorage) else None
         self.non_permanent_lifetime = _lifetime(non_permanent_lifetime, "non_permanent_lifetime")
         self.user_id_key = user_id_key
         self._serializer = TaggedJSONSerializer()
@@ -199,9 +201,9 @@ class AuthKitSessionInterface(SessionInterface):
     @property
     def storage(self) -> AuthStorage:
         """The storage; a callable given instead is called each time (it caches, e.g. AuthKit's)."""
-        if isinstance(self._storage, AuthStorage):
-            return self._storage
-        return self._storage()
+        if self._given is not None:
+            return self._given
+        return cast(Callable[[], AuthStorage], self._storage)()
 
     # -- encoding ---------------------------------------------------------
 
