@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 from requests.adapters import BaseAdapter
@@ -39,8 +40,9 @@ def _records(n: int) -> list[dict[str, Any]]:
 
 def _authkit_collections(sf: SalesforceClient, n: int) -> None:
     ids = [r["id"] for r in sf.collections.create(_records(n))]
-    sf.collections.update({"attributes": {"type": "Account"}, "Id": i, "Industry": "Energy"} for i in ids)
-    sf.collections.delete(ids)
+    updated = sf.collections.update({"attributes": {"type": "Account"}, "Id": i, "Industry": "Energy"} for i in ids)
+    deleted = sf.collections.delete(ids)
+    _check(ids, updated, deleted, n)
 
 
 def _authkit_loop(sf: SalesforceClient, n: int) -> None:
@@ -59,12 +61,24 @@ def _simple_collections(ss: Any, n: int) -> None:
         answer = ss.restful("composite/sobjects", method="POST",
                             json={"allOrNone": False, "records": records[start:start + CHUNK]})
         ids += [r["id"] for r in answer]
+    # Each side ends with what authkit's calls return: every record's result, in input order
+    # (a record that fails does not raise, on either side: its result is the only place to see it).
+    updated: list[Any] = []
     for start in range(0, n, CHUNK):
-        ss.restful("composite/sobjects", method="PATCH", json={"allOrNone": False, "records": [
+        updated += ss.restful("composite/sobjects", method="PATCH", json={"allOrNone": False, "records": [
             {"attributes": {"type": "Account"}, "Id": i, "Industry": "Energy"} for i in ids[start:start + CHUNK]]})
+    deleted: list[Any] = []
     for start in range(0, n, CHUNK):
-        ss.restful("composite/sobjects", method="DELETE",
-                   params={"ids": ",".join(ids[start:start + CHUNK]), "allOrNone": "false"})
+        deleted += ss.restful("composite/sobjects", method="DELETE",
+                              params={"ids": ",".join(ids[start:start + CHUNK]), "allOrNone": "false"})
+    _check(ids, updated, deleted, n)
+
+
+def _check(ids: list[str], updated: list[Any], deleted: list[Any], n: int) -> None:
+    """The same check on both sides' results (untimed work would differ otherwise)."""
+    if not (len(ids) == len(updated) == len(deleted) == n and all(r["success"] for r in updated)
+            and all(r["success"] for r in deleted)):
+        raise AssertionError("every record was to be updated and deleted")
 
 
 class _Org:
@@ -127,8 +141,8 @@ class _CannedOrg(BaseAdapter):
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: object = None,
              verify: object = True, cert: object = None, proxies: object = None) -> requests.Response:
         if request.method == "DELETE":
-            query = (request.url or "").partition("ids=")[2]
-            count = query.partition("&")[0].count(",") + 1
+            # Decoded: simple-salesforce's params= sends the commas as %2C.
+            count = parse_qs(urlsplit(request.url or "").query)["ids"][0].count(",") + 1
         else:
             body = request.body if isinstance(request.body, bytes) else str(request.body).encode()
             count = body.count(b'"attributes"')
