@@ -35,6 +35,10 @@ What it does on every request:
   applied) or ``500`` (idempotent methods only), with jittered backoff, up to ``retries`` times;
 - sends ``User-Agent: authkit/<version> python-requests/<version>`` and reports retries and API
   usage as :mod:`authkit.salesforce.events`;
+- sends ``json=`` as compact JSON (what requests would send, without the spaces); NaN, an
+  infinity or a value that contains itself is a ``ValueError`` before anything is sent;
+- reads the session's and the environment's settings (proxies, CA bundle) as requests does,
+  once per call — a ``collections`` call of many requests reads them at its first;
 - turns REST error bodies into :class:`~authkit.errors.ApiError` subclasses
   (see ``_ERROR_CLASSES`` in ``_responses.py``) and transport failures into
   :class:`~authkit.errors.SalesforceConnectionError`;
