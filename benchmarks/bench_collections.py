@@ -3,8 +3,9 @@
 All three talk to the same FakeSalesforce over HTTP, running in a process of its own.  simple-salesforce has no sObject
 Collections call of its own, so its fastest REST way is its ``restful()`` on
 ``composite/sobjects`` with the chunking done by hand (200 records per request) — the
-same requests authkit sends, so the ratio is the clients' own overhead (plus the
-identical work of the fake org).  Its ``Account.create`` loop is the single-call way and
+same requests authkit sends (the same URLs; the same records, which it encodes its own way),
+and both sides end with the same per-record results, so the ratio is the clients' own
+overhead (plus the identical work of the fake org).  Its ``Account.create`` loop is the single-call way and
 costs what authkit's loop does; the loop is measured on a tenth of the records and its
 time scaled up (10,000 round trips per operation would take minutes on a shared machine).
 
@@ -72,8 +73,11 @@ def _simple_collections(ss: Any, n: int) -> None:
             {"attributes": {"type": "Account"}, "Id": i, "Industry": "Energy"} for i in ids[start:start + CHUNK]]})
     deleted: list[Any] = []
     for start in range(0, n, CHUNK):
-        deleted += ss.restful("composite/sobjects", method="DELETE",
-                              params={"ids": ",".join(ids[start:start + CHUNK]), "allOrNone": "false"})
+        # The query in the path, as authkit sends it: with params= each comma goes as %2C, which
+        # costs simple-salesforce (urlencode, then urllib3's slow path for a query with escapes)
+        # 14% more instructions for the whole run.
+        query = f"ids={','.join(ids[start:start + CHUNK])}&allOrNone=false"
+        deleted += ss.restful(f"composite/sobjects?{query}", method="DELETE")
     _check(ids, updated, deleted, n)
 
 
