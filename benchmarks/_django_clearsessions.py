@@ -63,11 +63,11 @@ def main() -> None:
     try:
         call_command("clearsessions")  # warm: imports and connection, on the empty table
         postgresql = connection.vendor == "postgresql"
-        source, i, condition, offset = rows_sql(postgresql, expired, live)
+        source, key, condition, offset = rows_sql(postgresql, expired, live)
         if postgresql:
-            key, now, delta = f"'key' || {i}", "now()", f"{offset} * interval '1 microsecond'"
+            now, delta = "now()", f"{offset} * interval '1 microsecond'"
         else:
-            key, now, delta = f"CONCAT('key', {i})", "NOW(6)", f"INTERVAL {offset} MICROSECOND"
+            now, delta = "NOW(6)", f"INTERVAL {offset} MICROSECOND"
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {table} (session_key, session_data, expire_date) "

@@ -1,11 +1,11 @@
 """``cleanup_expired()`` on PostgreSQL and MariaDB against Django's ``clearsessions``.
 
 200,000 expired sessions among 200,000 live ones (``--quick``: 10,000 each), the
-same layout on both sides (:func:`rows_sql`): expired and live rows alternate in
-insertion order, so on the heap and through the primary key, and every row has
-an expiry of its own, spread over two weeks before or after now, as a real
-session table's are (one shared expiry would flatter batching: every batch would
-be one contiguous run of the index).  Django's ``clearsessions`` runs on its own
+same rows on both sides (:func:`rows_sql`), as a real session table's are:
+expired and live rows alternate in insertion order, the keys are random-looking
+(their order is not the insertion order), and every row has an expiry of its
+own, spread over two weeks before or after now (one shared expiry would flatter
+batching: every batch would be one contiguous run of the index).  Django's ``clearsessions`` runs on its own
 db session backend in a process of its own (``benchmarks/_django_clearsessions.py``).
 Rounds alternate the two sides, each on freshly filled tables, and only the
 cleanup is timed.
@@ -20,6 +20,7 @@ session checked to survive the cleanup) and the writer's longest wait.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import statistics
@@ -38,16 +39,19 @@ from authkit.storage.sql import SqlStorage
 from benchmarks.harness import Table, ratio_row
 from tests.services import MYSQL_URL, POSTGRES_URL, reachable, unique_prefix
 
-_SPREAD_MICROS = 14 * 24 * 3600 * 1_000_000  # expiries spread over two weeks either side of now
+_SPREAD_MICROS = 14 * 24 * 3600 * 1_000_000  # expiries spread over two weeks either side of now,
+_HOUR_MICROS = 3600 * 1_000_000  # an hour at least: no live row expires while the benchmark runs
 
 
 def rows_sql(postgresql: bool, expired: int, live: int) -> tuple[str, str, str, str]:
     """The benchmark's rows as SQL pieces, for either side's one set-based INSERT.
 
-    ``(source, i, is_expired, offset)``: the row source (``FROM`` it), row ``i``'s
-    number (1..expired+live), the condition that row ``i`` is expired (the expired
-    rows evenly interleaved with the live ones, as :func:`is_expired`), and its
-    distance from now in microseconds (a multiplicative hash of ``i``, 1 µs to two
+    ``(source, key, is_expired, offset)``: the row source (``FROM`` it); row
+    ``i``'s key (the MD5 of its number 1..expired+live, as :func:`key`: the keys'
+    order has nothing to do with the insertion order, as with random session
+    ids); the condition that row ``i`` is expired (the expired rows evenly
+    interleaved with the live ones, as :func:`is_expired`); and its distance from
+    now in microseconds (an hour plus a multiplicative hash of ``i`` up to two
     weeks): expired rows expire that long before now, live ones that long after.
     """
     total = expired + live
@@ -56,7 +60,13 @@ def rows_sql(postgresql: bool, expired: int, live: int) -> tuple[str, str, str, 
     else:
         source, i, div = f"seq_1_to_{total} AS s", "s.seq", "DIV"
     condition = f"({i} * {expired}) {div} {total} <> (({i} - 1) * {expired}) {div} {total}"
-    return source, i, condition, f"(1 + ({i} * 2654435761) % {_SPREAD_MICROS})"
+    key = f"md5({i}::text)" if postgresql else f"MD5({i})"
+    return source, key, condition, f"({_HOUR_MICROS} + ({i} * 2654435761) % {_SPREAD_MICROS})"
+
+
+def key(i: int) -> str:
+    """Row ``i``'s key in :func:`rows_sql`."""
+    return hashlib.md5(str(i).encode()).hexdigest()
 
 
 def is_expired(i: int, expired: int, live: int) -> bool:
@@ -80,8 +90,7 @@ def _fill_sessions(storage: SqlStorage, expired: int, live: int) -> None:
     t = storage._tables.sessions.name
     postgresql = storage.engine.dialect.name == "postgresql"
     now, created = _micros(storage.now()), _micros(storage.now() - timedelta(days=1))
-    source, i, condition, offset = rows_sql(postgresql, expired, live)
-    sid = f"'sess' || {i}" if postgresql else f"CONCAT('sess', {i})"
+    source, sid, condition, offset = rows_sql(postgresql, expired, live)
     sql = (
         f"INSERT INTO {t} (session_id, user_id, created_at, expires_at, last_activity, data) "
         f"SELECT {sid}, 'user', {created}, CASE WHEN {condition} THEN {now} - {offset} ELSE {now} + {offset} END, "
@@ -154,10 +163,10 @@ class _Writer:
                 revive = len(self.waits) % 2 == 1
                 number = rng.choice(self.expired_ids if revive else self.live_ids)
                 start = time.perf_counter()
-                self.storage.store_session(f"sess{number}", session)
+                self.storage.store_session(key(number), session)
                 self.waits.append(time.perf_counter() - start)
                 if revive:
-                    self.revived.add(f"sess{number}")
+                    self.revived.add(key(number))
         except BaseException as exc:  # reported by the benchmark, not lost in the thread
             self.error = exc
 
