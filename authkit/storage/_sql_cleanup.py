@@ -29,7 +29,6 @@ cleanup.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,18 +42,20 @@ from authkit.storage.base import CLEANUP_DONE
 __all__ = ["CleanupSql"]
 
 _KEYS = (("tokens", "token_id"), ("sessions", "session_id"), ("kv", "name"))
-_PAGE_END = 65535  # above every line pointer of a page: "(p,65535)" is the end of page p
-_ROWS_PER_PAGE = 50.0  # a first guess, until the table's statistics or a step say better
 
 
 @dataclass(frozen=True)
-class _Pages:
-    """Where a PostgreSQL walk is: rows after the TID ``(page, offset)`` are left."""
+class _Slots:
+    """Where a PostgreSQL walk is, counting line pointers: page ``p``'s are ``p * per_page + 1``
+    up to ``(p + 1) * per_page``; the rows after slot ``at`` are left."""
 
-    page: int
-    offset: int
-    end: int  # the table's pages when the walk began: rows added later wait for the next cleanup
-    density: float  # live and dead rows per page, as last seen
+    at: int
+    end: int  # the table's last slot when the walk began: rows added later wait for the next cleanup
+    per_page: int  # the most rows a page can hold (MaxHeapTuplesPerPage)
+
+    def tid(self, slot: int) -> str:
+        # (p, 0) is before page p's first row, so "ctid <= (p + 1, 0)" ends with page p.
+        return "({},{})".format(*divmod(slot, self.per_page))
 
 
 class CleanupSql:
@@ -62,15 +63,17 @@ class CleanupSql:
 
     def __init__(self, statements: Statements, tables: Tables, tid_ranges: bool) -> None:
         self.tid_ranges = tid_ranges
-        # The table's pages now, and its rows per page as of its last VACUUM/ANALYZE.
+        self._pages: dict[str, str] = {}  # PostgreSQL 14+: the DELETE of a TID range
+        self._bound: dict[str, str] = {}  # elsewhere: where the next key range ends,
+        self._range: dict[str, str] = {}  # the DELETE of that range,
+        self._rest: dict[str, str] = {}  # and of the rest, when fewer rows are left
+        # The table's pages now, and the most rows a page can hold (MaxHeapTuplesPerPage:
+        # the page minus its header, over a tuple header and a line pointer at the least).
         self._size = (
-            "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, c.reltuples, c.relpages "  # noqa: S608
+            "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, "  # noqa: S608
+            "(current_setting('block_size')::int - 24) / 28 "
             f"FROM pg_class c WHERE c.oid = {statements.placeholder.format('table')}::regclass"
         )
-        self._pages: dict[str, str] = {}
-        self._bound: dict[str, str] = {}
-        self._range: dict[str, str] = {}
-        self._rest: dict[str, str] = {}
         bp = sa.bindparam
         p = statements.placeholder.format
         for kind, pk in _KEYS:
@@ -78,17 +81,10 @@ class CleanupSql:
             key, expires = table.c[pk], table.c.expires_at
             if tid_ranges:
                 t = statements.quote(table.name)
-                # One statement: pick the next rows in physical order (the ORDER BY sorts
-                # only the pages in range), delete the expired ones among them by address,
-                # and say how many were looked at and the last one's address.  The DELETE
-                # re-tests expiry; a row updated meanwhile has a new address as well.
+                # A TID range scan: the step's pages only, in physical order.
                 self._pages[kind] = (
-                    f"WITH picked AS (SELECT ctid, expires_at FROM {t} "  # noqa: S608
-                    f"WHERE ctid > {p('after')}::tid AND ctid < {p('before')}::tid ORDER BY ctid LIMIT {p('limit')}), "
-                    f"gone AS (DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM picked "
-                    f"WHERE expires_at <= {p('now')})) AND expires_at <= {p('now')} RETURNING 1) "
-                    f"SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM picked), "
-                    f"(SELECT max(ctid) FROM picked)::text"
+                    f"DELETE FROM {t} WHERE ctid > {p('after')}::tid AND ctid <= {p('upto')}::tid "  # noqa: S608
+                    f"AND expires_at <= {p('now')}"
                 )
             else:
                 one: Any = sa.literal_column("1")
@@ -125,27 +121,22 @@ class CleanupSql:
 
     def _page_step(self, run: Callable[..., Any], kind: str, now: int, limit: int, cursor: Any) -> tuple[int, Any]:
         if cursor is None:
-            end, tuples, pages = run(lambda db: _fetchone(db, self._size, {"table": self._names[kind]}))
-            density = float(tuples) / pages if tuples > 0 and pages > 0 else _ROWS_PER_PAGE
-            cursor = _Pages(0, 0, int(end), max(1.0, density))
-        where: _Pages = cursor
-        if where.page >= where.end:
-            return 0, CLEANUP_DONE
-        # Pages enough for `limit` rows at the density seen (+1: the rest of the cursor's page).
-        span = math.ceil(limit / where.density) + 1
-        params = {"after": f"({where.page},{where.offset})", "before": f"({where.page + span},0)",
-                  "limit": limit, "now": now}
-        deleted, looked, last = run(lambda db: _fetchone(db, self._pages[kind], params))
-        if looked >= limit:  # stopped by the limit, inside the pages: go on right after the last row
-            page, offset = (int(part) for part in last.strip("()").split(","))
-            return int(deleted), _Pages(page, offset, where.end, where.density)
-        if where.page + span >= where.end:
-            return int(deleted), CLEANUP_DONE
-        # The pages ran out before the limit: fewer rows per page than thought.
-        density = looked / span if looked else where.density / 2
-        return int(deleted), _Pages(where.page + span - 1, _PAGE_END, where.end, max(1.0, density))
+            pages, per_page = run(lambda db: _fetchone(db, self._size, {"table": self._names[kind]}))
+            cursor = _Slots(0, int(pages) * int(per_page), int(per_page))
+        where: _Slots = cursor
+        # `limit` slots hold `limit` rows at the most (fewer when pages are not full: the
+        # batch sizing by time makes up for that).
+        upto = min(where.at + limit, where.end)
+        params = {"after": where.tid(where.at), "upto": where.tid(upto), "now": now}
+        deleted = run(lambda db: _rowcount(db, self._pages[kind], params))
+        return deleted, CLEANUP_DONE if upto >= where.end else _Slots(upto, where.end, where.per_page)
 
 
 def _fetchone(db: Any, sql: str, params: dict[str, Any]) -> Any:
     db.execute(sql, params)
     return db.fetchone()
+
+
+def _rowcount(db: Any, sql: str, params: dict[str, Any]) -> int:
+    db.execute(sql, params)
+    return int(db.rowcount)
