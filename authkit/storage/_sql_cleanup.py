@@ -11,10 +11,11 @@ where it stopped to the next step, so no step passes rows an earlier one passed:
   (the clustered index).
 
 Why not the ``expires_at`` index: expired rows lie all over a table, so deleting
-them in expiry order touches a different page for almost every row, and that
-measured 4-5x the time of a pass in storage order, which touches each page once
-for all its expired rows (what the single ``DELETE`` of Django's
-``clearsessions`` does, holding its locks to the end).  The walk looks at the
+them in expiry order touches a different page for almost every row; that
+measured 4-5x the time of a pass in storage order on PostgreSQL and 1.7x on
+MariaDB (200,000 of 400,000 rows), a pass which touches each page once for all
+its expired rows, as the single ``DELETE`` of Django's ``clearsessions`` does
+(holding its locks to the end).  The walk looks at the
 live rows too, which costs little next to deleting.
 
 Every ``DELETE`` tests ``expires_at <= :now`` itself, so a row that a concurrent
@@ -95,7 +96,7 @@ class CleanupSql:
                     sa.delete(table).where(key > bp("after"), key <= bp("upto"), expires <= bp("now"))
                 )
                 self._rest[kind] = statements.compile(sa.delete(table).where(key > bp("after"), expires <= bp("now")))
-        self._names = {kind: getattr(tables, kind).name for kind, _ in _KEYS}
+        self._names = {kind: statements.quote(getattr(tables, kind).name) for kind, _ in _KEYS}  # for ::regclass
 
     def step(self, run: Callable[..., Any], kind: str, now: int, limit: int, cursor: Any) -> tuple[int, Any]:
         """Delete the expired rows among the next ``limit`` of ``kind``'s table from ``cursor``.
