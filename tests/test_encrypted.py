@@ -751,7 +751,8 @@ def test_a_previous_release_session_is_touched_and_reencrypt_moves_every_record_
 
     assert storage.reencrypt() == 3
     token, session, kv = v3_inner.get_token("tok-v3"), v3_inner.get_session("sess-v3"), v3_inner.get_kv("kv-v3")
-    assert token is not None and token.refresh_token is not None and token.refresh_token.startswith(ENVELOPE_PREFIX + "04")
+    assert token is not None and token.refresh_token is not None
+    assert token.refresh_token.startswith(ENVELOPE_PREFIX + "04")
     assert session is not None and session.user_agent is not None
     assert session.user_agent.startswith(ENVELOPE_PREFIX + "04") and kv is not None and kv[0] == 4
     assert storage.reencrypt() == 0

@@ -282,7 +282,8 @@ class Keyring:
             raise _malformed("token")
         if client_id != sealed.client_id or token_type != sealed.token_type or scopes != sealed.scopes:
             raise EncryptionError(
-                "cannot verify a stored token: it was tampered with (its client id, token type or scopes changed)"
+                "cannot verify a stored token: it was tampered with "
+                "(a bound field changed: its client id, token type or scopes)"
             )
         sealed.access_token, sealed.refresh_token, sealed.metadata = access, refresh, metadata
         return header
@@ -405,7 +406,8 @@ def token_ad(token: AuthToken) -> bytes:
 
 def session_ad(session: SessionData) -> bytes:
     """Associated data of a session: kind, creation, identity and owner (its expiry has the expiry tag)."""
-    return b"authkit\x00session\x00" + _instant(session.created_at) + f"{session.session_id}\x00{session.user_id}".encode()
+    return (b"authkit\x00session\x00" + _instant(session.created_at)
+            + f"{session.session_id}\x00{session.user_id}".encode())
 
 
 def kv_ad(key: str) -> bytes:
@@ -455,6 +457,8 @@ def _record(plaintext: bytes, fields: int, what: str) -> list[Any]:
 def _unpack_v3(plaintext: bytes, what: str) -> tuple[str | None, str | None, dict[str, Any]]:
     """Version 3's ``[first, second, obj]``."""
     first, second, obj = _record(plaintext, 3, what)
-    if not (first is None or type(first) is str) or not (second is None or type(second) is str) or type(obj) is not dict:
+    if not (first is None or type(first) is str) or not (second is None or type(second) is str):
+        raise _malformed(what)
+    if type(obj) is not dict:
         raise _malformed(what)
     return first, second, obj

@@ -14,8 +14,8 @@ What is sealed (AES-256-GCM): a token's access token, refresh token and
 metadata; a session's ``data``, ``ip_address`` and ``user_agent``; every kv
 value.  What stays visible, because the store must look it up, sort or expire
 by it: ids and kv keys, ``user_id``, every datetime, a token's ``token_type``,
-``scopes`` and ``client_id``.  What is *bound* (associated data: visible but
-authenticated, so changing it in the database is an
+``scopes`` and ``client_id``.  What is *bound* (visible but authenticated, as
+associated data or as a sealed copy compared on read, so changing it in the database is an
 :class:`~authkit.errors.EncryptionError` on read): the record's kind and id,
 and for a token its ``user_id``, ``client_id``, ``token_type``, ``scopes``,
 ``issued_at`` and ``expires_at``; for a session its ``user_id`` and
@@ -33,7 +33,7 @@ Access tokens are looked up through a *blind index*: the inner store's
 ``access_token`` column holds a keyed BLAKE2b-256 of the access token (an index
 key derived with HKDF from the encryption key).  The ciphertext of a token
 lives in the inner record's ``refresh_token`` field, of a session in its
-``user_agent`` field, as :data:`ENVELOPE_PREFIX` + standard base64; the inner
+``user_agent`` field, as :data:`ENVELOPE_PREFIX` + hex (base64 when large); the inner
 ``metadata``/``data`` is ``{}`` (no JSON document around the ciphertext to
 encode and decode on every call).
 
