@@ -774,3 +774,18 @@ def test_a_large_record_is_carried_as_base64_and_a_small_one_as_hex(storage: Enc
     assert len(large.user_agent) < (1 << 17) * 4 // 3 + 1000
     got = storage.get_session("large")
     assert got is not None and got.data == {"blob": "x" * (1 << 17)}
+
+
+def test_times_are_bound_by_their_instant_whatever_the_zone_or_class() -> None:
+    from authkit.storage._seal import _NO_TIME, _instant
+
+    class Subclass(datetime):  # pickles itself its own way: the bytes must not change
+        def __reduce__(self) -> tuple[object, ...]:
+            return (Subclass, ())
+
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    same = [moment.astimezone(timezone(timedelta(hours=-5))), Subclass(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)]
+    assert all(_instant(other) == _instant(moment) for other in same)
+    assert _instant(moment + timedelta(microseconds=1)) != _instant(moment)
+    latest = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    assert len(_instant(latest)) == 10 and _instant(latest)[0] < 0xFF == _NO_TIME[0]

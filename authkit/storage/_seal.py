@@ -95,7 +95,8 @@ def _instant(moment: datetime) -> bytes:
     """
     if moment.tzinfo is not _UTC:
         moment = moment.astimezone(_UTC)
-    state: bytes = moment.__reduce__()[1][0]  # type: ignore[assignment]
+    # datetime's own method, not the instance's: a subclass may pickle itself differently.
+    state: bytes = datetime.__reduce__(moment)[1][0]  # type: ignore[assignment]
     return state
 
 
