@@ -784,7 +784,8 @@ def test_times_are_bound_by_their_instant_whatever_the_zone_or_class() -> None:
             return (Subclass, ())
 
     moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
-    same = [moment.astimezone(timezone(timedelta(hours=-5))), Subclass(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)]
+    same = [moment.astimezone(timezone(timedelta(hours=-5))),
+            Subclass(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)]
     assert all(_instant(other) == _instant(moment) for other in same)
     assert _instant(moment + timedelta(microseconds=1)) != _instant(moment)
     latest = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
