@@ -200,9 +200,11 @@ def _bound_psycopg_reads(engine: Engine, timeout: float) -> None:
         return
     grace = timeout + 2.0  # the server's own statement_timeout should answer first
 
+    wait = psycopg.Connection.wait  # called directly: super() costs a lookup on every statement
+
     class _BoundedConnection(psycopg.Connection[Any]):
         def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-            return super().wait(gen, interval, grace if timeout is None else timeout)
+            return wait(self, gen, interval, grace if timeout is None else timeout)
 
     @event.listens_for(engine, "do_connect")
     def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:

@@ -192,7 +192,6 @@ class SqlStorage(AuthStorage):
                 engine.dispose()
             raise
         self._leases = LeaseKeeper(self)
-        self._runner.before_call = self._leases.guard
         _LIVE.add(self)
 
     def __repr__(self) -> str:
