@@ -43,6 +43,13 @@ def _as_optional_utc(value: datetime | None, name: str) -> datetime | None:
     return None if value is None else as_utc(value, name)
 
 
+def _has_passed(expires_at: datetime | None, now: datetime | None) -> bool:
+    """Whether ``expires_at`` is set and not after ``now`` (default: the current time)."""
+    if expires_at is None:
+        return False
+    return expires_at <= (utcnow() if now is None else as_utc(now, "now"))
+
+
 def check_json(value: Any, name: str) -> None:
     """Raise ``TypeError`` unless ``value`` is a JSON value that round-trips.
 
@@ -178,9 +185,7 @@ class AuthToken:
 
     def is_expired(self, now: datetime | None = None) -> bool:
         """True once ``expires_at`` has passed; a token without one never expires."""
-        if self.expires_at is None:
-            return False
-        return self.expires_at <= (utcnow() if now is None else as_utc(now, "now"))
+        return _has_passed(self.expires_at, now)
 
     def __repr__(self) -> str:
         return (
@@ -211,9 +216,7 @@ class SessionData:
 
     def is_expired(self, now: datetime | None = None) -> bool:
         """True once ``expires_at`` has passed; a session without one never expires."""
-        if self.expires_at is None:
-            return False
-        return self.expires_at <= (utcnow() if now is None else as_utc(now, "now"))
+        return _has_passed(self.expires_at, now)
 
     def __repr__(self) -> str:
         return (

@@ -66,7 +66,7 @@ def test_path_building(org: FakeSalesforce, sf: SalesforceClient) -> None:
     with SalesforceClient(sf.auth, api_version="v61.0") as older:
         assert older.api_version == "61.0"
         assert older.request("GET", "limits").url == f"{base}/services/data/v61.0/limits"
-    for bad in ("62", "latest", "62.0.1", ""):
+    for bad in ("62", "latest", "62.0.1", "", "62.0\n"):
         with pytest.raises(ValueError):
             SalesforceClient(sf.auth, api_version=bad)
     with pytest.raises(TypeError):
@@ -148,7 +148,7 @@ def test_body_is_resent_intact_after_401(org: FakeSalesforce, rest: FakeRestApi,
     kwargs: dict[str, Any]
     if kind == "json":
         kwargs = {"json": {"a": 1, "b": "two"}}
-        expected = b'{"a": 1, "b": "two"}'
+        expected = b'{"a":1,"b":"two"}'  # compact JSON
     elif kind == "form":
         kwargs = {"data": {"a": "1", "b": "two words"}}
         expected = b"a=1&b=two+words"
@@ -195,6 +195,30 @@ def test_record_create_after_401_creates_exactly_one(org: FakeSalesforce, rest: 
 def test_bad_data_type(sf: SalesforceClient) -> None:
     with pytest.raises(TypeError):
         sf.post("/services/apexrest/echo", data=12345)
+
+
+def test_json_bodies_are_compact_and_bad_ones_are_argument_errors(org: FakeSalesforce, rest: FakeRestApi,
+                                                                   sf: SalesforceClient) -> None:
+    echo = Echo(rest)
+    path = "/services/apexrest/echo"
+    sent = [sf.request("POST", path, json={"a": [1, 2.5, None, True], "\u00e9": "\u00fc"}),
+            sf.request("POST", path, json={"a": 1}, headers={"content-type": "application/vnd.x+json"}),
+            sf.request("POST", path, json={"ignored": 1}, data=b"raw")]  # as in requests: data wins
+    assert echo.bodies == [b'{"a":[1,2.5,null,true],"\\u00e9":"\\u00fc"}', b'{"a":1}', b"raw"]
+    assert [r.request.headers.get("Content-Type") for r in sent] == [
+        "application/json", "application/vnd.x+json", None]
+    before = len(org.requests_log)
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    for bad in (float("nan"), float("-inf"), circular, deep):
+        with pytest.raises(ValueError):  # requests raised its own InvalidJSONError for NaN
+            sf.post(path, json={"value": bad})
+    with pytest.raises(TypeError):
+        sf.post(path, json={"value": object()})
+    assert len(org.requests_log) == before  # nothing was sent
 
 
 # -- transient failures --------------------------------------------------------------------------

@@ -157,6 +157,91 @@ def test_bad_arguments(sf: SalesforceClient) -> None:
     assert sf.collections.create([]) == []
 
 
+ID = "001000000000000AAA"
+
+
+@pytest.mark.parametrize(("call", "records", "error"), [
+    # A trailing newline passed the old checks ("$" matches before one).
+    ("delete", [ID, ID + "\n"], ValueError),
+    ("delete", [ID, ID[:15] + "\n"], ValueError),
+    ("delete", [ID, 1], TypeError),
+    ("update", [{"attributes": {"type": "Account"}, "Id": ID + "\n"}], ValueError),
+    ("create", [{"attributes": {"type": "Account\n"}, "Name": "x"}], ValueError),
+    ("create", [{"attributes": {"type": "Account"}, "Name\n": "x"}], ValueError),
+    # A field named after a type checked before: names and types are kept apart.
+    ("create", [{"attributes": {"type": "Account"}, ".Account": "x"}], ValueError),
+    ("create", [{"attributes": {"type": "Account"}, "Name": "x"}, {"attributes": {"type": ["Account"]}}], ValueError),
+    ("create", [{"attributes": {"type": "Account"}, "Name": "x"}, {"attributes": "Account"}], ValueError),
+    ("create", [{"attributes": {"type": "Account"}, "Name": "x"}, ["Name", "x"]], TypeError),
+])
+def test_a_bad_record_anywhere_in_a_chunk_sends_nothing(org: FakeSalesforce, rest: FakeRestApi, sf: SalesforceClient,
+                                                        call: str, records: list[Any], error: type[Exception]) -> None:
+    good: list[Any] = [ID] * 150 if call == "delete" else [
+        {"attributes": {"type": "Account"}, "Name": f"n{i}", **({"Id": ID} if call == "update" else {})}
+        for i in range(150)]
+    before = len(org.requests_log)
+    with pytest.raises(error):
+        getattr(sf.collections, call)([*good, *records, *good])  # checked in the first request's chunk
+    assert len(org.requests_log) == before
+
+
+def test_a_bad_record_in_a_later_chunk_stops_before_its_request(org: FakeSalesforce, rest: FakeRestApi,
+                                                                 sf: SalesforceClient) -> None:
+    records = [*accounts(250), {"attributes": {"type": "Account"}, "Bad Name": "x"}]
+    with pytest.raises(ValueError, match="Bad Name"):
+        sf.collections.create(records)
+    assert len(rest.records("Account")) == 200  # the first chunk was applied, as documented
+
+
+def test_chunks_mixing_plain_dicts_and_other_mappings(rest: FakeRestApi, sf: SalesforceClient) -> None:
+    from collections import OrderedDict
+    from types import MappingProxyType
+
+    records: list[Any] = accounts(450)
+    records[10] = OrderedDict(records[10])
+    records[220] = MappingProxyType({"attributes": MappingProxyType({"type": "Account"}), "Name": "proxied"})
+    records[300] = {"attributes": {"type": "Contact"}, "LastName": "new type and field in a later chunk"}
+    results = sf.collections.create(records)
+    assert len(results) == 450 and all(r["success"] for r in results)
+    assert len(rest.records("Account")) == 449 and [c["LastName"] for c in rest.records("Contact")] == [
+        "new type and field in a later chunk"]
+    ids = [r["id"] for r in results]
+    updated = sf.collections.update([{"attributes": {"type": "Contact" if n == 300 else "Account"}, "Id": i}
+                                     for n, i in enumerate(ids)])
+    assert all(r["success"] for r in updated)
+
+
+def test_environment_is_read_once_per_call_and_still_honoured(org: FakeSalesforce, rest: FakeRestApi,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
+    from authkit.errors import SalesforceConnectionError
+
+    class CountingSession(requests.Session):
+        reads = 0
+
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
+            CountingSession.reads += 1
+            return super().merge_environment_settings(*args, **kwargs)
+
+    session = CountingSession()
+    with SalesforceClient(org.jwt_auth(), session=session) as client:
+        client.get("limits")
+        CountingSession.reads = 0
+        ids = [r["id"] for r in client.collections.create(accounts(401))]
+        assert CountingSession.reads == 1  # three requests, one look at the environment
+        client.collections.delete(ids)
+        assert CountingSession.reads == 2 and rest.records("Account") == []
+        # The environment still counts: a proxy that is not there fails the next call.
+        from tests.ports import free_port
+
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # claimed, nothing listens
+        monkeypatch.setenv("NO_PROXY", "")
+        monkeypatch.setenv("no_proxy", "")
+        with pytest.raises(SalesforceConnectionError):
+            client.collections.create(accounts(1))
+
+
 def test_records_are_not_changed_and_any_mapping_works(rest: FakeRestApi, sf: SalesforceClient) -> None:
     import copy
     from types import MappingProxyType

@@ -110,6 +110,7 @@ def test_server_down_is_unavailable_and_the_same_storage_recovers(
         lambda: storage.store_tokens_bulk([token("t2", "access-2"), token("t3", "access-3")]),
         lambda: storage.get_token_by_access_token("access-1"),
         lambda: storage.cleanup_expired(),
+        lambda: storage.drop_schema(),
     ):
         with pytest.raises(StorageUnavailableError) as info:
             call()
@@ -319,15 +320,23 @@ def test_schema_version_mismatch_is_a_configuration_error(
 def test_create_schema_false_needs_the_tables(kind: str, tmp_path: Path, opened: Callable[..., SqlStorage]) -> None:
     url = url_for(kind, tmp_path)
     prefix = unique_prefix("n")
-    with pytest.raises(ConfigurationError, match="do not exist"):
+    with pytest.raises(ConfigurationError, match="not exist"):
         SqlStorage(url, prefix=prefix, create_schema=False)
     made = opened(url, prefix=prefix)
     again = opened(url, prefix=prefix, create_schema=False)
     made.store_kv("k", b"v")
     assert again.get_kv("k") == b"v"
     made.drop_schema()
-    with pytest.raises(ConfigurationError, match="do not exist"):
+    with pytest.raises(ConfigurationError, match="not exist"):
         SqlStorage(url, prefix=prefix, create_schema=False)
+
+
+def test_create_schema_false_on_a_missing_sqlite_file_leaves_no_file(tmp_path: Path) -> None:
+    typo = tmp_path / "tyop.db"
+    with pytest.raises(ConfigurationError, match="does not exist") as info:
+        SqlStorage(f"sqlite:///{typo}", create_schema=False)
+    assert "authkit init" in str(info.value)
+    assert not typo.exists()
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -12,7 +12,7 @@ def check_name(name: object, what: str) -> str:
     """``name`` if it is an API name (letters, digits, ``_``); ``TypeError``/``ValueError`` otherwise."""
     if not isinstance(name, str):
         raise TypeError(f"{what} name must be a str")
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):  # fullmatch: "$" alone would let a trailing newline through
         raise ValueError(f"invalid {what} name {name!r}")
     return name
 
@@ -23,6 +23,6 @@ def check_id(record_id: object) -> str:
         return record_id  # the common case, without the regex (collections check thousands per call)
     if not isinstance(record_id, str):
         raise TypeError("record id must be a str")
-    if not _ID_RE.match(record_id):
+    if not _ID_RE.fullmatch(record_id):
         raise ValueError(f"invalid record id {record_id!r}: expected 15 or 18 letters and digits")
     return record_id

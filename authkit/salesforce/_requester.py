@@ -7,6 +7,7 @@ fleet's request budget, the ``Sforce-Limit-Info`` usage and one DEBUG line per s
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import time
@@ -37,6 +38,10 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _RETRY_CODES = frozenset({"UNABLE_TO_LOCK_ROW"})
 _MAX_BACKOFF = 30.0
 USER_AGENT = f"authkit/{__version__} python-requests/{requests.__version__}"
+#: ``json=`` bodies: compact (the same JSON in fewer bytes for both ends to handle), NaN and
+#: infinities refused as requests refuses them.  No circular check: it costs as much as the
+#: encoding itself, and a circular value still fails, as a RecursionError (see :func:`_json_body`).
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
 
 
 class Requester:
@@ -65,11 +70,15 @@ class Requester:
         return info[1] if info is not None else None
 
     def send(
-        self, method: str, path: str, accept: frozenset[int], *, idempotent: bool | None = None, **kwargs: Any
+        self, method: str, path: str, accept: frozenset[int], *, idempotent: bool | None = None,
+        environment: dict[tuple[str, Any], dict[str, Any]] | None = None, **kwargs: Any
     ) -> requests.Response:
         """The response (status < 300 or in ``accept``), or the error it raises.
 
         ``idempotent=False`` keeps a GET that has side effects (anonymous Apex) from being resent on a 500.
+        ``environment``: a dict the caller keeps for the requests of one call (``collections``):
+        requests' settings from the session and the environment (proxies, CA bundle) are read on
+        the first request to an instance and reused from it by the next ones.
         """
         if not isinstance(method, str) or not isinstance(path, str):
             raise TypeError("method and path must be str")
@@ -87,13 +96,19 @@ class Requester:
         headers = {"User-Agent": USER_AGENT}
         if kwargs.get("headers"):
             headers.update(kwargs["headers"])
+        files = kwargs.get("files")
+        if not data and not files and kwargs.get("json") is not None:  # when requests would encode json=
+            data = _json_body(kwargs["json"])
+            if not any(name.lower() == "content-type" for name in headers) \
+                    and "content-type" not in self._session.headers:
+                headers["Content-Type"] = "application/json"
         prepared = self._session.prepare_request(requests.Request(
-            method, url, params=kwargs.get("params"), data=data, json=kwargs.get("json"),
-            files=kwargs.get("files"), headers=headers,
+            method, url, params=kwargs.get("params"), data=data, files=files, headers=headers,
+            # The bearer token replaces any Authorization: without an auth of its own, the session
+            # would look up ~/.netrc for one on every request, only for it to be overwritten.
+            auth=_keep if self._session.auth is None else None,
         ))
-        settings: dict[str, Any] = dict(
-            self._session.merge_environment_settings(prepared.url, {}, kwargs.get("stream"), None, None)
-        )
+        settings = {**self._environment(prepared.url or url, kwargs.get("stream"), environment)}
         settings["timeout"] = kwargs.get("timeout", self._timeout)
         settings["allow_redirects"] = False  # never carry the bearer token anywhere else
         safe = safe_path(prepared.url or url)
@@ -122,6 +137,20 @@ class Requester:
                 data.seek(body_start)
             prepared = prepared.copy()
             token = self._auth.access_token()
+
+    def _environment(
+        self, url: str, stream: Any, environment: dict[tuple[str, Any], dict[str, Any]] | None
+    ) -> dict[str, Any]:
+        """requests' send settings for ``url`` (``proxies``, ``verify``, ``cert``, ``stream``) from the
+        session and, with ``trust_env``, the environment — two scans of ``os.environ`` each time,
+        so a call of many requests keeps them in ``environment`` (keyed by the URL's origin)."""
+        if environment is None:
+            return dict(self._session.merge_environment_settings(url, {}, stream, None, None))
+        key = ("/".join(url.split("/", 3)[:3]), stream)  # "scheme://host:port"
+        settings = environment.get(key)
+        if settings is None:
+            settings = environment[key] = dict(self._session.merge_environment_settings(url, {}, stream, None, None))
+        return settings
 
     def _authorized(
         self, prepared: requests.PreparedRequest, token: str, settings: dict[str, Any], method: str, safe: str,
@@ -198,3 +227,16 @@ class Requester:
         if not path:
             raise ValueError("path must not be empty")
         return instance + self._data_path + path
+
+
+def _json_body(value: Any) -> bytes:
+    """``value`` as a JSON request body; ``ValueError``/``TypeError`` for what JSON cannot hold."""
+    try:
+        return _JSON.encode(value).encode("ascii")  # ensure_ascii (the default): the text is ASCII
+    except RecursionError:
+        raise ValueError("json= refers to itself or is nested too deeply to send") from None
+
+
+def _keep(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An auth that changes nothing (the bearer token is set on each send)."""
+    return request

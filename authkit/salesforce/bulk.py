@@ -517,7 +517,7 @@ def _json_or_none(response: requests.Response) -> Any:
 def _check_job_id(job_id: object) -> str:
     if not isinstance(job_id, str):
         raise TypeError("job id must be a str")
-    if not _JOB_ID_RE.match(job_id):
+    if not _JOB_ID_RE.fullmatch(job_id):  # fullmatch: "$" alone would let a trailing newline through
         raise ValueError(f"invalid job id {job_id!r}: expected 15 or 18 letters and digits")
     return job_id
 

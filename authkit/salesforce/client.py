@@ -35,6 +35,10 @@ What it does on every request:
   applied) or ``500`` (idempotent methods only), with jittered backoff, up to ``retries`` times;
 - sends ``User-Agent: authkit/<version> python-requests/<version>`` and reports retries and API
   usage as :mod:`authkit.salesforce.events`;
+- sends ``json=`` as compact JSON (what requests would send, without the spaces); NaN, an
+  infinity or a value that contains itself is a ``ValueError`` before anything is sent;
+- reads the session's and the environment's settings (proxies, CA bundle) as requests does,
+  once per call — a ``collections`` call of many requests reads them at its first;
 - turns REST error bodies into :class:`~authkit.errors.ApiError` subclasses
   (see ``_ERROR_CLASSES`` in ``_responses.py``) and transport failures into
   :class:`~authkit.errors.SalesforceConnectionError`;
@@ -55,7 +59,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, overload
@@ -130,7 +134,7 @@ class SalesforceClient:
         if not isinstance(api_version, str):
             raise TypeError("api_version must be a str such as '62.0'")
         version = api_version[1:] if api_version[:1] in ("v", "V") else api_version
-        if not _VERSION_RE.match(version):
+        if not _VERSION_RE.fullmatch(version):
             raise ValueError(f"api_version must look like '62.0', got {api_version!r}")
         _check_timeout(timeout)
         options = {"retries": retries, "backoff_factor": backoff_factor, "max_retry_after": max_retry_after,
@@ -228,15 +232,28 @@ class SalesforceClient:
         return self._request(method, path, _NO_STATUSES, **kwargs)
 
     def _request(
-        self, method: str, path: str, accept: frozenset[int], *, idempotent: bool | None = None, **kwargs: Any
+        self, method: str, path: str, accept: frozenset[int], *, idempotent: bool | None = None,
+        environment: dict[Any, dict[str, Any]] | None = None, **kwargs: Any
     ) -> requests.Response:
         """:meth:`request`, also returning (not raising) a response whose status is in ``accept``.
 
         ``idempotent=False`` keeps a GET that has side effects (anonymous Apex) from being resent on a 500.
+        ``environment``: see :meth:`_series`.
         """
         if self._closed:
             raise ValueError("SalesforceClient is closed")
-        return self._requester.send(method, path, accept, idempotent=idempotent, **kwargs)
+        return self._requester.send(method, path, accept, idempotent=idempotent, environment=environment, **kwargs)
+
+    def _series(self) -> Callable[..., Any]:
+        """``send(method, path, **kwargs)`` -> the parsed body, for one call made of many requests
+        (``collections``): requests' settings from the session and the environment (proxies, CA
+        bundle), two scans of ``os.environ`` per request otherwise, are read once for the call."""
+        environment: dict[Any, dict[str, Any]] = {}
+
+        def send(method: str, path: str, **kwargs: Any) -> Any:
+            return body(self._request(method, path, _NO_STATUSES, environment=environment, **kwargs))
+
+        return send
 
     def _url(self, path: str) -> str:
         """The full URL for ``path``, or ``ValueError`` if it is not on the instance."""

@@ -108,11 +108,13 @@ def check_timeout(timeout: object) -> float:
     return float(timeout)
 
 
-def make_engine(url_or_str: str | URL, options: dict[str, Any], timeout: float) -> tuple[Engine, bool]:
+def make_engine(url_or_str: str | URL, options: dict[str, Any], timeout: float,
+                create_file: bool = True) -> tuple[Engine, bool]:
     """A new engine for the URL and whether it is an in-memory SQLite database.
 
     ``options`` go to :func:`sqlalchemy.create_engine` and win over the defaults
-    set here (``connect_args`` are merged key by key).
+    set here (``connect_args`` are merged key by key).  Without ``create_file`` a
+    SQLite file that does not exist is an error, not a new empty database.
     """
     if isinstance(url_or_str, str):
         try:
@@ -143,6 +145,12 @@ def make_engine(url_or_str: str | URL, options: dict[str, Any], timeout: float) 
             settings["poolclass"] = StaticPool
         elif not url.database.startswith("file:"):
             _check_sqlite_directory(url.database)
+            if not create_file and not os.path.exists(url.database):
+                # Connecting would create it: a typo in the path would leave an empty file behind.
+                raise ConfigurationError(
+                    f"the SQLite database {url.database} does not exist; create it with `authkit init` "
+                    "(in code, create_schema=True)"
+                )
             create_private_file(url.database)  # 0600, and so its -wal and -shm too
     else:
         settings["pool_recycle"] = 3600

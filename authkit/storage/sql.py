@@ -170,7 +170,7 @@ class SqlStorage(AuthStorage):
                 install_connect_hooks(engine, timeout)
         elif isinstance(url_or_engine, (str, URL)):
             owns_engine = True
-            engine, in_memory = make_engine(url_or_engine, engine_options, timeout)
+            engine, in_memory = make_engine(url_or_engine, engine_options, timeout, create_file=create_schema)
         else:
             raise TypeError(f"url_or_engine must be a URL str or an Engine, not {type(url_or_engine).__name__}")
         self._engine = engine
@@ -249,11 +249,8 @@ class SqlStorage(AuthStorage):
                             "(flask authkit init, manage.py authkit_init; in code, create_schema=True)"
                         )
                     version = conn.execute(sa.select(meta.c.value).where(meta.c.name == "schema_version")).scalar()
-        except sa_exc.DBAPIError as exc:
-            raise self._error(exc, connecting=bool(exc.connection_invalidated)
-                              or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))) from exc
         except sa_exc.SQLAlchemyError as exc:
-            raise self._error(exc, connecting=False) from exc
+            raise self._schema_error(exc) from exc
         except (TypeError, ValueError, AttributeError, LookupError) as exc:
             # The driver choked on a connection option from the URL (e.g. PyMySQL on
             # ?charset=bogus raises AttributeError): a configuration mistake, not an outage.
@@ -292,7 +289,15 @@ class SqlStorage(AuthStorage):
             with self._runner.serial:
                 self._tables.metadata.drop_all(self._engine, checkfirst=True)
         except sa_exc.SQLAlchemyError as exc:
-            raise self._error(exc, connecting=False) from exc
+            raise self._schema_error(exc) from exc
+
+    def _schema_error(self, exc: sa_exc.SQLAlchemyError) -> StorageError:
+        """The authkit error for DDL and schema checks, which run through the engine, not the
+        Runner: a connection that could not be made or was lost (a server that is down, a
+        PgBouncer refusing the login) is "unavailable", anything else a plain storage error."""
+        connecting = isinstance(exc, sa_exc.DBAPIError) and (
+            bool(exc.connection_invalidated) or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)))
+        return self._error(exc, connecting=connecting)
 
     # -- tokens -------------------------------------------------------------------
 
