@@ -6,7 +6,9 @@ process, and other benchmarks configure them differently)::
     python -m benchmarks._django_clearsessions postgresql://postgres@127.0.0.1/test 200000 200000
 
 fills a fresh ``django_session`` table (under a unique name) with the expired and
-live sessions, times ``call_command("clearsessions")`` and prints one JSON line:
+live sessions laid out as authkit's side of the benchmark lays out its own
+(``benchmarks.bench_cleanup.rows_sql``: interleaved, each with its own expiry),
+times ``call_command("clearsessions")`` and prints one JSON line:
 ``{"seconds": ..., "deleted": ...}``.  The table is dropped afterwards.
 """
 
@@ -54,34 +56,32 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
+    from benchmarks.bench_cleanup import rows_sql
+
     with connection.schema_editor() as editor:
         editor.create_model(Session)
     try:
         call_command("clearsessions")  # warm: imports and connection, on the empty table
-        total = expired + live
+        postgresql = connection.vendor == "postgresql"
+        source, key, condition, offset = rows_sql(postgresql, expired, live)
+        if postgresql:
+            now, delta = "now()", f"{offset} * interval '1 microsecond'"
+        else:
+            now, delta = "NOW(6)", f"INTERVAL {offset} MICROSECOND"
         with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.execute(
-                    f"INSERT INTO {table} (session_key, session_data, expire_date) "
-                    f"SELECT 'key' || i, repeat('x', 100), "
-                    f"CASE WHEN i <= {expired} THEN now() - interval '1 hour' ELSE now() + interval '1 day' END "
-                    f"FROM generate_series(1, {total}) AS s(i)"
-                )
-                cursor.execute(f"ANALYZE {table}")
-            else:
-                cursor.execute(
-                    f"INSERT INTO {table} (session_key, session_data, expire_date) "
-                    f"SELECT CONCAT('key', seq), REPEAT('x', 100), "
-                    f"IF(seq <= {expired}, NOW(6) - INTERVAL 1 HOUR, NOW(6) + INTERVAL 1 DAY) "
-                    f"FROM seq_1_to_{total}"
-                )
-                cursor.execute(f"ANALYZE TABLE {table}")
+            cursor.execute(
+                f"INSERT INTO {table} (session_key, session_data, expire_date) "
+                f"SELECT {key}, {'repeat' if postgresql else 'REPEAT'}('x', 100), "
+                f"CASE WHEN {condition} THEN {now} - {delta} ELSE {now} + {delta} END FROM {source}"
+            )
+            cursor.execute(f"ANALYZE {table}" if postgresql else f"ANALYZE TABLE {table}")
+            if not postgresql:
                 cursor.fetchall()
         start = time.perf_counter()
         call_command("clearsessions")
         seconds = time.perf_counter() - start
         left = Session.objects.count()
-        print(json.dumps({"seconds": seconds, "deleted": total - left}))
+        print(json.dumps({"seconds": seconds, "deleted": expired + live - left}))
     finally:
         with connection.schema_editor() as editor:
             editor.delete_model(Session)

@@ -15,32 +15,23 @@ interleaved rounds (medians, ± half the spread):
   load) is printed beside.  On PostgreSQL and MariaDB the round trips of one call
   of each, counted by a TCP proxy, are printed too;
 * ``store_tokens_bulk`` of 10,000 tokens against a loop of ``store_token``;
-* ``get_token_by_access_token`` latency with 200,000 tokens stored against 1,000;
-* on PostgreSQL and MariaDB, ``cleanup_expired`` of 200,000 expired sessions
-  among 200,000 live ones against Django's ``clearsessions`` on its own db
-  session backend with the same counts (in a process of its own:
-  ``benchmarks/_django_clearsessions.py``), authkit's statements per run (one
-  round trip each) and its longest; then one more run with a writer beside it
-  (``store_session``, half of the calls reviving expired rows, every revived
-  session checked to survive), and the writer's longest wait.
+* ``get_token_by_access_token`` latency with 200,000 tokens stored against 1,000.
+
+``cleanup_expired`` against Django's ``clearsessions`` is ``benchmarks/bench_cleanup.py``.
 
 ``python -m benchmarks.run sql`` (add ``--quick`` for a smoke run with small sizes).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,7 +42,7 @@ from authkit.storage._codec import dumps as _dumps
 from authkit.storage._codec import micros as _micros
 from authkit.storage._sql_rows import session_from_row, token_from_row
 from authkit.storage.sql import SqlStorage
-from benchmarks.harness import Table, best_time, ratio_row
+from benchmarks.harness import Table, best_time
 from tests.services import MYSQL_URL, POSTGRES_URL, reachable, unique_prefix
 from tests.tcp_proxy import TcpProxy
 
@@ -315,153 +306,12 @@ def _lookup_latency(table: Table, url: str, small: int, large: int, lookups: int
                        f"{many * 1e6:,.0f} us", f"{few * 1e6:,.0f} us", f"{many / few:.2f}x", "<= 1.5x"))
 
 
-def _fill_sessions(storage: SqlStorage, expired: int, live: int) -> None:
-    """Insert the sessions with one set-based statement: only the cleanup is being measured."""
-    t = storage._tables.sessions.name
-    now = storage.now()
-    past, future, created = (_micros(now - timedelta(hours=1)), _micros(now + timedelta(days=1)),
-                             _micros(now - timedelta(days=1)))
-    total = expired + live
-    if storage.engine.dialect.name == "postgresql":
-        source, i, sid, data = f"generate_series(1, {total}) AS s(i)", "i", "'sess' || i", "repeat('x', 100)"
-    else:
-        source, i, sid, data = f"seq_1_to_{total} AS s", "s.seq", "CONCAT('sess', s.seq)", "REPEAT('x', 100)"
-    sql = (
-        f"INSERT INTO {t} (session_id, user_id, created_at, expires_at, last_activity, data) "
-        f"SELECT {sid}, 'user', {created}, CASE WHEN {i} <= {expired} THEN {past} ELSE {future} END, "
-        f"{created}, {data} FROM {source}"
-    )
-    connection = storage.engine.raw_connection()
-    try:
-        cursor = connection.cursor()
-        cursor.execute(sql)
-        cursor.execute(f"ANALYZE {t}" if storage.engine.dialect.name == "postgresql" else f"ANALYZE TABLE {t}")
-        if storage.engine.dialect.name != "postgresql":
-            cursor.fetchall()
-        cursor.close()
-    finally:
-        connection.close()
-
-
-class _Writer:
-    """A thread writing sessions while a cleanup runs: how long does any one write wait?
-
-    It alternates between rewriting a live session and reviving an expired one
-    (``store_session`` with a new expiry): the revival races the cleanup for the
-    very rows it deletes, the case where a writer could be blocked, or a cleanup
-    could delete a record a concurrent write made live.
-    """
-
-    def __init__(self, storage: SqlStorage, expired: int, live: int) -> None:
-        self.storage = storage
-        self.expired, self.live = expired, live
-        self.waits: list[float] = []
-        self.revived: set[str] = set()
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> _Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        now = self.storage.now()
-        session = SessionData("", "user", expires_at=now + timedelta(days=1), data={"n": 1})
-        rng = random.Random(7)
-        try:
-            while not self._stop.is_set():
-                revive = len(self.waits) % 2 == 1
-                number = rng.randint(1, self.expired) if revive else self.expired + rng.randint(1, self.live)
-                start = time.perf_counter()
-                self.storage.store_session(f"sess{number}", session)
-                self.waits.append(time.perf_counter() - start)
-                if revive:
-                    self.revived.add(f"sess{number}")
-        except BaseException as exc:  # reported by the benchmark, not lost in the thread
-            self.error = exc
-
-
-def _authkit_cleanup(url: str, expired: int, live: int, statements: list[float],
-                     waits: list[float] | None = None) -> float:
-    """Seconds of one ``cleanup_expired()`` on freshly filled tables.
-
-    Statement times go into ``statements``.  With ``waits``, a writer runs beside the
-    cleanup (see ``_Writer``) and the times of its calls go there.
-    """
-    with _open(url) as storage:
-        _fill_sessions(storage, expired, live)
-        original = storage._execute
-
-        def timed(sql: str, params: dict[str, Any]) -> int:
-            start = time.perf_counter()
-            try:
-                return original(sql, params)
-            finally:
-                statements.append(time.perf_counter() - start)
-
-        storage._execute = timed  # type: ignore[method-assign]
-        writer = _Writer(storage, expired, live)
-        with writer if waits is not None else nullcontext():
-            start = time.perf_counter()
-            report = storage.cleanup_expired()
-            elapsed = time.perf_counter() - start
-        storage._execute = original  # type: ignore[method-assign]
-        if writer.error is not None:
-            raise writer.error
-        if waits is not None:
-            waits.extend(writer.waits)
-        # Every session the writer made live again survived the cleanup.
-        assert all(storage.get_session(sid) is not None for sid in writer.revived)
-        assert expired - len(writer.revived) <= report.sessions <= expired, report
-        assert storage.count_active_sessions() == live + len(writer.revived)
-        return elapsed
-
-
-def _django_cleanup(url: str, expired: int, live: int) -> float:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks._django_clearsessions", url, str(expired), str(live)],
-        check=True, capture_output=True, text=True, timeout=600,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["deleted"] == expired, result
-    return float(result["seconds"])
-
-
-def _cleanup(table: Table, url: str, expired: int, rounds: int) -> None:
-    statements: list[float] = []
-    waits: list[float] = []
-    ours: list[float] = []
-    theirs: list[float] = []
-    for _ in range(rounds):  # alternating; each side on freshly filled tables, only the cleanup timed
-        ours.append(_authkit_cleanup(url, expired, expired, statements))
-        theirs.append(_django_cleanup(url, expired, expired))
-    ratio_row(table, f"cleanup_expired: {expired:,} expired + {expired:,} live sessions", ours, theirs,
-              "<= 2x Django clearsessions")
-    ordered = sorted(statements)
-    table.note("  statements (= round trips) per run; longest, 95th pct",
-               f"{len(statements) // rounds}; {ordered[-1] * 1000:,.1f} ms, "
-               f"{ordered[int(len(ordered) * 0.95)] * 1000:,.1f} ms", "<= 50 ms")
-    # One more run with a writer beside it (apart: the writer's load would tilt the ratio).
-    _authkit_cleanup(url, expired, expired, [], waits)
-    waits.sort()
-    table.note("  a writer beside it: calls; longest, 99th pct, median wait",
-               f"{len(waits)}; {waits[-1] * 1000:,.1f} ms, {waits[int(len(waits) * 0.99)] * 1000:,.1f} ms, "
-               f"{statistics.median(waits) * 1000:,.1f} ms", "<= 50 ms")
-
-
 def run(quick: bool) -> None:
     block = 50 if quick else 200  # calls per side per round
     rounds = 6 if quick else 40
     bulk_n = 1000 if quick else 10_000
     small, large = 1000, (10_000 if quick else 200_000)
     lookups = 100 if quick else 1000
-    cleanup_n = 10_000 if quick else 200_000
-    cleanup_rounds = 1 if quick else 3
     with tempfile.TemporaryDirectory() as tmp:
         urls = {
             "SQLite file": f"sqlite:///{os.path.join(tmp, 'bench.db')}",
@@ -479,6 +329,4 @@ def run(quick: bool) -> None:
                     _single_ops(table, storage, url, block, rounds)
                 _bulk(table, storage, bulk_n)
             _lookup_latency(table, url, small, large, lookups)
-            if not url.startswith("sqlite"):
-                _cleanup(table, url, cleanup_n, cleanup_rounds)
             table.print()

@@ -12,7 +12,7 @@ import dataclasses
 import multiprocessing
 import os
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -665,3 +665,128 @@ def test_touch_kv_through_the_wrapper_moves_the_expiry(storage: EncryptedStorage
     entry = storage.get_kv_entry("k")
     assert entry is not None and entry.value == b"v" and entry.expires_at is not None
     assert entry.expires_at > clock()
+
+
+# -- records of the previous release (format version 3) --------------------------------
+
+# What release 3's EncryptedStorage left in a MemoryStorage (the fields it writes; the rest is
+# visible as stored), made by that release with V3_KEY: base64 carriers, every bound field in
+# the associated data, an expiry tag over the expiry as text.
+V3_KEY = "S0lTVVBFUlNFQ1JFVEtFWUZPUlRIRVYzRklYVFVSRTE="
+V3_TIME = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+V3_TOKEN_INDEX = "9c0f31c83013a50fd9d83d8ad09a439b1b9441a1f82522484407813208a6b9f3"
+V3_TOKEN_TEXT = (
+    "authkit:enc:A+4wO7zsyYIa6jpi9wYtJsPia88fPLldfvEiN+ALMyYfHMKqrAoXHHSdkZCRL6btFoWCxzU85joWqTS/PNLO0iiSbbQbxni173xDKalV"
+    "Yoi+7s97LBcWXKcYA4sLzAoSlq3aDcI7caJHseBP+pjY"
+)
+V3_SESSION_TAG = "ee303bbcee14385137273a1480d78191405daf5d"
+V3_SESSION_TEXT = (
+    "authkit:enc:A+4wO7y89VZCfoHAEtgJJe7BF7n+nUpStsAPeotXuglb90gSQfhWZvc/VYge0hu7m2IJw3F8gOaua7XsmoxerqFZ9FDYwVWCn3M6/6iB"
+    "rX7FEKwtNpND"
+)
+V3_KV = bytes.fromhex("03ee303bbc9f280fb2a27881b832cefb2a8d5911c91df95b4fc83eb98f8b11f02143fb931a8c3431f9e0f96482")
+
+
+def v3_store(inner: MemoryStorage, **token_fields: object) -> None:
+    """Put release 3's records into ``inner`` as that release wrote them (``token_fields`` changed)."""
+    fields: dict[str, object] = {
+        "token_id": "tok-v3", "user_id": "user-v3", "access_token": V3_TOKEN_INDEX, "refresh_token": V3_TOKEN_TEXT,
+        "scopes": ["api", "web"], "issued_at": V3_TIME, "expires_at": V3_TIME + timedelta(hours=2),
+        "client_id": "client-v3", "metadata": {},
+    }
+    fields.update(token_fields)
+    inner.store_token(AuthToken(**fields))  # type: ignore[arg-type]
+    inner.store_session("sess-v3", SessionData(
+        "", "user-v3", created_at=V3_TIME, last_activity=V3_TIME, expires_at=V3_TIME + timedelta(hours=1),
+        ip_address=V3_SESSION_TAG, user_agent=V3_SESSION_TEXT, data={},
+    ))
+    inner.store_kv("kv-v3", V3_KV)
+
+
+@pytest.fixture
+def v3_inner() -> MemoryStorage:
+    return MemoryStorage(clock=lambda: V3_TIME)
+
+
+def test_records_of_the_previous_release_are_read(v3_inner: MemoryStorage) -> None:
+    v3_store(v3_inner)
+    storage = EncryptedStorage(v3_inner, [V3_KEY])
+    for token in (storage.get_token("tok-v3"), storage.get_token_by_access_token("access-v3-secret")):
+        assert token is not None
+        assert (token.access_token, token.refresh_token) == ("access-v3-secret", "refresh-v3-secret")
+        assert token.metadata == {"instance_url": "https://v3.example"} and token.scopes == ["api", "web"]
+    session = storage.get_session("sess-v3")
+    assert session is not None
+    assert (session.ip_address, session.user_agent) == ("10.3.3.3", "agent-v3")
+    assert session.data == {"secret": "session-v3-secret"}
+    assert storage.get_kv("kv-v3") == b"kv-v3-secret"
+
+
+@pytest.mark.parametrize("change", [{"scopes": ["api", "web", "full"]}, {"client_id": "other"},
+                                    {"expires_at": V3_TIME + timedelta(days=9)}, {"user_id": "user-x"}])
+def test_a_previous_release_record_with_a_changed_bound_field_is_refused(
+    v3_inner: MemoryStorage, change: dict[str, object]
+) -> None:
+    v3_store(v3_inner, **change)
+    with pytest.raises(EncryptionError, match="tampered"):
+        EncryptedStorage(v3_inner, [V3_KEY]).get_token("tok-v3")
+
+
+def test_a_previous_release_session_is_touched_and_reencrypt_moves_every_record_to_the_new_format(
+    v3_inner: MemoryStorage,
+) -> None:
+    v3_store(v3_inner)
+    storage = EncryptedStorage(v3_inner, [V3_KEY])
+    later = V3_TIME + timedelta(hours=5)
+    assert storage.touch_session("sess-v3", later)  # a new tag over the old ciphertext
+    session = storage.get_session("sess-v3")
+    assert session is not None and session.expires_at == later and session.data == {"secret": "session-v3-secret"}
+    raw = v3_inner.get_session("sess-v3")
+    assert raw is not None and raw.ip_address != V3_SESSION_TAG
+    raw.ip_address = V3_SESSION_TAG  # the old tag no longer matches the new expiry
+    v3_inner.store_session("sess-v3", raw)
+    with pytest.raises(EncryptionError, match="tampered"):
+        storage.get_session("sess-v3")
+    v3_store(v3_inner)
+
+    assert storage.reencrypt() == 3
+    token, session, kv = v3_inner.get_token("tok-v3"), v3_inner.get_session("sess-v3"), v3_inner.get_kv("kv-v3")
+    assert token is not None and token.refresh_token is not None
+    assert token.refresh_token.startswith(ENVELOPE_PREFIX + "04")
+    assert session is not None and session.user_agent is not None
+    assert session.user_agent.startswith(ENVELOPE_PREFIX + "04") and kv is not None and kv[0] == 4
+    assert storage.reencrypt() == 0
+    got = storage.get_token_by_access_token("access-v3-secret")
+    assert got is not None and got.refresh_token == "refresh-v3-secret" and got.scopes == ["api", "web"]
+    got_session = storage.get_session("sess-v3")
+    assert got_session is not None and got_session.data == {"secret": "session-v3-secret"}
+    assert storage.get_kv("kv-v3") == b"kv-v3-secret"
+
+
+def test_a_large_record_is_carried_as_base64_and_a_small_one_as_hex(storage: EncryptedStorage,
+                                                                     inner: MemoryStorage) -> None:
+    storage.store_session("small", secret_session())
+    storage.store_session("large", secret_session(data={"blob": "x" * (1 << 17)}))
+    small, large = inner.get_session("small"), inner.get_session("large")
+    assert small is not None and small.user_agent is not None and large is not None and large.user_agent is not None
+    assert small.user_agent.startswith(ENVELOPE_PREFIX + "04")
+    assert large.user_agent.startswith(ENVELOPE_PREFIX + "B")  # base64 of the version byte 4
+    assert len(large.user_agent) < (1 << 17) * 4 // 3 + 1000
+    got = storage.get_session("large")
+    assert got is not None and got.data == {"blob": "x" * (1 << 17)}
+
+
+def test_times_are_bound_by_their_instant_whatever_the_zone_or_class() -> None:
+    from authkit.storage._seal import _NO_TIME, _instant
+
+    class Subclass(datetime):  # pickles itself its own way: the bytes must not change
+        def __reduce__(self) -> tuple[object, ...]:
+            return (Subclass, ())
+
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    same = [moment.astimezone(timezone(timedelta(hours=-5))),
+            Subclass(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)]
+    assert all(_instant(other) == _instant(moment) for other in same)
+    assert _instant(moment + timedelta(microseconds=1)) != _instant(moment)
+    latest = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    assert len(_instant(latest)) == 10 and _instant(latest)[0] < 0xFF == _NO_TIME[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from authkit.errors import ConfigurationError, StorageError, StorageUnavailableError
 from authkit.models import AuthToken, SessionData
 from authkit.storage import open_storage
+from authkit.storage._sql_cleanup import CleanupSql
 from authkit.storage.sql import SqlStorage
 from tests.clock import FakeClock
 from tests.services import MYSQL_URL, POSTGRES_URL, require, unique_prefix
@@ -608,6 +610,37 @@ def test_cleanup_goes_on_after_a_batch_a_concurrent_write_shortened(
     assert not cleanup.is_alive() and len(reports) == 1
     assert reports[0].sessions == 29
     assert storage.get_session("s00") is not None and storage.count_active_sessions() == 1
+
+
+@pytest.mark.parametrize("walk", ["storage order", "key ranges"])
+def test_cleanup_walks_the_whole_table_in_steps_of_at_most_batch_size(
+    sql: SqlStorage, walk: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many pages of sessions, expired and live interleaved and in random key order: small
+    steps delete every expired one, keep every live one, and none looks at more rows than
+    asked.  PostgreSQL walks TID ranges (14+) or, like the others, key ranges (before 14)."""
+    if walk == "key ranges":
+        if not sql._is_postgresql:
+            pytest.skip("the other databases walk key ranges anyway")
+        monkeypatch.setattr(sql, "_cleanup_sql", CleanupSql(sql._sql, sql._tables, tid_ranges=False))
+    elif sql._is_postgresql:
+        assert sql._cleanup_sql.tid_ranges  # the test servers run PostgreSQL 14 or newer
+    clock = sql._clock
+    assert isinstance(clock, FakeClock)
+    start = clock()
+    rng = random.Random(5)
+    ids = [f"{rng.getrandbits(128):032x}" for _ in range(1500)]
+    sql.store_sessions_bulk([(sid, SessionData("", "u", expires_at=start + timedelta(seconds=1 if i % 3 else 3600),
+                                               data={"pad": "x" * 200}))
+                             for i, sid in enumerate(ids)])
+    sql.store_session("forever", SessionData("", "u"))
+    clock.advance(2)
+    seen: list[int] = []
+    report = sql.cleanup_expired(batch_size=64, progress=lambda total: seen.append(total.sessions))
+    assert report.sessions == 1000 and sql.count_active_sessions() == 501
+    assert all(b - a <= 64 for a, b in zip([0, *seen], seen, strict=False)) and len(seen) >= 1000 // 64
+    assert all(sql.get_session(sid) is not None for sid in ids[::3])
+    assert sql.stats()["sessions_expired"] == 0
 
 
 def test_only_the_thread_holding_a_lost_lock_is_refused(sql: SqlStorage) -> None:

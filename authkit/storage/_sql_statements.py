@@ -58,7 +58,7 @@ class Statements:
         else:
             dialect = engine_dialect  # knows MariaDB from MySQL, for the upsert syntax
         self.placeholder = ":{}" if dialect.paramstyle == "named" else "%({})s"
-        quote = dialect.identifier_preparer.quote
+        self.quote = quote = dialect.identifier_preparer.quote
         tokens, sessions, kv = tables.tokens, tables.sessions, tables.kv
         bp = sa.bindparam
         one: Any = sa.literal_column("1")
@@ -71,6 +71,7 @@ class Statements:
             assert not stray, f"statement has parameters SQLAlchemy would fill in: {stray}"
             return str(compiled)
 
+        self.compile = sql
         token_row = [*TOKEN_COLUMNS, "access_digest"]
         self.upsert_token = sql(self._upsert(tokens, "token_id", token_row), token_row)
         self.upsert_session = sql(self._upsert(sessions, "session_id", SESSION_COLUMNS), SESSION_COLUMNS)
@@ -123,35 +124,13 @@ class Statements:
         self.append_kv = sql(
             sa.update(kv).where(kv.c.name == bp("id")).values(value=sa.func.concat(kv.c.value, bp("chunk")))
         )
-        self.cleanup: dict[str, str] = {}
         self.stats: dict[str, str] = {}
         self.id_page: dict[str, tuple[str, str]] = {}
         for name, table, pk in (("tokens", tokens, "token_id"), ("sessions", sessions, "session_id"),
                                 ("kv", kv, "name")):
             expired = table.c.expires_at <= bp("now")
-            now_p, limit_p = self.placeholder.format("now"), self.placeholder.format("limit")
-            t, key, exp = quote(table.name), quote(pk), quote("expires_at")
-            if self.mysql:
-                # MySQL cannot LIMIT a subquery of the table it deletes from; it can
-                # LIMIT the DELETE itself, walking the expires_at index.
-                self.cleanup[name] = (
-                    f"DELETE FROM {t} WHERE {exp} <= {now_p} ORDER BY {exp} LIMIT {limit_p}"  # noqa: S608
-                )
-            else:
-                # The expiry test is repeated in the DELETE itself: a row a concurrent
-                # write made live again after the sub-select picked it is re-checked
-                # (PostgreSQL re-evaluates the WHERE on the newest row version) and kept.
-                if is_postgresql:
-                    # The picked rows' physical addresses: a TID scan fetches each directly
-                    # ("pk IN (...)" would hash-join against every expired row, each batch
-                    # again).  A row updated meanwhile has a new address and a new expiry:
-                    # the re-check of both on its newest version keeps it.
-                    pick = f"SELECT ctid FROM {t} WHERE {exp} <= {now_p} ORDER BY {exp} LIMIT {limit_p}"  # noqa: S608
-                    where = f"ctid = ANY(ARRAY({pick}))"
-                else:
-                    pick = f"SELECT {key} FROM {t} WHERE {exp} <= {now_p} ORDER BY {exp} LIMIT {limit_p}"  # noqa: S608
-                    where = f"{key} IN ({pick})"
-                self.cleanup[name] = f"DELETE FROM {t} WHERE {where} AND {exp} <= {now_p}"  # noqa: S608
+            limit_p = self.placeholder.format("limit")
+            t, key = quote(table.name), quote(pk)
             self.stats[name] = sql(
                 sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((expired, one), else_=zero)), zero))
                 .select_from(table)

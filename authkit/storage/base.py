@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from authkit.models import AuthToken, CleanupReport, KvEntry, SessionData, as_utc, check_json, utcnow
 from authkit.storage._codec import (
@@ -58,9 +58,11 @@ Clock = Callable[[], datetime]
 
 DEFAULT_BATCH_SIZE = 1000
 CLEANUP_KINDS = ("tokens", "sessions", "kv")
+CLEANUP_DONE: Final = object()
+"""What ``_cleanup_batch`` returns as the next cursor when the walk of its kind is over."""
 # cleanup_expired sizes its batches by time: each statement should take about this long,
 # short enough that writers waiting on the rows it deletes barely notice.
-_CLEANUP_TARGET_SECONDS = 0.025
+_CLEANUP_TARGET_SECONDS = 0.02
 _CLEANUP_FIRST_BATCH = 1000
 _CLEANUP_MAX_BATCH = 1_000_000
 # lock(): the wait between attempts doubles from the first to the longest, jittered.
@@ -397,30 +399,30 @@ class AuthStorage(abc.ABC):
         Works in batches, each its own short transaction, so a cron job never
         holds a big lock and other writers interleave.  Batches are sized by
         time: they grow while a batch is quick and shrink when it is slow, so
-        each statement takes about 25 ms whatever the database's speed;
-        ``batch_size`` caps the records of each kind per batch.  A record a
+        each statement takes about 20 ms whatever the database's speed;
+        ``batch_size`` caps the records a batch looks at (so also those it deletes).  A record a
         concurrent write made live again is never deleted.  ``progress`` is
         called after every batch with the running totals.
         """
         cap = _CLEANUP_MAX_BATCH if batch_size is None else min(check_batch_size(batch_size), _CLEANUP_MAX_BATCH)
         now = self.now()
         total = CleanupReport()
-        limit = min(cap, _CLEANUP_FIRST_BATCH)
-        kinds: tuple[str, ...] = CLEANUP_KINDS
-        while True:
-            started = time.perf_counter()
-            batch = self._cleanup_batch(now, limit, kinds)
-            elapsed = time.perf_counter() - started
-            total += batch
-            if progress is not None:
-                progress(total)
-            # A kind with fewer than `limit` expired records left is done (`now` stays put).
-            kinds = tuple(kind for kind in kinds if getattr(batch, kind) >= limit)
-            if not kinds:
-                return total
-            # Aim the next batch at the target time, changing by at most 2x a step.
-            scale = _CLEANUP_TARGET_SECONDS / elapsed if elapsed > 0 else 2.0
-            limit = max(1, min(cap, int(limit * min(2.0, max(0.5, scale)))))
+        for kind in CLEANUP_KINDS:
+            # Each kind its own walk (one table per statement on SQL), its batches sized
+            # by its own statements' times: a wide table's rows cost more than a narrow one's.
+            limit = min(cap, _CLEANUP_FIRST_BATCH)
+            cursor: object = None
+            while cursor is not CLEANUP_DONE:
+                started = time.perf_counter()
+                batch, cursor = self._cleanup_batch(kind, now, limit, cursor)
+                elapsed = time.perf_counter() - started
+                total += batch
+                if progress is not None:
+                    progress(total)
+                # Aim the next batch at the target time, changing by at most 2x a step.
+                scale = _CLEANUP_TARGET_SECONDS / elapsed if elapsed > 0 else 2.0
+                limit = max(1, min(cap, int(limit * min(2.0, max(0.5, scale)))))
+        return total
 
     def stats(self) -> dict[str, int]:
         """Record counts: ``tokens``/``sessions``/``kv``, each ``_live`` and ``_expired``.
@@ -544,12 +546,16 @@ class AuthStorage(abc.ABC):
         """Live keys starting with ``prefix`` literally, in any order."""
 
     @abc.abstractmethod
-    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
-        """Delete up to ``limit`` expired records of each of ``kinds``, each kind in one short step.
+    def _cleanup_batch(self, kind: str, now: datetime, limit: int, cursor: Any) -> tuple[CleanupReport, Any]:
+        """One short step of the walk that deletes the expired records of ``kind``.
 
-        ``kinds`` names those still worth a statement ("tokens", "sessions", "kv");
-        a backend may clean the others too.  The deleting statement itself tests
-        expiry, so a record made live by a concurrent write is never deleted.
+        ``kind`` is "tokens", "sessions" or "kv".  ``cursor`` is where the previous
+        step of this walk stopped (``None`` for the first step): a backend that walks
+        a table carries its position there, so no step rescans what an earlier one
+        passed.  The step looks at no more than ``limit`` records.  Returns what it
+        deleted (a backend may clean other kinds too) and the next step's cursor, or
+        :data:`CLEANUP_DONE` when the walk is over.  The deleting statement itself
+        tests expiry, so a record made live by a concurrent write is never deleted.
         """
 
     @abc.abstractmethod

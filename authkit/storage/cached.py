@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +43,7 @@ from cachetools import TTLCache
 from authkit.models import AuthToken, CleanupReport, SessionData
 from authkit.storage._codec import live
 from authkit.storage._copy import copy_session, copy_token
-from authkit.storage.base import CLEANUP_KINDS, AuthStorage
+from authkit.storage.base import AuthStorage
 from authkit.storage.wrapper import WrappingStorage
 
 __all__ = ["CachedStorage"]
@@ -312,11 +312,11 @@ class CachedStorage(WrappingStorage):
 
     # -- maintenance ------------------------------------------------------
 
-    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
+    def _cleanup_batch(self, kind: str, now: datetime, limit: int, cursor: Any) -> tuple[CleanupReport, Any]:
         # Cleanup deletes only expired records, which the cache never serves;
         # clearing anyway keeps "a delete evicts" true without knowing the ids.
         try:
-            return self._inner._cleanup_batch(now, limit, kinds)
+            return self._inner._cleanup_batch(kind, now, limit, cursor)
         finally:
             self.clear_cache()
 

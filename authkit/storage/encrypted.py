@@ -14,8 +14,8 @@ What is sealed (AES-256-GCM): a token's access token, refresh token and
 metadata; a session's ``data``, ``ip_address`` and ``user_agent``; every kv
 value.  What stays visible, because the store must look it up, sort or expire
 by it: ids and kv keys, ``user_id``, every datetime, a token's ``token_type``,
-``scopes`` and ``client_id``.  What is *bound* (associated data: visible but
-authenticated, so changing it in the database is an
+``scopes`` and ``client_id``.  What is *bound* (visible but authenticated, as
+associated data or as a sealed copy compared on read, so changing it in the database is an
 :class:`~authkit.errors.EncryptionError` on read): the record's kind and id,
 and for a token its ``user_id``, ``client_id``, ``token_type``, ``scopes``,
 ``issued_at`` and ``expires_at``; for a session its ``user_id`` and
@@ -33,7 +33,7 @@ Access tokens are looked up through a *blind index*: the inner store's
 ``access_token`` column holds a keyed BLAKE2b-256 of the access token (an index
 key derived with HKDF from the encryption key).  The ciphertext of a token
 lives in the inner record's ``refresh_token`` field, of a session in its
-``user_agent`` field, as :data:`ENVELOPE_PREFIX` + standard base64; the inner
+``user_agent`` field, as :data:`ENVELOPE_PREFIX` + hex (base64 when large); the inner
 ``metadata``/``data`` is ``{}`` (no JSON document around the ciphertext to
 encode and decode on every call).
 
@@ -72,7 +72,7 @@ from authkit.models import AuthToken, SessionData
 from authkit.storage import _encrypted_migration as migration
 from authkit.storage._codec import parse_counter
 from authkit.storage._marker import MARKER_KEY, claim
-from authkit.storage._seal import ENVELOPE_PREFIX, Key, Keyring, generate_key, is_sealed, kv_ad, session_ad, token_ad
+from authkit.storage._seal import ENVELOPE_PREFIX, Key, Keyring, generate_key, is_sealed, kv_ad
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
 from authkit.storage.keys import KeySource, resolve_keys
 from authkit.storage.wrapper import WrappingStorage
@@ -202,6 +202,9 @@ class EncryptedStorage(WrappingStorage):
         A read asks *before* it reads its record and passes the answer on: asked after, a
         migration that sealed the record and finished in between would make a plaintext
         record read a moment before look like one written into an encrypted store."""
+        state = self._state
+        if state is not None and state[0] == ENCRYPTED:
+            return False  # the common case, in one step (every read asks)
         return self._read_state() == MIGRATING
 
     @staticmethod
@@ -224,8 +227,7 @@ class EncryptedStorage(WrappingStorage):
         sealed = object.__new__(AuthToken)
         sealed.__dict__.update(token.__dict__)
         sealed.access_token = self._ring.current.index(token.access_token)
-        sealed.refresh_token = self._ring.seal_text(token.access_token, token.refresh_token, token.metadata,
-                                                    token_ad(token))
+        sealed.refresh_token = self._ring.seal_token(token)
         sealed.scopes = list(token.scopes)
         sealed.metadata = {}
         return sealed
@@ -239,16 +241,7 @@ class EncryptedStorage(WrappingStorage):
                 return sealed, None
             raise self._not_encrypted("token")
         assert text is not None
-        access, refresh, metadata, header = self._ring.open_text(text, token_ad(sealed), "token")
-        if access is None:
-            raise EncryptionError("a stored token decrypted to malformed data")
-        sealed.access_token = access
-        sealed.refresh_token = refresh
-        sealed.metadata = metadata
-        return sealed, header
-
-    def _open_token(self, sealed: AuthToken, legacy: bool) -> AuthToken:
-        return self._open_token_with_header(sealed, legacy)[0]
+        return sealed, self._ring.open_token(sealed, text)
 
     def _store_tokens(self, tokens: list[AuthToken]) -> None:
         if not self._marked:
@@ -258,7 +251,7 @@ class EncryptedStorage(WrappingStorage):
     def _get_token(self, token_id: str) -> AuthToken | None:
         legacy = self._legacy_ok()
         sealed = self._inner._get_token(token_id)
-        return None if sealed is None else self._open_token(sealed, legacy)
+        return None if sealed is None else self._open_token_with_header(sealed, legacy)[0]
 
     def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
         # Newest key first; records written under an older key (before
@@ -282,7 +275,7 @@ class EncryptedStorage(WrappingStorage):
         sealed = self._inner._get_token_by_access_token(key.index(access_token), now)
         if sealed is None:
             return None
-        token = self._open_token(sealed, False)  # found by a keyed index: sealed, never plaintext
+        token = self._open_token_with_header(sealed, False)[0]  # found by a keyed index: sealed, never plaintext
         # (A plain comparison: the keyed index already matched, this only catches a moved index.)
         if token.access_token != access_token:
             # The index was copied from another record: the ciphertext holds a different token.
@@ -296,7 +289,7 @@ class EncryptedStorage(WrappingStorage):
 
     def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
         legacy = self._legacy_ok()
-        return [self._open_token(t, legacy) for t in self._inner._list_user_tokens(user_id)]
+        return [self._open_token_with_header(t, legacy)[0] for t in self._inner._list_user_tokens(user_id)]
 
     # -- sessions ---------------------------------------------------------
 
@@ -304,29 +297,20 @@ class EncryptedStorage(WrappingStorage):
         sealed = object.__new__(SessionData)
         sealed.__dict__.update(session.__dict__)
         sealed.ip_address = self._ring.expiry_tag(session.session_id, session.expires_at)
-        sealed.user_agent = self._ring.seal_text(session.ip_address, session.user_agent, session.data,
-                                                 session_ad(session))
+        sealed.user_agent = self._ring.seal_session(session)
         sealed.data = {}
         return sealed
 
     def _open_session_with_header(self, sealed: SessionData, legacy: bool) -> tuple[SessionData, bytes | None]:
         """The session and the header it was sealed under (``None``: a legacy plaintext record;
-        ``b""`` when its expiry tag was made with another key than its ciphertext)."""
+        ``b""`` when its expiry tag was made with another key or format than its ciphertext)."""
         text = sealed.user_agent
         if not is_sealed(text, sealed.data):
             if legacy:
                 return sealed, None
             raise self._not_encrypted("session")
         assert text is not None
-        tag_key_id = self._ring.check_expiry_tag(sealed.ip_address, sealed.session_id, sealed.expires_at)
-        ip, agent, data, header = self._ring.open_text(text, session_ad(sealed), "session")
-        sealed.data = data
-        sealed.ip_address = ip
-        sealed.user_agent = agent
-        return sealed, header if header[1:] == tag_key_id else b""
-
-    def _open_session(self, sealed: SessionData, legacy: bool) -> SessionData:
-        return self._open_session_with_header(sealed, legacy)[0]
+        return sealed, self._ring.open_session(sealed, text)
 
     def _store_sessions(self, sessions: list[SessionData]) -> None:
         if not self._marked:
@@ -336,11 +320,11 @@ class EncryptedStorage(WrappingStorage):
     def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
         legacy = self._legacy_ok()
         sealed = self._inner._get_session(session_id, now)
-        return None if sealed is None else self._open_session(sealed, legacy)
+        return None if sealed is None else self._open_session_with_header(sealed, legacy)[0]
 
     def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
         legacy = self._legacy_ok()
-        return [self._open_session(s, legacy) for s in self._inner._list_user_sessions(user_id, now)]
+        return [self._open_session_with_header(s, legacy)[0] for s in self._inner._list_user_sessions(user_id, now)]
 
     # -- key-value --------------------------------------------------------
 
@@ -404,12 +388,12 @@ class EncryptedStorage(WrappingStorage):
     def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
         legacy = self._legacy_ok()
         tokens, cursor = self._inner._token_page(cursor, limit)
-        return [self._open_token(t, legacy) for t in tokens], cursor
+        return [self._open_token_with_header(t, legacy)[0] for t in tokens], cursor
 
     def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
         legacy = self._legacy_ok()
         sessions, cursor = self._inner._session_page(cursor, limit, now)
-        return [self._open_session(s, legacy) for s in sessions], cursor
+        return [self._open_session_with_header(s, legacy)[0] for s in sessions], cursor
 
     def _kv_page(
         self, after: str | None, limit: int, now: datetime

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from authkit.errors import NotFoundError
 from authkit.models import AuthToken, CleanupReport, SessionData
 from authkit.storage._codec import counter_bounds, counter_overflow, format_counter, live, parse_counter
 from authkit.storage._copy import copy_session, copy_token
-from authkit.storage.base import CLEANUP_KINDS, AuthStorage, Clock
+from authkit.storage.base import CLEANUP_DONE, AuthStorage, Clock
 
 __all__ = ["MemoryStorage"]
 
@@ -256,8 +256,9 @@ class MemoryStorage(AuthStorage):
 
     # -- maintenance ------------------------------------------------------
 
-    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
-        # Every kind in one step (cheap here); `kinds` only spares SQL empty statements.
+    def _cleanup_batch(self, kind: str, now: datetime, limit: int, cursor: Any) -> tuple[CleanupReport, Any]:
+        # Every kind in one step (cheap here); what a step deletes is gone, so the
+        # next one starts over (cursor None) without passing it again.
         with self._mutex:
             tokens = [i for i, t in self._tokens.items() if not _live(t.expires_at, now)][:limit]
             sessions = [i for i, s in self._sessions.items() if not _live(s.expires_at, now)][:limit]
@@ -266,7 +267,8 @@ class MemoryStorage(AuthStorage):
             self._delete_sessions(sessions)
             for key in kv:
                 del self._kv[key]
-        return CleanupReport(tokens=len(tokens), sessions=len(sessions), kv=len(kv))
+        more = max(len(tokens), len(sessions), len(kv)) >= limit
+        return CleanupReport(tokens=len(tokens), sessions=len(sessions), kv=len(kv)), None if more else CLEANUP_DONE
 
     def _stats(self, now: datetime) -> dict[str, int]:
         with self._mutex:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,7 +60,7 @@ from authkit.storage import _redis_codec as codec
 from authkit.storage import _redis_scripts as lua
 from authkit.storage._codec import counter_overflow, live, micros, moment, ttl_seconds
 from authkit.storage._redis_client import Errors, open_client, where
-from authkit.storage.base import CLEANUP_KINDS, AuthStorage, Clock
+from authkit.storage.base import CLEANUP_DONE, AuthStorage, Clock
 
 __all__ = ["RedisStorage"]
 
@@ -447,13 +446,15 @@ class RedisStorage(AuthStorage):
 
     # -- maintenance ------------------------------------------------------
 
-    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
-        # Every kind in one step (cheap here); `kinds` only spares SQL empty statements.
+    def _cleanup_batch(self, kind: str, now: datetime, limit: int, cursor: Any) -> tuple[CleanupReport, Any]:
+        # Every kind in one script (cheap here); what a step deletes leaves the
+        # indexes, so the next one starts over (cursor None) without passing it again.
         with self._errors:
             tokens, sessions, kv = self._cleanup_lua(
                 keys=[*self._token_keys, *self._session_keys, self._kx], args=[self._b, micros(now), limit]
             )
-        return CleanupReport(tokens=int(tokens), sessions=int(sessions), kv=int(kv))
+        more = max(int(tokens), int(sessions), int(kv)) >= limit
+        return CleanupReport(tokens=int(tokens), sessions=int(sessions), kv=int(kv)), None if more else CLEANUP_DONE
 
     def _stats(self, now: datetime) -> dict[str, int]:
         with self._errors:

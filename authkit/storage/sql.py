@@ -27,11 +27,12 @@ explicit ``BEGIN`` and ``COMMIT``.  The statements live in ``_sql_statements``
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -48,7 +49,7 @@ from authkit.storage._codec import (
     optional_moment,
 )
 from authkit.storage._redact import redact_url
-from authkit.storage.base import CLEANUP_KINDS, AuthStorage, Clock
+from authkit.storage.base import AuthStorage, Clock
 
 try:
     import sqlalchemy as sa
@@ -57,6 +58,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - SQLAlchemy is a runtime dependency
     raise ConfigurationError("SqlStorage needs SQLAlchemy 2: pip install authkit-sf") from _exc
 
+from authkit.storage._sql_cleanup import CleanupSql
 from authkit.storage._sql_engine import (
     DEFAULT_TIMEOUT,
     Runner,
@@ -574,23 +576,18 @@ class SqlStorage(AuthStorage):
 
     # -- maintenance ----------------------------------------------------------------
 
-    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
-        counts = dict.fromkeys(CLEANUP_KINDS, 0)
-        for name in kinds:
-            # One table per statement, each its own (autocommitted) transaction:
-            # every lock it takes is released before the next statement starts.  The
-            # statement tests expiry itself, so running it again is harmless.
-            while counts[name] < limit:
-                params = {"now": micros(now), "limit": limit - counts[name]}
-                deleted = max(self._execute(self._sql.cleanup[name], params), 0)
-                if deleted == 0:
-                    break
-                # Fewer than asked for need not mean none are left: on PostgreSQL and
-                # SQLite the statement picks its rows first, and a row a concurrent write
-                # made live meanwhile is picked but kept.  The caller takes a short batch
-                # for "done", so ask again until one comes back empty.
-                counts[name] += deleted
-        return CleanupReport(tokens=counts["tokens"], sessions=counts["sessions"], kv=counts["kv"])
+    @functools.cached_property
+    def _cleanup_sql(self) -> CleanupSql:
+        # Built on first use: whether PostgreSQL has TID range scans (14+) is known
+        # once a connection has been made.
+        version = self._engine.dialect.server_version_info or (0,)
+        return CleanupSql(self._sql, self._tables, tid_ranges=self._is_postgresql and version >= (14,))
+
+    def _cleanup_batch(self, kind: str, now: datetime, limit: int, cursor: Any) -> tuple[CleanupReport, Any]:
+        # Each step its own (autocommitted) statements: every lock they take is
+        # released before the next step starts.  See _sql_cleanup for the walk.
+        deleted, cursor = self._cleanup_sql.step(self._run, kind, micros(now), limit, cursor)
+        return CleanupReport(**{kind: deleted}), cursor
 
     def _stats(self, now: datetime) -> dict[str, int]:
         params = {"now": micros(now)}

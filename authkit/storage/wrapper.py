@@ -8,12 +8,11 @@ Time is ``inner``'s clock, and ``close()`` closes ``inner``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from authkit.models import AuthToken, CleanupReport, SessionData
-from authkit.storage.base import CLEANUP_KINDS, AuthStorage
+from authkit.storage.base import AuthStorage
 
 __all__ = ["WrappingStorage"]
 
@@ -83,8 +82,8 @@ class WrappingStorage(AuthStorage):
     def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
         return self._inner._list_kv_keys(prefix, now)
 
-    def _cleanup_batch(self, now: datetime, limit: int, kinds: Sequence[str] = CLEANUP_KINDS) -> CleanupReport:
-        return self._inner._cleanup_batch(now, limit, kinds)
+    def _cleanup_batch(self, kind: str, now: datetime, limit: int, cursor: Any) -> tuple[CleanupReport, Any]:
+        return self._inner._cleanup_batch(kind, now, limit, cursor)
 
     def _stats(self, now: datetime) -> dict[str, int]:
         return self._inner._stats(now)
