@@ -80,14 +80,13 @@ def _persistent_raw(storage: SqlStorage) -> Any:
 
 
 def _raw(connection: Any, sql: str, fetch: bool) -> Callable[[dict[str, Any]], Any]:
-    """The same SQL through the bare driver, on one persistent connection: the row, if ``fetch``."""
+    """The same SQL through the bare driver, on one persistent connection and one cursor kept for
+    every call (as authkit keeps one per idle pooled connection): the row, if ``fetch``."""
+    cursor = connection.cursor()
 
     def run(params: dict[str, Any]) -> Any:
-        cursor = connection.cursor()
         cursor.execute(sql, params)
-        row = cursor.fetchone() if fetch else None
-        cursor.close()
-        return row
+        return cursor.fetchone() if fetch else None
 
     return run
 
