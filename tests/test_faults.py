@@ -219,9 +219,13 @@ def test_pool_exhaustion_is_a_storage_error_that_says_what_to_size(
 ) -> None:
     storage = opened(server_url(kind), pool_size=1, max_overflow=0, pool_timeout=0.2)
     storage.store_kv("k", b"v")
-    with storage._cursor():  # the pool's only connection, busy with another call
+
+    def inside(_cursor: Any) -> pytest.ExceptionInfo[StorageError]:  # the pool's only connection is busy here
         with pytest.raises(StorageError) as info:
             storage.get_kv("k")
+        return info
+
+    info = storage._run(inside)
     assert type(info.value) is StorageError  # not StorageUnavailableError: the server is fine
     assert "pool_size" in str(info.value) and "max_overflow" in str(info.value)
     assert storage.get_kv("k") == b"v"

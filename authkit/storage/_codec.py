@@ -126,7 +126,7 @@ def check_id(value: object, name: str = "id") -> str:
         raise ValueError(f"{name} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
     if "\x00" in value:
         raise ValueError(f"{name} must not contain a NUL character")
-    return check_text(value, name)
+    return value if value.isascii() else check_text(value, name)  # ASCII (most ids) encodes
 
 
 # -- JSON ---------------------------------------------------------------------------

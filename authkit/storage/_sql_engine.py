@@ -28,8 +28,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -208,9 +208,11 @@ def _bound_psycopg_reads(engine: Engine, timeout: float) -> None:
         return
     grace = timeout + 2.0  # the server's own statement_timeout should answer first
 
+    wait = psycopg.Connection.wait  # called directly: super() costs a lookup on every statement
+
     class _BoundedConnection(psycopg.Connection[Any]):
         def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-            return super().wait(gen, interval, grace if timeout is None else timeout)
+            return wait(self, gen, interval, grace if timeout is None else timeout)
 
     @event.listens_for(engine, "do_connect")
     def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
@@ -255,14 +257,19 @@ def install_connect_hooks(engine: Engine, timeout: float = DEFAULT_TIMEOUT) -> N
     event.listen(engine, "connect", on_connect)
 
 
+def _close_quietly(cursor: Any) -> None:
+    if cursor is not None:
+        try:
+            cursor.close()
+        except Exception:  # noqa: S110 - the connection is going back or away anyway
+            pass
+
+
 class _DirectConnection:
     """The pool-connection interface ``Runner`` uses, on a bare DBAPI connection."""
 
     def __init__(self, dbapi_connection: Any) -> None:
         self.dbapi_connection = dbapi_connection
-
-    def cursor(self) -> Any:
-        return self.dbapi_connection.cursor()
 
     def invalidate(self, exc: BaseException | None = None) -> None:
         """An in-memory database cannot be reconnected: keep the connection."""
@@ -293,14 +300,17 @@ class Runner:
         self.begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else "BEGIN"
         self.closed = False
         # In-memory SQLite is one connection that lives as long as the engine: use it
-        # directly (under `serial`) instead of checking it out of the pool every time.
-        self.serial: AbstractContextManager[Any] = threading.RLock() if in_memory else nullcontext()
+        # directly (under `_lock`) instead of checking it out of the pool every time.
+        self._lock: threading.RLock | None = threading.RLock() if in_memory else None
         self.direct: _DirectConnection | None = None
         self.before_call: Callable[[], None] | None = None  # e.g. the lock guard; raises to refuse
         self.borrowed = not owns_engine and not in_memory
-        # Connections between calls, still checked out of SQLAlchemy's pool (see _checkin):
-        # at most the pool's steady size, each replaced after the pool's recycle time.
-        self._idle: list[tuple[Any, float]] = []
+        # Connections between calls, still checked out of SQLAlchemy's pool, each with a
+        # cursor kept open for the next call and the time.monotonic() after which it is
+        # replaced (the pool's recycle time): SQLAlchemy's checkout and checkin, and a new
+        # cursor, cost more than a short query.  At most the pool's steady size are kept;
+        # SQLAlchemy's pool still bounds how many exist (pool_size + max_overflow).
+        self._idle: list[tuple[Any, Any, float]] = []
         pool: Any = engine.pool
         self._keep = pool.size() if hasattr(pool, "size") and not self.borrowed else 0
         recycle = getattr(pool, "_recycle", -1)
@@ -309,6 +319,12 @@ class Runner:
             fairy = engine.raw_connection()
             self.direct = _DirectConnection(fairy.dbapi_connection)
             fairy.close()
+            self._keep = 1
+
+    @property
+    def serial(self) -> AbstractContextManager[Any]:
+        """Held around work outside ``run`` (DDL) on an in-memory database: one thread at a time."""
+        return self._lock if self._lock is not None else nullcontext()
 
     def close(self) -> None:
         self.closed = True
@@ -323,7 +339,7 @@ class Runner:
             self.drain(close=False)
             self.engine.dispose(close=False)
         else:
-            self.serial = threading.RLock()
+            self._lock = threading.RLock()
 
     # -- running ------------------------------------------------------------------
 
@@ -335,131 +351,115 @@ class Runner:
         connection if ``idempotent`` (a statement that may have been applied before
         the connection died must not run twice, e.g. an increment).
         """
+        try:
+            return self._attempt(work, transaction)
+        except StorageError as exc:
+            return self._rerun(exc, work, transaction, idempotent)
+
+    def _rerun(self, exc: StorageError, work: Callable[[Any], T], transaction: bool, idempotent: bool) -> T:
+        """After a failed attempt: run ``work`` again while the failure says that is safe."""
         conflicts = 0
         reconnected = False
         while True:
+            cause = exc.__cause__
+            if cause is not None and self._is_conflict(cause) and conflicts < _CONFLICT_ATTEMPTS - 1:
+                conflicts += 1
+                time.sleep(random.uniform(0.001, 0.004) * 2**conflicts)
+            elif idempotent and not reconnected and isinstance(exc, _StaleConnectionError):
+                reconnected = True
+            else:
+                raise exc
             try:
                 return self._attempt(work, transaction)
-            except StorageError as exc:
-                cause = exc.__cause__
-                if cause is not None and self._is_conflict(cause) and conflicts < _CONFLICT_ATTEMPTS - 1:
-                    conflicts += 1
-                    time.sleep(random.uniform(0.001, 0.004) * 2**conflicts)
-                    continue
-                if idempotent and not reconnected and isinstance(exc, _StaleConnectionError):
-                    reconnected = True
-                    continue
-                raise
+            except StorageError as again:
+                exc = again
 
     def _attempt(self, work: Callable[[Any], T], transaction: bool) -> T:
-        # The hot path of every call: written out, not through the cursor() generator.
+        # The hot path of every call: the checkout and checkin of an idle connection
+        # are written out here, and exceptions cost nothing until one is raised.
         if self.closed:
             raise StorageError("the storage is closed")
         if self.before_call is not None:
             self.before_call()
-        with self.serial:
-            connection = self._checkout()
-            cursor: Any = None
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            try:
+                connection, cursor, deadline = self._idle.pop()
+            except IndexError:  # none idle (or another thread took the last one)
+                connection, cursor, deadline = self._checkout()
+            else:
+                if deadline <= time.monotonic():  # old: SQLAlchemy's pool replaces it
+                    self._release(connection, cursor)
+                    connection, cursor, deadline = self._checkout()
             began = False
             try:
-                if self.borrowed:
-                    self._autocommit(connection)
-                cursor = connection.cursor()
+                if cursor is None:
+                    cursor = connection.dbapi_connection.cursor()
                 if transaction:
                     cursor.execute(self.begin)
                     began = True
                 result = work(cursor)
                 if began:
                     cursor.execute("COMMIT")
-                return result
             except BaseException as exc:
-                raise self._failed(exc, connection, cursor, began) from exc
-            finally:
-                self._checkin(connection, cursor)
-
-    @contextmanager
-    def cursor(self, transaction: bool = False) -> Iterator[Any]:
-        """A DBAPI cursor on a pooled connection; with ``transaction``, inside BEGIN/COMMIT.
-
-        No retry here (``run`` retries): driver and pool errors leave as authkit
-        errors, and a connection that broke is invalidated, with every other
-        pooled connection as old as it, so the next use connects afresh.
-        """
-        if self.closed:
-            raise StorageError("the storage is closed")
-        if self.before_call is not None:
-            self.before_call()
-        with self.serial:
-            connection = self._checkout()
-            cursor: Any = None
-            began = False
-            try:
-                if self.borrowed:
-                    self._autocommit(connection)
-                cursor = connection.cursor()
-                if transaction:
-                    cursor.execute(self.begin)
-                    began = True
-                yield cursor
-                if began:
-                    cursor.execute("COMMIT")
-            except BaseException as exc:
-                raise self._failed(exc, connection, cursor, began) from exc
-            finally:
-                self._checkin(connection, cursor)
+                raise self._failed(exc, connection, cursor, began, deadline) from exc
+            if len(self._idle) < self._keep:
+                self._idle.append((connection, cursor, deadline))
+            else:
+                self._release(connection, cursor)
+            return result
+        finally:
+            if lock is not None:
+                lock.release()
 
     # -- connections --------------------------------------------------------------
 
-    def _checkout(self) -> Any:
+    def _checkout(self) -> tuple[Any, Any, float]:
+        """A connection from SQLAlchemy's pool (none of ours is idle), its cursor not made yet."""
         if self.direct is not None:
-            return self.direct
-        idle = self._idle
-        while idle:
-            try:
-                connection, born = idle.pop()
-            except IndexError:  # another thread took the last one
-                break
-            if time.monotonic() - born < self._recycle:
-                return connection
-            connection.close()  # old: back to SQLAlchemy's pool, which replaces it
+            return self.direct, None, float("inf")
         try:
             connection = self.engine.raw_connection()
         except ConfigurationError:
             raise  # the server is there, and says it cannot work (e.g. a pooler's mode)
         except Exception as exc:
             raise self.error(exc, connecting=True) from exc
-        connection.info["authkit_born"] = time.monotonic()  # SQLAlchemy checked its age just now
-        return connection
-
-    def _checkin(self, connection: Any, cursor: Any) -> None:
-        if cursor is not None:
+        # SQLAlchemy checked its age just now; ours starts here.
+        deadline = time.monotonic() + self._recycle
+        if self.borrowed:
             try:
-                cursor.close()
-            except Exception:  # noqa: S110 - the connection is going back or away anyway
-                pass
+                self._autocommit(connection)
+            except BaseException as exc:
+                raise self._failed(exc, connection, None, False, deadline) from exc
+        return connection, None, deadline
+
+    def _checkin(self, connection: Any, cursor: Any, deadline: float) -> None:
+        """Keep the connection (and its cursor) for the next call, or give it back."""
+        if connection.dbapi_connection is not None and len(self._idle) < self._keep:
+            self._idle.append((connection, cursor, deadline))
+        else:
+            self._release(connection, cursor)
+
+    def _release(self, connection: Any, cursor: Any) -> None:
+        """Give a connection back to SQLAlchemy's pool (a borrowed engine's in its own mode)."""
+        _close_quietly(cursor)
         if connection is self.direct:
             return
-        if self.borrowed:
-            if connection.dbapi_connection is not None:
-                try:
-                    self.engine.dialect.reset_isolation_level(connection.dbapi_connection)
-                except Exception:
-                    connection.invalidate()
-            connection.close()
-        elif connection.dbapi_connection is not None and len(self._idle) < self._keep:
-            # Kept checked out, in a list of our own: SQLAlchemy's checkout and checkin
-            # cost more than a short query (tens of microseconds per call).  SQLAlchemy's
-            # pool still bounds how many exist (pool_size + max_overflow).
-            self._idle.append((connection, connection.info["authkit_born"]))
-        else:
-            connection.close()
+        if self.borrowed and connection.dbapi_connection is not None:
+            try:
+                self.engine.dialect.reset_isolation_level(connection.dbapi_connection)
+            except Exception:
+                connection.invalidate()
+        connection.close()
 
     def drain(self, *, close: bool = True) -> None:
         """Give every idle connection back to SQLAlchemy's pool (or, after a fork, forget them)."""
         idle, self._idle = self._idle, []
         if close:
-            for connection, _ in idle:
-                connection.close()
+            for connection, cursor, _ in idle:
+                self._release(connection, cursor)
 
     def _autocommit(self, connection: Any) -> None:
         # Someone else's engine: its connections are not in autocommit mode, which the
@@ -468,16 +468,18 @@ class Runner:
         assert dbapi_connection is not None
         self.engine.dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
 
-    def _failed(self, exc: BaseException, connection: Any, cursor: Any, began: bool) -> BaseException:
-        """The exception to raise for ``exc``; a connection that broke is invalidated."""
+    def _failed(self, exc: BaseException, connection: Any, cursor: Any, began: bool, deadline: float) -> BaseException:
+        """The exception to raise for ``exc``; the connection is checked in, or invalidated if it broke."""
         disconnected = isinstance(exc, ConnectionLost) or self.is_disconnect(exc, connection.dbapi_connection, cursor)
         if began and not disconnected:
             try:
                 cursor.execute("ROLLBACK")
             except Exception:
                 disconnected = True
+        _close_quietly(cursor)  # in whatever state the failure left it: the next call makes a new one
         if disconnected:
             self._invalidate(connection, exc)
+        self._checkin(connection, None, deadline)
         driver_error = self.dbapi is not None and isinstance(exc, self.dbapi.Error)
         if not (isinstance(exc, sa_exc.SQLAlchemyError) or driver_error):
             return exc

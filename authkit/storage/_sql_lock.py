@@ -74,8 +74,8 @@ class LeaseKeeper:
         self._changed = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._held = threading.local()  # the leases the current thread holds, for guard()
-        # How many leases threads hold (changed under _changed): guard() runs before every
-        # call, and with no lock held anywhere it returns without a thread-local lookup.
+        # How many leases threads hold (changed under _changed, see _count): while none is
+        # held anywhere, the storage's calls do not call guard() at all.
         self._holding = 0
 
     def close(self) -> None:
@@ -93,6 +93,7 @@ class LeaseKeeper:
         self._thread = None
         self._held = threading.local()
         self._holding = 0
+        self._storage._runner.before_call = None
 
     # -- taking and releasing ------------------------------------------------------
 
@@ -121,7 +122,7 @@ class LeaseKeeper:
         lease = Lease(name, owner, ttl, expires_at, time.monotonic() + ttl / 3)
         with self._changed:
             self._leases.add(lease)
-            self._holding += 1
+            self._count(1)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._keep, name=f"authkit-locks-{id(self):x}", daemon=True)
                 self._thread.start()
@@ -134,7 +135,7 @@ class LeaseKeeper:
         with self._changed:
             if lease in mine:
                 mine.remove(lease)
-                self._holding -= 1
+                self._count(-1)
             self._leases.discard(lease)
             self._changed.notify()
         storage = self._storage
@@ -144,6 +145,11 @@ class LeaseKeeper:
             raise lost_lock_error(lease)
 
     # -- the holder's guard -------------------------------------------------------------
+
+    def _count(self, change: int) -> None:
+        """Count a lease taken or released (under ``_changed``): guard() runs before each call while any is held."""
+        self._holding += change
+        self._storage._runner.before_call = self.guard if self._holding else None
 
     def _mine(self) -> list[Lease]:
         mine: list[Lease] | None = getattr(self._held, "leases", None)

@@ -49,7 +49,7 @@ from authkit.storage._codec import (
     expires_after,
     ttl_seconds,
 )
-from authkit.storage._copy import copy_session, copy_token
+from authkit.storage._copy import new_record
 
 __all__ = ["AuthStorage", "Clock", "MAX_ID_LENGTH", "DEFAULT_BATCH_SIZE"]
 
@@ -80,7 +80,7 @@ def _check_optional_str(value: object, name: str) -> None:
 
 
 def _checked_token(token: object) -> AuthToken:
-    """A validated copy of ``token`` with its datetimes in UTC."""
+    """A validated copy of ``token`` with its datetimes in UTC (sharing its lists and dicts)."""
     if not isinstance(token, AuthToken):
         raise TypeError(f"expected an AuthToken, not {type(token).__name__}")
     check_id(token.token_id, "token_id")
@@ -102,15 +102,16 @@ def _checked_token(token: object) -> AuthToken:
     if not isinstance(token.metadata, dict):
         raise TypeError("metadata must be a dict")
     check_json(token.metadata, "metadata")
-    # The dataclass may have been mutated after construction: check again.
-    checked = copy_token(token)
+    # The dataclass may have been mutated after construction: check again.  The copy
+    # shares scopes and metadata: a backend keeping the object copies them (memory.py).
+    checked = new_record(token)
     checked.issued_at = as_utc(token.issued_at, "issued_at")
     checked.expires_at = None if token.expires_at is None else as_utc(token.expires_at, "expires_at")
     return checked
 
 
 def _checked_session(session_id: object, data: object) -> SessionData:
-    """A validated copy of ``data`` whose ``session_id`` is ``session_id``."""
+    """A validated copy of ``data`` whose ``session_id`` is ``session_id`` (sharing its ``data`` dict)."""
     check_id(session_id, "session_id")
     assert isinstance(session_id, str)
     if not isinstance(data, SessionData):
@@ -123,7 +124,7 @@ def _checked_session(session_id: object, data: object) -> SessionData:
     if not isinstance(data.data, dict):
         raise TypeError("data must be a dict")
     check_json(data.data, "data")
-    checked = copy_session(data)
+    checked = new_record(data)
     checked.session_id = session_id
     checked.created_at = as_utc(data.created_at, "created_at")
     checked.last_activity = as_utc(data.last_activity, "last_activity")

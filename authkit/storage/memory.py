@@ -57,6 +57,8 @@ class MemoryStorage(AuthStorage):
     # -- tokens -----------------------------------------------------------
 
     def _store_tokens(self, tokens: list[AuthToken]) -> None:
+        # Copies: the checked records share their containers with the caller's.
+        tokens = [copy_token(t) for t in tokens]
         with self._mutex:
             for token in tokens:
                 self._unindex_token(token.token_id)
@@ -108,6 +110,7 @@ class MemoryStorage(AuthStorage):
     # -- sessions ---------------------------------------------------------
 
     def _store_sessions(self, sessions: list[SessionData]) -> None:
+        sessions = [copy_session(s) for s in sessions]  # see _store_tokens
         with self._mutex:
             for session in sessions:
                 self._unindex_session(session.session_id)

@@ -33,7 +33,6 @@ import re
 import time
 import weakref
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -195,7 +194,6 @@ class SqlStorage(AuthStorage):
                 engine.dispose()
             raise
         self._leases = LeaseKeeper(self)
-        self._runner.before_call = self._leases.guard
         _LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -228,14 +226,6 @@ class SqlStorage(AuthStorage):
     def _error(self, exc: BaseException, *, connecting: bool, disconnected: bool = False) -> StorageError:
         """The authkit error for a driver or pool failure (the caller chains ``exc``)."""
         return self._runner.error(exc, connecting=connecting, disconnected=disconnected)
-
-    def _cursor(self, transaction: bool = False) -> AbstractContextManager[Any]:
-        """A DBAPI cursor on a pooled connection; with ``transaction``, inside BEGIN/COMMIT.
-
-        Nothing is retried: prefer :meth:`_run`, which retries conflicts and, for
-        idempotent work, a connection found dead.
-        """
-        return self._runner.cursor(transaction)
 
     def _run(self, work: Callable[[Any], T], *, transaction: bool = False, idempotent: bool = True) -> T:
         """``work(cursor)`` on a pooled connection; see :meth:`Runner.run` for the retries."""
@@ -337,7 +327,7 @@ class SqlStorage(AuthStorage):
                 cursor.executemany(sql, rows)
             return int(cursor.rowcount)
 
-        return self._run(work, transaction=len(rows) > 1 or release_digests)
+        return self._runner.run(work, transaction=len(rows) > 1 or release_digests)
 
     def _update_token(self, token: AuthToken) -> None:
         rows = token_rows([token])
@@ -352,23 +342,25 @@ class SqlStorage(AuthStorage):
         if changed < 1:
             raise NotFoundError(f"no token with id {token.token_id!r}")
 
+    # The single-statement helpers call the runner directly: they are every call's path.
+
     def _fetchone(self, sql: str, params: dict[str, Any]) -> Any:
         def work(cursor: Any) -> Any:
             cursor.execute(sql, params)
             return cursor.fetchone()
 
-        return self._run(work)
+        return self._runner.run(work)
 
     def _fetchall(self, sql: str, params: dict[str, Any]) -> list[Any]:
         def work(cursor: Any) -> list[Any]:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
 
-        return self._run(work)
+        return self._runner.run(work)
 
     def _execute(self, sql: str, params: dict[str, Any]) -> int:
         """Run one idempotent statement; its rowcount."""
-        return self._run(lambda cursor: _rowcount(cursor, sql, params))
+        return self._runner.run(lambda cursor: _rowcount(cursor, sql, params))
 
     def _get_token(self, token_id: str) -> AuthToken | None:
         row = self._fetchone(self._sql.get_token, {"id": token_id})
@@ -405,7 +397,7 @@ class SqlStorage(AuthStorage):
             else:
                 cursor.executemany(self._sql.upsert_session, rows)
 
-        self._run(work, transaction=len(rows) > 1)
+        self._runner.run(work, transaction=len(rows) > 1)
 
     def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
         row = self._fetchone(self._sql.get_session, {"id": session_id, "now": micros(now)})
@@ -658,9 +650,7 @@ class SqlStorage(AuthStorage):
         # them (secure_delete zeroes what they freed) and TRUNCATE empties it.
         # Readers in the middle of a transaction can make it partial: best effort.
         if self._is_sqlite and not self._in_memory:
-            with self._cursor() as cursor:
-                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                cursor.fetchall()
+            self._run(lambda cursor: cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
 
     def _try_lock(self, name: str, ttl: float) -> Lease | None:
         return self._leases.try_take(name, ttl)
