@@ -23,6 +23,8 @@ its rows.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -236,12 +238,14 @@ def _flask(server_url: str, ours: Callable[[str, int, ExitStack], _FlaskSide],
     rows.print()
 
 
-def _flask_cpu(n: int, rounds: int) -> None:
-    """CPU per Flask request on Redis, ours and Flask-Session's: this process's CPU time plus the
+def _private_redis_cpu(title: str, sides: Callable[[str, ExitStack], list[dict[str, Callable[[], Op]]]],
+                       n: int, rounds: int) -> None:
+    """CPU per operation on Redis, ours and the peer's: this process's CPU time plus the
     server's (``INFO cpu``) on a private ``redis-server`` that nothing else uses.
 
     Wall-clock throughput on a loaded shared machine mostly measures the scheduler; CPU time
-    is what a request costs whatever else runs, so this table is the steadier yardstick.
+    is what an operation costs whatever else runs, so this table is the steadier yardstick.
+    ``sides(url, stack)`` gives the operations of both sides on the server at ``url``.
     """
     import shutil
     import statistics
@@ -252,9 +256,9 @@ def _flask_cpu(n: int, rounds: int) -> None:
     from tests.redis_cluster import RedisServer
 
     if shutil.which("redis-server") is None:
-        print("\n## Flask sessions on Redis, CPU per request: skipped (no redis-server binary)")
+        print(f"\n## {title}: skipped (no redis-server binary)")
         return
-    rows = _Rows("Flask sessions on Redis, CPU per request (client + private server): authkit vs Flask-Session")
+    rows = _Rows(title)
     with RedisServer() as server, ExitStack() as stack:  # a port of AUTHKIT_TEST_PRIVATE_PORTS
         client = redis.Redis.from_url(server.url)
         stack.callback(client.close)
@@ -263,8 +267,7 @@ def _flask_cpu(n: int, rounds: int) -> None:
             info = client.info("cpu")
             return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
-        sides = [_flask_authkit(server.url, n, stack), _flask_session_redis(server.url, n, stack)]
-        ops = [side.ops() for side in sides]
+        ops = sides(server.url, stack)
         for name in ops[0]:
             costs: list[list[float]] = [[], []]
             for round_ in range(rounds):
@@ -280,6 +283,14 @@ def _flask_cpu(n: int, rounds: int) -> None:
                               f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})", "",
                               ">= 1.00x (peer CPU / ours)"))
     rows.print()
+
+
+def _flask_cpu(n: int, rounds: int) -> None:
+    def sides(url: str, stack: ExitStack) -> list[dict[str, Callable[[], Op]]]:
+        return [_flask_authkit(url, n, stack).ops(), _flask_session_redis(url, n, stack).ops()]
+
+    _private_redis_cpu("Flask sessions on Redis, CPU per request (client + private server): authkit vs Flask-Session",
+                       sides, n, rounds)
 
 
 # -- Django --------------------------------------------------------------------------------
@@ -489,6 +500,34 @@ def _django(n: int, rounds: int) -> None:
                         peer_trips += _turns(proxy, peer_count[name])
                 rows.add(name, result.cells(), (trips_ours, peer_trips))
             rows.print()
+        if have_redis:
+            _django_cpu(n, rounds)
+
+
+def _django_cpu(n: int, rounds: int) -> None:
+    """The CPU table of Django sessions on Redis against django-redis (Django is configured)."""
+    from django.contrib.sessions.backends.cache import SessionStore as CacheStore
+    from django_redis.cache import RedisCache
+
+    from authkit.contrib.django.sessions import SessionStore as AuthkitStore
+    from authkit.storage import open_storage
+
+    def sides(url: str, stack: ExitStack) -> list[dict[str, Callable[[], Op]]]:
+        storage = open_storage(url, prefix="bench:")
+        stack.callback(storage.close)
+        cache = RedisCache(url, {"KEY_PREFIX": "dc"})
+        stack.callback(cache.close)
+        ours = type("Store", (AuthkitStore,), {"storage": property(lambda self: storage)})
+
+        def __init__(self: Any, session_key: str | None = None) -> None:
+            CacheStore.__init__(self, session_key)
+            self._cache = cache
+
+        peer = type("PeerStore", (CacheStore,), {"__init__": __init__})
+        return [_django_ops(ours, n), _django_ops(peer, n)]
+
+    _private_redis_cpu("Django sessions on Redis, CPU per operation (client + private server): "
+                       "authkit vs the cache backend on django-redis", sides, n, rounds)
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -504,6 +543,11 @@ def _pg_execute(sql: str) -> None:
 
 
 def run(quick: bool) -> None:
+    # Every side registers the removal of its keys, tables and schema before it writes
+    # any (ExitStack callbacks: they run on errors and Ctrl-C too).  A plain `kill`
+    # would skip them and leave thousands of keys in the shared Redis: make it an exit.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     # Many short rounds rather than a few long ones: on a shared machine the load
     # drifts, and rounds that alternate quickly see the same load on both sides.
     n = 40 if quick else 150
@@ -525,6 +569,10 @@ def run(quick: bool) -> None:
     else:
         print("\n## Flask sessions on PostgreSQL: skipped (PostgreSQL is not reachable)")
     _django(n, rounds)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _importable(name: str) -> bool:

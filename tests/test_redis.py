@@ -396,6 +396,53 @@ def test_server_restart_mid_run() -> None:
         storage.close()
 
 
+def test_scripts_are_loaded_again_after_the_server_forgets_them(clock: FakeClock) -> None:
+    """Scripts run by SHA: a server that lost its script cache (restart, failover, SCRIPT
+    FLUSH) is given them again and the call goes through, on our own server."""
+    with RedisServer() as server:
+        storage = RedisStorage.from_url(server.url, prefix="r:", clock=clock)
+        hour = clock() + timedelta(hours=1)
+        assert storage.create_session("s", SessionData("", "u1", expires_at=hour, data={"n": 1}))
+        storage._client.script_flush()
+        assert storage.replace_session("s", SessionData("", "u1", expires_at=hour, data={"n": 2}))
+        storage._client.script_flush()
+        assert storage.touch_session("s", hour + timedelta(hours=1))
+        got = storage.get_session("s")
+        assert got is not None and got.data == {"n": 2} and got.expires_at == hour + timedelta(hours=1)
+        storage._client.script_flush()
+        storage.delete_session("s")
+        assert storage.get_session("s") is None and storage.stats()["sessions_live"] == 0
+        storage.close()
+
+
+def test_a_dropped_connection_is_retried_on_a_fresh_one(clock: FakeClock) -> None:
+    """The session commands skip redis-py's command layers but keep its Retry: a pooled
+    connection the server closed (idle timeout, CLIENT KILL, a proxy) costs no error."""
+    with RedisServer() as server:
+        storage = RedisStorage.from_url(server.url, prefix="r:", clock=clock)
+        admin = redis.Redis.from_url(server.url)
+        hour = clock() + timedelta(hours=1)
+        assert storage.create_session("s", SessionData("", "u1", expires_at=hour, data={"n": 1}))
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        got = storage.get_session("s")  # GET on the dead connection
+        assert got is not None and got.data == {"n": 1}
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        assert storage.replace_session("s", SessionData("", "u1", expires_at=hour, data={"n": 2}))  # EVALSHA
+        assert storage.get_session("s").data == {"n": 2}  # type: ignore[union-attr]
+        admin.close()
+        storage.close()
+
+
+def test_session_commands_are_packed_as_redis_py_packs_them() -> None:
+    from authkit.storage._redis_client import _packed
+
+    conn = redis.Redis().connection_pool.make_connection()  # packs; connects nowhere
+    for args in [("GET", b"k"), ("EVALSHA", "ab" * 20, 2, b"x", b"", b"\x00\r\n\xff", 0, -5, 2**70, "z")]:
+        assert _packed(args) == b"".join(conn.pack_command(*args))
+    for odd in ["\u00fc", 1.5, True, memoryview(b"x")]:  # the client's encoder decides: left to redis-py
+        assert _packed(("GET", odd)) is None
+
+
 # -- threads, processes, fork ---------------------------------------------------
 
 

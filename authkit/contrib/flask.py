@@ -56,7 +56,7 @@ from flask.sessions import SecureCookieSession, SessionInterface, SessionMixin
 from authkit._cli_maintenance import _run_framework
 from authkit.contrib import ANONYMOUS_USER_ID, build_salesforce_client
 from authkit.contrib._json import plain_json_copy
-from authkit.contrib.session_ids import stored_session_id
+from authkit.contrib.session_ids import known_stored_id, stored_session_id
 from authkit.errors import ConfigurationError, StorageError
 from authkit.maintenance import _CleanupEveryN
 from authkit.models import SessionData
@@ -189,6 +189,8 @@ class AuthKitSessionInterface(SessionInterface):
         if not isinstance(user_id_key, str) or not user_id_key:
             raise TypeError("user_id_key must be a non-empty str")
         self._storage = storage
+        # Decided once: AuthStorage is an ABC, and isinstance() against one costs on every request.
+        self._given = storage if isinstance(storage, AuthStorage) else None
         self.non_permanent_lifetime = _lifetime(non_permanent_lifetime, "non_permanent_lifetime")
         self.user_id_key = user_id_key
         self._serializer = TaggedJSONSerializer()
@@ -199,17 +201,21 @@ class AuthKitSessionInterface(SessionInterface):
     @property
     def storage(self) -> AuthStorage:
         """The storage; a callable given instead is called each time (it caches, e.g. AuthKit's)."""
-        if isinstance(self._storage, AuthStorage):
-            return self._storage
-        return self._storage()
+        if self._given is not None:
+            return self._given
+        return cast(Callable[[], AuthStorage], self._storage)()
 
     # -- encoding ---------------------------------------------------------
 
     def _encode(self, session: AuthKitSession) -> dict[str, Any]:
         # Flask's tagged JSON turns tuples, bytes, datetimes... into plain JSON,
         # exactly as Flask's cookie sessions do; the storage then holds JSON.
-        # Tagging is what changes values; when the tagged session is plain JSON,
-        # the dumps + loads round trip that follows would change nothing.
+        # A session of plain JSON values is left as it is by tagging (unless a
+        # dict's only key is a tag's, which the copy refuses) and by the dumps +
+        # loads round trip: a copy is the whole encoding.
+        plain = plain_json_copy(dict(session), self._serializer.tags)
+        if plain is not None:
+            return cast(dict[str, Any], plain)
         tagged = plain_json_copy(self._serializer.tag(dict(session)))
         if tagged is not None:
             return cast(dict[str, Any], tagged)
@@ -222,6 +228,11 @@ class AuthKitSessionInterface(SessionInterface):
     def _decode(self, data: Mapping[str, Any]) -> dict[str, Any]:
         # What TaggedJSONSerializer.loads(json.dumps(data)) gives, without the
         # text in between: untag every dict, innermost first (as its object_hook).
+        # Data without a tagged dict untags to itself: a copy (never the stored
+        # record's own containers, which save_session compares with) will do.
+        plain = plain_json_copy(data, self._serializer.tags)
+        if plain is not None:
+            return cast(dict[str, Any], plain)
         decoded: dict[str, Any] = self._untag(data)
         return decoded
 
@@ -237,8 +248,9 @@ class AuthKitSessionInterface(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> AuthKitSession:
         """The stored session the cookie names (one read), or a new empty one."""
         sid = request.cookies.get(self.get_cookie_name(app))
-        if sid and _valid_sid(sid):
-            record = self.storage.get_session(stored_session_id(sid))
+        stored_id = known_stored_id(sid) if sid else None
+        if stored_id is not None:
+            record = self.storage.get_session(stored_id)
             if record is not None:
                 return self.session_class(self._decode(record.data), sid=sid, record=record)
         return self.session_class()
@@ -271,7 +283,8 @@ class AuthKitSessionInterface(SessionInterface):
         if not session:
             # Emptied (logout) or regenerated to nothing: forget it everywhere.
             if session.sid is not None:
-                storage.delete_session(stored_session_id(session.sid))
+                loaded = session.record  # its id is the digest, already computed
+                storage.delete_session(stored_session_id(session.sid) if loaded is None else loaded.session_id)
                 session.sid = session.record = None
             if session.modified:
                 response.delete_cookie(name, **cookie)
@@ -333,8 +346,11 @@ class AuthKitSessionInterface(SessionInterface):
     ) -> SessionData:
         user = session.get(self.user_id_key)
         user_id = str(user) if user is not None else ""
-        return SessionData(
-            session_id=stored_session_id(sid),
+        # Built without __init__: every datetime here is the storage clock's (aware UTC)
+        # or a stored record's, and the storage checks the whole record it is given.
+        record: SessionData = object.__new__(SessionData)
+        record.__dict__.update(
+            session_id=stored_session_id(sid) if stored is None else stored.session_id,
             user_id=user_id if _valid_sid(user_id) else ANONYMOUS_USER_ID,
             created_at=stored.created_at if stored is not None else now,
             expires_at=expires_at,
@@ -343,6 +359,7 @@ class AuthKitSessionInterface(SessionInterface):
             user_agent=(request.user_agent.string or None) if stored is None else stored.user_agent,
             data=data,
         )
+        return record
 
 
 def _valid_sid(sid: str) -> bool:

@@ -44,3 +44,16 @@ def stored_session_id(session_key: str) -> str:
     """
     check_id(session_key, "session_key")
     return STORED_ID_PREFIX + hashlib.sha256(session_key.encode("utf-8")).hexdigest()
+
+
+def known_stored_id(session_key: object) -> str | None:
+    """:func:`stored_session_id` of ``session_key``, or ``None`` if it is no valid id.
+
+    What the integrations need for a cookie, which can hold anything: an
+    invalid one is an unknown session.  One check, not a validity test and then
+    the same check again inside the digest.
+    """
+    try:
+        return stored_session_id(session_key)  # type: ignore[arg-type]  # checked there
+    except (TypeError, ValueError):
+        return None

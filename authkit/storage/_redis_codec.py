@@ -15,7 +15,7 @@ from authkit.errors import StorageError
 from authkit.models import AuthToken, SessionData
 from authkit.storage._codec import digest as _sha256
 from authkit.storage._codec import dumps as _json_dumps
-from authkit.storage._codec import loads, micros, moment
+from authkit.storage._codec import loads, micros, moment, optional_moment
 
 HEADER = struct.Struct(">q")  # the kv expiry in microseconds; -1 = never
 NO_EXPIRY = -1
@@ -73,11 +73,15 @@ def token_from(data: bytes) -> AuthToken:
 def _parse_token(data: bytes) -> AuthToken:
     record = loads(dec(data))
     (_, token_id, user_id, access, refresh, token_type, scopes, issued, expires, client_id, metadata) = record
-    return AuthToken(
+    # Built without __init__, as the SQL rows are: the record was validated when
+    # stored and moment() gives aware UTC datetimes, so re-checking costs time per read.
+    token: AuthToken = object.__new__(AuthToken)
+    token.__dict__.update(
         token_id=token_id, user_id=user_id, access_token=access, refresh_token=refresh, token_type=token_type,
-        scopes=scopes, issued_at=moment(issued), expires_at=None if expires is None else moment(expires),
+        scopes=scopes, issued_at=moment(issued), expires_at=optional_moment(expires),
         client_id=client_id, metadata=metadata,
     )
+    return token
 
 
 def session_record(session: SessionData) -> bytes:
@@ -97,11 +101,13 @@ def session_from(session_id: str, data: bytes) -> SessionData:
 
 def _parse_session(session_id: str, data: bytes) -> SessionData:
     (_, user_id, created, expires, last, ip, agent, payload) = loads(dec(data))
-    return SessionData(
+    session: SessionData = object.__new__(SessionData)  # see _parse_token
+    session.__dict__.update(
         session_id=session_id, user_id=user_id, created_at=moment(created),
-        expires_at=None if expires is None else moment(expires), last_activity=moment(last),
+        expires_at=optional_moment(expires), last_activity=moment(last),
         ip_address=ip, user_agent=agent, data=payload,
     )
+    return session
 
 
 def glob_escape(data: bytes) -> bytes:

@@ -249,28 +249,61 @@ return 1
 # One session.  KEYS: s:<id>, su:<user>.  ARGV: base, id, user, score, px ('' = no
 # TTL), json, mode, now.  Mode '' stores; 'c' (create_session) stores only if no
 # live session has the id, 'r' (replace_session) only if one does; 1 if it stored.
-# Live: the record exists (Redis may have expired it) and its score in the expiry
-# index is later than now.  SET NX / XX tests the first half as it writes.  The
-# owner hash says whether the id is indexed and under which user: a replace by the
-# same user (every request's save) writes the record and its expiry score, nothing else.
+# Live: the record exists (Redis may have expired it) and its expiry is later than
+# now; the record's expiry and its score in the expiry index are written together,
+# so either tells.  A create tests the first half with SET NX as it writes (a new
+# id, the usual case, needs nothing more); a replace reads the old record, which
+# also names its user: a replace by the same user (every request's save) writes
+# the record and its expiry score, nothing else.  Otherwise the owner hash says
+# whether the id is indexed and under which user.
 WRITE_SESSION = r"""
 local record, base, id, user, mode = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[7]
 local sx, so = base .. 'sx', base .. 'so'
 local set = {'SET', record, ARGV[6]}
 if ARGV[5] ~= '' then set[4] = 'PX'; set[5] = ARGV[5] end
+local n = #set
 local indexed = true  -- unknown in mode '': ask the owner hash
-if mode ~= '' then
-  local score = redis.call('ZSCORE', sx, id)
-  local live = score ~= false and (score == 'inf' or tonumber(score) > tonumber(ARGV[8]))
-  if mode == 'r' then
-    if not live then return 0 end
-    set[#set + 1] = 'XX'
-  elseif live then
-    set[#set + 1] = 'NX'
+if mode == 'c' then
+  -- A create almost always has a new id: SET NX stores it, no liveness to check,
+  -- and HSETNX both indexes the owner and says whether the id was indexed before.
+  set[n + 1] = 'NX'
+  if redis.call(unpack(set)) then
+    if redis.call('HSETNX', so, id, user) == 1 then
+      redis.call('ZADD', base .. 'si', 0, id)
+      redis.call('ZADD', KEYS[2], 0, id)
+      redis.call('ZADD', sx, ARGV[4], id)
+      return 1
+    end
+  else  -- a record is there: taken only if it is not live
+    local score = redis.call('ZSCORE', sx, id)
+    if score ~= false and (score == 'inf' or tonumber(score) > tonumber(ARGV[8])) then return 0 end
+    set[n + 1] = nil
+    redis.call(unpack(set))
+    indexed = score ~= false  -- sx and so gain and lose an id together
   end
-  indexed = score ~= false  -- sx and so gain and lose an id together: a new id (a create) skips the HGET
+elseif mode == 'r' then
+  -- The stored record says it all: its expiry (its score in sx) and its user id,
+  -- the JSON string that opens at position 4 of [1,"user",created,expires,...].
+  local old = redis.call('GET', record)
+  if not old then return 0 end
+  local find, sub = string.find, string.sub
+  local u = 5
+  while true do
+    local c = find(old, '["\\]', u)
+    if sub(old, c, c) == '\\' then u = c + 2 else u = c + 1; break end
+  end
+  local a = find(old, ',', u + 1, true)
+  local b = find(old, ',', a + 1, true)
+  local expires = sub(old, a + 1, b - 1)
+  if expires ~= 'null' and tonumber(expires) <= tonumber(ARGV[8]) then return 0 end
+  redis.call(unpack(set))
+  if sub(old, 1, u) == sub(ARGV[6], 1, u) then  -- the same user (the same JSON string): only the expiry moves
+    redis.call('ZADD', sx, ARGV[4], id)
+    return 1
+  end
+else
+  redis.call(unpack(set))
 end
-if not redis.call(unpack(set)) then return 0 end
 local old = indexed and redis.call('HGET', so, id)
 if old ~= user then
   if old then redis.call('ZREM', base .. 'su:' .. old, id) else redis.call('ZADD', base .. 'si', 0, id) end
@@ -286,13 +319,11 @@ return 1
 # or 'null').  Rewrites only those fields inside the stored record: the record is
 # [1,"user",created,expires,last,ip,...] (compact JSON), and the user id and the ip
 # address are JSON strings (or null), skipped honouring their escapes.  Live as for
-# WRITE_SESSION.
+# WRITE_SESSION, decided by the record's own expiry.
 TOUCH_SESSION = r"""
 local id, sx = ARGV[2], ARGV[1] .. 'sx'
 local record = redis.call('GET', KEYS[1])
 if not record then return 0 end
-local score = redis.call('ZSCORE', sx, id)
-if score == false or (score ~= 'inf' and tonumber(score) <= tonumber(ARGV[3])) then return 0 end
 local find, sub = string.find, string.sub
 local function string_end(from)  -- the position after the JSON string opening at from
   local i = from + 1
@@ -304,6 +335,8 @@ end
 local i = string_end(find(record, '"', 1, true))
 local a = find(record, ',', i + 1, true)  -- after created
 local b = find(record, ',', a + 1, true)  -- after expires
+local expires = sub(record, a + 1, b - 1)  -- the record's expiry is its score in sx: no ZSCORE
+if expires ~= 'null' and tonumber(expires) <= tonumber(ARGV[3]) then return 0 end
 local c = find(record, ',', b + 1, true)  -- after last_activity
 local touched
 if ARGV[8] == nil then

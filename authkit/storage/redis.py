@@ -59,7 +59,7 @@ from authkit.models import AuthToken, CleanupReport, SessionData
 from authkit.storage import _redis_codec as codec
 from authkit.storage import _redis_scripts as lua
 from authkit.storage._codec import counter_overflow, live, micros, moment, ttl_seconds
-from authkit.storage._redis_client import Errors, open_client, where
+from authkit.storage._redis_client import Errors, Script, command_runner, open_client, where
 from authkit.storage.base import CLEANUP_DONE, AuthStorage, Clock
 
 __all__ = ["RedisStorage"]
@@ -124,26 +124,27 @@ class RedisStorage(AuthStorage):
         password = client.get_connection_kwargs().get("password")
         self._where = where(client)
         self._errors = Errors(self._where, [password] if isinstance(password, str) and password else [])
-        register = client.register_script
-        self._store_tokens_lua = register(lua.STORE_TOKENS)
-        self._delete_records_lua = register(lua.DELETE_RECORDS)
-        self._token_by_access_lua = register(lua.TOKEN_BY_ACCESS)
-        self._user_tokens_lua = register(lua.USER_TOKENS)
-        self._store_sessions_lua = register(lua.STORE_SESSIONS)
-        self._write_session_lua = register(lua.WRITE_SESSION)
-        self._touch_session_lua = register(lua.TOUCH_SESSION)
-        self._delete_session_lua = register(lua.DELETE_SESSION)
-        self._user_sessions_lua = register(lua.USER_SESSIONS)
-        self._delete_user_lua = register(lua.DELETE_USER)
-        self._store_kv_lua = register(lua.STORE_KV)
-        self._store_kv_entries_lua = register(lua.STORE_KV_ENTRIES)
-        self._add_kv_lua = register(lua.ADD_KV)
-        self._incr_kv_lua = register(lua.INCR_KV)
-        self._touch_kv_lua = register(lua.TOUCH_KV)
-        self._delete_kv_lua = register(lua.DELETE_KV)
-        self._cleanup_lua = register(lua.CLEANUP)
-        self._stats_lua = register(lua.STATS)
-        self._release_lua = register(lua.RELEASE_LOCK)
+        # GET and EVALSHA, the commands of every session request, on redis-py's lean path.
+        self._run = run = command_runner(client)
+        self._store_tokens_lua = Script(client, lua.STORE_TOKENS, run)
+        self._delete_records_lua = Script(client, lua.DELETE_RECORDS, run)
+        self._token_by_access_lua = Script(client, lua.TOKEN_BY_ACCESS, run)
+        self._user_tokens_lua = Script(client, lua.USER_TOKENS, run)
+        self._store_sessions_lua = Script(client, lua.STORE_SESSIONS, run)
+        self._write_session_lua = Script(client, lua.WRITE_SESSION, run)
+        self._touch_session_lua = Script(client, lua.TOUCH_SESSION, run)
+        self._delete_session_lua = Script(client, lua.DELETE_SESSION, run)
+        self._user_sessions_lua = Script(client, lua.USER_SESSIONS, run)
+        self._delete_user_lua = Script(client, lua.DELETE_USER, run)
+        self._store_kv_lua = Script(client, lua.STORE_KV, run)
+        self._store_kv_entries_lua = Script(client, lua.STORE_KV_ENTRIES, run)
+        self._add_kv_lua = Script(client, lua.ADD_KV, run)
+        self._incr_kv_lua = Script(client, lua.INCR_KV, run)
+        self._touch_kv_lua = Script(client, lua.TOUCH_KV, run)
+        self._delete_kv_lua = Script(client, lua.DELETE_KV, run)
+        self._cleanup_lua = Script(client, lua.CLEANUP, run)
+        self._stats_lua = Script(client, lua.STATS, run)
+        self._release_lua = Script(client, lua.RELEASE_LOCK, run)
         self._check_marker(create_schema)
 
     def _check_marker(self, create: bool) -> None:
@@ -222,16 +223,16 @@ class RedisStorage(AuthStorage):
         now = self.now()
         args = [self._b, b"0", *(self._token_arg(token, now) for token in tokens)]
         with self._errors:
-            self._store_tokens_lua(keys=self._token_keys, args=args)
+            self._store_tokens_lua(self._token_keys, args)
 
     def _get_token(self, token_id: str) -> AuthToken | None:
         with self._errors:
-            data = self._client.get(self._key(b"t:", token_id))
+            data = self._run("GET", self._key(b"t:", token_id))
         return None if data is None else codec.token_from(data)
 
     def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
         with self._errors:
-            data = self._token_by_access_lua(keys=[self._b + b"ta:" + codec.digest(access_token)], args=[self._b])
+            data = self._token_by_access_lua([self._b + b"ta:" + codec.digest(access_token)], [self._b])
         if data is None:
             return None
         token = codec.token_from(data)
@@ -243,18 +244,18 @@ class RedisStorage(AuthStorage):
     def _update_token(self, token: AuthToken) -> None:
         with self._errors:
             found = self._store_tokens_lua(
-                keys=self._token_keys, args=[self._b, b"1", self._token_arg(token, self.now())]
+                self._token_keys, [self._b, b"1", self._token_arg(token, self.now())]
             )
         if not found:
             raise NotFoundError(f"no token with id {token.token_id!r}")
 
     def _delete_tokens(self, token_ids: list[str]) -> None:
         with self._errors:
-            self._delete_records_lua(keys=self._token_keys, args=[self._b, b"t", *map(codec.enc, token_ids)])
+            self._delete_records_lua(self._token_keys, [self._b, b"t", *map(codec.enc, token_ids)])
 
     def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
         with self._errors:
-            records = self._user_tokens_lua(keys=[self._key(b"tu:", user_id)], args=[self._b])
+            records = self._user_tokens_lua([self._key(b"tu:", user_id)], [self._b])
         tokens = [t for t in (codec.token_from(r) for r in records if r is not None) if t.user_id == user_id]
         return sorted(tokens, key=lambda t: (t.issued_at, t.token_id))
 
@@ -269,7 +270,7 @@ class RedisStorage(AuthStorage):
         args += (b"\0".join((codec.enc(s.session_id), codec.enc(s.user_id), codec.score(s.expires_at),
                               codec.px(s.expires_at, now), codec.session_record(s))) for s in sessions)
         with self._errors:
-            self._store_sessions_lua(keys=self._session_keys, args=args)
+            self._store_sessions_lua(self._session_keys, args)
 
     def _write_session(self, session: SessionData, mode: bytes, now: datetime) -> bool:
         """Store one session; with ``mode`` ``c``/``r`` only if it is not / is live (one script)."""
@@ -279,11 +280,11 @@ class RedisStorage(AuthStorage):
         args: list[Any] = [b, name, user, codec.score(session.expires_at), codec.px(session.expires_at, now),
                 codec.session_record(session), mode, micros(now)]
         with self._errors:
-            return bool(self._write_session_lua(keys=keys, args=args))
+            return bool(self._write_session_lua(keys, args))
 
     def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
         with self._errors:
-            data = self._client.get(self._key(b"s:", session_id))
+            data = self._run("GET", self._key(b"s:", session_id))
         if data is None:
             return None
         session = codec.session_from(session_id, data)
@@ -293,14 +294,14 @@ class RedisStorage(AuthStorage):
         with self._errors:
             if len(session_ids) == 1:  # a logout: the lean script
                 name = codec.enc(session_ids[0])
-                self._delete_session_lua(keys=[self._b + b"s:" + name], args=[self._b, name])
+                self._delete_session_lua([self._b + b"s:" + name], [self._b, name])
             else:
-                self._delete_records_lua(keys=self._session_keys,
-                                         args=[self._b, b"s", *map(codec.enc, session_ids)])
+                self._delete_records_lua(self._session_keys,
+                                         [self._b, b"s", *map(codec.enc, session_ids)])
 
     def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
         with self._errors:
-            found = self._user_sessions_lua(keys=[self._key(b"su:", user_id)], args=[self._b])
+            found = self._user_sessions_lua([self._key(b"su:", user_id)], [self._b])
         sessions = []
         for session_id, data in zip(found[::2], found[1::2], strict=True):
             if data is None:
@@ -321,8 +322,8 @@ class RedisStorage(AuthStorage):
         header = codec.kv_header(expires_at)
         name = codec.enc(key)
         with self._errors:
-            self._store_kv_lua(keys=[self._b + b"kv:" + name, self._kx],
-                               args=[header + value, name, codec.score(expires_at), codec.px(expires_at, self.now())])
+            self._store_kv_lua([self._b + b"kv:" + name, self._kx],
+                               [header + value, name, codec.score(expires_at), codec.px(expires_at, self.now())])
 
     def _store_kv_entries(self, entries: list[tuple[str, bytes, datetime | None]]) -> None:
         if not entries:
@@ -333,11 +334,11 @@ class RedisStorage(AuthStorage):
             args += [codec.enc(key), codec.kv_header(expires_at) + value, codec.score(expires_at),
                      codec.px(expires_at, now)]
         with self._errors:
-            self._store_kv_entries_lua(keys=[self._kx], args=args)
+            self._store_kv_entries_lua([self._kx], args)
 
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         with self._errors:
-            data = self._client.get(self._key(b"kv:", key))
+            data = self._run("GET", self._key(b"kv:", key))
         return None if data is None else self._kv_entry(data, now)
 
     @staticmethod
@@ -355,7 +356,7 @@ class RedisStorage(AuthStorage):
     def _delete_kv(self, key: str) -> None:
         name = codec.enc(key)
         with self._errors:
-            self._delete_kv_lua(keys=[self._b + b"kv:" + name, self._kx], args=[name])
+            self._delete_kv_lua([self._b + b"kv:" + name, self._kx], [name])
 
     def _list_kv_keys(self, prefix: str, now: datetime) -> list[str]:
         # SCAN, never KEYS: it walks the keyspace in steps without blocking the
@@ -389,7 +390,7 @@ class RedisStorage(AuthStorage):
                 b"null" if expires_at is None else str(micros(expires_at)).encode(),
                 str(micros(last_activity)).encode()]
         with self._errors:
-            return bool(self._touch_session_lua(keys=[self._b + b"s:" + name], args=args))
+            return bool(self._touch_session_lua([self._b + b"s:" + name], args))
 
     def _touch_session_ip(
         self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
@@ -400,13 +401,13 @@ class RedisStorage(AuthStorage):
                 b"null" if expires_at is None else str(micros(expires_at)).encode(),
                 str(micros(last_activity)).encode(), codec.dumps(ip_address)]
         with self._errors:
-            return bool(self._touch_session_lua(keys=[self._b + b"s:" + name], args=args))
+            return bool(self._touch_session_lua([self._b + b"s:" + name], args))
 
     def _delete_user(self, kind: bytes, user_id: str, keep: str | None) -> int:
         index = self._key(kind + b"u:", user_id)
         keys = [index, *(self._token_keys if kind == b"t" else self._session_keys)]
         with self._errors:
-            return int(self._delete_user_lua(keys=keys, args=[self._b, kind, b"" if keep is None else codec.enc(keep)]))
+            return int(self._delete_user_lua(keys, [self._b, kind, b"" if keep is None else codec.enc(keep)]))
 
     def _delete_user_sessions(self, user_id: str, keep: str | None) -> int:
         return self._delete_user(b"s", user_id, keep)
@@ -419,8 +420,8 @@ class RedisStorage(AuthStorage):
         name = codec.enc(key)
         with self._errors:
             return bool(self._add_kv_lua(
-                keys=[self._b + b"kv:" + name, self._kx],
-                args=[header + value, name, codec.score(expires_at), codec.px(expires_at, now), micros(now)],
+                [self._b + b"kv:" + name, self._kx],
+                [header + value, name, codec.score(expires_at), codec.px(expires_at, now), micros(now)],
             ))
 
     def _incr_kv(self, key: str, amount: int, expires_at: datetime | None, now: datetime) -> int:
@@ -428,8 +429,8 @@ class RedisStorage(AuthStorage):
         name = codec.enc(key)
         with self._errors:
             total = self._incr_kv_lua(
-                keys=[self._b + b"kv:" + name, self._kx, self._b + b"incr"],
-                args=[name, amount, header, codec.score(expires_at), codec.px(expires_at, now), micros(now)],
+                [self._b + b"kv:" + name, self._kx, self._b + b"incr"],
+                [name, amount, header, codec.score(expires_at), codec.px(expires_at, now), micros(now)],
             )
         if total is None:
             raise counter_overflow(key, amount)
@@ -440,8 +441,8 @@ class RedisStorage(AuthStorage):
         name = codec.enc(key)
         with self._errors:
             return bool(self._touch_kv_lua(
-                keys=[self._b + b"kv:" + name, self._kx],
-                args=[name, header, codec.score(expires_at), codec.px(expires_at, now), micros(now)],
+                [self._b + b"kv:" + name, self._kx],
+                [name, header, codec.score(expires_at), codec.px(expires_at, now), micros(now)],
             ))
 
     # -- maintenance ------------------------------------------------------
@@ -451,14 +452,14 @@ class RedisStorage(AuthStorage):
         # indexes, so the next one starts over (cursor None) without passing it again.
         with self._errors:
             tokens, sessions, kv = self._cleanup_lua(
-                keys=[*self._token_keys, *self._session_keys, self._kx], args=[self._b, micros(now), limit]
+                [*self._token_keys, *self._session_keys, self._kx], [self._b, micros(now), limit]
             )
         more = max(int(tokens), int(sessions), int(kv)) >= limit
         return CleanupReport(tokens=int(tokens), sessions=int(sessions), kv=int(kv)), None if more else CLEANUP_DONE
 
     def _stats(self, now: datetime) -> dict[str, int]:
         with self._errors:
-            counts = self._stats_lua(keys=[self._tx, self._sx, self._kx], args=[micros(now)])
+            counts = self._stats_lua([self._tx, self._sx, self._kx], [micros(now)])
         names = ["tokens_live", "tokens_expired", "sessions_live", "sessions_expired", "kv_live", "kv_expired"]
         return {name: int(count) for name, count in zip(names, counts, strict=True)}
 
@@ -508,4 +509,4 @@ class RedisStorage(AuthStorage):
         with self._errors:
             # Compare-and-delete: a holder whose ttl ran out must not free
             # the lock someone else holds now.
-            self._release_lua(keys=[self._key(b"lock:", name)], args=[handle])
+            self._release_lua([self._key(b"lock:", name)], [handle])

@@ -45,7 +45,7 @@ from django.utils.crypto import get_random_string
 from authkit.contrib import ANONYMOUS_USER_ID
 from authkit.contrib._json import plain_json_copy
 from authkit.contrib.django import get_storage
-from authkit.contrib.session_ids import stored_session_id
+from authkit.contrib.session_ids import known_stored_id
 from authkit.maintenance import run_cleanup
 from authkit.models import SessionData
 from authkit.storage._codec import check_id
@@ -129,9 +129,9 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
 
     # -- time ---------------------------------------------------------------
 
-    def _now(self) -> datetime:
-        """The storage's clock, in the form ``timezone.now()`` has under ``USE_TZ``."""
-        now = self.storage.now()
+    @staticmethod
+    def _local(now: datetime) -> datetime:
+        """``now`` (the storage's clock, aware UTC) in the form ``timezone.now()`` has under ``USE_TZ``."""
         if settings.USE_TZ:
             return now
         naive: datetime = dj_timezone.make_naive(now)
@@ -150,7 +150,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     def load(self) -> dict[str, Any]:
         """The stored session dict; ``{}`` (and no key) if it is unknown or expired."""
         key = self.session_key
-        record = self.storage.get_session(stored_session_id(key)) if _valid_key(key) else None
+        stored_id = known_stored_id(key)
+        record = None if stored_id is None else self.storage.get_session(stored_id)
         # Remembered so that save() keeps created_at and, when the data did
         # not change, moves only the expiry instead of rewriting the record.
         self._loaded = (key, record)
@@ -163,7 +164,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
 
     def exists(self, session_key: str | None) -> bool:
         """True if a live session is stored under ``session_key``."""
-        return _valid_key(session_key) and self.storage.get_session(stored_session_id(str(session_key))) is not None
+        stored_id = known_stored_id(session_key)
+        return stored_id is not None and self.storage.get_session(stored_id) is not None
 
     @property
     def stored_session_id(self) -> str | None:
@@ -171,8 +173,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
 
         >>> get_storage().delete_user_sessions(str(user.pk), keep=request.session.stored_session_id)
         """
-        key = self.session_key
-        return stored_session_id(key) if _valid_key(key) else None
+        return known_stored_id(self.session_key)
 
     def _get_new_session_key(self) -> str:
         # No exists() round trip: create_session refuses a taken key, and
@@ -204,18 +205,19 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         # Loading may have found the key gone and reset it: like Django's own
         # backends, that is then an update of a session that no longer exists.
         key = self._get_or_create_session_key()
-        if not _valid_key(key):
-            raise CreateError if must_create else UpdateError
-        data = self._to_json(session_dict)
-        now = self._now()
-        now_utc = self._as_utc(now)
-        expires_at = self._as_utc(self.get_expiry_date(modification=now))
-        user = session_dict.get(getattr(settings, "AUTHKIT_SESSION_USER_KEY", _AUTH_USER_ID))
-        user_id = str(user) if user is not None and _valid_key(str(user)) else ANONYMOUS_USER_ID
-        stored_id = stored_session_id(key)
         loaded_key, loaded = self._loaded
         if loaded_key != key or must_create:
             loaded = None
+        # The digest of a key loaded or saved by this object is known already.
+        stored_id = known_stored_id(key) if loaded is None else loaded.session_id
+        if stored_id is None:
+            raise CreateError if must_create else UpdateError
+        data = self._to_json(session_dict)
+        storage = self.storage
+        now_utc = storage.now()
+        expires_at = self._as_utc(self.get_expiry_date(modification=self._local(now_utc)))
+        user = session_dict.get(getattr(settings, "AUTHKIT_SESSION_USER_KEY", _AUTH_USER_ID))
+        user_id = str(user) if user is not None and _valid_key(str(user)) else ANONYMOUS_USER_ID
         record = SessionData(
             session_id=stored_id,
             user_id=user_id,
@@ -224,7 +226,6 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
             last_activity=now_utc,
             data=data,
         )
-        storage = self.storage
         if must_create:
             if not storage.create_session(stored_id, record):
                 raise CreateError
@@ -246,8 +247,9 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
             if self.session_key is None:
                 return
             session_key = self.session_key
-        if _valid_key(session_key):
-            self.storage.delete_session(stored_session_id(session_key))
+        stored_id = known_stored_id(session_key)
+        if stored_id is not None:
+            self.storage.delete_session(stored_id)
 
     @classmethod
     def clear_expired(cls) -> None:
