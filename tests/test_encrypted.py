@@ -327,7 +327,9 @@ def test_tampered_token_and_session_are_detected(storage: EncryptedStorage, inne
     assert token is not None
     text = token.refresh_token
     assert text is not None
-    token.refresh_token = text[:-5] + ("A" if text[-5] != "A" else "B") + text[-4:]
+    # A digit of both carrier alphabets (hex, base64) that differs from the one replaced, in
+    # any case: hex reads "A" as "a", so swapping in a letter could leave the bytes unchanged.
+    token.refresh_token = text[:-5] + ("0" if text[-5] != "0" else "1") + text[-4:]
     inner.store_token(token)
     with pytest.raises(EncryptionError):
         storage.get_token_by_access_token(ACCESS)
