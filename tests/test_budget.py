@@ -18,6 +18,7 @@ from authkit.salesforce import RequestBudget, SalesforceClient, StaticTokenAuth
 from authkit.storage import AuthStorage
 from authkit.storage.memory import MemoryStorage
 from authkit.testing import FakeSalesforce
+from tests.backends import drop_redis_keys
 from tests.services import POSTGRES_URL, REDIS_URL, require, unique_prefix
 from tests.threads import run_threads
 
@@ -266,6 +267,8 @@ def _shared_store(kind: str) -> Iterator[tuple[str, str]]:
             drop = getattr(storage, "drop_schema", None)
             if drop is not None:
                 drop()
+            else:  # Redis: its schema marker and kv index stay unless deleted
+                drop_redis_keys(storage._client, prefix)  # type: ignore[attr-defined]
         finally:
             storage.close()
 

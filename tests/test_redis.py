@@ -262,8 +262,12 @@ def test_glob_characters_in_the_storage_prefix(
 
 
 def test_prefix_with_its_own_hash_tag_and_bad_prefixes(raw: Any) -> None:
-    storage = RedisStorage(raw, prefix="app:{tenant-1}:")
-    assert storage._b == b"app:{tenant-1}:"
+    prefix = "app:{" + unique_prefix("tag") + "}:"
+    try:
+        storage = RedisStorage(raw, prefix=prefix)
+        assert storage._b == prefix.encode()
+    finally:
+        drop_redis_keys(raw, prefix)
     with pytest.raises(ValueError, match="hash tag"):
         RedisStorage(raw, prefix="app:{}:")
     with pytest.raises(ValueError):
