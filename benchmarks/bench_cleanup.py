@@ -28,16 +28,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
 from authkit.models import SessionData
 from authkit.storage._codec import micros as _micros
 from authkit.storage.sql import SqlStorage
-from benchmarks.harness import Table, ratio_row
-from tests.services import MYSQL_URL, POSTGRES_URL, reachable, unique_prefix
+from benchmarks.harness import Table, ratio_row, sql_storage
+from tests.services import MYSQL_URL, POSTGRES_URL, reachable
 
 _SPREAD_MICROS = 14 * 24 * 3600 * 1_000_000  # expiries spread over two weeks either side of now,
 _HOUR_MICROS = 3600 * 1_000_000  # an hour at least: no live row expires while the benchmark runs
@@ -73,16 +72,6 @@ def is_expired(i: int, expired: int, live: int) -> bool:
     """Whether row ``i`` of :func:`rows_sql` is an expired one."""
     total = expired + live
     return (i * expired) // total != ((i - 1) * expired) // total
-
-
-@contextmanager
-def _open(url: str) -> Iterator[SqlStorage]:
-    storage = SqlStorage(url, prefix=unique_prefix("b"))
-    try:
-        yield storage
-    finally:
-        storage.drop_schema()
-        storage.close()
 
 
 def _fill_sessions(storage: SqlStorage, expired: int, live: int) -> None:
@@ -179,7 +168,7 @@ def _authkit_cleanup(url: str, expired: int, live: int, statements: list[float],
     ``waits``, a writer runs beside the cleanup (see ``_Writer``) and the times of
     its calls go there.
     """
-    with _open(url) as storage:
+    with sql_storage(url) as storage:
         _fill_sessions(storage, expired, live)
         writer = _Writer(storage, expired, live)
         cleaner = threading.get_ident()

@@ -27,20 +27,8 @@ from datetime import timedelta
 
 from authkit.models import SessionData
 from authkit.storage import AuthStorage
-from benchmarks.harness import Table
+from benchmarks.harness import Table, sql_storage
 from tests.services import MYSQL_URL, POSTGRES_URL, REDIS_URL, reachable, unique_prefix
-
-
-@contextmanager
-def _sql(url: str) -> Iterator[AuthStorage]:
-    from authkit.storage.sql import SqlStorage
-
-    storage = SqlStorage(url, prefix=unique_prefix("b"))
-    try:
-        yield storage
-    finally:
-        storage.drop_schema()
-        storage.close()
 
 
 @contextmanager
@@ -133,9 +121,9 @@ def _bench(name: str, storage: AuthStorage, n: int, rounds: int) -> None:
 
 def run(quick: bool) -> None:
     n, rounds = (20, 3) if quick else (200, 7)
-    with tempfile.TemporaryDirectory() as tmp, _sql(f"sqlite:///{tmp}/bench.db") as storage:
+    with tempfile.TemporaryDirectory() as tmp, sql_storage(f"sqlite:///{tmp}/bench.db") as storage:
         _bench("SQLite file", storage, n, rounds)
-    for name, url, opener in (("PostgreSQL", POSTGRES_URL, _sql), ("MariaDB", MYSQL_URL, _sql),
+    for name, url, opener in (("PostgreSQL", POSTGRES_URL, sql_storage), ("MariaDB", MYSQL_URL, sql_storage),
                               ("Redis", REDIS_URL, _redis)):
         if not reachable(url):
             print(f"\n## {name}: not reachable, skipped")

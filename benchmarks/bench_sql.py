@@ -30,8 +30,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,21 +41,11 @@ from authkit.storage._codec import dumps as _dumps
 from authkit.storage._codec import micros as _micros
 from authkit.storage._sql_rows import session_from_row, token_from_row
 from authkit.storage.sql import SqlStorage
-from benchmarks.harness import Table, best_time
-from tests.services import MYSQL_URL, POSTGRES_URL, reachable, unique_prefix
+from benchmarks.harness import Table, best_time, sql_storage
+from tests.services import MYSQL_URL, POSTGRES_URL, reachable
 from tests.tcp_proxy import TcpProxy
 
 UTC = timezone.utc
-
-
-@contextmanager
-def _open(url: str) -> Iterator[SqlStorage]:
-    storage = SqlStorage(url, prefix=unique_prefix("b"))
-    try:
-        yield storage
-    finally:
-        storage.drop_schema()
-        storage.close()
 
 
 def _persistent_raw(storage: SqlStorage) -> Any:
@@ -291,7 +280,7 @@ def _lookup_latency(table: Table, url: str, small: int, large: int, lookups: int
 
     # Both stores open at once (two prefixes in one database), measured in alternating
     # rounds so that load from elsewhere on the machine hits both alike.
-    with _open(url) as few_store, _open(url) as many_store:
+    with sql_storage(url) as few_store, sql_storage(url) as many_store:
         sides = [(few_store, fill(few_store, small)), (many_store, fill(many_store, large))]
         best = [float("inf"), float("inf")]
         for _ in range(5):
@@ -323,7 +312,7 @@ def run(quick: bool) -> None:
                 print(f"\n## SqlStorage on {title}: SKIPPED, server not reachable")
                 continue
             table = Table(f"SqlStorage on {title} (baseline: a persistent raw-driver connection, same SQL)")
-            with _open(url) as storage:
+            with sql_storage(url) as storage:
                 if url != "sqlite://":  # in memory, a second connection would be another database
                     _single_ops(table, storage, url, block, rounds)
                 _bulk(table, storage, bulk_n)

@@ -8,7 +8,26 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from authkit.storage.sql import SqlStorage
+
+
+@contextmanager
+def sql_storage(url: str) -> Iterator[SqlStorage]:
+    """A SqlStorage on a prefix of its own, its tables dropped afterwards."""
+    from authkit.storage.sql import SqlStorage  # only the SQL benchmarks need SQLAlchemy
+    from tests.services import unique_prefix
+
+    storage = SqlStorage(url, prefix=unique_prefix("b"))
+    try:
+        yield storage
+    finally:
+        storage.drop_schema()
+        storage.close()
 
 
 def best_rate(fn: Callable[[int], object], n: int, repeat: int = 3) -> float:
