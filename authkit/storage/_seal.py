@@ -273,11 +273,7 @@ class Keyring:
         if key is None or envelope[0] != VERSION or len(envelope) < _MIN_ENVELOPE:
             return self._open_token_v3(sealed, envelope, key)
         header = envelope[:HEADER_SIZE]
-        try:
-            plaintext = key.aead.decrypt(envelope[HEADER_SIZE:_NONCE_END], envelope[_NONCE_END:],
-                                         header + token_ad(sealed))
-        except InvalidTag:
-            raise _tampered("token") from None
+        plaintext = self._decrypt(key, envelope, header + token_ad(sealed), "token")
         access, refresh, metadata, client_id, token_type, scopes = _record(plaintext, 6, "token")
         if type(access) is not str or not (refresh is None or type(refresh) is str) or type(metadata) is not dict:
             raise _malformed("token")
@@ -304,11 +300,7 @@ class Keyring:
         if key is None or envelope[0] != VERSION or len(envelope) < _MIN_ENVELOPE:
             return self._open_session_v3(sealed, envelope, key)
         header = envelope[:HEADER_SIZE]
-        try:
-            plaintext = key.aead.decrypt(envelope[HEADER_SIZE:_NONCE_END], envelope[_NONCE_END:],
-                                         header + session_ad(sealed))
-        except InvalidTag:
-            raise _tampered("session") from None
+        plaintext = self._decrypt(key, envelope, header + session_ad(sealed), "session")
         ip, agent, data = _record(plaintext, 3, "session")
         if not (ip is None or type(ip) is str) or not (agent is None or type(agent) is str) or type(data) is not dict:
             raise _malformed("session")
