@@ -82,7 +82,9 @@ def command_runner(client: Any) -> Callable[..., Any]:
         return client.execute_command  # type: ignore[no-any-return]
     pool: Any = client.connection_pool  # redis-py's connections are untyped: checked by the tests
     # redis-py < 5.3 wants a command name here; later versions warn about one.
-    named = inspect.signature(pool.get_connection).parameters["command_name"].default is inspect.Parameter.empty
+    # (A version without the parameter at all takes none.)
+    parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
+    named = parameter is not None and parameter.default is inspect.Parameter.empty
 
     def run(*args: Any) -> Any:
         conn: Any = pool.get_connection(args[0]) if named else pool.get_connection()
