@@ -43,6 +43,7 @@ import hmac
 import json
 import json.scanner
 import os
+from binascii import a2b_base64, a2b_hex
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -81,6 +82,12 @@ _HEX_LIMIT = 1 << 16
 # with "A" or "B".  So the first character says how to decode, before the version is known.
 _HEX_START = "0"
 _NO_TIME = b"\xff" * 10  # an absent expiry: no datetime's bytes start with 0xff (the year's high byte is < 40)
+# The constant starts of each kind's associated data (after the envelope's header).
+_TOKEN_AD = b"authkit\x00token\x00"
+_SESSION_AD = b"authkit\x00session\x00"
+_KV_AD = b"authkit\x00kv\x00"
+# datetime's own method, not the instance's: a subclass may pickle itself differently (see _instant).
+_STATE: Callable[[datetime], tuple[Any, tuple[bytes, Any]]] = datetime.__reduce__  # type: ignore[assignment]
 
 
 def _instant(moment: datetime) -> bytes:
@@ -95,9 +102,7 @@ def _instant(moment: datetime) -> bytes:
     """
     if moment.tzinfo is not _UTC:
         moment = moment.astimezone(_UTC)
-    # datetime's own method, not the instance's: a subclass may pickle itself differently.
-    state: bytes = datetime.__reduce__(moment)[1][0]  # type: ignore[assignment]
-    return state
+    return _STATE(moment)[1][0]
 
 
 def _moment(moment: datetime) -> str:
@@ -146,11 +151,18 @@ def key_bytes(key: object, position: int) -> bytes:
 class Key:
     """One key's derived material: its id, the AEAD, and the keys of the blind index, expiry tag and marker."""
 
-    __slots__ = ("_index", "_tag", "aead", "header", "key_id", "marker_key", "tag_prefix")
+    __slots__ = ("_index", "_tag", "aead", "header", "key_id", "kv_head", "marker_key", "session_head",
+                 "tag_prefix", "token_head")
 
     def __init__(self, material: bytes) -> None:
         self.key_id = _hkdf(material, b"authkit key id v1")[:_KEY_ID_SIZE]
         self.header = bytes([VERSION]) + self.key_id
+        # What a version 4 envelope's authenticated data starts with under this key: its header,
+        # then the kind's constant start (see token_ad, session_ad, kv_ad).  Built once here, so
+        # a read appends the record's own parts to one prefix instead of joining five.
+        self.token_head = self.header + _TOKEN_AD
+        self.session_head = self.header + _SESSION_AD
+        self.kv_head = self.header + _KV_AD
         # One AESGCM object per key for the storage's life: building one per call
         # (its key schedule) was a measurable share of a write.
         self.aead = AESGCM(_hkdf(material, b"authkit aes-256-gcm v1"))
@@ -172,8 +184,14 @@ class Key:
 
     def expiry_tag(self, session_id: str, expires_at: datetime | None) -> str:
         """This key's id and its MAC of the session's id and expiry, as hex text (40 characters)."""
+        if expires_at is None:
+            moment = _NO_TIME
+        else:  # _instant(), inlined: every session read computes a tag
+            if expires_at.tzinfo is not _UTC:
+                expires_at = expires_at.astimezone(_UTC)
+            moment = _STATE(expires_at)[1][0]
         mac = self._tag.copy()
-        mac.update(_EXPIRY_DOMAIN + (_NO_TIME if expires_at is None else _instant(expires_at)) + session_id.encode())
+        mac.update(_EXPIRY_DOMAIN + moment + session_id.encode())
         return self.tag_prefix + mac.hexdigest()
 
     def expiry_tag_v3(self, session_id: str, expires_at: datetime | None) -> str:
@@ -209,6 +227,9 @@ class Keyring:
             by_id[key.key_id] = key
         self.keys = keys
         self.by_id = by_id
+        # The current version's envelopes, by their header: one slice and one lookup find the key
+        # and check the version (anything else, version 3 included, goes the longer way).
+        self._by_header = {key.header: key for key in keys}
         self._by_tag_prefix = {key.tag_prefix: key for key in keys}
         self.current = keys[0]
         # Newest first: every write uses it, so live tokens are found in one lookup.
@@ -253,6 +274,18 @@ class Keyring:
             f"a stored {what} was encrypted with a key that is not configured (key id {envelope[1:HEADER_SIZE].hex()})"
         )
 
+    def open_kv(self, name: str, stored: bytes) -> bytes:
+        """The value sealed in a kv entry's ``stored`` bytes (any version; :meth:`open` written out
+        for version 4, whose associated data is the key's ``kv_head`` and :func:`kv_ad`'s rest)."""
+        key = self._by_header.get(stored[:HEADER_SIZE])
+        if key is None or len(stored) < _MIN_ENVELOPE:
+            return self.open(stored, kv_ad(name), "kv value")[0]
+        try:
+            return key.aead.decrypt(stored[HEADER_SIZE:_NONCE_END], stored[_NONCE_END:],
+                                    key.kv_head + name.encode() + b"\x00")
+        except InvalidTag:
+            raise _tampered("kv value") from None
+
     def looks_sealed_kv(self, value: bytes) -> bool:
         """A kv value that starts with a version byte we read and one of our key ids (a
         plaintext value does so by chance with probability about 2**-39)."""
@@ -267,23 +300,53 @@ class Keyring:
         return _carrier(self.seal(plaintext.encode("utf-8"), token_ad(token)))
 
     def open_token(self, sealed: AuthToken, text: str) -> bytes:
-        """Put the secrets sealed in ``text`` (its carrier field) back into ``sealed``; return the header."""
-        envelope = _envelope(text, "token")
-        key = self.by_id.get(envelope[1:HEADER_SIZE])
-        if key is None or envelope[0] != VERSION or len(envelope) < _MIN_ENVELOPE:
-            return self._open_token_v3(sealed, envelope, key)
-        header = envelope[:HEADER_SIZE]
-        plaintext = self._decrypt(key, envelope, header + token_ad(sealed), "token")
-        access, refresh, metadata, client_id, token_type, scopes = _record(plaintext, 6, "token")
-        if type(access) is not str or not (refresh is None or type(refresh) is str) or type(metadata) is not dict:
-            raise _malformed("token")
+        """Put the secrets sealed in ``text`` (its carrier field) back into ``sealed``; return the header.
+
+        Every read of a token comes here, so its steps are written out in one
+        frame, not called (each Python call costs about a tenth of what
+        encryption adds to a read): the carrier's decoding (hex, or base64: version 3
+        and large version 4), the associated data (:func:`token_ad`, after the
+        key's ``token_head``), the decryption and the plaintext's six fields
+        (see :func:`_record`).  The tests read records of each stored version.
+        """
+        try:
+            body = text[_PREFIX_LEN:]
+            envelope = a2b_hex(body) if body[:1] == _HEX_START else a2b_base64(body)
+        except (binascii.Error, ValueError):
+            raise EncryptionError("a stored token has a malformed ciphertext") from None
+        key = self._by_header.get(envelope[:HEADER_SIZE])
+        if key is None or len(envelope) < _MIN_ENVELOPE:
+            return self._open_token_v3(sealed, envelope, self.by_id.get(envelope[1:HEADER_SIZE]))
+        issued, expires = sealed.issued_at, sealed.expires_at
+        if issued.tzinfo is not _UTC:
+            issued = issued.astimezone(_UTC)
+        if expires is None:
+            until = _NO_TIME
+        else:
+            if expires.tzinfo is not _UTC:
+                expires = expires.astimezone(_UTC)
+            until = _STATE(expires)[1][0]
+        ad = key.token_head + _STATE(issued)[1][0] + until + f"{sealed.token_id}\x00{sealed.user_id}".encode()
+        try:
+            plaintext = key.aead.decrypt(envelope[HEADER_SIZE:_NONCE_END], envelope[_NONCE_END:], ad)
+        except InvalidTag:
+            raise _tampered("token") from None
+        # The plaintext is authentic: only a holder of the key made it, and our writer
+        # (seal_token) makes one JSON array of six values of the right types.  So the fields
+        # are unpacked, not type-checked again: a check could only catch a key holder's own
+        # odd plaintext, who could as well write any valid record (see _record, which
+        # version 3 keeps).  Whatever is not six JSON values is still an EncryptionError.
+        try:
+            access, refresh, metadata, client_id, token_type, scopes = _SCAN(plaintext.decode("utf-8"), 0)[0]
+        except (ValueError, TypeError, StopIteration):  # not UTF-8, not JSON, not six values
+            raise _malformed("token") from None
         if client_id != sealed.client_id or token_type != sealed.token_type or scopes != sealed.scopes:
             raise EncryptionError(
                 "cannot verify a stored token: it was tampered with "
                 "(a bound field changed: its client id, token type or scopes)"
             )
         sealed.access_token, sealed.refresh_token, sealed.metadata = access, refresh, metadata
-        return header
+        return key.header
 
     def seal_session(self, session: SessionData) -> str:
         """A session's sealed fields as carrier text."""
@@ -293,19 +356,42 @@ class Keyring:
     def open_session(self, sealed: SessionData, text: str) -> bytes:
         """Check ``sealed``'s expiry tag, put the fields sealed in ``text`` (its carrier field) back;
         return the header, or ``b""`` when the tag is not the current format or key's (the record
-        is then due for ``reencrypt``)."""
-        tag_key = self.check_expiry_tag(sealed.ip_address, sealed.session_id, sealed.expires_at)
-        envelope = _envelope(text, "session")
-        key = self.by_id.get(envelope[1:HEADER_SIZE])
-        if key is None or envelope[0] != VERSION or len(envelope) < _MIN_ENVELOPE:
-            return self._open_session_v3(sealed, envelope, key)
-        header = envelope[:HEADER_SIZE]
-        plaintext = self._decrypt(key, envelope, header + session_ad(sealed), "session")
-        ip, agent, data = _record(plaintext, 3, "session")
-        if not (ip is None or type(ip) is str) or not (agent is None or type(agent) is str) or type(data) is not dict:
-            raise _malformed("session")
+        is then due for ``reencrypt``).
+
+        Written out in one frame, as :meth:`open_token` is (the associated data is
+        :func:`session_ad`'s, after the key's ``session_head``).
+        """
+        tag, session_id = sealed.ip_address, sealed.session_id
+        tag_key = None
+        # (compare_digest takes ASCII text only: a tag that is not is no tag of ours.)
+        if tag is not None and tag.isascii():
+            tag_key = self._by_tag_prefix.get(tag[:_TAG_PREFIX])
+            if tag_key is not None and not hmac.compare_digest(tag_key.expiry_tag(session_id, sealed.expires_at), tag):
+                tag_key = None
+        if tag_key is None:  # a version 3 tag (None), or an EncryptionError
+            tag_key = self.check_expiry_tag(tag, session_id, sealed.expires_at)
+        try:
+            body = text[_PREFIX_LEN:]
+            envelope = a2b_hex(body) if body[:1] == _HEX_START else a2b_base64(body)
+        except (binascii.Error, ValueError):
+            raise EncryptionError("a stored session has a malformed ciphertext") from None
+        key = self._by_header.get(envelope[:HEADER_SIZE])
+        if key is None or len(envelope) < _MIN_ENVELOPE:
+            return self._open_session_v3(sealed, envelope, self.by_id.get(envelope[1:HEADER_SIZE]))
+        created = sealed.created_at
+        if created.tzinfo is not _UTC:
+            created = created.astimezone(_UTC)
+        ad = key.session_head + _STATE(created)[1][0] + f"{session_id}\x00{sealed.user_id}".encode()
+        try:
+            plaintext = key.aead.decrypt(envelope[HEADER_SIZE:_NONCE_END], envelope[_NONCE_END:], ad)
+        except InvalidTag:
+            raise _tampered("session") from None
+        try:  # authentic, so unpacked without checking its types again (see open_token)
+            ip, agent, data = _SCAN(plaintext.decode("utf-8"), 0)[0]
+        except (ValueError, TypeError, StopIteration):  # not UTF-8, not JSON, not three values
+            raise _malformed("session") from None
         sealed.ip_address, sealed.user_agent, sealed.data = ip, agent, data
-        return header if tag_key is key else b""
+        return key.header if tag_key is key else b""
 
     def expiry_tag(self, session_id: str, expires_at: datetime | None) -> str:
         """The current key's expiry tag of a session's id and expiry."""
@@ -359,18 +445,6 @@ def _carrier(envelope: bytes) -> str:
     return ENVELOPE_PREFIX + binascii.b2a_base64(envelope, newline=False).decode("ascii")
 
 
-def _envelope(text: str, what: str) -> bytes:
-    """The envelope a carrier text holds (hex, or base64: version 3 and large version 4)."""
-    body = text[_PREFIX_LEN:]
-    try:
-        envelope = binascii.a2b_hex(body) if body[:1] == _HEX_START else binascii.a2b_base64(body)
-    except (binascii.Error, ValueError):
-        raise EncryptionError(f"a stored {what} has a malformed ciphertext") from None
-    if not envelope:
-        raise EncryptionError(f"a stored {what} is not an authkit ciphertext (too short)")
-    return envelope
-
-
 def _tampered(what: str) -> EncryptionError:
     return EncryptionError(
         f"cannot decrypt a stored {what}: it was tampered with (a bound field changed), moved from "
@@ -393,18 +467,18 @@ def token_ad(token: AuthToken) -> bytes:
     ``scopes`` are bound as sealed copies (see :meth:`Keyring.open_token`).
     """
     expires = token.expires_at
-    return (b"authkit\x00token\x00" + _instant(token.issued_at) + (_NO_TIME if expires is None else _instant(expires))
+    return (_TOKEN_AD + _instant(token.issued_at) + (_NO_TIME if expires is None else _instant(expires))
             + f"{token.token_id}\x00{token.user_id}".encode())
 
 
 def session_ad(session: SessionData) -> bytes:
     """Associated data of a session: kind, creation, identity and owner (its expiry has the expiry tag)."""
-    return (b"authkit\x00session\x00" + _instant(session.created_at)
+    return (_SESSION_AD + _instant(session.created_at)
             + f"{session.session_id}\x00{session.user_id}".encode())
 
 
 def kv_ad(key: str) -> bytes:
-    return f"authkit\x00kv\x00{key}\x00".encode()
+    return _KV_AD + key.encode() + b"\x00"
 
 
 def _token_ad_v3(token: AuthToken) -> bytes:

@@ -72,7 +72,7 @@ from authkit.models import AuthToken, SessionData
 from authkit.storage import _encrypted_migration as migration
 from authkit.storage._codec import parse_counter
 from authkit.storage._marker import MARKER_KEY, claim
-from authkit.storage._seal import ENVELOPE_PREFIX, Key, Keyring, generate_key, is_sealed, kv_ad
+from authkit.storage._seal import ENVELOPE_PREFIX, VERSION, Key, Keyring, generate_key, is_sealed, kv_ad
 from authkit.storage.base import DEFAULT_BATCH_SIZE, AuthStorage
 from authkit.storage.keys import KeySource, resolve_keys
 from authkit.storage.wrapper import WrappingStorage
@@ -82,6 +82,7 @@ __all__ = ["EncryptedStorage", "generate_key", "ENVELOPE_PREFIX", "MARKER_KEY"]
 # One encoder for every call: json.dumps() with options builds a new one each time.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _JSON_DECODE = json.JSONDecoder().decode
+_SEALED = bytes([VERSION])  # what a sealed kv value of the current format starts with
 _STATE_TTL = timedelta(seconds=5)  # how long a reader trusts the marker state it read
 
 # Marker states.
@@ -119,6 +120,8 @@ class EncryptedStorage(WrappingStorage):
         # (state, read at) of the marker; None = not read yet.  An "encrypted"
         # state is final for this object: it never accepts plaintext again.
         self._state: tuple[str | None, datetime] | None = None
+        # Whether that state is "encrypted": what every read asks first, in one attribute.
+        self._sealed_only = False
         # Whether the marker is known to be there; read (once) before the first
         # write, not here: constructing must not need the server.
         self._marked = False
@@ -178,12 +181,16 @@ class EncryptedStorage(WrappingStorage):
         state = None if raw is None else (self._parse_marker(raw)[0] or ENCRYPTED)
         if cached is not None and cached[0] == ENCRYPTED:
             state = ENCRYPTED  # once encrypted, always encrypted for this object
-        self._state = (state, now)
+        self._set_state(state, now)
         return state
+
+    def _set_state(self, state: str | None, now: datetime) -> None:
+        self._state = (state, now)
+        self._sealed_only = state == ENCRYPTED
 
     def _write_marker(self, state: str, cursor: dict[str, Any] | None) -> None:
         self._inner._store_kv(MARKER_KEY, self._marker_value(state, cursor), None)
-        self._state = (state, self.now())
+        self._set_state(state, self.now())
         self._marked = True
 
     def _mark(self) -> None:
@@ -201,10 +208,12 @@ class EncryptedStorage(WrappingStorage):
 
         A read asks *before* it reads its record and passes the answer on: asked after, a
         migration that sealed the record and finished in between would make a plaintext
-        record read a moment before look like one written into an encrypted store."""
-        state = self._state
-        if state is not None and state[0] == ENCRYPTED:
-            return False  # the common case, in one step (every read asks)
+        record read a moment before look like one written into an encrypted store.
+
+        The single-record reads ask ``not self._sealed_only and self._legacy_ok()``:
+        the common case (an encrypted store) without a call."""
+        if self._sealed_only:
+            return False
         return self._read_state() == MIGRATING
 
     @staticmethod
@@ -232,16 +241,19 @@ class EncryptedStorage(WrappingStorage):
         sealed.metadata = {}
         return sealed
 
-    def _open_token_with_header(self, sealed: AuthToken, legacy: bool) -> tuple[AuthToken, bytes | None]:
-        """The token and the header it was sealed under (``None``: a legacy plaintext record,
-        accepted when ``legacy``, the ``_legacy_ok()`` of before the record was read)."""
+    def _open_token(self, sealed: AuthToken, legacy: bool) -> bytes | None:
+        """Open ``sealed`` in place; return the header it was sealed under (``None``: a legacy
+        plaintext record, accepted when ``legacy``, the ``_legacy_ok()`` of before the record was read)."""
         text = sealed.refresh_token
-        if not is_sealed(text, sealed.metadata):
-            if legacy:
-                return sealed, None
-            raise self._not_encrypted("token")
-        assert text is not None
-        return sealed, self._ring.open_token(sealed, text)
+        if text is not None and text.startswith(ENVELOPE_PREFIX) and not sealed.metadata:  # is_sealed()
+            return self._ring.open_token(sealed, text)
+        if legacy:
+            return None
+        raise self._not_encrypted("token")
+
+    def _open_token_with_header(self, sealed: AuthToken, legacy: bool) -> tuple[AuthToken, bytes | None]:
+        """The token and the header it was sealed under (see :meth:`_open_token`)."""
+        return sealed, self._open_token(sealed, legacy)
 
     def _store_tokens(self, tokens: list[AuthToken]) -> None:
         if not self._marked:
@@ -249,18 +261,20 @@ class EncryptedStorage(WrappingStorage):
         self._inner._store_tokens([self._seal_token(t) for t in tokens])
 
     def _get_token(self, token_id: str) -> AuthToken | None:
-        legacy = self._legacy_ok()
+        legacy = not self._sealed_only and self._legacy_ok()
         sealed = self._inner._get_token(token_id)
-        return None if sealed is None else self._open_token_with_header(sealed, legacy)[0]
+        if sealed is not None:
+            self._open_token(sealed, legacy)
+        return sealed
 
     def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
         # Newest key first; records written under an older key (before
         # reencrypt) are found in a later lookup (see Keyring.lookup_order).
-        legacy = self._legacy_ok()
+        legacy = not self._sealed_only and self._legacy_ok()
         for key in self._ring.lookup_order:
-            token = self._lookup(key, access_token, now)
-            if token is not None:
-                return token
+            sealed = self._inner._get_token_by_access_token(key.index(access_token), now)
+            if sealed is not None:
+                return self._found(sealed, access_token)
         if legacy:
             # During a migration a token not sealed yet is indexed by its plain value.
             plain = self._inner._get_token_by_access_token(access_token, now)
@@ -273,14 +287,16 @@ class EncryptedStorage(WrappingStorage):
 
     def _lookup(self, key: Key, access_token: str, now: datetime) -> AuthToken | None:
         sealed = self._inner._get_token_by_access_token(key.index(access_token), now)
-        if sealed is None:
-            return None
-        token = self._open_token_with_header(sealed, False)[0]  # found by a keyed index: sealed, never plaintext
+        return None if sealed is None else self._found(sealed, access_token)
+
+    def _found(self, sealed: AuthToken, access_token: str) -> AuthToken:
+        """``sealed``, found by ``access_token``'s keyed index, opened."""
+        self._open_token(sealed, False)  # found by a keyed index: sealed, never plaintext
         # (A plain comparison: the keyed index already matched, this only catches a moved index.)
-        if token.access_token != access_token:
+        if sealed.access_token != access_token:
             # The index was copied from another record: the ciphertext holds a different token.
             raise EncryptionError("a stored token's access-token index does not match its ciphertext")
-        return token
+        return sealed
 
     def _update_token(self, token: AuthToken) -> None:
         if not self._marked:
@@ -289,7 +305,10 @@ class EncryptedStorage(WrappingStorage):
 
     def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
         legacy = self._legacy_ok()
-        return [self._open_token_with_header(t, legacy)[0] for t in self._inner._list_user_tokens(user_id)]
+        tokens = self._inner._list_user_tokens(user_id)
+        for token in tokens:
+            self._open_token(token, legacy)
+        return tokens
 
     # -- sessions ---------------------------------------------------------
 
@@ -301,16 +320,20 @@ class EncryptedStorage(WrappingStorage):
         sealed.data = {}
         return sealed
 
-    def _open_session_with_header(self, sealed: SessionData, legacy: bool) -> tuple[SessionData, bytes | None]:
-        """The session and the header it was sealed under (``None``: a legacy plaintext record;
-        ``b""`` when its expiry tag was made with another key or format than its ciphertext)."""
+    def _open_session(self, sealed: SessionData, legacy: bool) -> bytes | None:
+        """Open ``sealed`` in place; return the header it was sealed under (``None``: a legacy
+        plaintext record; ``b""`` when its expiry tag was made with another key or format than its
+        ciphertext)."""
         text = sealed.user_agent
-        if not is_sealed(text, sealed.data):
-            if legacy:
-                return sealed, None
-            raise self._not_encrypted("session")
-        assert text is not None
-        return sealed, self._ring.open_session(sealed, text)
+        if text is not None and text.startswith(ENVELOPE_PREFIX) and not sealed.data:  # is_sealed()
+            return self._ring.open_session(sealed, text)
+        if legacy:
+            return None
+        raise self._not_encrypted("session")
+
+    def _open_session_with_header(self, sealed: SessionData, legacy: bool) -> tuple[SessionData, bytes | None]:
+        """The session and the header it was sealed under (see :meth:`_open_session`)."""
+        return sealed, self._open_session(sealed, legacy)
 
     def _store_sessions(self, sessions: list[SessionData]) -> None:
         if not self._marked:
@@ -318,13 +341,18 @@ class EncryptedStorage(WrappingStorage):
         self._inner._store_sessions([self._seal_session(s) for s in sessions])
 
     def _get_session(self, session_id: str, now: datetime) -> SessionData | None:
-        legacy = self._legacy_ok()
+        legacy = not self._sealed_only and self._legacy_ok()
         sealed = self._inner._get_session(session_id, now)
-        return None if sealed is None else self._open_session_with_header(sealed, legacy)[0]
+        if sealed is not None:
+            self._open_session(sealed, legacy)
+        return sealed
 
     def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
         legacy = self._legacy_ok()
-        return [self._open_session_with_header(s, legacy)[0] for s in self._inner._list_user_sessions(user_id, now)]
+        sessions = self._inner._list_user_sessions(user_id, now)
+        for session in sessions:
+            self._open_session(session, legacy)
+        return sessions
 
     # -- key-value --------------------------------------------------------
 
@@ -356,10 +384,15 @@ class EncryptedStorage(WrappingStorage):
     def _get_kv_entry(self, key: str, now: datetime) -> tuple[bytes, datetime | None] | None:
         if key == MARKER_KEY:
             self._check_key(key)
-        legacy = self._legacy_ok()
+        legacy = not self._sealed_only and self._legacy_ok()
         entry = self._inner._get_kv_entry(key, now)
+        if entry is None:
+            return None
+        stored = entry[0]
         # The inner store's expiry: touch_kv moves it, and it is not bound (see the module doc).
-        return None if entry is None else (self._open_kv_value(key, entry[0], legacy), entry[1])
+        if stored[:1] == _SEALED and not legacy:  # the common case; no counter starts with this byte
+            return self._ring.open_kv(key, stored), entry[1]
+        return self._open_kv_value(key, stored, legacy), entry[1]
 
     def _open_kv_value(self, key: str, stored: bytes, legacy: bool) -> bytes:
         if parse_counter(stored) is not None:
@@ -388,12 +421,16 @@ class EncryptedStorage(WrappingStorage):
     def _token_page(self, cursor: str | None, limit: int) -> tuple[list[AuthToken], str | None]:
         legacy = self._legacy_ok()
         tokens, cursor = self._inner._token_page(cursor, limit)
-        return [self._open_token_with_header(t, legacy)[0] for t in tokens], cursor
+        for token in tokens:
+            self._open_token(token, legacy)
+        return tokens, cursor
 
     def _session_page(self, cursor: str | None, limit: int, now: datetime) -> tuple[list[SessionData], str | None]:
         legacy = self._legacy_ok()
         sessions, cursor = self._inner._session_page(cursor, limit, now)
-        return [self._open_session_with_header(s, legacy)[0] for s in sessions], cursor
+        for session in sessions:
+            self._open_session(session, legacy)
+        return sessions, cursor
 
     def _kv_page(
         self, after: str | None, limit: int, now: datetime
