@@ -361,13 +361,23 @@ class Keyring:
         Written out in one frame, as :meth:`open_token` is (the associated data is
         :func:`session_ad`'s, after the key's ``session_head``).
         """
-        tag, session_id = sealed.ip_address, sealed.session_id
+        tag, session_id, expires = sealed.ip_address, sealed.session_id, sealed.expires_at
         tag_key = None
         # (compare_digest takes ASCII text only: a tag that is not is no tag of ours.)
         if tag is not None and tag.isascii():
             tag_key = self._by_tag_prefix.get(tag[:_TAG_PREFIX])
-            if tag_key is not None and not hmac.compare_digest(tag_key.expiry_tag(session_id, sealed.expires_at), tag):
-                tag_key = None
+            if tag_key is not None:
+                # Key.expiry_tag(), written out (its key id is the prefix just matched).
+                if expires is None:
+                    until = _NO_TIME
+                else:
+                    if expires.tzinfo is not _UTC:
+                        expires = expires.astimezone(_UTC)
+                    until = _STATE(expires)[1][0]
+                mac = tag_key._tag.copy()
+                mac.update(_EXPIRY_DOMAIN + until + session_id.encode())
+                if not hmac.compare_digest(mac.hexdigest(), tag[_TAG_PREFIX:]):
+                    tag_key = None
         if tag_key is None:  # a version 3 tag (None), or an EncryptionError
             tag_key = self.check_expiry_tag(tag, session_id, sealed.expires_at)
         try:

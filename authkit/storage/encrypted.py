@@ -90,6 +90,11 @@ ENCRYPTED = "encrypted"
 MIGRATING = "migrating"
 
 
+def _moved_index() -> EncryptionError:
+    # The index was copied from another record: the ciphertext holds a different token.
+    return EncryptionError("a stored token's access-token index does not match its ciphertext")
+
+
 class EncryptedStorage(WrappingStorage):
     """Encrypts secrets before they reach ``inner``; decrypts them on the way out.
 
@@ -264,7 +269,12 @@ class EncryptedStorage(WrappingStorage):
         legacy = not self._sealed_only and self._legacy_ok()
         sealed = self._inner._get_token(token_id)
         if sealed is not None:
-            self._open_token(sealed, legacy)
+            # _open_token(), written out: one call less on every read.
+            text = sealed.refresh_token
+            if text is not None and text.startswith(ENVELOPE_PREFIX) and not sealed.metadata:
+                self._ring.open_token(sealed, text)
+            elif not legacy:
+                raise self._not_encrypted("token")
         return sealed
 
     def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
@@ -274,7 +284,14 @@ class EncryptedStorage(WrappingStorage):
         for key in self._ring.lookup_order:
             sealed = self._inner._get_token_by_access_token(key.index(access_token), now)
             if sealed is not None:
-                return self._found(sealed, access_token)
+                # _found(), written out: one call less on every lookup.
+                text = sealed.refresh_token
+                if text is None or not text.startswith(ENVELOPE_PREFIX) or sealed.metadata:
+                    raise self._not_encrypted("token")  # found by a keyed index: sealed, never plaintext
+                self._ring.open_token(sealed, text)
+                if sealed.access_token != access_token:
+                    raise _moved_index()
+                return sealed
         if legacy:
             # During a migration a token not sealed yet is indexed by its plain value.
             plain = self._inner._get_token_by_access_token(access_token, now)
@@ -294,8 +311,7 @@ class EncryptedStorage(WrappingStorage):
         self._open_token(sealed, False)  # found by a keyed index: sealed, never plaintext
         # (A plain comparison: the keyed index already matched, this only catches a moved index.)
         if sealed.access_token != access_token:
-            # The index was copied from another record: the ciphertext holds a different token.
-            raise EncryptionError("a stored token's access-token index does not match its ciphertext")
+            raise _moved_index()
         return sealed
 
     def _update_token(self, token: AuthToken) -> None:
@@ -344,7 +360,12 @@ class EncryptedStorage(WrappingStorage):
         legacy = not self._sealed_only and self._legacy_ok()
         sealed = self._inner._get_session(session_id, now)
         if sealed is not None:
-            self._open_session(sealed, legacy)
+            # _open_session(), written out: one call less on every read.
+            text = sealed.user_agent
+            if text is not None and text.startswith(ENVELOPE_PREFIX) and not sealed.data:
+                self._ring.open_session(sealed, text)
+            elif not legacy:
+                raise self._not_encrypted("session")
         return sealed
 
     def _list_user_sessions(self, user_id: str, now: datetime) -> list[SessionData]:
