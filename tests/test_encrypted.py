@@ -765,6 +765,98 @@ def test_a_previous_release_session_is_touched_and_reencrypt_moves_every_record_
     assert storage.get_kv("kv-v3") == b"kv-v3-secret"
 
 
+# -- records of the current format (version 4), as stored before its reads were rewritten ------
+
+# What EncryptedStorage wrote into a MemoryStorage with V4_KEY (the release whose reads opened a
+# record through _envelope, token_ad, session_ad and _record): the reads written out in one frame
+# must open exactly these, and refuse them once a bound field changes.
+V4_KEY = "S0lTVVBFUlNFQ1JFVEtFWUZPUlRIRVY0RklYVFVSRTE="
+V4_TIME = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+V4_TOKEN_INDEX = "1b25bdf4ea49ba4c17fedf3e4092c37241e0dba811e33067782e401df9d40506"
+V4_TOKEN_TEXT = (
+    "authkit:enc:04ec2f3a05418442423f7d47a58172a5feccc32d91eb657c98374168bcad2238c710ed3bb7451fe76e65eff9cda2"
+    "deea22fe51bee2af3bc1d79b7f1308c94b774d2d5342aee914c2ec313cea0e002dae2a5d974357f983f1b45a4ea87f8b0dcbd800"
+    "6490b39aad79bf113d806d0a64da0ad396ae424de5391e9f6bad3d461436d58e0798633349f93159a6d2532f5b3a7972"
+)
+V4_SESSION_TAG = "ec2f3a058c3b3783ea53922e232b34c502102e2b"
+V4_SESSION_TEXT = (
+    "authkit:enc:04ec2f3a0578b7dc6fc66552b28554e53e11839afbb6b083e6b5b93bcfcd74defae4ab6e271aa50727d86d03bf53"
+    "b338df2bca3e9b71e178bbe3759ca56f6657f673aa6eb5b662cd82020b6d61b85ef7c2b740704d9d3f"
+)
+V4_KV = bytes.fromhex("04ec2f3a05b23fcdc4e92c7c36638fab4ac2948ba0a60d7c04a6bc2589b05a12930eea8f0216215e97b140b9f7")
+
+
+def v4_store(inner: MemoryStorage, token_fields: dict[str, object] | None = None,
+             session_fields: dict[str, object] | None = None) -> None:
+    """Put the format 4 records into ``inner`` as they were stored (with ``*_fields`` changed)."""
+    token: dict[str, object] = {
+        "token_id": "tok-v4", "user_id": "user-v4", "access_token": V4_TOKEN_INDEX, "refresh_token": V4_TOKEN_TEXT,
+        "scopes": ["api", "web"], "issued_at": V4_TIME, "expires_at": V4_TIME + timedelta(hours=2),
+        "client_id": "client-v4", "metadata": {},
+    }
+    token.update(token_fields or {})
+    inner.store_token(AuthToken(**token))  # type: ignore[arg-type]
+    session: dict[str, object] = {
+        "session_id": "", "user_id": "user-v4", "created_at": V4_TIME, "last_activity": V4_TIME,
+        "expires_at": V4_TIME + timedelta(hours=1), "ip_address": V4_SESSION_TAG, "user_agent": V4_SESSION_TEXT,
+    }
+    session.update(session_fields or {})
+    inner.store_session("sess-v4", SessionData(**session))  # type: ignore[arg-type]
+    inner.store_kv("kv-v4", V4_KV)
+
+
+def test_stored_records_of_the_current_format_are_read() -> None:
+    inner = MemoryStorage(clock=lambda: V4_TIME)
+    v4_store(inner)
+    storage = EncryptedStorage(inner, [V4_KEY])
+    for token in (storage.get_token("tok-v4"), storage.get_token_by_access_token("access-v4-secret")):
+        assert token is not None
+        assert (token.access_token, token.refresh_token) == ("access-v4-secret", "refresh-v4-secret")
+        assert token.metadata == {"instance_url": "https://v4.example"} and token.scopes == ["api", "web"]
+        assert token.client_id == "client-v4"
+    session = storage.get_session("sess-v4")
+    assert session is not None
+    assert (session.ip_address, session.user_agent) == ("10.4.4.4", "agent-v4")
+    assert session.data == {"secret": "session-v4-secret"}
+    assert storage.get_kv("kv-v4") == b"kv-v4-secret"
+    assert storage.reencrypt() == 0  # already the current format and key
+
+
+@pytest.mark.parametrize("token_change", [
+    {"scopes": ["api"]}, {"client_id": "other"}, {"client_id": None}, {"token_type": "MAC"},
+    {"issued_at": V4_TIME + timedelta(microseconds=1)}, {"expires_at": V4_TIME + timedelta(days=9)},
+    {"expires_at": None}, {"user_id": "user-x"}, {"token_id": "tok-x"},
+])
+def test_a_stored_current_format_token_with_a_changed_bound_field_is_refused(token_change: dict[str, object]) -> None:
+    inner = MemoryStorage(clock=lambda: V4_TIME)
+    v4_store(inner, token_fields=token_change)
+    storage = EncryptedStorage(inner, [V4_KEY])
+    token_id = str(token_change.get("token_id", "tok-v4"))
+    with pytest.raises(EncryptionError, match="tampered"):
+        storage.get_token(token_id)
+
+
+@pytest.mark.parametrize("session_change", [
+    {"created_at": V4_TIME - timedelta(seconds=1)}, {"expires_at": V4_TIME + timedelta(days=9)},
+    {"user_id": "user-x"}, {"ip_address": "ec2f3a05" + "0" * 32}, {"ip_address": None},
+])
+def test_a_stored_current_format_session_with_a_changed_bound_field_is_refused(
+    session_change: dict[str, object],
+) -> None:
+    inner = MemoryStorage(clock=lambda: V4_TIME)
+    v4_store(inner, session_fields=session_change)
+    with pytest.raises(EncryptionError, match="tampered"):
+        EncryptedStorage(inner, [V4_KEY]).get_session("sess-v4")
+
+
+def test_a_stored_current_format_kv_value_moved_to_another_key_is_refused() -> None:
+    inner = MemoryStorage(clock=lambda: V4_TIME)
+    v4_store(inner)
+    inner.store_kv("kv-other", V4_KV)
+    with pytest.raises(EncryptionError, match="tampered"):
+        EncryptedStorage(inner, [V4_KEY]).get_kv("kv-other")
+
+
 def test_a_large_record_is_carried_as_base64_and_a_small_one_as_hex(storage: EncryptedStorage,
                                                                      inner: MemoryStorage) -> None:
     storage.store_session("small", secret_session())
