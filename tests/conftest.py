@@ -15,7 +15,8 @@ from authkit.storage import AuthStorage
 from tests.backends import BACKENDS
 from tests.clock import FakeClock
 
-pytest_plugins = ["tests.salesforce_org"]  # org, rest, sf: the fake org the SalesforceClient tests share
+# org, rest, sf: the fake org the SalesforceClient tests share; opened: the SQL tests' storages
+pytest_plugins = ["tests.salesforce_org", "tests.sql_storages"]
 
 
 @pytest.fixture
