@@ -146,7 +146,7 @@ _SCAN: Any = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-t
 # Only for values check_json has passed (no cycles, bounded depth): see dumps_checked.
 _C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
 _encode_checked: Any = None if _C_ENCODER is None else _C_ENCODER(
-    None, None, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",", False, False, True
 )
 
 
