@@ -29,6 +29,8 @@ def utcnow() -> datetime:
 
 def as_utc(value: datetime, name: str) -> datetime:
     """``value`` converted to UTC; a naive datetime is a ``ValueError``."""
+    if type(value) is datetime and value.tzinfo is timezone.utc:
+        return value  # already UTC (the usual case: every clock here gives it); immutable, so shared
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:

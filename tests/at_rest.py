@@ -2,7 +2,7 @@
 backend, opened as often as a test likes and read raw (SQLite files with their WAL,
 PostgreSQL and MariaDB rows through reflected tables, Redis values by type).
 
-Test modules define their ``site`` fixture with :func:`opened_site`.
+The fixtures ``site`` (each backend's in turn) and ``key`` are a plugin of ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from authkit.models import AuthToken, SessionData
 from authkit.storage import AuthStorage, open_storage
+from authkit.storage.encrypted import generate_key
 from tests.backends import drop_redis_keys
 from tests.clock import FakeClock
 from tests.services import MYSQL_URL, POSTGRES_URL, REDIS_URL, require, unique_prefix
@@ -129,13 +132,20 @@ def make_site(name: str, tmp_path: Path, clock: FakeClock) -> Site:
 SITE_NAMES = ["sqlite", "postgresql", "mysql", "redis"]
 
 
-def opened_site(name: str, tmp_path: Path, clock: FakeClock) -> Iterator[Site]:
-    """The body of a ``site`` fixture (``params=SITE_NAMES``): the site, dropped afterwards."""
-    s = make_site(name, tmp_path, clock)
+@pytest.fixture(params=SITE_NAMES)
+def site(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Site]:
+    """Each backend's site in turn, dropped afterwards."""
+    s = make_site(request.param, tmp_path, clock)
     try:
         yield s
     finally:
         s.drop()
+
+
+@pytest.fixture
+def key() -> str:
+    """A new encryption key."""
+    return generate_key()
 
 
 def assert_no_secret(blob: bytes, secrets: list[str] = SECRETS) -> None:

@@ -3,12 +3,20 @@
     auth = make("jwt", org, app, token_store=store)    # app: org.register_jwt_app(run_as=...)
 
 ``token_exchange`` trades :data:`SUBJECT`, which the org must accept (``org.add_subject_token(SUBJECT)``).
+Also what those tests do with a session: :func:`call_api` as SalesforceClient would,
+:func:`in_threads` many at once, :func:`refused` for the error a mint ends with.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
+import pytest
+import requests
+
+from authkit.errors import AuthenticationError
 from authkit.salesforce import (
     AuthSession,
     ClientCredentialsAuth,
@@ -42,3 +50,43 @@ def make(flow: str, org: FakeSalesforce, app: ConnectedApp, **options: Any) -> A
         options.setdefault("client_secret", app.client_secret)
         return TokenExchangeAuth(app.client_id, SUBJECT, "access_token", login_url=org.login_url, **options)
     raise ValueError(f"unknown flow {flow!r}")
+
+
+def call_api(auth: AuthSession) -> str:
+    """What SalesforceClient does: use the token; on a rejection invalidate it and retry once."""
+    token = auth.access_token()
+    response = requests.get(auth.instance_url + "/services/oauth2/userinfo",
+                            headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    if response.status_code == 403:
+        auth.invalidate(token)
+        token = auth.access_token()
+        response = requests.get(auth.instance_url + "/services/oauth2/userinfo",
+                                headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return token
+
+
+def in_threads(n: int, fn: Callable[[], Any]) -> list[Any]:
+    """Run ``fn`` in ``n`` threads released together; return results (or exceptions)."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def refused(auth: AuthSession) -> AuthenticationError:
+    with pytest.raises(AuthenticationError) as info:
+        auth.access_token()
+    return info.value

@@ -15,7 +15,9 @@ from authkit.storage import AuthStorage
 from tests.backends import BACKENDS
 from tests.clock import FakeClock
 
-pytest_plugins = ["tests.salesforce_org"]  # org, rest, sf: the fake org the SalesforceClient tests share
+# org, rest, sf: the fake org the SalesforceClient tests share; opened: the SQL tests' storages;
+# site, key: the security-at-rest tests' stores
+pytest_plugins = ["tests.salesforce_org", "tests.sql_storages", "tests.at_rest"]
 
 
 @pytest.fixture

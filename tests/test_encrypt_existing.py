@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,26 +29,15 @@ from tests.at_rest import (
     ROOT,
     SECRETS,
     SESSION_SECRET,
-    SITE_NAMES,
     Site,
     assert_filled,
     assert_no_secret,
     fill_plain,
     make_site,
-    opened_site,
     secret_session,
 )
 from tests.clock import FakeClock
 
-
-@pytest.fixture(params=SITE_NAMES)
-def site(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Site]:
-    yield from opened_site(request.param, tmp_path, clock)
-
-
-@pytest.fixture
-def key() -> str:
-    return generate_key()
 
 def test_encrypt_existing_seals_everything_resumably_while_readers_keep_working(site: Site, key: str) -> None:
     n = 7

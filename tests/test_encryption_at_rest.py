@@ -13,7 +13,7 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,26 +32,14 @@ from tests.at_rest import (
     REFRESH,
     ROOT,
     SESSION_SECRET,
-    SITE_NAMES,
     Site,
     assert_no_secret,
     make_site,
-    opened_site,
     secret_session,
     secret_token,
 )
 from tests.clock import FakeClock
 from tests.services import POSTGRES_URL, require, unique_prefix
-
-
-@pytest.fixture(params=SITE_NAMES)
-def site(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Site]:
-    yield from opened_site(request.param, tmp_path, clock)
-
-
-@pytest.fixture
-def key() -> str:
-    return generate_key()
 
 # -- 1. an encrypted store knows it is encrypted ------------------------------------------
 

@@ -38,44 +38,10 @@ from authkit.storage.sql import SqlStorage
 from tests.backends import drop_redis_keys
 from tests.clock import FakeClock
 from tests.private_servers import private_server
-from tests.services import MYSQL_URL, POSTGRES_URL, REDIS_URL, require, unique_prefix
+from tests.services import REDIS_URL, require, unique_prefix
+from tests.sql_storages import server_url, url_for
 from tests.tcp_proxy import TcpProxy
 from tests.threads import run_threads
-
-SERVERS = {"postgresql": (POSTGRES_URL, "PostgreSQL"), "mysql": (MYSQL_URL, "MariaDB/MySQL")}
-
-
-def server_url(kind: str) -> str:
-    url, name = SERVERS[kind]
-    return require(url, name)
-
-
-def url_for(kind: str, tmp_path: Path) -> str:
-    if kind == "sqlite-file":
-        return f"sqlite:///{tmp_path / 'authkit.db'}"
-    if kind == "sqlite-memory":
-        return "sqlite://"
-    return server_url(kind)
-
-
-@pytest.fixture
-def opened() -> Iterator[Callable[..., SqlStorage]]:
-    """Open SqlStorages; every one opened is dropped (where it still can be) and closed afterwards."""
-    made: list[SqlStorage] = []
-
-    def open_(url: str, **options: Any) -> SqlStorage:
-        options.setdefault("prefix", unique_prefix("x"))
-        storage = SqlStorage(url, **options)
-        made.append(storage)
-        return storage
-
-    yield open_
-    for storage in reversed(made):
-        try:
-            storage.drop_schema()
-        except StorageError:
-            pass  # cut or stopped on purpose: a twin on a direct connection drops the tables
-        storage.close()
 
 
 @pytest.fixture

@@ -29,42 +29,15 @@ from authkit.storage import open_storage
 from authkit.storage._sql_cleanup import CleanupSql
 from authkit.storage.sql import SqlStorage
 from tests.clock import FakeClock
-from tests.services import MYSQL_URL, POSTGRES_URL, require, unique_prefix
+from tests.services import MYSQL_URL, require, unique_prefix
+from tests.sql_storages import url_for
 from tests.tcp_proxy import TcpProxy
 from tests.threads import run_threads
 
-SERVERS = {"postgresql": (POSTGRES_URL, "PostgreSQL"), "mysql": (MYSQL_URL, "MariaDB/MySQL")}
 KINDS = ["sqlite-file", "sqlite-memory", "postgresql", "mysql"]
 SHARED_KINDS = ["sqlite-file", "postgresql", "mysql"]  # a database other processes can open too
 
 
-def url_for(kind: str, tmp_path: Path) -> str:
-    if kind == "sqlite-file":
-        return f"sqlite:///{tmp_path / 'authkit.db'}"
-    if kind == "sqlite-memory":
-        return "sqlite://"
-    url, name = SERVERS[kind]
-    return require(url, name)
-
-
-@pytest.fixture
-def opened() -> Iterator[Callable[..., SqlStorage]]:
-    """Open SqlStorages; every one opened is dropped and closed afterwards."""
-    made: list[SqlStorage] = []
-
-    def open_(url: str, **options: Any) -> SqlStorage:
-        options.setdefault("prefix", unique_prefix("q"))
-        storage = SqlStorage(url, **options)
-        made.append(storage)
-        return storage
-
-    yield open_
-    for storage in reversed(made):
-        try:
-            storage.drop_schema()
-        except StorageError:
-            pass  # e.g. a storage whose server was cut on purpose; its twin drops the tables
-        storage.close()
 
 
 def token(token_id: str, access: str, user: str = "u1", **fields: Any) -> AuthToken:

@@ -264,15 +264,6 @@ class AuthKitSessionInterface(SessionInterface):
         """
         if not isinstance(session, AuthKitSession):
             raise TypeError("AuthKitSessionInterface saves only the AuthKitSession it opened")
-        name = self.get_cookie_name(app)
-        cookie: dict[str, Any] = {
-            "domain": self.get_cookie_domain(app),
-            "path": self.get_cookie_path(app),
-            "secure": self.get_cookie_secure(app),
-            "partitioned": self.get_cookie_partitioned(app),
-            "samesite": self.get_cookie_samesite(app),
-            "httponly": self.get_cookie_httponly(app),
-        }
         if session.accessed:
             response.vary.add("Cookie")
         storage = self.storage
@@ -287,7 +278,7 @@ class AuthKitSessionInterface(SessionInterface):
                 storage.delete_session(stored_session_id(session.sid) if loaded is None else loaded.session_id)
                 session.sid = session.record = None
             if session.modified:
-                response.delete_cookie(name, **cookie)
+                response.delete_cookie(self.get_cookie_name(app), **self._cookie_flags(app))
                 response.vary.add("Cookie")
             return
 
@@ -295,32 +286,45 @@ class AuthKitSessionInterface(SessionInterface):
             return
         now = storage.now()
         lifetime = app.permanent_session_lifetime if session.permanent else self.non_permanent_lifetime
+        expires_at = now + lifetime
         data = self._encode(session)
         stored = session.record
         if session.sid is None or stored is None:
-            sid, record = self._create(storage, session, data, now, now + lifetime)
+            sid, record = self._create(storage, session, data, now, expires_at)
         else:
             sid = session.sid
-            record = self._record(session, sid, stored, data, now, now + lifetime)
+            record = self._record(session, sid, stored, data, now, expires_at)
             if data == stored.data and record.user_id == stored.user_id:
                 # Only the expiry slides: no rewrite of data that did not change.
-                written = storage.touch_session(record.session_id, now + lifetime, last_activity=now)
+                written = storage.touch_session(record.session_id, expires_at, last_activity=now)
             else:
                 written = storage.replace_session(record.session_id, record)
             if not written:
                 # Deleted by a concurrent request (logout) or expired while
                 # this one ran: writing now would bring it back to life.
                 session.sid = session.record = None
-                response.delete_cookie(name, **cookie)
+                response.delete_cookie(self.get_cookie_name(app), **self._cookie_flags(app))
                 response.vary.add("Cookie")
                 return
             if not self.should_set_cookie(app, session):
                 session.record = record
                 return
         session.sid, session.record = sid, record
-        expires: datetime | None = now + lifetime if session.permanent else None
-        response.set_cookie(name, sid, expires=expires, **cookie)
+        response.set_cookie(self.get_cookie_name(app), sid, expires=expires_at if session.permanent else None,
+                            **self._cookie_flags(app))
         response.vary.add("Cookie")
+
+    def _cookie_flags(self, app: Flask) -> dict[str, Any]:
+        """The cookie's attributes from Flask's config: asked only when a cookie is set or
+        deleted (a read-only request sets none)."""
+        return {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "partitioned": self.get_cookie_partitioned(app),
+            "samesite": self.get_cookie_samesite(app),
+            "httponly": self.get_cookie_httponly(app),
+        }
 
     def _create(
         self, storage: AuthStorage, session: AuthKitSession, data: dict[str, Any], now: datetime, expires_at: datetime
@@ -356,7 +360,8 @@ class AuthKitSessionInterface(SessionInterface):
             expires_at=expires_at,
             last_activity=now,
             ip_address=request.remote_addr if stored is None else stored.ip_address,
-            user_agent=(request.user_agent.string or None) if stored is None else stored.user_agent,
+            # The header itself (what request.user_agent.string holds, without building its parser).
+            user_agent=(request.headers.get("User-Agent") or None) if stored is None else stored.user_agent,
             data=data,
         )
         return record

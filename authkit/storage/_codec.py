@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
+import json.scanner
 import math
 import re
 from datetime import datetime, timedelta, timezone
@@ -55,6 +57,7 @@ __all__ = [
     "counter_overflow",
     "digest",
     "dumps",
+    "dumps_checked",
     "expires_after",
     "format_counter",
     "live",
@@ -134,7 +137,31 @@ def check_id(value: object, name: str = "id") -> str:
 # Built once: json.dumps() with arguments builds a new encoder per call.
 _encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
-loads = json.JSONDecoder().decode
+_decode = json.JSONDecoder().decode
+# The C scanner behind JSONDecoder.decode, called directly (see loads).
+_SCAN: Any = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+# The C encoder behind JSONEncoder.encode, built once and without a cycle check
+# (``markers=None``): JSONEncoder.encode builds a new one, with a new cycle-check
+# dict, on every call, which is most of the time a small record's encoding takes.
+# Only for values check_json has passed (no cycles, bounded depth): see dumps_checked.
+_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_encode_checked: Any = None if _C_ENCODER is None else _C_ENCODER(
+    None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+)
+
+
+def loads(text: str) -> Any:
+    """``json.loads(text)``: the C scanner alone for text with no surrounding whitespace
+    (what :func:`dumps` writes), which skips ``decode()``'s two regular-expression passes;
+    anything else (whitespace, malformed text) goes through ``decode()`` itself, so the
+    value and the errors are always the same."""
+    try:
+        value, end = _SCAN(text, 0)
+    except (StopIteration, ValueError):
+        return _decode(text)
+    if end != len(text):
+        return _decode(text)
+    return value
 
 
 def dumps(value: Any) -> str:
@@ -144,11 +171,23 @@ def dumps(value: Any) -> str:
     back to ASCII escapes, which round-trip it.
     """
     text = _encode_utf8(value)
-    if not text.isascii():
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            return _encode_ascii(value)
+    return text if text.isascii() else _utf8_or_ascii(text, value)
+
+
+def dumps_checked(value: Any) -> str:
+    """:func:`dumps` of a value whose JSON parts :func:`check_json` has passed (or that a
+    stored record gave back): no cycle can occur, so the encoder built once serves."""
+    if _encode_checked is None:  # no C accelerator: the general path
+        return dumps(value)
+    text = "".join(_encode_checked(value, 0))
+    return text if text.isascii() else _utf8_or_ascii(text, value)
+
+
+def _utf8_or_ascii(text: str, value: Any) -> str:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return _encode_ascii(value)
     return text
 
 

@@ -15,7 +15,7 @@ from authkit.errors import StorageError
 from authkit.models import AuthToken, SessionData
 from authkit.storage._codec import digest as _sha256
 from authkit.storage._codec import dumps as _json_dumps
-from authkit.storage._codec import loads, micros, moment, optional_moment
+from authkit.storage._codec import dumps_checked, loads, micros, moment, optional_moment
 
 HEADER = struct.Struct(">q")  # the kv expiry in microseconds; -1 = never
 NO_EXPIRY = -1
@@ -51,11 +51,12 @@ def digest(access_token: str) -> bytes:
 
 
 def token_record(token: AuthToken) -> bytes:
-    return dumps([
+    # A checked token (or one read back from the store): dumps_checked applies.
+    return dumps_checked([
         FORMAT, token.token_id, token.user_id, token.access_token, token.refresh_token, token.token_type,
         token.scopes, micros(token.issued_at), None if token.expires_at is None else micros(token.expires_at),
         token.client_id, token.metadata,
-    ])
+    ]).encode("utf-8")
 
 
 def unreadable(kind: str, exc: Exception) -> StorageError:
@@ -85,11 +86,17 @@ def _parse_token(data: bytes) -> AuthToken:
 
 
 def session_record(session: SessionData) -> bytes:
-    return dumps([
-        FORMAT, session.user_id, micros(session.created_at),
-        None if session.expires_at is None else micros(session.expires_at), micros(session.last_activity),
+    expires = session.expires_at
+    return session_json(session, None if expires is None else micros(expires))
+
+
+def session_json(session: SessionData, expires: int | None) -> bytes:
+    """:func:`session_record` with the expiry already in microseconds (the caller needs it too)."""
+    # A checked session (or one read back from the store): dumps_checked applies.
+    return dumps_checked([
+        FORMAT, session.user_id, micros(session.created_at), expires, micros(session.last_activity),
         session.ip_address, session.user_agent, session.data,
-    ])
+    ]).encode("utf-8")
 
 
 def session_from(session_id: str, data: bytes) -> SessionData:
@@ -152,6 +159,13 @@ def px(expires_at: datetime | None, now: datetime) -> bytes:
     if expires_at is None:
         return b""
     return ms((expires_at - now).total_seconds())
+
+
+def px_micros(expires: int | None, now: int) -> bytes | int:
+    """:func:`px` from microseconds: whole milliseconds rounded up, at least 1; ``b""`` for none."""
+    if expires is None:
+        return b""
+    return max(1, -((now - expires) // 1000))
 
 
 def kv_header(expires_at: datetime | None) -> bytes:

@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from authkit.models import AuthToken, CleanupReport, KvEntry, SessionData, as_utc, check_json, utcnow
+from authkit.storage._batch_sizer import BatchSizer
 from authkit.storage._codec import (
     MAX_ID_LENGTH,
     check_batch_size,
@@ -410,18 +411,15 @@ class AuthStorage(abc.ABC):
         for kind in CLEANUP_KINDS:
             # Each kind its own walk (one table per statement on SQL), its batches sized
             # by its own statements' times: a wide table's rows cost more than a narrow one's.
-            limit = min(cap, _CLEANUP_FIRST_BATCH)
+            sizer = BatchSizer(_CLEANUP_TARGET_SECONDS, _CLEANUP_FIRST_BATCH, cap)
             cursor: object = None
             while cursor is not CLEANUP_DONE:
                 started = time.perf_counter()
-                batch, cursor = self._cleanup_batch(kind, now, limit, cursor)
-                elapsed = time.perf_counter() - started
+                batch, cursor = self._cleanup_batch(kind, now, sizer.size, cursor)
+                sizer.record(time.perf_counter() - started)
                 total += batch
                 if progress is not None:
                     progress(total)
-                # Aim the next batch at the target time, changing by at most 2x a step.
-                scale = _CLEANUP_TARGET_SECONDS / elapsed if elapsed > 0 else 2.0
-                limit = max(1, min(cap, int(limit * min(2.0, max(0.5, scale)))))
         return total
 
     def stats(self) -> dict[str, int]:

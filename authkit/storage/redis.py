@@ -65,6 +65,7 @@ from authkit.storage.base import CLEANUP_DONE, AuthStorage, Clock
 __all__ = ["RedisStorage"]
 
 _SCAN_COUNT = 1000
+_INF = b"+inf"  # the expiry score of a record that never expires
 _MAX_RETENTION = 100 * 366 * 24 * 3600.0
 
 
@@ -277,8 +278,11 @@ class RedisStorage(AuthStorage):
         name, user = codec.enc(session.session_id), codec.enc(session.user_id)
         b = self._b
         keys = [b + b"s:" + name, b + b"su:" + user]
-        args: list[Any] = [b, name, user, codec.score(session.expires_at), codec.px(session.expires_at, now),
-                codec.session_record(session), mode, micros(now)]
+        # Each time in microseconds once: the record, the score and the TTL share them.
+        at = micros(now)
+        expires = None if session.expires_at is None else micros(session.expires_at)
+        args: list[Any] = [b, name, user, _INF if expires is None else expires, codec.px_micros(expires, at),
+                codec.session_json(session, expires), mode, at]
         with self._errors:
             return bool(self._write_session_lua(keys, args))
 
@@ -385,10 +389,17 @@ class RedisStorage(AuthStorage):
     def _touch_session(
         self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime
     ) -> bool:
+        return self._touch(session_id, expires_at, last_activity, now, [])
+
+    def _touch(
+        self, session_id: str, expires_at: datetime | None, last_activity: datetime, now: datetime, more: list[Any]
+    ) -> bool:
+        """TOUCH_SESSION; ``more``: the ip address argument of _touch_session_ip, or nothing."""
         name = codec.enc(session_id)
-        args: list[Any] = [self._b, name, micros(now), codec.score(expires_at), codec.px(expires_at, now),
-                b"null" if expires_at is None else str(micros(expires_at)).encode(),
-                str(micros(last_activity)).encode()]
+        at = micros(now)  # each time in microseconds once: the score, the TTL and the record share them
+        expires = None if expires_at is None else micros(expires_at)
+        args: list[Any] = [self._b, name, at, _INF if expires is None else expires, codec.px_micros(expires, at),
+                b"null" if expires is None else expires, micros(last_activity), *more]
         with self._errors:
             return bool(self._touch_session_lua([self._b + b"s:" + name], args))
 
@@ -396,12 +407,7 @@ class RedisStorage(AuthStorage):
         self, session_id: str, expires_at: datetime | None, last_activity: datetime, ip_address: str | None,
         now: datetime,
     ) -> bool:
-        name = codec.enc(session_id)
-        args: list[Any] = [self._b, name, micros(now), codec.score(expires_at), codec.px(expires_at, now),
-                b"null" if expires_at is None else str(micros(expires_at)).encode(),
-                str(micros(last_activity)).encode(), codec.dumps(ip_address)]
-        with self._errors:
-            return bool(self._touch_session_lua([self._b + b"s:" + name], args))
+        return self._touch(session_id, expires_at, last_activity, now, [codec.dumps(ip_address)])
 
     def _delete_user(self, kind: bytes, user_id: str, keep: str | None) -> int:
         index = self._key(kind + b"u:", user_id)
