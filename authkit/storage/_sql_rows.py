@@ -60,17 +60,9 @@ def token_rows(tokens: list[AuthToken]) -> list[dict[str, Any]]:
     ]
 
 
-# An empty object's JSON.  Every record EncryptedStorage writes has one (its secrets are in
-# the ciphertext), and so do many plain ones; json's decoder costs about as much for "{}"
-# as for a small object (two regular expressions and three calls around the scanner), so
-# it is not called for it: a comparison that fails at the first character otherwise.
-_EMPTY = "{}"
-
-
 def token_from_row(row: Sequence[Any]) -> AuthToken:
     # Built without __init__: the row was validated when stored and the datetimes
     # are made aware UTC here, so re-checking them would only cost time per read.
-    metadata = row[9]
     token: AuthToken = object.__new__(AuthToken)
     token.__dict__.update(
         token_id=text(row[0]),
@@ -82,7 +74,7 @@ def token_from_row(row: Sequence[Any]) -> AuthToken:
         issued_at=moment(row[6]),
         expires_at=optional_moment(row[7]),
         client_id=row[8],
-        metadata={} if metadata == _EMPTY else loads(metadata),
+        metadata=loads(row[9]),
     )
     return token
 
@@ -101,7 +93,6 @@ def session_params(session: SessionData) -> dict[str, Any]:
 
 
 def session_from_row(row: Sequence[Any]) -> SessionData:
-    data = row[7]
     session: SessionData = object.__new__(SessionData)  # see token_from_row
     session.__dict__.update(
         session_id=text(row[0]),
@@ -111,6 +102,6 @@ def session_from_row(row: Sequence[Any]) -> SessionData:
         last_activity=moment(row[4]),
         ip_address=row[5],
         user_agent=row[6],
-        data={} if data == _EMPTY else loads(data),
+        data=loads(row[7]),
     )
     return session
