@@ -303,8 +303,8 @@ class Keyring:
         """Put the secrets sealed in ``text`` (its carrier field) back into ``sealed``; return the header.
 
         Every read of a token comes here, so its steps are written out in one
-        frame, not called (each Python call costs about a tenth of what
-        encryption adds to a read): the carrier's decoding (hex, or base64: version 3
+        frame, not called (each Python call costs several hundred instructions,
+        see docs/encryption.md, "Cost"): the carrier's decoding (hex, or base64: version 3
         and large version 4), the associated data (:func:`token_ad`, after the
         key's ``token_head``), the decryption and the plaintext's six fields
         (see :func:`_record`).  The tests read records of each stored version.
