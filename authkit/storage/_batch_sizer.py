@@ -8,15 +8,17 @@
 
 Statement times are noisy: a step that ran fast by chance says little about the
 next one.  Scaling the next batch by the last step's time alone (what cleanup
-did before) doubles the batch after such a step, and so the time the next
-step is expected to take: with step times +-50% at random, up to 2 targets
-before its own noise (1.5 here).  So the sizer keeps a smoothed cost per record (an average that moves
-a fifth of the way to each new step's), grows the batch by at most 1.25x a step,
-and shrinks it at once after a step that ran well over the target (a server
-that is busy now: learning that again, step by step, would cost more slow
-steps).  Only well over: believing every slower-than-average step would keep
-the batches below the average's size, and each extra step costs a round trip
-and a commit.
+did before) doubles the batch after such a step, and so the time the next step
+is expected to take: with step times +-50% at random, up to 2 targets before
+its own noise (1.5 here).  So the sizer keeps a smoothed cost per record, an
+average that moves a fifth of the way to each new step's (one step at a quarter
+of the cost grows the next batch by about 1.2x).  A batch at most doubles from
+one step to the next, so the first steps, whose estimate rests on one or two
+times, ramp up without overshooting far.  After a step well over the target
+the batch shrinks at once (a server that is busy now: learning that again, step
+by step, would cost more slow steps).  Only well over: believing every
+slower-than-average step would keep the batches below the average's size, and
+each extra step costs a round trip and a commit.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ __all__ = ["BatchSizer"]
 # How far one step moves the smoothed cost towards the last step's (0..1).
 _WEIGHT = 0.2
 # The most the batch grows from one step to the next.
-_GROWTH = 1.25
+_GROWTH = 2.0
 # A step over this many targets resets the cost to its own.
 _SLOW = 1.5
 
