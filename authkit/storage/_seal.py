@@ -304,16 +304,12 @@ class Keyring:
 
         Every read of a token comes here, so its steps are written out in one
         frame, not called (each Python call costs several hundred instructions,
-        see docs/encryption.md, "Cost"): the carrier's decoding (hex, or base64: version 3
-        and large version 4), the associated data (:func:`token_ad`, after the
-        key's ``token_head``), the decryption and the plaintext's six fields
-        (see :func:`_record`).  The tests read records of each stored version.
+        see docs/encryption.md, "Cost"), but for the carrier's decoding
+        (:func:`_envelope`, shared with :meth:`open_session`): the associated data
+        (:func:`token_ad`, after the key's ``token_head``), the decryption and the
+        plaintext's six fields (see :func:`_record`).  The tests read records of each stored version.
         """
-        try:
-            body = text[_PREFIX_LEN:]
-            envelope = a2b_hex(body) if body[:1] == _HEX_START else a2b_base64(body)
-        except (binascii.Error, ValueError):
-            raise EncryptionError("a stored token has a malformed ciphertext") from None
+        envelope = _envelope(text, "token")
         key = self._by_header.get(envelope[:HEADER_SIZE])
         if key is None or len(envelope) < _MIN_ENVELOPE:
             return self._open_token_v3(sealed, envelope, self.by_id.get(envelope[1:HEADER_SIZE]))
@@ -380,11 +376,7 @@ class Keyring:
                     tag_key = None
         if tag_key is None:  # a version 3 tag (None), or an EncryptionError
             tag_key = self.check_expiry_tag(tag, session_id, sealed.expires_at)
-        try:
-            body = text[_PREFIX_LEN:]
-            envelope = a2b_hex(body) if body[:1] == _HEX_START else a2b_base64(body)
-        except (binascii.Error, ValueError):
-            raise EncryptionError("a stored session has a malformed ciphertext") from None
+        envelope = _envelope(text, "session")
         key = self._by_header.get(envelope[:HEADER_SIZE])
         if key is None or len(envelope) < _MIN_ENVELOPE:
             return self._open_session_v3(sealed, envelope, self.by_id.get(envelope[1:HEADER_SIZE]))
@@ -453,6 +445,16 @@ def _carrier(envelope: bytes) -> str:
     if len(envelope) <= _HEX_LIMIT:
         return ENVELOPE_PREFIX + envelope.hex()
     return ENVELOPE_PREFIX + binascii.b2a_base64(envelope, newline=False).decode("ascii")
+
+
+def _envelope(text: str, what: str) -> bytes:
+    """The envelope a carrier text holds (hex, or base64: version 3 and large version 4);
+    an empty one is left to the caller's version check ("too short")."""
+    body = text[_PREFIX_LEN:]
+    try:
+        return a2b_hex(body) if body[:1] == _HEX_START else a2b_base64(body)
+    except (binascii.Error, ValueError):
+        raise EncryptionError(f"a stored {what} has a malformed ciphertext") from None
 
 
 def _tampered(what: str) -> EncryptionError:

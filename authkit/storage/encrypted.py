@@ -250,7 +250,7 @@ class EncryptedStorage(WrappingStorage):
         """Open ``sealed`` in place; return the header it was sealed under (``None``: a legacy
         plaintext record, accepted when ``legacy``, the ``_legacy_ok()`` of before the record was read)."""
         text = sealed.refresh_token
-        if text is not None and text.startswith(ENVELOPE_PREFIX) and not sealed.metadata:  # is_sealed()
+        if text is not None and is_sealed(text, sealed.metadata):
             return self._ring.open_token(sealed, text)
         if legacy:
             return None
@@ -341,7 +341,7 @@ class EncryptedStorage(WrappingStorage):
         plaintext record; ``b""`` when its expiry tag was made with another key or format than its
         ciphertext)."""
         text = sealed.user_agent
-        if text is not None and text.startswith(ENVELOPE_PREFIX) and not sealed.data:  # is_sealed()
+        if text is not None and is_sealed(text, sealed.data):
             return self._ring.open_session(sealed, text)
         if legacy:
             return None
