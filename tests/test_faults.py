@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -358,7 +359,9 @@ def test_a_deadlock_on_the_write_path_is_retried(kind: str, opened: Callable[...
             while not _blocked(watcher, kind):  # until the storage waits for "b"
                 assert time.monotonic() < deadline, "the storage's transaction never waited for b"
                 watcher.rollback()  # a fresh snapshot for the next look
-                time.sleep(0.15)  # InnoDB refreshes innodb_trx only when last read over 0.1 s ago
+                # InnoDB refreshes innodb_trx only when it was last read over 0.1 s ago, by anyone:
+                # two test runs polling the same server in a fixed rhythm can keep it stale for ever.
+                time.sleep(random.uniform(0.15, 0.35))
             conn.exec_driver_sql(update, {"v": b"other", "k": "a"})
 
     other_holds_b = threading.Event()

@@ -575,7 +575,9 @@ def test_cleanup_goes_on_after_a_batch_a_concurrent_write_shortened(
             while not _waits_for_a_row_lock(watcher, kind, table):  # the first batch waits for s00
                 assert cleanup.is_alive() and time.monotonic() < deadline, "the cleanup never waited for s00"
                 watcher.rollback()  # a fresh snapshot for the next look
-                time.sleep(0.15)  # InnoDB refreshes innodb_trx only when last read over 0.1 s ago
+                # InnoDB refreshes innodb_trx only when it was last read over 0.1 s ago, by anyone:
+                # two test runs polling the same server in a fixed rhythm can keep it stale for ever.
+                time.sleep(random.uniform(0.15, 0.35))
             revive.commit()
             cleanup.join(30)
     finally:
