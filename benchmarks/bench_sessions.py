@@ -281,8 +281,8 @@ def _private_redis_cpu(title: str, sides: Callable[[str, ExitStack], list[dict[s
                     cpu, started = server_cpu(), time.process_time()
                     for i in range(n):
                         op(i)
-                    client, served_now = time.process_time() - started, server_cpu() - cpu
-                    costs[side].append((client + served_now) / n)
+                    own, served_now = time.process_time() - started, server_cpu() - cpu
+                    costs[side].append((own + served_now) / n)
                     served[side].append(served_now / n)
             ratios = [p / o for o, p in zip(costs[0], costs[1], strict=True)]
             ours, peer = statistics.median(costs[0]), statistics.median(costs[1])
