@@ -3,7 +3,9 @@
 ``_touch_session_ip`` (EncryptedStorage's one-step touch: the expiry and the
 expiry tag it keeps in ``ip_address``) and the whole-record pages
 (``_token_page``, ``_session_page``, ``_kv_page``, ``_get_kv_entries``) that
-``encrypt_existing`` and ``reencrypt`` walk a store with.
+``encrypt_existing`` and ``reencrypt`` walk a store with; the sealed-record reads
+(``_get_sealed_token``, ``_get_sealed_token_by_access_token``, ``_get_sealed_session``)
+EncryptedStorage reads through.
 """
 
 from __future__ import annotations
@@ -154,3 +156,39 @@ def test_kv_page_continues_after_any_key(storage: AuthStorage, clock: FakeClock)
     storage.store_kv("k3a", b"new")
     page, after = storage._kv_page("k3", 10, clock())  # not where that walk was: listed afresh
     assert [k for k, _, _ in page] == ["k3a", "k4", "k5"] and after is None
+
+
+@pytest.mark.parametrize("holder", [{}, {"a": [1, "{}"]}, {"": {}}])
+def test_sealed_reads_return_what_the_plain_reads_return(storage: AuthStorage, clock: FakeClock,
+                                                         holder: dict[str, object]) -> None:
+    # An empty holder (every sealed record's) may skip the JSON decoder; any other is decoded.
+    token = AuthToken(token_id="t1", user_id="u1", access_token="at-1", refresh_token="authkit:enc:00",
+                      scopes=["api", ""], expires_at=clock() + timedelta(hours=1), client_id=None, metadata=holder)
+    storage.store_token(token)
+    storage.store_session("s1", _session(clock, user_agent="authkit:enc:00", data=holder))
+    now = clock()
+    plain = storage._get_token("t1")
+    sealed = storage._get_sealed_token("t1")
+    assert sealed is not None and plain is not None
+    assert sealed == plain and sealed.metadata == holder and sealed is not plain
+    assert sealed.metadata is not plain.metadata  # each read its own containers
+    by_access = storage._get_sealed_token_by_access_token("at-1", now)
+    assert by_access == storage._get_token_by_access_token("at-1", now) == plain
+    session = storage._get_sealed_session("s1", now)
+    assert session is not None and session == storage._get_session("s1", now) and session.data == holder
+    session.data["x"] = 1  # a caller may change what it was given: the next read is unchanged
+    assert storage._get_sealed_session("s1", now).data == holder  # type: ignore[union-attr]
+
+
+def test_sealed_reads_of_missing_and_expired_records_are_none(storage: AuthStorage, clock: FakeClock) -> None:
+    storage.store_token(AuthToken(token_id="t1", user_id="u1", access_token="at-1",
+                                  expires_at=clock() + timedelta(seconds=10)))
+    storage.store_session("s1", _session(clock, expires_at=clock() + timedelta(seconds=10)))
+    clock.advance(11)
+    now = clock()
+    assert storage._get_sealed_token("missing") is None
+    assert storage._get_sealed_token("t1") is not None  # an expired token is still read by id
+    assert storage._get_sealed_token_by_access_token("at-1", now) is None
+    assert storage._get_sealed_token_by_access_token("at-2", now) is None
+    assert storage._get_sealed_session("s1", now) is None
+    assert storage._get_sealed_session("missing", now) is None

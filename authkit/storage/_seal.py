@@ -148,10 +148,14 @@ def key_bytes(key: object, position: int) -> bytes:
     return raw
 
 
+# Version 3's tag message starts "authkit\0session-expiry\0": the two never coincide.
+_EXPIRY_DOMAIN = b"authkit\x00session-expiry-v4\x00"
+
+
 class Key:
     """One key's derived material: its id, the AEAD, and the keys of the blind index, expiry tag and marker."""
 
-    __slots__ = ("_index", "_tag", "aead", "header", "key_id", "kv_head", "marker_key", "session_head",
+    __slots__ = ("_tag", "_tag4", "aead", "header", "index_mac", "key_id", "kv_head", "marker_key", "session_head",
                  "tag_prefix", "token_head")
 
     def __init__(self, material: bytes) -> None:
@@ -168,8 +172,11 @@ class Key:
         self.aead = AESGCM(_hkdf(material, b"authkit aes-256-gcm v1"))
         # Keyed BLAKE2b is a MAC in one C call: about half the time of HMAC-SHA256.
         # Keyed once here and copied per use: a copy is cheaper than keying again.
-        self._index = hashlib.blake2b(key=_hkdf(material, b"authkit blind index v2"), digest_size=32)
+        self.index_mac = hashlib.blake2b(key=_hkdf(material, b"authkit blind index v2"), digest_size=32)
         self._tag = hashlib.blake2b(key=_hkdf(material, b"authkit session expiry tag v1"), digest_size=16)
+        # The same MAC with version 4's domain already taken in: a tag is the copy, updated once.
+        self._tag4 = self._tag.copy()
+        self._tag4.update(_EXPIRY_DOMAIN)
         self.tag_prefix = self.key_id.hex()
         self.marker_key = _hkdf(material, b"authkit store marker v1")
 
@@ -178,8 +185,8 @@ class Key:
 
     def index(self, access_token: str) -> str:
         """The blind index: keyed BLAKE2b-256 of the access token under this key's index key, in hex."""
-        mac = self._index.copy()
-        mac.update(access_token.encode("utf-8"))
+        mac = self.index_mac.copy()
+        mac.update(access_token.encode())
         return mac.hexdigest()
 
     def expiry_tag(self, session_id: str, expires_at: datetime | None) -> str:
@@ -190,8 +197,8 @@ class Key:
             if expires_at.tzinfo is not _UTC:
                 expires_at = expires_at.astimezone(_UTC)
             moment = _STATE(expires_at)[1][0]
-        mac = self._tag.copy()
-        mac.update(_EXPIRY_DOMAIN + moment + session_id.encode())
+        mac = self._tag4.copy()
+        mac.update(moment + session_id.encode())
         return self.tag_prefix + mac.hexdigest()
 
     def expiry_tag_v3(self, session_id: str, expires_at: datetime | None) -> str:
@@ -203,10 +210,6 @@ class Key:
 
     def sign_marker(self, body: bytes) -> str:
         return hmac.new(self.marker_key, body, hashlib.sha256).hexdigest()
-
-
-# Version 3's tag message starts "authkit\0session-expiry\0": the two never coincide.
-_EXPIRY_DOMAIN = b"authkit\x00session-expiry-v4\x00"
 
 
 class Keyring:
@@ -333,7 +336,7 @@ class Keyring:
         # odd plaintext, who could as well write any valid record (see _record, which
         # version 3 keeps).  Whatever is not six JSON values is still an EncryptionError.
         try:
-            access, refresh, metadata, client_id, token_type, scopes = _SCAN(plaintext.decode("utf-8"), 0)[0]
+            access, refresh, metadata, client_id, token_type, scopes = _SCAN(plaintext.decode(), 0)[0]
         except (ValueError, TypeError, StopIteration):  # not UTF-8, not JSON, not six values
             raise _malformed("token") from None
         if client_id != sealed.client_id or token_type != sealed.token_type or scopes != sealed.scopes:
@@ -370,8 +373,8 @@ class Keyring:
                     if expires.tzinfo is not _UTC:
                         expires = expires.astimezone(_UTC)
                     until = _STATE(expires)[1][0]
-                mac = tag_key._tag.copy()
-                mac.update(_EXPIRY_DOMAIN + until + session_id.encode())
+                mac = tag_key._tag4.copy()
+                mac.update(until + session_id.encode())
                 if not hmac.compare_digest(mac.hexdigest(), tag[_TAG_PREFIX:]):
                     tag_key = None
         if tag_key is None:  # a version 3 tag (None), or an EncryptionError
@@ -389,7 +392,7 @@ class Keyring:
         except InvalidTag:
             raise _tampered("session") from None
         try:  # authentic, so unpacked without checking its types again (see open_token)
-            ip, agent, data = _SCAN(plaintext.decode("utf-8"), 0)[0]
+            ip, agent, data = _SCAN(plaintext.decode(), 0)[0]
         except (ValueError, TypeError, StopIteration):  # not UTF-8, not JSON, not three values
             raise _malformed("session") from None
         sealed.ip_address, sealed.user_agent, sealed.data = ip, agent, data

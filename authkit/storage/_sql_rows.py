@@ -16,7 +16,10 @@ from typing import Any
 from authkit.models import AuthToken, SessionData
 from authkit.storage._codec import digest, dumps, loads, micros, moment, optional_micros, optional_moment
 
-__all__ = ["session_from_row", "session_params", "text", "token_from_row", "token_rows"]
+__all__ = [
+    "sealed_session_from_row", "sealed_token_from_row", "session_from_row", "session_params", "text",
+    "token_from_row", "token_rows",
+]
 
 
 def text(value: str | bytes) -> str:
@@ -79,6 +82,29 @@ def token_from_row(row: Sequence[Any]) -> AuthToken:
     return token
 
 
+def sealed_token_from_row(row: Sequence[Any]) -> AuthToken:
+    """:func:`token_from_row` of a sealed record (``EncryptedStorage``), whose metadata is ``{}``:
+    that text is not run through the JSON decoder (a plain read keeps :func:`token_from_row`,
+    without the comparison)."""
+    token: AuthToken = object.__new__(AuthToken)
+    token.__dict__.update(
+        token_id=text(row[0]),
+        user_id=text(row[1]),
+        access_token=row[2],
+        refresh_token=row[3],
+        token_type=row[4],
+        scopes=loads(row[5]),
+        issued_at=moment(row[6]),
+        expires_at=optional_moment(row[7]),
+        client_id=row[8],
+        metadata={} if row[9] == _EMPTY else loads(row[9]),
+    )
+    return token
+
+
+_EMPTY = "{}"  # dumps({}): a sealed record's holder
+
+
 def session_params(session: SessionData) -> dict[str, Any]:
     return {
         "session_id": session.session_id,
@@ -103,5 +129,21 @@ def session_from_row(row: Sequence[Any]) -> SessionData:
         ip_address=row[5],
         user_agent=row[6],
         data=loads(row[7]),
+    )
+    return session
+
+
+def sealed_session_from_row(row: Sequence[Any]) -> SessionData:
+    """:func:`session_from_row` of a sealed record, whose data is ``{}`` (see :func:`sealed_token_from_row`)."""
+    session: SessionData = object.__new__(SessionData)
+    session.__dict__.update(
+        session_id=text(row[0]),
+        user_id=text(row[1]),
+        created_at=moment(row[2]),
+        expires_at=optional_moment(row[3]),
+        last_activity=moment(row[4]),
+        ip_address=row[5],
+        user_agent=row[6],
+        data={} if row[7] == _EMPTY else loads(row[7]),
     )
     return session

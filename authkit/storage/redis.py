@@ -242,6 +242,11 @@ class RedisStorage(AuthStorage):
             return None
         return token
 
+    # A sealed record is one JSON document here like any other: its reads are the plain ones,
+    # without the base class's call in between (see AuthStorage._get_sealed_token).
+    _get_sealed_token = _get_token
+    _get_sealed_token_by_access_token = _get_token_by_access_token
+
     def _update_token(self, token: AuthToken) -> None:
         with self._errors:
             found = self._store_tokens_lua(
@@ -293,6 +298,8 @@ class RedisStorage(AuthStorage):
             return None
         session = codec.session_from(session_id, data)
         return session if live(session.expires_at, now) else None
+
+    _get_sealed_session = _get_session  # see _get_sealed_token
 
     def _delete_sessions(self, session_ids: list[str]) -> None:
         with self._errors:
