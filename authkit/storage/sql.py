@@ -70,8 +70,7 @@ from authkit.storage._sql_engine import (
 )
 from authkit.storage._sql_lock import Lease, LeaseKeeper
 from authkit.storage._sql_rows import (
-    sealed_session_from_row,
-    sealed_token_from_row,
+    sealed_holder,
     session_from_row,
     session_params,
     text,
@@ -383,13 +382,13 @@ class SqlStorage(AuthStorage):
 
     def _get_sealed_token(self, token_id: str) -> AuthToken | None:
         row = self._fetchone(self._sql.get_token, {"id": token_id})
-        return None if row is None else sealed_token_from_row(row)
+        return None if row is None else token_from_row(row, sealed_holder)
 
     def _get_sealed_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
         row = self._fetchone(self._sql.get_token_by_access, {"digest": digest(access_token), "now": micros(now)})
         if row is None or row[2] != access_token:
             return None
-        return sealed_token_from_row(row)
+        return token_from_row(row, sealed_holder)
 
     def _delete_ids(self, kind: str, ids: list[str]) -> None:
         def work(cursor: Any) -> None:
@@ -423,7 +422,7 @@ class SqlStorage(AuthStorage):
 
     def _get_sealed_session(self, session_id: str, now: datetime) -> SessionData | None:
         row = self._fetchone(self._sql.get_session, {"id": session_id, "now": micros(now)})
-        return None if row is None else sealed_session_from_row(row)
+        return None if row is None else session_from_row(row, sealed_holder)
 
     def _delete_sessions(self, session_ids: list[str]) -> None:
         self._delete_ids("sessions", session_ids)
