@@ -8,7 +8,7 @@ shared by every backend; this module only arranges them the Redis way.
 from __future__ import annotations
 
 import struct
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from authkit.errors import StorageError
@@ -19,6 +19,7 @@ from authkit.storage._codec import dumps_checked, loads, micros, moment, optiona
 
 HEADER = struct.Struct(">q")  # the kv expiry in microseconds; -1 = never
 NO_EXPIRY = -1
+_MICROSECOND = timedelta(microseconds=1)
 FORMAT = 1  # first element of every stored JSON record, so the layout can evolve
 
 # The marker key: its presence says "an authkit store lives under this prefix in this database".
@@ -35,8 +36,11 @@ def dec(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
 
 
+INF_SCORE = b"+inf"  # the expiry score of a record that never expires
+
+
 def score(expires_at: datetime | None) -> bytes:
-    return b"+inf" if expires_at is None else str(micros(expires_at)).encode()
+    return INF_SCORE if expires_at is None else str(micros(expires_at)).encode()
 
 
 def dumps(value: Any) -> bytes:
@@ -158,14 +162,19 @@ def px(expires_at: datetime | None, now: datetime) -> bytes:
     """
     if expires_at is None:
         return b""
-    return ms((expires_at - now).total_seconds())
+    return b"%d" % _ms_left((expires_at - now) // _MICROSECOND)
 
 
 def px_micros(expires: int | None, now: int) -> bytes | int:
-    """:func:`px` from microseconds: whole milliseconds rounded up, at least 1; ``b""`` for none."""
+    """:func:`px` from microseconds since 1970 (a caller that has them already)."""
     if expires is None:
         return b""
-    return max(1, -((now - expires) // 1000))
+    return _ms_left(expires - now)
+
+
+def _ms_left(micros_left: int) -> int:
+    """A TTL in whole milliseconds, rounded up, at least 1 (Redis refuses 0)."""
+    return max(1, -(-micros_left // 1000))
 
 
 def kv_header(expires_at: datetime | None) -> bytes:

@@ -518,12 +518,9 @@ class AuthStorage(abc.ABC):
     @abc.abstractmethod
     def _delete_sessions(self, session_ids: list[str]) -> None: ...
 
-    # Reads for a wrapper whose records are sealed (EncryptedStorage): the same records as
-    # _get_token, _get_token_by_access_token and _get_session.  A sealed record's
-    # metadata/data holder is always {}, which a backend may hand back without running it
-    # through its JSON decoder (SQL does: about 2,000 instructions of a sealed read).  The
-    # plain reads stay as they are, so a plain store pays nothing for it.  A backend that
-    # overrides the plain read overrides these too, or leaves them to these defaults.
+    # EncryptedStorage's reads: the plain reads' records, but a sealed record's metadata/data
+    # is always {}, which a backend may return without its JSON decoder (SQL does), leaving
+    # the plain reads untouched.  A backend overriding a plain read overrides these or keeps them.
 
     def _get_sealed_token(self, token_id: str) -> AuthToken | None:
         return self._get_token(token_id)

@@ -65,7 +65,6 @@ from authkit.storage.base import CLEANUP_DONE, AuthStorage, Clock
 __all__ = ["RedisStorage"]
 
 _SCAN_COUNT = 1000
-_INF = b"+inf"  # the expiry score of a record that never expires
 _MAX_RETENTION = 100 * 366 * 24 * 3600.0
 
 
@@ -286,7 +285,7 @@ class RedisStorage(AuthStorage):
         # Each time in microseconds once: the record, the score and the TTL share them.
         at = micros(now)
         expires = None if session.expires_at is None else micros(session.expires_at)
-        args: list[Any] = [b, name, user, _INF if expires is None else expires, codec.px_micros(expires, at),
+        args: list[Any] = [b, name, user, codec.INF_SCORE if expires is None else expires, codec.px_micros(expires, at),
                 codec.session_json(session, expires), mode, at]
         with self._errors:
             return bool(self._write_session_lua(keys, args))
@@ -405,7 +404,8 @@ class RedisStorage(AuthStorage):
         name = codec.enc(session_id)
         at = micros(now)  # each time in microseconds once: the score, the TTL and the record share them
         expires = None if expires_at is None else micros(expires_at)
-        args: list[Any] = [self._b, name, at, _INF if expires is None else expires, codec.px_micros(expires, at),
+        score = codec.INF_SCORE if expires is None else expires
+        args: list[Any] = [self._b, name, at, score, codec.px_micros(expires, at),
                 b"null" if expires is None else expires, micros(last_activity), *more]
         with self._errors:
             return bool(self._touch_session_lua([self._b + b"s:" + name], args))
