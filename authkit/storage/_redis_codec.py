@@ -19,6 +19,7 @@ from authkit.storage._codec import dumps_checked, loads, micros, moment, optiona
 
 HEADER = struct.Struct(">q")  # the kv expiry in microseconds; -1 = never
 NO_EXPIRY = -1
+INF_SCORE = b"+inf"  # the expiry score of a record that never expires
 _MICROSECOND = timedelta(microseconds=1)
 FORMAT = 1  # first element of every stored JSON record, so the layout can evolve
 
@@ -34,9 +35,6 @@ def enc(text: str) -> bytes:
 
 def dec(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
-
-
-INF_SCORE = b"+inf"  # the expiry score of a record that never expires
 
 
 def score(expires_at: datetime | None) -> bytes:

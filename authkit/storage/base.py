@@ -39,8 +39,9 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Final
 
-from authkit.models import AuthToken, CleanupReport, KvEntry, SessionData, as_utc, check_json, utcnow
+from authkit.models import AuthToken, CleanupReport, KvEntry, SessionData, as_utc, utcnow
 from authkit.storage._batch_sizer import BatchSizer
+from authkit.storage._checks import checked_session, checked_token, checked_value
 from authkit.storage._codec import (
     MAX_ID_LENGTH,
     check_batch_size,
@@ -50,7 +51,6 @@ from authkit.storage._codec import (
     expires_after,
     ttl_seconds,
 )
-from authkit.storage._copy import new_record
 
 __all__ = ["AuthStorage", "Clock", "MAX_ID_LENGTH", "DEFAULT_BATCH_SIZE"]
 
@@ -71,74 +71,6 @@ _LOCK_WAIT_FIRST, _LOCK_WAIT_LONGEST = 0.002, 0.1
 _KV_WALK_SECONDS = 60.0  # how long the default _kv_page pages through one listing of the keys
 KvValue = bytes | bytearray | memoryview
 _ttl_seconds = ttl_seconds  # the name other modules imported before the codec existed
-
-
-def _check_optional_str(value: object, name: str) -> None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
-    if value is not None:
-        check_text(value, name)
-
-
-def _checked_token(token: object) -> AuthToken:
-    """A validated copy of ``token`` with its datetimes in UTC (sharing its lists and dicts)."""
-    if not isinstance(token, AuthToken):
-        raise TypeError(f"expected an AuthToken, not {type(token).__name__}")
-    check_id(token.token_id, "token_id")
-    check_id(token.user_id, "user_id")
-    if not isinstance(token.access_token, str):
-        raise TypeError("access_token must be a str")
-    if not token.access_token:
-        raise ValueError("access_token must not be empty")
-    check_text(token.access_token, "access_token")
-    _check_optional_str(token.refresh_token, "refresh_token")
-    if not isinstance(token.token_type, str):
-        raise TypeError("token_type must be a str")
-    check_text(token.token_type, "token_type")
-    _check_optional_str(token.client_id, "client_id")
-    if not isinstance(token.scopes, list) or not all(isinstance(s, str) for s in token.scopes):
-        raise TypeError("scopes must be a list of str")
-    for scope in token.scopes:
-        check_text(scope, "scopes")
-    if not isinstance(token.metadata, dict):
-        raise TypeError("metadata must be a dict")
-    check_json(token.metadata, "metadata")
-    # The dataclass may have been mutated after construction: check again.  The copy
-    # shares scopes and metadata: a backend keeping the object copies them (memory.py).
-    checked = new_record(token)
-    checked.issued_at = as_utc(token.issued_at, "issued_at")
-    checked.expires_at = None if token.expires_at is None else as_utc(token.expires_at, "expires_at")
-    return checked
-
-
-def _checked_session(session_id: object, data: object) -> SessionData:
-    """A validated copy of ``data`` whose ``session_id`` is ``session_id`` (sharing its ``data`` dict)."""
-    check_id(session_id, "session_id")
-    assert isinstance(session_id, str)
-    if not isinstance(data, SessionData):
-        raise TypeError(f"expected a SessionData, not {type(data).__name__}")
-    if data.session_id and data.session_id != session_id:
-        raise ValueError("data.session_id differs from the session_id argument")
-    check_id(data.user_id, "user_id")
-    _check_optional_str(data.ip_address, "ip_address")
-    _check_optional_str(data.user_agent, "user_agent")
-    if not isinstance(data.data, dict):
-        raise TypeError("data must be a dict")
-    check_json(data.data, "data")
-    checked = new_record(data)
-    checked.session_id = session_id
-    checked.created_at = as_utc(data.created_at, "created_at")
-    checked.last_activity = as_utc(data.last_activity, "last_activity")
-    checked.expires_at = None if data.expires_at is None else as_utc(data.expires_at, "expires_at")
-    return checked
-
-
-def _checked_value(value: object) -> bytes:
-    if isinstance(value, str):
-        raise TypeError("kv values are bytes; encode the str first (e.g. value.encode())")
-    if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise TypeError(f"kv values must be bytes-like, not {type(value).__name__}")
-    return bytes(value)
 
 
 def _check_timeouts(timeout: object, ttl: object) -> tuple[float, float]:
@@ -215,7 +147,7 @@ class AuthStorage(abc.ABC):
 
     def store_token(self, token: AuthToken) -> None:
         """Insert ``token``, or replace the stored token with the same ``token_id``."""
-        self._store_tokens([_checked_token(token)])
+        self._store_tokens([checked_token(token)])
 
     def get_token(self, token_id: str) -> AuthToken | None:
         """The token with this id, also when it has expired; ``None`` if there is none."""
@@ -231,7 +163,7 @@ class AuthStorage(abc.ABC):
 
     def update_token(self, token: AuthToken) -> None:
         """Replace a stored token; :class:`~authkit.errors.NotFoundError` if there is none."""
-        self._update_token(_checked_token(token))
+        self._update_token(checked_token(token))
 
     def delete_token(self, token_id: str) -> None:
         """Delete the token; deleting a missing token is not an error."""
@@ -243,7 +175,7 @@ class AuthStorage(abc.ABC):
 
     def store_tokens_bulk(self, tokens: Iterable[AuthToken]) -> None:
         """Store many tokens in one transaction: all of them, or none if one is invalid."""
-        checked = [_checked_token(t) for t in _as_list(tokens, "tokens")]
+        checked = [checked_token(t) for t in _as_list(tokens, "tokens")]
         if checked:
             self._store_tokens(_last_wins(checked, lambda t: t.token_id))
 
@@ -257,7 +189,7 @@ class AuthStorage(abc.ABC):
 
     def store_session(self, session_id: str, data: SessionData) -> None:
         """Insert or replace the session stored under ``session_id``."""
-        self._store_sessions([_checked_session(session_id, data)])
+        self._store_sessions([checked_session(session_id, data)])
 
     def get_session(self, session_id: str) -> SessionData | None:
         """The session, or ``None`` if there is none or it has expired."""
@@ -281,7 +213,7 @@ class AuthStorage(abc.ABC):
         for pair in _as_list(sessions, "sessions"):
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise TypeError("sessions must be (session_id, SessionData) pairs")
-            checked.append(_checked_session(pair[0], pair[1]))
+            checked.append(checked_session(pair[0], pair[1]))
         if checked:
             self._store_sessions(_last_wins(checked, lambda s: s.session_id))
 
@@ -296,7 +228,7 @@ class AuthStorage(abc.ABC):
     def store_kv(self, key: str, value: KvValue, ttl: float | timedelta | None = None) -> None:
         """Store ``value`` (bytes-like) under ``key``, for ``ttl`` seconds or forever."""
         check_id(key, "key")
-        data = _checked_value(value)
+        data = checked_value(value)
         self._store_kv(key, data, expires_after(self.now(), ttl))
 
     def get_kv(self, key: str) -> bytes | None:
@@ -327,11 +259,11 @@ class AuthStorage(abc.ABC):
         An expired session under the id is replaced.  Among any number of
         threads or processes racing on one id, exactly one gets ``True``.
         """
-        return self._create_session(_checked_session(session_id, data), self.now())
+        return self._create_session(checked_session(session_id, data), self.now())
 
     def replace_session(self, session_id: str, data: SessionData) -> bool:
         """Replace the session only if a live one has this id; ``False`` (nothing written) otherwise."""
-        return self._replace_session(_checked_session(session_id, data), self.now())
+        return self._replace_session(checked_session(session_id, data), self.now())
 
     def touch_session(
         self, session_id: str, expires_at: datetime | None, last_activity: datetime | None = None
@@ -359,7 +291,7 @@ class AuthStorage(abc.ABC):
     def add_kv(self, key: str, value: KvValue, ttl: float | timedelta | None = None) -> bool:
         """Store ``value`` only if no live entry has this key; ``True`` if it stored."""
         check_id(key, "key")
-        data = _checked_value(value)
+        data = checked_value(value)
         now = self.now()
         return self._add_kv(key, data, expires_after(now, ttl), now)
 

@@ -374,21 +374,22 @@ class SqlStorage(AuthStorage):
         return None if row is None else token_from_row(row)
 
     def _get_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
+        row = self._access_token_row(access_token, now)
+        return None if row is None else token_from_row(row)
+
+    def _access_token_row(self, access_token: str, now: datetime) -> Any:
+        """The row of the live token with this access token, or ``None``."""
         row = self._fetchone(self._sql.get_token_by_access, {"digest": digest(access_token), "now": micros(now)})
         # The digest is the index; the comparison of the token itself is exact.
-        if row is None or row[2] != access_token:
-            return None
-        return token_from_row(row)
+        return None if row is None or row[2] != access_token else row
 
     def _get_sealed_token(self, token_id: str) -> AuthToken | None:
         row = self._fetchone(self._sql.get_token, {"id": token_id})
         return None if row is None else token_from_row(row, sealed_holder)
 
     def _get_sealed_token_by_access_token(self, access_token: str, now: datetime) -> AuthToken | None:
-        row = self._fetchone(self._sql.get_token_by_access, {"digest": digest(access_token), "now": micros(now)})
-        if row is None or row[2] != access_token:
-            return None
-        return token_from_row(row, sealed_holder)
+        row = self._access_token_row(access_token, now)
+        return None if row is None else token_from_row(row, sealed_holder)
 
     def _delete_ids(self, kind: str, ids: list[str]) -> None:
         def work(cursor: Any) -> None:
