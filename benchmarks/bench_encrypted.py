@@ -35,36 +35,14 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from authkit.models import AuthToken, SessionData, utcnow
+from authkit.models import utcnow
 from authkit.storage import AuthStorage, _seal, open_storage
 from authkit.storage.encrypted import EncryptedStorage, generate_key
+from benchmarks.encryption_cost import session as _session
+from benchmarks.encryption_cost import token as _token
 from benchmarks.harness import Table
 
 GOAL = "<= 1.3x"
-
-
-def _token(i: int, version: int = 0) -> AuthToken:
-    return AuthToken(
-        token_id=f"tok-{i}",
-        user_id=f"user-{i % 50}",
-        access_token=f"00D000000000001!AQ0AQ{i:08d}.access-token-body-of-realistic-length-xxxxxxxxxxxxxx{version:02d}",
-        refresh_token=f"5Aep861refresh{i:08d}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-        scopes=["api", "refresh_token"],
-        expires_at=utcnow() + timedelta(hours=2),
-        client_id="3MVG9client",
-        metadata={"instance_url": "https://acme.my.salesforce.com", "id": f"https://login/id/{i}"},
-    )
-
-
-def _session(i: int, version: int = 0) -> SessionData:
-    return SessionData(
-        session_id="",
-        user_id=f"user-{i % 50}",
-        expires_at=utcnow() + timedelta(hours=2),
-        ip_address="203.0.113.7",
-        user_agent="Mozilla/5.0",
-        data={"cart": [i, i + version], "csrf": "x" * 32, "user": {"name": "Ada", "roles": ["admin"]}},
-    )
 
 
 def _round(fn: Callable[[int], object], n: int, timer: Callable[[], float] = time.perf_counter) -> float:

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from authkit.storage import open_storage
-from benchmarks.bench_encrypted import _session, _token
+from benchmarks.encryption_cost import session as _session
+from benchmarks.encryption_cost import token as _token
 
 # A fixed key: the same envelopes' sizes on every run.
 KEY = "q2vZ1rjW7Y2cJ1m1bHq5D8m2C4b7kqg0Vx1t7oZ8q1E="
