@@ -115,17 +115,18 @@ def _ratio_row(table: Table, what: str, ours: Callable[[int], object], base: Cal
     per_round = 100
     _round(base, per_round)  # warm both (statement caches, connections)
     _round(ours, per_round)
-    ratios, added, ours_times, base_times = [], [], [], []
+    ours_times, base_times = [], []
     for r in range(rounds):
         # Alternate which side goes first, so neither always follows the other.
         if r % 2:
             t_ours, t_base = _round(ours, per_round, timer), _round(base, per_round, timer)
         else:
             t_base, t_ours = _round(base, per_round, timer), _round(ours, per_round, timer)
-        ratios.append(t_ours / t_base)
-        added.append((t_ours - t_base) / per_round * 1e6)
         ours_times.append(t_ours)
         base_times.append(t_base)
+    pairs = list(zip(ours_times, base_times, strict=True))
+    ratios = [o / b for o, b in pairs]
+    added = [(o - b) / per_round * 1e6 for o, b in pairs]
     median = statistics.median(ratios)
     q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (median, median, median)
     ours_rate = per_round / statistics.median(ours_times)

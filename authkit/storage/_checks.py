@@ -18,10 +18,11 @@ __all__ = ["checked_session", "checked_token", "checked_value"]
 
 
 def _check_optional_str(value: object, name: str) -> None:
-    if value is not None and not isinstance(value, str):
+    if value is None:
+        return
+    if not isinstance(value, str):
         raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
-    if value is not None:
-        check_text(value, name)
+    check_text(value, name)
 
 
 def checked_token(token: object) -> AuthToken:
